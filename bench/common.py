@@ -1,0 +1,51 @@
+"""Shared bits of the benchmarks: a row schema, a median timer and peak-memory probes.
+
+Every row compares *ours* against a baseline measured in the same process run, so the ratio holds
+on a noisy machine. Units are "higher is better" (images/s, GFLOP/s, ...) unless a row's unit says
+otherwise; ratio = ours / baseline.
+"""
+from __future__ import annotations
+
+import gc
+import resource
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+
+@dataclass
+class Row:
+    name: str
+    ours: float | None
+    baseline: float | None
+    unit: str
+    goal: float | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.ours is None or self.baseline in (None, 0):
+            return None
+        return self.ours / self.baseline
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "ratio": self.ratio}
+
+
+def median_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall time of fn() over `repeats` runs, after `warmup` untimed runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        gc.collect()
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
