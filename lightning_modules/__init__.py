@@ -1,0 +1,3 @@
+from lightning_modules.blae import BinaryLatentAutoencoder
+
+__all__ = ["BinaryLatentAutoencoder"]

@@ -1,0 +1,38 @@
+# Two commands: `make demo` (the main job on embedded digits) and `make test`.
+# Both create/reuse .venv and install what they need.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+# CPU wheel on CI; on a GPU box set TORCH_SPEC (e.g. "torch==2.13.0" from the CUDA index) or preinstall torch.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install demo test test-fast test-slow bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) sweep.py -c configs/sweeps/digits.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m slow -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow -q
+
+bench: $(STAMP)
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) -m bench.run_all
+
+clean:
+	rm -rf outputs .pytest_cache

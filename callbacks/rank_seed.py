@@ -1,0 +1,31 @@
+"""Give every DDP rank its own RNG stream (training noise, dropout, sampling).
+
+LightningCLI seeds every rank with the same seed (C24/P8), so without this all ranks would
+inject identical latent noise. The DistributedSampler is unaffected: it seeds itself from
+PL_GLOBAL_SEED, which we leave alone so all ranks still agree on the data order.
+"""
+import os
+import random
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+RANK_SEED_STRIDE = 7919  # a prime, so rank streams of nearby base seeds do not collide
+
+
+def rank_seed(base_seed: int, global_rank: int) -> int:
+    return base_seed + RANK_SEED_STRIDE * global_rank
+
+
+class PerRankSeed(Callback):
+    def __init__(self, base_seed: int | None = None):
+        self.base_seed = base_seed
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        base = self.base_seed if self.base_seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+        seed = rank_seed(base, trainer.global_rank)
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+        pl_module.rank_seed = seed

@@ -1,0 +1,158 @@
+"""BinaryLatentAutoencoder: the paper's BL-AE as a thin LightningModule around injected networks."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+
+from metrics.reconstruction import BinRate, BitUsage, image_psnr
+from networks.binarizer import TanhBinarizer, hard_sign
+from networks.bits import pack_bits
+
+
+def check_autoencoder_fits(encoder: nn.Module, decoder: nn.Module, channels: int, image_size: int) -> None:
+    """One-line errors for networks that cannot work on the configured data."""
+    for name, net in (("encoder", encoder), ("decoder", decoder)):
+        if net.image_channels != channels:
+            raise ValueError(
+                f"model.{name}.init_args.image_channels={net.image_channels} does not match data.channels={channels}"
+            )
+    if encoder.latent_channels != decoder.latent_channels:
+        raise ValueError(
+            f"encoder latent_channels={encoder.latent_channels} != decoder latent_channels={decoder.latent_channels}"
+        )
+    if image_size % encoder.downsample:
+        raise ValueError(f"data.image_size={image_size} is not divisible by the encoder's downsampling {encoder.downsample}")
+
+
+class ReconstructionMetrics(nn.Module):
+    """One stage's metrics (val or test): hard-sign and soft PSNR, bin rate, bit usage."""
+
+    def __init__(self, num_bits: int):
+        super().__init__()
+        self.psnr, self.psnr_soft = image_psnr(), image_psnr()
+        self.bin_rate, self.bit_usage = BinRate(), BitUsage(num_bits)
+
+
+class BinaryLatentAutoencoder(LightningModule):
+    """Images -> tanh latents -> (noise | hard sign) -> decoder; loss MSE + beta * mean(z^2).
+
+    The validation number that matters is `val/psnr`, computed on hard-sign reconstructions: that
+    is what every downstream model (γ-ARVM tokens) sees.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        binarizer: TanhBinarizer | None = None,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        scheduler: LRSchedulerCallable | None = None,
+        latent_penalty: float = 0.0,
+        straight_through_from_step: int | None = None,
+        image_size: int = 8,
+        channels: int = 1,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["encoder", "decoder", "binarizer"], logger=False)
+        check_autoencoder_fits(encoder, decoder, channels, image_size)
+        self.encoder, self.decoder = encoder, decoder
+        self.binarizer = binarizer if binarizer is not None else TanhBinarizer()
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.num_bits = encoder.latent_channels
+        self.grid_size = image_size // encoder.downsample
+        self.stage_metrics = nn.ModuleDict({stage: ReconstructionMetrics(self.num_bits) for stage in ("val", "test")})
+
+    # --- public API -------------------------------------------------------------------------
+    def encode(self, x: Tensor) -> Tensor:
+        """(B, channels, H, W) in [-1, 1] -> (B, C, h, w) tanh latent."""
+        return torch.tanh(self.encoder(x))
+
+    def binarize(self, z: Tensor) -> Tensor:
+        """Noisy / straight-through latent while training, hard ±1 codes in eval mode."""
+        return self.binarizer(z, straight_through=self.straight_through_active)
+
+    def decode(self, codes: Tensor) -> Tensor:
+        """(B, C, h, w) latent or ±1 codes -> (B, channels, H, W) image in about [-1, 1]."""
+        return self.decoder(codes)
+
+    @torch.no_grad()
+    def tokens(self, x: Tensor) -> Tensor:
+        """(B, channels, H, W) images -> (B, h, w) token ids in [0, 2^C) of their hard codes."""
+        return pack_bits(self.encode(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decode(self.binarize(self.encode(x)))
+
+    @torch.no_grad()
+    def log_images(self, batch: dict, max_images: int = 16) -> dict[str, Tensor]:
+        """Inputs and their hard-sign and soft reconstructions, all in [-1, 1]."""
+        x = batch["image"][:max_images]
+        z = self.encode(x)
+        return {"inputs": x, "recon_hard": self.decode(hard_sign(z)).clamp(-1, 1), "recon_soft": self.decode(z).clamp(-1, 1)}
+
+    # --- training ---------------------------------------------------------------------------
+    @property
+    def straight_through_active(self) -> bool:
+        start = self.hparams.straight_through_from_step
+        return self.training and start is not None and self.global_step >= start
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        x = batch["image"]
+        z = self.encode(x)
+        recon = self.decode(self.binarize(z))
+        mse = F.mse_loss(recon, x)
+        latent_l2 = z.pow(2).mean()
+        loss = mse + self.hparams.latent_penalty * latent_l2
+        with torch.no_grad():
+            bin_rate = ((z.abs() - 1).abs() < 0.1).float().mean()
+        self.log_dict({"train/loss": loss, "train/mse": mse, "train/latent_l2": latent_l2, "train/bin_rate": bin_rate}, prog_bar=False)
+        self.log("train/straight_through", float(self.straight_through_active))
+        return loss
+
+    def _evaluate(self, batch: dict, stage: str) -> None:
+        x = batch["image"]
+        z = self.encode(x)
+        codes = self.binarizer(z)  # eval mode: hard sign
+        metrics = self.stage_metrics[stage]
+        metrics.psnr(self.decode(codes).clamp(-1, 1), x)
+        metrics.psnr_soft(self.decode(z).clamp(-1, 1), x)
+        metrics.bin_rate(z)
+        metrics.bit_usage(codes)
+        self.log(f"{stage}/psnr", metrics.psnr, prog_bar=True)
+        self.log(f"{stage}/psnr_soft", metrics.psnr_soft)
+        self.log(f"{stage}/bin_rate", metrics.bin_rate, prog_bar=True)
+
+    def _log_bit_usage(self, stage: str) -> None:
+        """Every rank computes (a collective), then logs the synced scalars."""
+        usage = self.stage_metrics[stage].bit_usage.compute()
+        self.log_dict({
+            f"{stage}/bit_entropy": usage.mean_entropy,
+            f"{stage}/dead_bits": usage.dead_bits.float(),
+            f"{stage}/bit_p_one_min": usage.p_one.min(),
+            f"{stage}/bit_p_one_max": usage.p_one.max(),
+        })
+        self.stage_metrics[stage].bit_usage.reset()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_bit_usage("val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_bit_usage("test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Tensor]:
+        return {"tokens": self.tokens(batch["image"]), **({"index": batch["index"]} if "index" in batch else {})}
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}}
