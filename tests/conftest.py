@@ -1,5 +1,6 @@
 """Test environment: nothing reaches the network, every test writes into its own tmp dir."""
 import os
+import tempfile
 
 import pytest
 
@@ -7,6 +8,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Read at import time by datasets / huggingface_hub, so set them before anything imports those.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="meps-hf-home-")
+os.environ["HF_DATASETS_CACHE"] = os.path.join(os.environ["HF_HOME"], "datasets")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("WANDB_SILENT", "true")
