@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from lightning_modules.base import InjectedOptimizers
 from metrics.reconstruction import BinRate, BitUsage, image_psnr
 from networks.binarizer import TanhBinarizer, hard_sign
 from networks.bits import pack_bits
@@ -36,7 +36,7 @@ class ReconstructionMetrics(nn.Module):
         self.bin_rate, self.bit_usage = BinRate(), BitUsage(num_bits)
 
 
-class BinaryLatentAutoencoder(LightningModule):
+class BinaryLatentAutoencoder(InjectedOptimizers):
     """Images -> tanh latents -> (noise | hard sign) -> decoder; loss MSE + beta * mean(z^2).
 
     The validation number that matters is `val/psnr`, computed on hard-sign reconstructions: that
@@ -55,12 +55,11 @@ class BinaryLatentAutoencoder(LightningModule):
         image_size: int = 8,
         channels: int = 1,
     ):
-        super().__init__()
-        self.save_hyperparameters(ignore=["encoder", "decoder", "binarizer"], logger=False)
+        super().__init__(optimizer, scheduler)
+        self.save_hyperparameters(logger=False)  # under LightningCLI this stores the networks' configs
         check_autoencoder_fits(encoder, decoder, channels, image_size)
         self.encoder, self.decoder = encoder, decoder
         self.binarizer = binarizer if binarizer is not None else TanhBinarizer()
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.num_bits = encoder.latent_channels
         self.grid_size = image_size // encoder.downsample
         self.stage_metrics = nn.ModuleDict({stage: ReconstructionMetrics(self.num_bits) for stage in ("val", "test")})
@@ -150,9 +149,3 @@ class BinaryLatentAutoencoder(LightningModule):
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Tensor]:
         return {"tokens": self.tokens(batch["image"]), **({"index": batch["index"]} if "index" in batch else {})}
-
-    def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}}

@@ -1,0 +1,269 @@
+"""A BL-AE checkpoint as seen by the models built on its tokens: what it is, its token spec, a frozen model.
+
+``autoencoder_spec(path)`` reads a checkpoint's hyper-parameters (no datamodule, no weights
+loaded into a model) and returns the token vocabulary and grid, so a token model can size
+itself in ``__init__``. ``load_autoencoder(path)`` rebuilds the BL-AE, frozen and in eval mode.
+
+Which networks a checkpoint holds is read from its ``hyper_parameters`` (``encoder``/``decoder``/
+``binarizer`` as ``{class_path, init_args}``, as LightningCLI records them) or, when they are not
+there, from the ``config.yaml`` that ``train.py`` writes into the run folder
+(``<run>/config.yaml`` beside ``<run>/checkpoints/*.ckpt``).
+
+Every failure is one line that names the file: missing, not a checkpoint, a checkpoint of some
+other model (named when recognisable), or a BL-AE that does not fit the data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+import yaml
+from jsonargparse import ArgumentParser
+from torch import nn
+
+from lightning_modules.blae import BinaryLatentAutoencoder
+
+NETWORK_ARGUMENTS = ("encoder", "decoder", "binarizer")
+"""BL-AE init arguments that are networks (``BinaryLatentAutoencoder`` does not save them as hparams)."""
+
+_NOT_MODEL_ARGUMENTS = ("optimizer", "scheduler")
+"""Recorded init arguments a frozen autoencoder does not need (and that may not rebuild outside the CLI)."""
+
+_HASH_CHUNK = 1 << 20
+_TORCH_FILE_MAGICS = (b"PK\x03\x04", b"\x80")
+"""torch.save writes a zip archive (PyTorch >= 1.6) or, legacy, a pickle stream."""
+
+
+class NotAnAutoencoderCheckpointError(ValueError):
+    """The file exists but is not a BL-AE checkpoint; the message says what it is when that is recognisable."""
+
+
+class AutoencoderSpec(NamedTuple):
+    """What a token model needs to know about its BL-AE, read from the checkpoint alone."""
+
+    num_bits: int
+    """C: bits per latent cell; token ids lie in [0, 2^C)."""
+    grid_height: int
+    grid_width: int
+    image_size: int
+    channels: int
+    sha256: str
+    """Hex digest of the checkpoint file: the identity of the tokens."""
+    path: str
+
+    @property
+    def vocab_size(self) -> int:
+        return 2**self.num_bits
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        return (self.grid_height, self.grid_width)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(_HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _existing_file(path: str | Path) -> Path:
+    file = Path(path).expanduser()
+    if not file.exists():
+        raise FileNotFoundError(f"autoencoder checkpoint {str(path)!r} does not exist")
+    if file.is_dir():
+        raise IsADirectoryError(f"autoencoder checkpoint {str(path)!r} is a folder, not a .ckpt file")
+    return file
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], str]:
+    """The checkpoint dict (on CPU) and the sha256 of exactly the bytes it was loaded from.
+
+    ``weights_only=True``: a checkpoint is data, and a random or hostile pickle must not run code.
+    """
+    file = _existing_file(path)
+    data = file.read_bytes()
+    sha256 = hashlib.sha256(data).hexdigest()
+    if not data.startswith(_TORCH_FILE_MAGICS):
+        raise NotAnAutoencoderCheckpointError(
+            f"{str(path)!r} is not a PyTorch checkpoint (neither a torch zip archive nor a pickle; {len(data)} bytes)"
+        )
+    try:
+        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # zip/pickle errors come in many types
+        raise NotAnAutoencoderCheckpointError(
+            f"{str(path)!r} is not a checkpoint that torch.load(weights_only=True) can read: {_load_error_line(err)}"
+        ) from err
+    return checkpoint, sha256
+
+
+def _load_error_line(err: Exception) -> str:
+    """The informative line of a torch.load error (weights_only errors start with a long generic preamble)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    specific = [line for line in lines if "Unsupported global" in line or "Unsupported operand" in line]
+    return " ".join((specific or lines or [type(err).__name__])[0].split())[:300]
+
+
+def _checkpoint_kind(checkpoint: Any) -> str | None:
+    """``None`` for a BL-AE checkpoint, else a short description of what the file is."""
+    if not isinstance(checkpoint, dict):
+        return f"a pickled {type(checkpoint).__name__}, not a Lightning checkpoint"
+    if "state_dict" not in checkpoint:
+        return f"a torch file without a state_dict, not a Lightning checkpoint (keys: {sorted(map(str, checkpoint))[:6]})"
+    hparams = checkpoint.get("hyper_parameters") or {}
+    class_path = hparams.get("_class_path")
+    if class_path is not None:
+        if _is_autoencoder_class(class_path):
+            return None
+        token_model = " trained on BL-AE tokens (γ-ARVM or another token model)" if _uses_autoencoder(hparams) else ""
+        return f"a checkpoint of {class_path}{token_model}, not of a BinaryLatentAutoencoder"
+    if _uses_autoencoder(hparams):
+        return "a checkpoint of a model trained on BL-AE tokens (γ-ARVM or another token model), not of the BL-AE itself"
+    prefixes = sorted({key.split(".")[0] for key in checkpoint["state_dict"]})
+    if not {"encoder", "decoder"} <= set(prefixes):
+        return f"a Lightning checkpoint of a model without encoder/decoder weights (its modules: {prefixes[:6]})"
+    if not {"image_size", "channels"} <= set(hparams):
+        return "a Lightning checkpoint with encoder/decoder weights but no image_size/channels hyper-parameters"
+    return None
+
+
+def _uses_autoencoder(hparams: dict[str, Any]) -> bool:
+    return any(key in hparams for key in ("autoencoder", "autoencoder_path", "autoencoder_sha256"))
+
+
+def _is_autoencoder_class(class_path: str) -> bool:
+    module_name, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(__import__(module_name, fromlist=[name]), name)
+    except (ImportError, AttributeError, ValueError):
+        return False
+    return isinstance(cls, type) and issubclass(cls, BinaryLatentAutoencoder)
+
+
+def _checked_autoencoder(path: str | Path) -> tuple[dict[str, Any], str]:
+    checkpoint, sha256 = read_checkpoint(path)
+    kind = _checkpoint_kind(checkpoint)
+    if kind is not None:
+        raise NotAnAutoencoderCheckpointError(f"{str(path)!r} is not a BL-AE checkpoint: it is {kind}")
+    return checkpoint, sha256
+
+
+# --------------------------------------------------------------------------------------------
+# Networks
+# --------------------------------------------------------------------------------------------
+
+
+def _is_class_config(value: Any) -> bool:
+    return isinstance(value, dict) and "class_path" in value
+
+
+def _run_config_files(path: Path) -> list[Path]:
+    """Where train.py leaves the run's config: ``<run>/config.yaml`` for ``<run>/checkpoints/x.ckpt``."""
+    return [folder / "config.yaml" for folder in (path.parent.parent, path.parent)]
+
+
+def network_configs(checkpoint: dict[str, Any], path: str | Path) -> dict[str, dict[str, Any] | None]:
+    """``{encoder, decoder, binarizer}`` as ``{class_path, init_args}`` (binarizer may be None)."""
+    hparams = checkpoint.get("hyper_parameters") or {}
+    if _is_class_config(hparams.get("encoder")) and _is_class_config(hparams.get("decoder")):
+        return {name: hparams.get(name) for name in NETWORK_ARGUMENTS}
+    for config_file in _run_config_files(Path(path).expanduser()):
+        if not config_file.is_file():
+            continue
+        model = (yaml.safe_load(config_file.read_text()) or {}).get("model") or {}
+        recorded_class = hparams.get("_class_path")
+        if recorded_class is not None and model.get("class_path") not in (None, recorded_class):
+            continue  # the config of another run that shares the folder
+        init_args = model.get("init_args") or {}
+        if _is_class_config(init_args.get("encoder")) and _is_class_config(init_args.get("decoder")):
+            return {name: init_args.get(name) for name in NETWORK_ARGUMENTS}
+    raise NotAnAutoencoderCheckpointError(
+        f"{str(path)!r} does not record its encoder/decoder: neither its hyper_parameters nor a run config.yaml"
+        f" ({', '.join(str(f) for f in _run_config_files(Path(path).expanduser()))}) name them"
+    )
+
+
+def instantiate_network(config: dict[str, Any]) -> nn.Module:
+    """``{class_path, init_args}`` -> module, parsed like LightningCLI does (nested class_paths included)."""
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(nn.Module, "net", fail_untyped=False)
+    return parser.instantiate_classes(parser.parse_object({"net": config})).net
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------
+
+
+def autoencoder_spec(path: str | Path) -> AutoencoderSpec:
+    """Token vocabulary and grid of a BL-AE checkpoint, from its hyper-parameters (builds only the encoder)."""
+    checkpoint, sha256 = _checked_autoencoder(path)
+    hparams = checkpoint["hyper_parameters"]
+    encoder = instantiate_network(network_configs(checkpoint, path)["encoder"])
+    image_size, channels = int(hparams["image_size"]), int(hparams["channels"])
+    grid = image_size // encoder.downsample
+    return AutoencoderSpec(int(encoder.latent_channels), grid, grid, image_size, channels, sha256, str(path))
+
+
+def check_fits_data(spec: AutoencoderSpec, image_size: int, channels: int) -> None:
+    """The BL-AE must see the images it was trained on: same size and channels, one line naming both."""
+    if (spec.image_size, spec.channels) != (image_size, channels):
+        raise ValueError(
+            f"autoencoder {spec.path!r} was trained on image_size={spec.image_size}, channels={spec.channels}"
+            f" but the data has --data.image_size={image_size}, --data.channels={channels}"
+        )
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode and no gradients. A module that holds it must keep it in eval (``train()`` recurses)."""
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def load_autoencoder(path: str | Path, expected_sha256: str | None = None) -> BinaryLatentAutoencoder:
+    """The BL-AE of ``path`` on CPU, frozen (eval, ``requires_grad=False``), with its trained weights.
+
+    ``expected_sha256``: refuse a file whose content changed (e.g. ``last.ckpt`` overwritten by a
+    still running job) since the tokens were made from it.
+    """
+    checkpoint, sha256 = _checked_autoencoder(path)
+    if expected_sha256 is not None and sha256 != expected_sha256:
+        raise ValueError(
+            f"autoencoder {str(path)!r} changed on disk: sha256 {sha256[:16]}… but the tokens were made from {expected_sha256[:16]}…"
+        )
+    hparams = checkpoint["hyper_parameters"]
+    networks = network_configs(checkpoint, path)
+    kwargs = {
+        key: value
+        for key, value in hparams.items()
+        if not key.startswith("_") and key not in NETWORK_ARGUMENTS + _NOT_MODEL_ARGUMENTS
+    }
+    class_path = hparams.get("_class_path")
+    cls = BinaryLatentAutoencoder
+    if class_path is not None:
+        module_name, _, name = class_path.rpartition(".")
+        cls = getattr(__import__(module_name, fromlist=[name]), name)
+    model = cls(
+        encoder=instantiate_network(networks["encoder"]),
+        decoder=instantiate_network(networks["decoder"]),
+        binarizer=instantiate_network(networks["binarizer"]) if networks.get("binarizer") else None,
+        **kwargs,
+    )
+    try:
+        model.load_state_dict(checkpoint["state_dict"], strict=True)
+    except RuntimeError as err:
+        raise NotAnAutoencoderCheckpointError(
+            f"{str(path)!r}: its weights do not fit the recorded networks ({' '.join(str(err).split())[:300]})"
+        ) from err
+    return freeze(model)
