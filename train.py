@@ -21,14 +21,36 @@ DEFAULT_LOGGER = {
 }
 
 
+def share_autoencoder_path(config) -> None:
+    """`--data.init_args.autoencoder` also tells a token model which BL-AE it decodes with.
+
+    A link would not do: links apply to every model class, and only the γ-ARVMs have this argument.
+    """
+    data_args, model_args = config.data.get("init_args"), config.model.get("init_args")
+    if not data_args or not model_args or "autoencoder" not in data_args or "autoencoder" not in model_args:
+        return
+    if model_args.autoencoder is None:
+        model_args.autoencoder = data_args.autoencoder
+    elif data_args.autoencoder is not None and model_args.autoencoder != data_args.autoencoder:
+        raise ValueError(
+            f"--model.init_args.autoencoder={model_args.autoencoder} and --data.init_args.autoencoder="
+            f"{data_args.autoencoder} differ: the tokens and the decoder must come from the same BL-AE"
+        )
+
+
 class MepsCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.init_args.image_size", "model.init_args.image_size")
         parser.link_arguments("data.init_args.channels", "model.init_args.channels")
 
     def before_instantiate_classes(self) -> None:
-        """Give the job's WandbLogger the run id that every DDP rank shares."""
         config = self.config[self.subcommand] if self.subcommand else self.config
+        share_autoencoder_path(config)
+        self.share_run_id(config)
+
+    @staticmethod
+    def share_run_id(config) -> None:
+        """Give the job's WandbLogger the run id that every DDP rank shares."""
         loggers = config.trainer.logger
         for logger in loggers if isinstance(loggers, list) else [loggers]:
             if getattr(logger, "class_path", "").endswith("WandbLogger"):

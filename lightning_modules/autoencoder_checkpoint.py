@@ -4,10 +4,15 @@
 loaded into a model) and returns the token vocabulary and grid, so a token model can size
 itself in ``__init__``. ``load_autoencoder(path)`` rebuilds the BL-AE, frozen and in eval mode.
 
-Which networks a checkpoint holds is read from its ``hyper_parameters`` (``encoder``/``decoder``/
-``binarizer`` as ``{class_path, init_args}``, as LightningCLI records them) or, when they are not
-there, from the ``config.yaml`` that ``train.py`` writes into the run folder
+Which networks a checkpoint holds is read from its ``hyper_parameters``: ``encoder``/``decoder``/
+``binarizer`` as ``{class_path, init_args}`` (LightningCLI records them so) or as module objects (a
+BL-AE built in Python). A checkpoint that records neither (made before ``BinaryLatentAutoencoder``
+saved its networks) is read with the ``config.yaml`` that ``train.py`` wrote into its run folder
 (``<run>/config.yaml`` beside ``<run>/checkpoints/*.ckpt``).
+
+The checkpoint is loaded with ``torch.load(weights_only=True)``; the only classes it may name are
+``nn.Module``/optimizer/scheduler classes of ``networks``, ``lightning_modules``, ``torch.nn`` and
+``torch.optim``, so a stray or hostile file cannot run code.
 
 Every failure is one line that names the file: missing, not a checkpoint, a checkpoint of some
 other model (named when recognisable), or a BL-AE that does not fit the data.
@@ -16,7 +21,10 @@ other model (named when recognisable), or a BL-AE that does not fit the data.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
+import re
+import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -28,7 +36,7 @@ from torch import nn
 from lightning_modules.blae import BinaryLatentAutoencoder
 
 NETWORK_ARGUMENTS = ("encoder", "decoder", "binarizer")
-"""BL-AE init arguments that are networks (``BinaryLatentAutoencoder`` does not save them as hparams)."""
+"""BL-AE init arguments that are networks."""
 
 _NOT_MODEL_ARGUMENTS = ("optimizer", "scheduler")
 """Recorded init arguments a frozen autoencoder does not need (and that may not rebuild outside the CLI)."""
@@ -36,6 +44,8 @@ _NOT_MODEL_ARGUMENTS = ("optimizer", "scheduler")
 _HASH_CHUNK = 1 << 20
 _TORCH_FILE_MAGICS = (b"PK\x03\x04", b"\x80")
 """torch.save writes a zip archive (PyTorch >= 1.6) or, legacy, a pickle stream."""
+_TRUSTED_MODULE_PREFIXES = ("networks.", "lightning_modules.", "torch.nn.modules.", "torch.optim.")
+"""Where the classes that a checkpoint's hyper-parameters may hold come from (see ``read_checkpoint``)."""
 
 
 class NotAnAutoencoderCheckpointError(ValueError):
@@ -89,7 +99,9 @@ def _existing_file(path: str | Path) -> Path:
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], str]:
     """The checkpoint dict (on CPU) and the sha256 of exactly the bytes it was loaded from.
 
-    ``weights_only=True``: a checkpoint is data, and a random or hostile pickle must not run code.
+    Loaded with ``weights_only=True``, so a random or hostile pickle cannot run code. The only
+    classes let through are networks and optimizers of this project, ``torch.nn`` and ``torch.optim``:
+    a BL-AE built outside LightningCLI records its network objects in its hyper-parameters.
     """
     file = _existing_file(path)
     data = file.read_bytes()
@@ -98,13 +110,32 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], str]:
         raise NotAnAutoencoderCheckpointError(
             f"{str(path)!r} is not a PyTorch checkpoint (neither a torch zip archive nor a pickle; {len(data)} bytes)"
         )
-    try:
-        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as err:  # zip/pickle errors come in many types
-        raise NotAnAutoencoderCheckpointError(
-            f"{str(path)!r} is not a checkpoint that torch.load(weights_only=True) can read: {_load_error_line(err)}"
-        ) from err
-    return checkpoint, sha256
+    allowed: list[type] = []
+    while True:
+        try:
+            with torch.serialization.safe_globals(allowed):
+                return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True), sha256
+        except Exception as err:  # zip/pickle errors come in many types
+            trusted = _trusted_class(_unsupported_global(err))
+            if trusted is None or trusted in allowed:
+                raise NotAnAutoencoderCheckpointError(
+                    f"{str(path)!r} is not a checkpoint that torch.load(weights_only=True) can read: {_load_error_line(err)}"
+                ) from err
+            allowed.append(trusted)
+
+
+def _unsupported_global(err: Exception) -> str | None:
+    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+    return match.group(1) if match else None
+
+
+def _trusted_class(name: str | None) -> type | None:
+    """A network/optimizer class that a checkpoint may name, or ``None`` for anything else."""
+    if name is None or not name.startswith(_TRUSTED_MODULE_PREFIXES):
+        return None
+    value = _import(name)
+    trusted_bases = (nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler)
+    return value if isinstance(value, type) and issubclass(value, trusted_bases) else None
 
 
 def _load_error_line(err: Exception) -> str:
@@ -141,12 +172,16 @@ def _uses_autoencoder(hparams: dict[str, Any]) -> bool:
     return any(key in hparams for key in ("autoencoder", "autoencoder_path", "autoencoder_sha256"))
 
 
-def _is_autoencoder_class(class_path: str) -> bool:
+def _import(class_path: str) -> Any:
     module_name, _, name = class_path.rpartition(".")
     try:
-        cls = getattr(__import__(module_name, fromlist=[name]), name)
+        return getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError, ValueError):
-        return False
+        return None
+
+
+def _is_autoencoder_class(class_path: str) -> bool:
+    cls = _import(class_path)
     return isinstance(cls, type) and issubclass(cls, BinaryLatentAutoencoder)
 
 
@@ -167,15 +202,23 @@ def _is_class_config(value: Any) -> bool:
     return isinstance(value, dict) and "class_path" in value
 
 
+def _is_network(value: Any) -> bool:
+    return _is_class_config(value) or isinstance(value, nn.Module)
+
+
 def _run_config_files(path: Path) -> list[Path]:
     """Where train.py leaves the run's config: ``<run>/config.yaml`` for ``<run>/checkpoints/x.ckpt``."""
     return [folder / "config.yaml" for folder in (path.parent.parent, path.parent)]
 
 
-def network_configs(checkpoint: dict[str, Any], path: str | Path) -> dict[str, dict[str, Any] | None]:
-    """``{encoder, decoder, binarizer}`` as ``{class_path, init_args}`` (binarizer may be None)."""
+def recorded_networks(checkpoint: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """``{encoder, decoder, binarizer}``, each a ``{class_path, init_args}`` config, a module, or None.
+
+    From the hyper-parameters (configs under LightningCLI, module objects when the BL-AE was built
+    in Python), else from the run's ``config.yaml`` (checkpoints that recorded no networks).
+    """
     hparams = checkpoint.get("hyper_parameters") or {}
-    if _is_class_config(hparams.get("encoder")) and _is_class_config(hparams.get("decoder")):
+    if _is_network(hparams.get("encoder")) and _is_network(hparams.get("decoder")):
         return {name: hparams.get(name) for name in NETWORK_ARGUMENTS}
     for config_file in _run_config_files(Path(path).expanduser()):
         if not config_file.is_file():
@@ -193,11 +236,13 @@ def network_configs(checkpoint: dict[str, Any], path: str | Path) -> dict[str, d
     )
 
 
-def instantiate_network(config: dict[str, Any]) -> nn.Module:
-    """``{class_path, init_args}`` -> module, parsed like LightningCLI does (nested class_paths included)."""
+def instantiate_network(network: dict[str, Any] | nn.Module) -> nn.Module:
+    """A ``{class_path, init_args}`` config -> module, parsed like LightningCLI does; a module is returned as is."""
+    if isinstance(network, nn.Module):
+        return network
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(nn.Module, "net", fail_untyped=False)
-    return parser.instantiate_classes(parser.parse_object({"net": config})).net
+    return parser.instantiate_classes(parser.parse_object({"net": network})).net
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,7 +254,7 @@ def autoencoder_spec(path: str | Path) -> AutoencoderSpec:
     """Token vocabulary and grid of a BL-AE checkpoint, from its hyper-parameters (builds only the encoder)."""
     checkpoint, sha256 = _checked_autoencoder(path)
     hparams = checkpoint["hyper_parameters"]
-    encoder = instantiate_network(network_configs(checkpoint, path)["encoder"])
+    encoder = instantiate_network(recorded_networks(checkpoint, path)["encoder"])
     image_size, channels = int(hparams["image_size"]), int(hparams["channels"])
     grid = image_size // encoder.downsample
     return AutoencoderSpec(int(encoder.latent_channels), grid, grid, image_size, channels, sha256, str(path))
@@ -243,23 +288,21 @@ def load_autoencoder(path: str | Path, expected_sha256: str | None = None) -> Bi
             f"autoencoder {str(path)!r} changed on disk: sha256 {sha256[:16]}… but the tokens were made from {expected_sha256[:16]}…"
         )
     hparams = checkpoint["hyper_parameters"]
-    networks = network_configs(checkpoint, path)
+    networks = recorded_networks(checkpoint, path)
     kwargs = {
         key: value
         for key, value in hparams.items()
         if not key.startswith("_") and key not in NETWORK_ARGUMENTS + _NOT_MODEL_ARGUMENTS
     }
-    class_path = hparams.get("_class_path")
-    cls = BinaryLatentAutoencoder
-    if class_path is not None:
-        module_name, _, name = class_path.rpartition(".")
-        cls = getattr(__import__(module_name, fromlist=[name]), name)
-    model = cls(
-        encoder=instantiate_network(networks["encoder"]),
-        decoder=instantiate_network(networks["decoder"]),
-        binarizer=instantiate_network(networks["binarizer"]) if networks.get("binarizer") else None,
-        **kwargs,
-    )
+    cls = _import(hparams["_class_path"]) if "_class_path" in hparams else BinaryLatentAutoencoder
+    with warnings.catch_warnings():  # outside the CLI, save_hyperparameters warns that the networks are modules
+        warnings.filterwarnings("ignore", message=r".*is an instance of `nn.Module`")
+        model = cls(
+            encoder=instantiate_network(networks["encoder"]),
+            decoder=instantiate_network(networks["decoder"]),
+            binarizer=instantiate_network(networks["binarizer"]) if networks.get("binarizer") else None,
+            **kwargs,
+        )
     try:
         model.load_state_dict(checkpoint["state_dict"], strict=True)
     except RuntimeError as err:

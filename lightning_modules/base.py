@@ -1,14 +1,12 @@
-"""What every LightningModule of the project shares: optimizer/scheduler injection (C3)."""
-from lightning.pytorch import LightningModule
+"""What the trainable LightningModules share: optimizer/scheduler injection (C3)."""
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 
-class InjectedOptimizers(LightningModule):
-    """Builds the optimizer (and optional per-step scheduler) from callables LightningCLI fills."""
+class InjectedOptimizers:
+    """Mixin: builds the optimizer (and an optional per-step scheduler) from callables LightningCLI fills."""
 
-    def __init__(self, optimizer: OptimizerCallable, scheduler: LRSchedulerCallable | None = None):
-        super().__init__()
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+    optimizer_factory: OptimizerCallable
+    scheduler_factory: LRSchedulerCallable | None = None
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(p for p in self.parameters() if p.requires_grad)

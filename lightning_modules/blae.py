@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_modules.base import InjectedOptimizers
 from metrics.reconstruction import BinRate, BitUsage, image_psnr
 from networks.binarizer import TanhBinarizer, hard_sign
-from networks.bits import pack_bits
+from lightning_modules.protocols import Generated, LatentDistribution
+from networks.bits import pack_bits, unpack_bits
 
 
 def check_autoencoder_fits(encoder: nn.Module, decoder: nn.Module, channels: int, image_size: int) -> None:
@@ -36,7 +38,7 @@ class ReconstructionMetrics(nn.Module):
         self.bin_rate, self.bit_usage = BinRate(), BitUsage(num_bits)
 
 
-class BinaryLatentAutoencoder(InjectedOptimizers):
+class BinaryLatentAutoencoder(InjectedOptimizers, LightningModule):
     """Images -> tanh latents -> (noise | hard sign) -> decoder; loss MSE + beta * mean(z^2).
 
     The validation number that matters is `val/psnr`, computed on hard-sign reconstructions: that
@@ -55,7 +57,8 @@ class BinaryLatentAutoencoder(InjectedOptimizers):
         image_size: int = 8,
         channels: int = 1,
     ):
-        super().__init__(optimizer, scheduler)
+        super().__init__()
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.save_hyperparameters(logger=False)  # under LightningCLI this stores the networks' configs
         check_autoencoder_fits(encoder, decoder, channels, image_size)
         self.encoder, self.decoder = encoder, decoder
@@ -84,6 +87,29 @@ class BinaryLatentAutoencoder(InjectedOptimizers):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.decode(self.binarize(self.encode(x)))
+
+    @torch.no_grad()
+    def reconstruct(self, images: Tensor) -> Generated:
+        """Hard-sign round trip: the tokens and images every downstream model sees."""
+        codes = hard_sign(self.encode(images))  # (B, C, h, w)
+        return Generated(pack_bits(codes), self.decode(codes).clamp(-1, 1))
+
+    @torch.no_grad()
+    def generate(self, seeds: list[int]) -> Generated:
+        """Uniformly random codes (the γ = 0 limit: no context at all), one grid per seed."""
+        grid = (self.grid_size, self.grid_size)
+        tokens = torch.stack([torch.randint(0, 2**self.num_bits, grid, generator=torch.Generator().manual_seed(s)) for s in seeds])
+        tokens = tokens.to(self.device)  # (n, h, w)
+        return Generated(tokens, self.decode(unpack_bits(tokens, self.num_bits)).clamp(-1, 1))
+
+    @torch.no_grad()
+    def latent_distribution(self, images: Tensor) -> LatentDistribution:
+        """Hard codes plus the training noise law: Gaussian, or bounded (support <= 1: MEPS exactly)."""
+        codes = hard_sign(self.encode(images))
+        binarizer = self.binarizer
+        if binarizer.noise in ("triangular", "uniform") and binarizer.noise_rate <= 1:
+            return LatentDistribution("binary_bounded", codes)
+        return LatentDistribution("binary_gaussian", codes, sigma=max(binarizer.noise_std, 1e-6))
 
     @torch.no_grad()
     def log_images(self, batch: dict, max_images: int = 16) -> dict[str, Tensor]:

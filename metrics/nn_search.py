@@ -1,0 +1,373 @@
+"""Exact nearest-neighbour search for the memorization tests: L2 top-2 and Hamming top-2.
+
+Both searches stream the reference in blocks and the queries in chunks, score every (chunk, block)
+pair with one GEMM, keep a running top-k of candidates per query and finish with an exact FP64
+re-rank of those candidates. Memory therefore stays at O(chunk_size x reference_chunk_size) scores
+plus one cast reference block, never Q x N.
+
+Two GEMM flavours, picked from the input dtypes:
+- uint8 pixels (or int8 codes) on both sides: an int8 GEMM with int32 accumulation on rows shifted
+  by -128, so every score is an exact integer (and, on CPUs with VNNI, ~4x the fp32 GEMM rate).
+- anything else: an FP32 GEMM with TF32/bf16 shortcuts forced off (`strict_fp32_matmul`), whose
+  rounding can only reorder near-ties; the FP64 re-rank of the top `rerank_k` candidates then
+  gives exact distances (metrics.md §3.4: TF32/bf16 errors flip borderline 1/3-ratio and PSNR cases).
+
+Ties between equally distant rows resolve to the lower reference index among the candidates.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, NamedTuple
+
+import torch
+from torch import Tensor
+
+from networks.bits import unpack_bits
+
+# the int8 GEMM accumulates in int32; a shifted uint8 product is at most 128^2 = 2^14 and the
+# score r_sq - 2 q.r at most 2^15 per dimension, so it stays exact below this many dimensions
+_MAX_EXACT_INT8_DIMS = 2**31 // 2**15
+
+
+class Top2(NamedTuple):
+    """Distances and indices of the two nearest reference rows of every query."""
+
+    d1: Tensor  # (Q,) float64
+    d2: Tensor  # (Q,) float64, inf when the reference has a single row
+    idx1: Tensor  # (Q,) long
+    idx2: Tensor  # (Q,) long, -1 when the reference has a single row
+
+
+class UniqueRows(NamedTuple):
+    """Distinct rows in order of first appearance, and where every original row went."""
+
+    rows: Tensor  # (U, ...) same dtype and trailing shape as the input
+    inverse: Tensor  # (N,) long: x[i] == rows[inverse[i]]
+
+
+# --------------------------------------------------------------------------------------------
+# precision guard
+
+
+@contextmanager
+def strict_fp32_matmul() -> Iterator[None]:
+    """FP32 matmuls stay FP32 inside (no TF32 on CUDA, no bf16 on oneDNN); flags restored after.
+
+    Lightning setups often call `torch.set_float32_matmul_precision("high")`, which silently gives
+    distance GEMMs 10 mantissa bits. torch >= 2.9 refuses to *read* the legacy flags once the
+    per-backend `fp32_precision` API was used, so fall back to that API in that case.
+    """
+    try:
+        saved = (torch.backends.cuda.matmul.allow_tf32, torch.get_float32_matmul_precision())
+    except RuntimeError:
+        with _strict_fp32_per_backend():
+            yield
+        return
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, precision = saved
+        torch.set_float32_matmul_precision(precision)
+
+
+@contextmanager
+def _strict_fp32_per_backend() -> Iterator[None]:
+    backends = [torch.backends.cuda.matmul, torch.backends.mkldnn.matmul]
+    saved = [backend.fp32_precision for backend in backends]
+    for backend in backends:
+        backend.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        for backend, precision in zip(backends, saved):
+            backend.fp32_precision = precision
+
+
+# --------------------------------------------------------------------------------------------
+# GEMM flavours: prepare rows once, then score blocks (higher score = nearer)
+
+
+class _Int8Space:
+    """Exact integer scores for uint8 pixels (shifted to int8) or int8 codes."""
+
+    @staticmethod
+    def prepare(rows: Tensor) -> Tensor:
+        """(M, D) uint8/int8 -> (M, D8) int8. uint8 v becomes v ^ 128 read as int8, i.e. v - 128
+        (a common shift leaves every distance unchanged); zero columns up to D8 = D rounded up to
+        8 change no dot product and satisfy the CUDA int8 kernel."""
+        shifted = (rows ^ 128).view(torch.int8) if rows.dtype == torch.uint8 else rows.contiguous()  # (M, D)
+        return _pad_columns(shifted, _round_up(rows.shape[1], 8))
+
+    @staticmethod
+    def sq_norms(prepared: Tensor, group: int = 4096) -> Tensor:
+        """(M, D8) int8 -> (M,) exact squared norms: int16 squares (<= 2^14) summed in int32."""
+        return torch.cat([(g.to(torch.int16) * g.to(torch.int16)).sum(1, dtype=torch.int32) for g in prepared.split(group)])
+
+    @staticmethod
+    def scores(queries: Tensor, block: Tensor, neg_sq_norms: Tensor | None) -> Tensor:
+        """(c, D8) x (b, D8) -> (c, b) int32 2 q.r - ||r||^2 (higher = nearer; the query norm is
+        constant per row). Without norms (all equal, e.g. +-1 codes) just the dot product."""
+        dot = _int8_matmul(queries, block)  # (c, b) int32
+        return dot if neg_sq_norms is None else torch.add(neg_sq_norms, dot, alpha=2, out=dot)
+
+    @staticmethod
+    def neg_norm_bias(sq_norms: Tensor) -> Tensor:
+        return -sq_norms  # pairs with 2 q.r
+
+
+class _Float32Space:
+    """FP32 scores for float inputs; exact only up to rounding, hence the FP64 re-rank."""
+
+    @staticmethod
+    def prepare(rows: Tensor) -> Tensor:
+        return rows.to(torch.float32)  # a view when already float32
+
+    @staticmethod
+    def sq_norms(prepared: Tensor) -> Tensor:
+        return torch.linalg.vector_norm(prepared, dim=1).square_()  # (M,)
+
+    @staticmethod
+    def scores(queries: Tensor, block: Tensor, neg_sq_norms: Tensor | None) -> Tensor:
+        """(c, D) x (b, D) -> (c, b) q.r - ||r||^2 / 2 (higher = nearer) in one addmm."""
+        with strict_fp32_matmul():
+            if neg_sq_norms is None:
+                return torch.mm(queries, block.T)  # (c, b)
+            return torch.addmm(neg_sq_norms, queries, block.T)  # (c, b), bias broadcast over rows
+
+    @staticmethod
+    def neg_norm_bias(sq_norms: Tensor) -> Tensor:
+        return sq_norms.to(torch.float32) * -0.5  # pairs with q.r (exact halving)
+
+
+def _int8_matmul(a: Tensor, b: Tensor) -> Tensor:
+    """(M, K) int8 @ (N, K)^T int8 -> (M, N) int32, exact.
+
+    `torch._int_mm` is private but the only exact int8 GEMM in torch; on CUDA it also wants
+    M > 16 and N % 8 == 0, so pad with zero rows there and cut them off again.
+    """
+    num_a, num_b = a.shape[0], b.shape[0]
+    if a.is_cuda:
+        a = _pad_rows(a, max(17, num_a))
+        b = _pad_rows(b, _round_up(num_b, 8))
+    return torch._int_mm(a, b.T)[:num_a, :num_b]
+
+
+def _int8_gemm_applies(queries: Tensor, reference: Tensor) -> bool:
+    integer_pair = queries.dtype == reference.dtype and queries.dtype in (torch.uint8, torch.int8)
+    supported_device = queries.device.type in ("cpu", "cuda") and hasattr(torch, "_int_mm")
+    return integer_pair and supported_device and queries.shape[1] < _MAX_EXACT_INT8_DIMS
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _pad_rows(x: Tensor, num_rows: int) -> Tensor:
+    if x.shape[0] == num_rows:
+        return x
+    return torch.cat([x, x.new_zeros(num_rows - x.shape[0], *x.shape[1:])])
+
+
+def _pad_columns(x: Tensor, num_columns: int) -> Tensor:
+    if x.shape[1] == num_columns:
+        return x
+    return torch.cat([x, x.new_zeros(x.shape[0], num_columns - x.shape[1])], dim=1)
+
+
+# --------------------------------------------------------------------------------------------
+# streaming candidate search and exact re-rank
+
+
+def _candidate_indices(
+    queries: Tensor,
+    reference: Tensor,
+    num_candidates: int,
+    reference_sq_norms: Tensor | None,
+    chunk_size: int,
+    reference_chunk_size: int,
+    equal_norms: bool,
+) -> Tensor:
+    """(Q, D), (N, D) -> (Q, k) indices of the k highest-scoring (nearest) reference rows of every query.
+
+    Blocks of the reference are cast once each (outer loop); queries are cast once up front, as
+    the query side is the small one in every use here (a batch of samples vs. a training set).
+    """
+    space = _Int8Space if _int8_gemm_applies(queries, reference) else _Float32Space
+    query_rows = space.prepare(queries)  # (Q, D')
+    num_queries = query_rows.shape[0]
+    best_scores: Tensor | None = None  # (Q, k') running best scores
+    best_indices: Tensor | None = None  # (Q, k') their reference indices
+
+    for block_start in range(0, reference.shape[0], reference_chunk_size):
+        block = space.prepare(reference[block_start : block_start + reference_chunk_size])  # (b, D')
+        if equal_norms:
+            bias = None  # ||r||^2 is the same for every row: the dot product alone ranks them
+        elif reference_sq_norms is not None and space is _Float32Space:
+            bias = space.neg_norm_bias(reference_sq_norms[block_start : block_start + block.shape[0]])  # (b,)
+        else:
+            bias = space.neg_norm_bias(space.sq_norms(block))  # (b,)
+        block_k = min(num_candidates, block.shape[0])
+        chunk_scores, chunk_indices = [], []
+        for query_start in range(0, num_queries, chunk_size):
+            scores = space.scores(query_rows[query_start : query_start + chunk_size], block, bias)  # (c, b)
+            top = torch.topk(scores, block_k, dim=1, sorted=False)
+            chunk_scores.append(top.values)
+            chunk_indices.append(top.indices + block_start)
+        block_scores, block_indices = torch.cat(chunk_scores), torch.cat(chunk_indices)  # (Q, block_k)
+        if best_scores is None:
+            best_scores, best_indices = block_scores, block_indices
+        else:
+            best_scores, best_indices = _merge_top_k(best_scores, best_indices, block_scores, block_indices, num_candidates)
+    return best_indices
+
+
+def _merge_top_k(scores_a: Tensor, indices_a: Tensor, scores_b: Tensor, indices_b: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    scores = torch.cat([scores_a, scores_b], dim=1)  # (Q, ka + kb)
+    indices = torch.cat([indices_a, indices_b], dim=1)  # (Q, ka + kb)
+    top = torch.topk(scores, min(k, scores.shape[1]), dim=1, sorted=False)
+    return top.values, indices.gather(1, top.indices)
+
+
+def _exact_sq_distances(queries: Tensor, reference: Tensor, candidates: Tensor, chunk_size: int) -> Tensor:
+    """(Q, D), (N, D), (Q, k) -> (Q, k) float64 squared distances to the candidate rows.
+
+    FP64 differences of uint8 or fp32 values are exact and so are their squares; only the final
+    sum rounds (relative 1e-16), so this is the reference-grade distance.
+    """
+    queries = queries.double()  # (Q, D), cast once
+    out = []
+    for start in range(0, queries.shape[0], chunk_size):
+        cand = candidates[start : start + chunk_size]  # (c, k)
+        neighbours = reference.index_select(0, cand.reshape(-1)).view(*cand.shape, -1)  # (c, k, D)
+        diff = neighbours - queries[start : start + chunk_size, None]  # (c, k, D) float64 by promotion
+        out.append(diff.square_().sum(-1))  # (c, k)
+    return torch.cat(out)
+
+
+def _two_nearest(sq_distances: Tensor, candidates: Tensor) -> Top2:
+    """(Q, k) distances and indices -> Top2 of *squared* distances, ties to the lower index."""
+    by_index, index_order = candidates.sort(dim=1)  # (Q, k)
+    sq_distances = sq_distances.gather(1, index_order)  # (Q, k)
+    sq_sorted, order = sq_distances.sort(dim=1, stable=True)  # (Q, k)
+    indices = by_index.gather(1, order)  # (Q, k)
+    if indices.shape[1] == 1:  # single reference row: no second neighbour
+        sq_sorted = torch.cat([sq_sorted, torch.full_like(sq_sorted, float("inf"))], dim=1)
+        indices = torch.cat([indices, torch.full_like(indices, -1)], dim=1)
+    return Top2(sq_sorted[:, 0], sq_sorted[:, 1], indices[:, 0], indices[:, 1])
+
+
+def _top2_sq_distances(
+    queries: Tensor,
+    reference: Tensor,
+    reference_sq_norms: Tensor | None,
+    chunk_size: int,
+    rerank_k: int,
+    reference_chunk_size: int,
+    equal_norms: bool = False,
+) -> Top2:
+    if queries.ndim != 2 or reference.ndim != 2 or queries.shape[1] != reference.shape[1]:
+        raise ValueError(f"expected (Q, D) queries and (N, D) reference, got {tuple(queries.shape)} and {tuple(reference.shape)}")
+    if reference.shape[0] == 0:
+        raise ValueError("the reference set is empty")
+    if rerank_k < 2:
+        raise ValueError(f"rerank_k must be >= 2 to find two neighbours, got {rerank_k}")
+    num_candidates = min(rerank_k, reference.shape[0])
+    if queries.shape[0] == 0:
+        empty = torch.zeros(0, dtype=torch.float64, device=queries.device)
+        return Top2(empty, empty, empty.long(), empty.long())
+    with torch.no_grad():
+        candidates = _candidate_indices(
+            queries, reference, num_candidates, reference_sq_norms, chunk_size, reference_chunk_size, equal_norms
+        )
+        sq_distances = _exact_sq_distances(queries, reference, candidates, chunk_size)  # (Q, k)
+        return _two_nearest(sq_distances, candidates)
+
+
+# --------------------------------------------------------------------------------------------
+# public API
+
+
+def exact_l2_top2(
+    queries: Tensor,
+    reference: Tensor,
+    reference_sq_norms: Tensor | None = None,
+    chunk_size: int = 256,
+    rerank_k: int = 8,
+    reference_chunk_size: int = 16384,
+) -> Top2:
+    """L2 (not squared) distances from every query row to its two nearest reference rows.
+
+    queries (Q, D) and reference (N, D), uint8 or float, on any one device. Both uint8: exact
+    int8 GEMM scores; otherwise strict-FP32 GEMM scores. Either way the `rerank_k` best
+    candidates are re-ranked with exact FP64 distances, so the result matches a brute-force FP64
+    search unless more than `rerank_k` rows sit within FP32 rounding of the 2nd neighbour.
+
+    reference_sq_norms: optional (N,) ||r||^2 of the reference rows, reused across calls by the
+    FP32 path (the int8 path derives its own exact norms from the shifted rows).
+    chunk_size / reference_chunk_size: queries / reference rows scored per GEMM; peak extra memory
+    is about chunk_size x reference_chunk_size x 4 B plus one cast reference block.
+    """
+    top = _top2_sq_distances(queries, reference, reference_sq_norms, chunk_size, rerank_k, reference_chunk_size)
+    return top._replace(d1=top.d1.sqrt(), d2=top.d2.sqrt())
+
+
+def hamming_top2(
+    query_codes: Tensor,
+    reference_codes: Tensor,
+    chunk_size: int = 256,
+    reference_chunk_size: int = 16384,
+) -> Top2:
+    """Hamming distances (as float64 integers) from every query code to its two nearest reference codes.
+
+    query_codes (Q, K) and reference_codes (N, K) hold signed bits: int8 in {-1, +1} is used as is;
+    any other dtype is binarized with `> 0 -> +1`. Token grids must be unpacked first:
+    `token_codes(tokens, num_bits)`. For +-1 codes ||s - t||^2 = 4 * Hamming(s, t), so this is the
+    exact L2 search on int8 codes (int32 accumulation is exact for K < 2^16), divided by 4.
+    """
+    top = _top2_sq_distances(
+        signed_codes(query_codes),
+        signed_codes(reference_codes),
+        reference_sq_norms=None,
+        chunk_size=chunk_size,
+        rerank_k=2,  # integer scores are exact: the two best are the two nearest
+        reference_chunk_size=reference_chunk_size,
+        equal_norms=True,  # every +-1 code has ||s||^2 = K
+    )
+    return top._replace(d1=top.d1 / 4, d2=top.d2 / 4)
+
+
+def signed_codes(codes: Tensor) -> Tensor:
+    """Any real or integer code matrix -> int8 in {-1, +1} (> 0 counts as +1); int8 passes through."""
+    if codes.dtype == torch.int8:
+        return codes
+    return torch.where(codes > 0, 1, -1).to(torch.int8)
+
+
+def token_codes(tokens: Tensor, num_bits: int) -> Tensor:
+    """(B, h, w) token ids -> (B, C * h * w) int8 signed bits, the input of `hamming_top2`."""
+    return unpack_bits(tokens, num_bits, dtype=torch.int8).flatten(1)  # (B, C * h * w)
+
+
+def deduplicate_rows(x: Tensor) -> UniqueRows:
+    """Exact row deduplication of (N, ...) data (uint8 images, long token grids, any dtype).
+
+    Rows keep the order of their first appearance, so data without duplicates comes back
+    unchanged and `first_occurrence(inverse)` maps a unique row to a valid original index.
+    """
+    flat = x.reshape(x.shape[0], -1)  # (N, F)
+    _, inverse = torch.unique(flat, dim=0, return_inverse=True)  # (N,) ids in sorted-row order
+    first = first_occurrence(inverse)  # (U,) original index of each sorted unique row
+    appearance_order = first.argsort()  # (U,) sorted-row ids by first appearance
+    rank = torch.empty_like(appearance_order)
+    rank[appearance_order] = torch.arange(len(first), device=x.device)  # sorted id -> appearance id
+    return UniqueRows(rows=x[first[appearance_order]], inverse=rank[inverse])
+
+
+def first_occurrence(inverse: Tensor) -> Tensor:
+    """(N,) inverse ids -> (U,) lowest original index of every unique id."""
+    num_unique = int(inverse.max()) + 1 if inverse.numel() else 0
+    positions = torch.arange(inverse.numel(), device=inverse.device)
+    first = torch.full((num_unique,), inverse.numel(), dtype=torch.long, device=inverse.device)
+    return first.scatter_reduce_(0, inverse, positions, reduce="amin")

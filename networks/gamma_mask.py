@@ -1,0 +1,119 @@
+"""The γ observation window of γ-ARVM on a 2-D token grid (paper-spec §3, §4.3).
+
+Tokens are visited in raster order (row by row, left to right); position t = row * width + col.
+The window of t holds the positions s that are (a) strictly before t in raster order and (b) within
+Chebyshev distance γ: max(|row_s - row_t|, |col_s - col_t|) <= γ, i.e. the causal half of a
+(2γ+1)×(2γ+1) square (the authors' follow-up code uses the same square). γ = None means "global":
+every earlier position, a plain causal mask.
+
+One representation everywhere: γ is an int >= 1, or None for global. `parse_gamma` turns config
+values ("global", "3", 3) into it; `check_gamma` guards every entry point.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+GLOBAL_NAMES = ("global", "none", "inf")
+
+
+def check_gamma(gamma: int | None) -> int | None:
+    """Return gamma unchanged if it is an int >= 1 or None (global); raise ValueError otherwise."""
+    # bool is an int subclass: gamma=True is almost certainly a config mistake, so refuse it
+    if gamma is None or (isinstance(gamma, int) and not isinstance(gamma, bool) and gamma >= 1):
+        return gamma
+    raise ValueError(f"gamma must be an int >= 1 or None (global), got {gamma!r}")
+
+
+def parse_gamma(value: int | str | None) -> int | None:
+    """Config value -> gamma: ints, numeric strings ("3") or "global" (also "none"/"inf") -> None."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in GLOBAL_NAMES:
+            return None
+        if not text.lstrip("+").isdigit():
+            raise ValueError(f"cannot parse gamma {value!r}: expected a positive integer or 'global'")
+        value = int(text)
+    return check_gamma(value)
+
+
+def gamma_name(gamma: int | None) -> str:
+    """Inverse of parse_gamma, for run names and logs: 3 -> '3', None -> 'global'."""
+    return "global" if check_gamma(gamma) is None else str(gamma)
+
+
+def grid_coords(height: int, width: int, device=None) -> tuple[Tensor, Tensor]:
+    """(T,) row and (T,) column of every raster position."""
+    pos = torch.arange(height * width, device=device)
+    return pos // width, pos % width
+
+
+def gamma_window_mask(height: int, width: int, gamma: int | None, device=None) -> Tensor:
+    """(T, T) bool, T = height*width: [t, s] is True where query t may see key s.
+
+    s must be strictly before t (a token never sees itself) and, unless gamma is None, within
+    Chebyshev distance gamma on the grid.
+    """
+    gamma = check_gamma(gamma)
+    rows, cols = grid_coords(height, width, device)
+    pos = torch.arange(height * width, device=device)
+    mask = pos.view(1, -1) < pos.view(-1, 1)  # (T, T) strictly causal: s < t
+    if gamma is None:
+        return mask
+    chebyshev = torch.maximum(
+        (rows.view(-1, 1) - rows.view(1, -1)).abs(), (cols.view(-1, 1) - cols.view(1, -1)).abs()
+    )  # (T, T)
+    return mask & (chebyshev <= gamma)
+
+
+def window_offsets(gamma: int) -> Tensor:
+    """(K, 2) long (Δrow, Δcol) of the causal half-window, raster order; K = 2γ(γ+1).
+
+    Rows -γ..-1 contribute full rows of 2γ+1 cells, row 0 the γ cells to the left. Global γ has no
+    finite offset list: use window_indices(height, width, None) instead.
+    """
+    if check_gamma(gamma) is None:
+        raise ValueError("window_offsets needs a finite gamma; the global window is every earlier position")
+    span = torch.arange(-gamma, gamma + 1)
+    d_row, d_col = torch.meshgrid(torch.arange(-gamma, 1), span, indexing="ij")  # (γ+1, 2γ+1) each
+    offsets = torch.stack([d_row.reshape(-1), d_col.reshape(-1)], dim=1)  # (K', 2)
+    before = (offsets[:, 0] < 0) | (offsets[:, 1] < 0)  # drop the current cell and its right side
+    return offsets[before]
+
+
+class Window(NamedTuple):
+    """Causal window of every position, padded to a common width K.
+
+    index: (T, K) long raster positions, the valid ones first and in raster order, padding = 0.
+    valid: (T, K) bool, True on real entries (valid[t] is a prefix of length length[t]).
+    length: (T,) long number of positions in each window.
+    """
+
+    index: Tensor
+    valid: Tensor
+    length: Tensor
+
+
+def window_indices(height: int, width: int, gamma: int | None, device=None) -> Window:
+    """Previous positions in the γ window of every position (global: all earlier positions).
+
+    Cells falling outside the grid are simply absent, so windows near the top/left edges are short.
+    """
+    num_tokens = height * width
+    if check_gamma(gamma) is None:
+        width_k = max(num_tokens - 1, 0)
+        index = torch.arange(width_k, device=device).expand(num_tokens, width_k)  # (T, K)
+        valid = index < torch.arange(num_tokens, device=device).view(-1, 1)  # (T, K) k < t
+        return Window(torch.where(valid, index, 0), valid, valid.sum(1))
+    offsets = window_offsets(gamma).to(device)  # (K, 2)
+    rows, cols = grid_coords(height, width, device)
+    key_rows = rows.view(-1, 1) + offsets[:, 0]  # (T, K)
+    key_cols = cols.view(-1, 1) + offsets[:, 1]  # (T, K)
+    inside = (key_rows >= 0) & (key_cols >= 0) & (key_cols < width)  # rows never exceed: Δrow <= 0
+    # stable sort on "outside" moves the valid entries to the front, keeping their raster order
+    order = torch.sort((~inside).to(torch.uint8), dim=1, stable=True).indices  # (T, K)
+    valid = inside.gather(1, order)  # (T, K)
+    index = (key_rows * width + key_cols).gather(1, order)  # (T, K)
+    return Window(torch.where(valid, index, 0), valid, valid.sum(1))

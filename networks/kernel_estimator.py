@@ -1,0 +1,134 @@
+"""Training-free γ-ARVM: the authors' Nadaraya-Watson next-token histogram (paper-spec §4.2).
+
+Every training token is a random variable whose C bits flip independently with probability ρ:
+q(a | b) = ρ^H(a,b) (1-ρ)^(C-H(a,b)). At position t, with already drawn context c in the γ window
+W_γ(t) and training grids z^1..z^N,
+
+    h_t(x) ∝ Σ_n q(x | z^n_t) · Π_{v ∈ W_γ(t)} q(c_v | z^n_v).
+
+Position-specific (training tokens are read at the same grid cells); window cells outside the grid
+are absent. Global γ with small ρ copies a training grid (the context singles it out); small γ lets
+different training grids win in different neighbourhoods.
+
+How it is computed (log space, memory bounded by chunk_size, never (S, N, 2^C)):
+1. context weight: Σ_v log q(c_v | z^n_v) = const + ½ log((1-ρ)/ρ) · <c±, z^n±>, the dot
+   product of the ±1 bit vectors of the two windows (H = (K·C - <c±, z±>) / 2), so one
+   (S, K·C) @ (K·C, n) matmul per chunk;
+   the const depends on the query only and cancels in the normalisation;
+2. log-sum-exp of those weights per training token value b = z^n_t -> A (S, 2^C), chunk by chunk;
+3. h(x) ∝ Σ_b exp(A_b) q(x | b): one (S, 2^C) @ (2^C, 2^C) product after a max shift.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from networks.gamma_mask import parse_gamma, window_indices
+from networks.window_transformer import (
+    Generators,
+    draw_uniforms,
+    log_flip_kernel,
+    sample_categorical,
+    token_bits,
+)
+
+MAX_KERNEL_BITS = 14  # the (2^C, 2^C) float64 kernel matrix is 2 GiB at C = 14
+
+
+def signs(tokens: Tensor, num_bits: int, dtype=torch.float32) -> Tensor:
+    """(..., K) ids -> (..., K, C) ±1 bits."""
+    return token_bits(tokens, num_bits).to(dtype) * 2 - 1
+
+
+def scatter_logsumexp(log_w: Tensor, groups: Tensor, num_groups: int) -> Tensor:
+    """(S, n) log-weights, (n,) group ids -> (S, num_groups) log Σ over each group (-inf if empty)."""
+    top = log_w.amax(dim=1, keepdim=True)  # (S, 1) row max: the largest term becomes exp(0)
+    sums = torch.zeros(log_w.shape[0], num_groups, dtype=log_w.dtype, device=log_w.device)
+    sums.index_add_(1, groups, (log_w - top).exp())  # (S, num_groups)
+    return sums.log() + top
+
+
+class KernelARVM(nn.Module):
+    """Non-parametric γ-ARVM over stored training token grids (no parameters, nothing to train)."""
+
+    def __init__(
+        self,
+        train_tokens: Tensor,
+        num_bits: int,
+        gamma: int | str | None = None,
+        flip_prob: float = 0.002,
+        chunk_size: int = 4096,
+    ):
+        super().__init__()
+        if num_bits > MAX_KERNEL_BITS:
+            raise ValueError(f"the kernel estimator needs a 2^C x 2^C matrix; C = {num_bits} > {MAX_KERNEL_BITS}")
+        if train_tokens.dim() != 3:
+            raise ValueError(f"train_tokens must be (N, h, w), got shape {tuple(train_tokens.shape)}")
+        num_grids, self.height, self.width = train_tokens.shape
+        self.num_bits = num_bits
+        self.gamma = parse_gamma(gamma)
+        self.flip_prob = flip_prob
+        self.chunk_size = chunk_size
+        self.register_buffer("kernel", log_flip_kernel(num_bits, flip_prob).exp())  # (V, V) float64 q(x | b)
+        # the per-bit log-likelihood ratio of agreeing vs flipped bits, halved for ±1 dot products
+        self.dot_scale = 0.5 * math.log((1 - flip_prob) / flip_prob)
+        self.register_buffer("train_tokens", train_tokens.reshape(num_grids, -1).long())  # (N, T)
+        # ±1 bits of the training grids, unpacked once (int8: N·T·C bytes, 4x less than float)
+        self.register_buffer("train_signs", signs(self.train_tokens, num_bits, torch.int8), persistent=False)  # (N, T, C)
+        window = window_indices(self.height, self.width, self.gamma)
+        self.register_buffer("window_index", window.index, persistent=False)  # (T, K)
+        self.window_len: list[int] = window.length.tolist()
+
+    @property
+    def num_tokens(self) -> int:
+        return self.height * self.width
+
+    @property
+    def vocab_size(self) -> int:
+        return 2**self.num_bits
+
+    def log_value_weights(self, context: Tensor, t: int) -> Tensor:
+        """(S, T) context ids -> (S, 2^C) float64 log Σ_{n: z^n_t = b} Π_v q(c_v | z^n_v), up to a per-row constant."""
+        index = self.window_index[t, : self.window_len[t]]  # (K,) earlier positions in W_γ(t)
+        query = signs(context[:, index], self.num_bits).flatten(1)  # (S, K·C)
+        log_a = torch.full((context.shape[0], self.vocab_size), -math.inf, dtype=torch.float64, device=context.device)
+        for start in range(0, len(self.train_tokens), self.chunk_size):
+            chunk = slice(start, start + self.chunk_size)
+            keys = self.train_signs[chunk, index].flatten(1).float()  # (n, K·C)
+            log_w = (query @ keys.T).double() * self.dot_scale  # (S, n); the dot products are exact integers
+            log_a = torch.logaddexp(log_a, scatter_logsumexp(log_w, self.train_tokens[chunk, t], self.vocab_size))
+        return log_a
+
+    def log_histogram(self, context_grids: Tensor, t: int) -> Tensor:
+        """(S, h, w) or (S, T) grids -> (S, 2^C) float64 normalised log h_t(x).
+
+        Only the tokens in W_γ(t) are read; position t and later may hold anything.
+        """
+        context = context_grids.reshape(context_grids.shape[0], -1).long().to(self.train_tokens.device)
+        log_a = self.log_value_weights(context, t)  # (S, V)
+        top = log_a.amax(dim=1, keepdim=True)  # (S, 1) finite: every row has some training token
+        mixed = (log_a - top).exp() @ self.kernel.T  # (S, V) Σ_b exp(A_b - top) q(x | b), >= ρ^C > 0
+        log_h = mixed.log() + top
+        return log_h - log_h.logsumexp(dim=1, keepdim=True)
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float = 1.0, generator: Generators = None) -> Tensor:
+        """(n, h, w) token grids drawn in raster order; generator as in window_transformer.draw_uniforms."""
+        device = self.train_tokens.device
+        uniforms = draw_uniforms(n, self.num_tokens, 1, generator, device)  # (n, T, 1)
+        tokens = torch.zeros(n, self.num_tokens, dtype=torch.long, device=device)
+        for t in range(self.num_tokens):
+            logits = self.log_histogram(tokens, t) / temperature  # (n, V)
+            tokens[:, t] = sample_categorical(logits, uniforms[:, t, 0])
+        return tokens.view(n, self.height, self.width)
+
+    @torch.no_grad()
+    def nll_bits(self, tokens: Tensor) -> Tensor:
+        """(B, h, w) held-out grids -> (B,) mean per-token NLL in bits (teacher forcing)."""
+        flat = tokens.reshape(tokens.shape[0], -1).long().to(self.train_tokens.device)  # (B, T)
+        nats = torch.zeros(flat.shape[0], dtype=torch.float64, device=flat.device)
+        for t in range(self.num_tokens):
+            nats -= self.log_histogram(flat, t).gather(1, flat[:, t : t + 1]).squeeze(1)
+        return nats / (self.num_tokens * math.log(2))

@@ -1,0 +1,412 @@
+"""γ-ARVM network: a transformer whose next-token histogram sees only the γ window (paper-spec §4).
+
+Why not a plain masked decoder: when every layer of a stacked transformer masks attention to the
+γ window, information hops one window per layer, so L layers see ~L·γ (calibration.md, "Findings
+that change designs"). Here the context is never mixed:
+
+- every context token is embedded *pointwise* (token + position embedding, then an MLP);
+- a separate *query stream* per target position t starts from t's position embedding and runs L
+  pre-LN blocks of [cross-attention to the context embeddings under the γ mask -> MLP];
+- each layer's keys/values are projections of the pointwise context embeddings, plus one learned
+  "null" key/value that every query always sees (position 0 and empty windows stay well defined).
+
+So the logits at t are a function of t and the tokens inside W_γ(t) only, and the keys/values of
+a position depend only on its own token: sampling caches them exactly (`sample(use_cache=True)`)
+and each new token attends over its O(γ²) window instead of recomputing the sequence.
+
+γ = None is the global model: the same network under a plain causal mask.
+
+Heads: "histogram" = 2^C logits (the paper's histogram); "bits" = C independent Bernoulli logits
+(channel 0 = most significant bit, as networks/bits.py), for C too large for a 2^C softmax.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from networks.bits import bit_weights, popcount_table
+from networks.gamma_mask import gamma_window_mask, parse_gamma, window_indices
+
+MAX_HISTOGRAM_BITS = 16  # 2^16 logits per position is the largest softmax we accept
+HeadKind = Literal["histogram", "bits"]
+Generators = torch.Generator | Sequence[int] | None
+
+
+# ---------------------------------------------------------------------------------------------
+# token <-> bits, the bit-flip kernel and inverse-CDF sampling (shared with kernel_estimator.py)
+
+
+def token_bits(tokens: Tensor, num_bits: int) -> Tensor:
+    """(...) ids -> (..., C) bits in {0, 1}, most significant first."""
+    return (tokens.unsqueeze(-1) & bit_weights(num_bits, tokens.device)) != 0
+
+
+def bits_to_tokens(bits: Tensor) -> Tensor:
+    """(..., C) bits in {0, 1} (bool or int), most significant first -> (...) long ids."""
+    return (bits.long() * bit_weights(bits.shape[-1], bits.device)).sum(-1)
+
+
+def flip_log_prob(hamming: Tensor, num_bits: int, flip_prob: float) -> Tensor:
+    """log q(a | b) = H log ρ + (C - H) log(1 - ρ) for Hamming distance H = H(a, b)."""
+    if not 0.0 < flip_prob < 0.5:
+        raise ValueError(f"flip_prob must lie in (0, 0.5), got {flip_prob!r}")
+    hamming = hamming.to(torch.float64)  # float64: ρ^C underflows float32 for C ≳ 14
+    return hamming * math.log(flip_prob) + (num_bits - hamming) * math.log1p(-flip_prob)
+
+
+def log_flip_kernel(num_bits: int, flip_prob: float, device=None) -> Tensor:
+    """(2^C, 2^C) float64 log q(a | b) of the independent bit-flip kernel; symmetric in (a, b)."""
+    ids = torch.arange(2**num_bits, device=device)
+    hamming = popcount_table(num_bits, device)[ids.view(-1, 1) ^ ids.view(1, -1)]  # (V, V)
+    return flip_log_prob(hamming, num_bits, flip_prob)
+
+
+def draw_uniforms(n: int, steps: int, draws: int, generator: Generators = None, device=None) -> Tensor:
+    """(n, steps, draws) U[0, 1) numbers, drawn up front so a sampler's randomness is fixed.
+
+    generator: None (torch's global RNG), one torch.Generator for the whole batch, or a sequence of
+    n integer seeds, one private CPU generator per sample: sample i then depends only on its seed,
+    not on the batch it was drawn in (how a caller seeds per rank / per sample index).
+    """
+    if generator is None or isinstance(generator, torch.Generator):
+        rng_device = generator.device if generator is not None else device
+        return torch.rand(n, steps, draws, generator=generator, device=rng_device).to(device)
+    if len(generator) != n:
+        raise ValueError(f"got {len(generator)} seeds for {n} samples")
+    per_sample = [torch.rand(steps, draws, generator=torch.Generator().manual_seed(int(s))) for s in generator]
+    return torch.stack(per_sample).to(device)
+
+
+def sample_categorical(logits: Tensor, uniform: Tensor) -> Tensor:
+    """(n, V) unnormalised log-probs, (n,) uniforms -> (n,) ids by inverse CDF.
+
+    Inverse CDF (rather than torch.multinomial) consumes exactly one uniform per draw, so two
+    samplers whose logits agree to rounding pick the same token from the same uniform.
+    """
+    cdf = torch.softmax(logits, dim=-1).cumsum(-1)  # (n, V)
+    ids = torch.searchsorted(cdf, uniform.to(cdf.dtype).contiguous().view(-1, 1))  # (n, 1)
+    return ids.squeeze(-1).clamp_max(logits.shape[-1] - 1)  # cdf[-1] may round below 1
+
+
+# ---------------------------------------------------------------------------------------------
+# configuration and modules
+
+
+@dataclass
+class WindowedARConfig:
+    height: int = 8
+    width: int = 8
+    num_bits: int = 6  # C: a token is an id in [0, 2^C)
+    gamma: int | str | None = None  # int >= 1, or None / "global"; normalised by parse_gamma
+    n_layer: int = 3
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    head: HeadKind = "histogram"
+
+    def __post_init__(self):
+        self.gamma = parse_gamma(self.gamma)
+        if self.head not in ("histogram", "bits"):
+            raise ValueError(f"head must be 'histogram' or 'bits', got {self.head!r}")
+        if self.head == "histogram" and self.num_bits > MAX_HISTOGRAM_BITS:
+            raise ValueError(
+                f"a histogram head over 2^{self.num_bits} values is too large "
+                f"(at most C = {MAX_HISTOGRAM_BITS}); use head='bits'"
+            )
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
+
+    @property
+    def num_tokens(self) -> int:
+        return self.height * self.width
+
+    @property
+    def out_dim(self) -> int:
+        return 2**self.num_bits if self.head == "histogram" else self.num_bits
+
+
+class MLP(nn.Module):
+    def __init__(self, config: WindowedARConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class TokenEmbedding(nn.Module):
+    """id -> vector: a lookup table while 2^C is small, else a linear map of the ±1 bits."""
+
+    def __init__(self, config: WindowedARConfig):
+        super().__init__()
+        self.num_bits = config.num_bits
+        self.use_table = config.num_bits <= MAX_HISTOGRAM_BITS
+        if self.use_table:
+            self.table = nn.Embedding(2**config.num_bits, config.n_embd)
+        else:
+            self.from_bits = nn.Linear(config.num_bits, config.n_embd, bias=False)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        if self.use_table:
+            return self.table(tokens)
+        signs = token_bits(tokens, self.num_bits).float() * 2 - 1  # (..., C)
+        return self.from_bits(signs)
+
+
+class ContextEncoder(nn.Module):
+    """Pointwise context embedding: e_s = f(token_s, s). Never mixes positions (the γ guarantee)."""
+
+    def __init__(self, config: WindowedARConfig):
+        super().__init__()
+        self.tok = TokenEmbedding(config)
+        self.pos = nn.Embedding(config.num_tokens, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.ln = nn.LayerNorm(config.n_embd)
+        self.mlp = MLP(config)
+        self.ln_out = nn.LayerNorm(config.n_embd)
+
+    def forward(self, tokens: Tensor, positions: Tensor) -> Tensor:
+        """(B, S) ids at (S,) raster positions -> (B, S, n_embd)."""
+        x = self.drop(self.tok(tokens) + self.pos(positions))  # (B, S, d)
+        x = x + self.mlp(self.ln(x))
+        return self.ln_out(x)
+
+
+class WindowCrossAttention(nn.Module):
+    """Queries from the query stream, keys/values from the pointwise context, plus a null slot."""
+
+    def __init__(self, config: WindowedARConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.head_dim = config.n_embd // config.n_head
+        self.q_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.kv_proj = nn.Linear(config.n_embd, 2 * config.n_embd)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        # the always-visible key/value: a query with an empty window attends to it alone
+        self.null_kv = nn.Parameter(torch.randn(2, self.n_head, 1, self.head_dim) * 0.02)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def split_heads(self, x: Tensor) -> Tensor:
+        """(B, S, d) -> (B, H, S, d/H)."""
+        return x.view(x.shape[0], x.shape[1], self.n_head, self.head_dim).transpose(1, 2)
+
+    def context_kv(self, context: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, S, d) context embeddings -> keys, values (B, H, S, d/H), each from one position."""
+        k, v = self.kv_proj(context).chunk(2, dim=-1)  # (B, S, d) each
+        return self.split_heads(k), self.split_heads(v)
+
+    def null_slot(self, batch: int) -> tuple[Tensor, Tensor]:
+        """Null key, value (B, H, 1, d/H): slot 0 of every key/value sequence."""
+        null = self.null_kv.unsqueeze(1).expand(-1, batch, -1, -1, -1)  # (2, B, H, 1, d/H), no copy
+        return null[0], null[1]
+
+    def forward(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """x (B, Tq, d); k, v (B, H, S, d/H); mask (Tq, S) bool (True = visible) or None."""
+        q = self.split_heads(self.q_proj(x))  # (B, H, Tq, d/H)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, H, Tq, d/H)
+        y = y.transpose(1, 2).reshape(x.shape)  # (B, Tq, d)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class QueryBlock(nn.Module):
+    """Pre-LN residual block of the query stream: cross-attention to the window, then MLP."""
+
+    def __init__(self, config: WindowedARConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd)
+        self.attn = WindowCrossAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd)
+        self.mlp = MLP(config)
+
+    def forward(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        x = x + self.attn(self.ln_1(x), k, v, mask)
+        return x + self.mlp(self.ln_2(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# the model
+
+
+class WindowedARTransformer(nn.Module):
+    def __init__(self, config: WindowedARConfig):
+        super().__init__()
+        self.config = config
+        self.context = ContextEncoder(config)
+        self.query_pos = nn.Embedding(config.num_tokens, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList([QueryBlock(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd)
+        self.head = nn.Linear(config.n_embd, config.out_dim)
+
+        # training mask over [null, positions 0..T-1]: the null column is always visible
+        window = gamma_window_mask(config.height, config.width, config.gamma)  # (T, T)
+        always = torch.ones(config.num_tokens, 1, dtype=torch.bool)
+        self.register_buffer("attn_mask", torch.cat([always, window], dim=1), persistent=False)  # (T, 1+T)
+        # cache slots of every window for cached sampling (finite γ only; global slices a prefix)
+        self.window_len: list[int] = []
+        if config.gamma is not None:
+            win = window_indices(config.height, config.width, config.gamma)
+            slots = torch.cat([torch.zeros_like(win.index[:, :1]), win.index + 1], dim=1)  # (T, 1+K)
+            self.register_buffer("window_slots", slots, persistent=False)
+            self.window_len = (win.length + 1).tolist()
+
+        self.apply(self._init_weights)
+        # GPT-2: scale the residual projections by 1/sqrt(number of residual additions)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def flat_tokens(self, tokens: Tensor) -> Tensor:
+        """(B, h, w) or (B, T) -> (B, T) long, checking the grid size."""
+        flat = tokens.reshape(tokens.shape[0], -1).long()
+        if flat.shape[1] != self.config.num_tokens:
+            raise ValueError(
+                f"expected {self.config.height}x{self.config.width} = {self.config.num_tokens} tokens "
+                f"per grid, got shape {tuple(tokens.shape)}"
+            )
+        return flat
+
+    # --- training path: all positions in parallel -------------------------------------------
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """(B, T) or (B, h, w) ids -> (B, T, 2^C) histogram logits or (B, T, C) bit logits.
+
+        Row t is the prediction of token t from the tokens in t's window (never token t itself).
+        """
+        tokens = self.flat_tokens(tokens)  # (B, T)
+        batch, num_tokens = tokens.shape
+        positions = torch.arange(num_tokens, device=tokens.device)
+        context = self.context(tokens, positions)  # (B, T, d)
+        x = self.drop(self.query_pos(positions)).expand(batch, -1, -1)  # (B, T, d)
+        for block in self.blocks:
+            k, v = block.attn.context_kv(context)  # (B, H, T, d/H) each
+            null_k, null_v = block.attn.null_slot(batch)  # (B, H, 1, d/H) each
+            k, v = torch.cat([null_k, k], dim=2), torch.cat([null_v, v], dim=2)  # (B, H, 1+T, d/H)
+            x = block(x, k, v, self.attn_mask)
+        return self.head(self.ln_f(x))
+
+    def loss(self, logits: Tensor, tokens: Tensor, flip_prob: float = 0.0) -> Tensor:
+        """Mean next-token cross-entropy in nats per token.
+
+        flip_prob = ρ > 0 replaces the one-hot target by the bit-flip kernel q(x | z_t) =
+        ρ^H (1-ρ)^(C-H) (paper-spec §4.2), i.e. each training token is treated as a random variable.
+        For the bits head this is the per-bit BCE against targets 1-ρ / ρ, summed over the C bits
+        (so both heads report nats per token).
+        """
+        tokens = self.flat_tokens(tokens)  # (B, T)
+        if self.config.head == "bits":
+            target = token_bits(tokens, self.config.num_bits).float()  # (B, T, C)
+            target = target * (1 - 2 * flip_prob) + flip_prob  # 1 -> 1-ρ, 0 -> ρ
+            bce = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none")  # (B, T, C)
+            return bce.sum(-1).mean()
+        logits = logits.reshape(-1, logits.shape[-1]).float()  # (B*T, V)
+        if flip_prob == 0.0:
+            return F.cross_entropy(logits, tokens.reshape(-1))
+        kernel = log_flip_kernel(self.config.num_bits, flip_prob, logits.device).exp().float()  # (V, V)
+        return F.cross_entropy(logits, kernel[tokens.reshape(-1)])  # soft target rows q(. | z_t)
+
+    def nll_bits(self, logits: Tensor, tokens: Tensor) -> Tensor:
+        """(B, T) NLL of the hard tokens in bits (for val/nll_bits)."""
+        tokens = self.flat_tokens(tokens)  # (B, T)
+        if self.config.head == "bits":
+            target = token_bits(tokens, self.config.num_bits).float()  # (B, T, C)
+            nats = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none").sum(-1)
+        else:
+            nats = F.cross_entropy(logits.float().transpose(1, 2), tokens, reduction="none")  # (B, T)
+        return nats / math.log(2)
+
+    # --- sampling -----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def empty_cache(self, n: int, device=None) -> Tensor:
+        """KV cache for n samples: (L, 2, n, H, 1 + T, d/H) keys [:, 0] and values [:, 1] of every layer.
+
+        Slot 0 holds the null key/value, slot 1 + s position s. One tensor, so a step gathers the
+        window of every layer with a single index_select.
+        """
+        config = self.config
+        cache = torch.empty(
+            config.n_layer, 2, n, config.n_head, 1 + config.num_tokens, config.n_embd // config.n_head, device=device
+        )
+        cache[..., :1, :] = torch.stack([torch.stack(block.attn.null_slot(n)) for block in self.blocks])
+        return cache
+
+    @torch.no_grad()
+    def write_cache(self, cache: Tensor, token: Tensor, t: int):
+        """Store the keys/values of the (n,) tokens just drawn at position t (they depend on nothing else)."""
+        position = torch.full((1,), t, device=token.device)
+        context = self.context(token.view(-1, 1), position)  # (n, 1, d)
+        kv = [torch.stack(block.attn.context_kv(context)) for block in self.blocks]  # L x (2, n, H, 1, d/H)
+        cache[..., t + 1 : t + 2, :] = torch.stack(kv)  # (L, 2, n, H, 1, d/H)
+
+    def window_slice(self, cache: Tensor, t: int) -> Tensor:
+        """(L, 2, n, H, 1+T, d/H) -> (L, 2, n, H, S_t, d/H): null plus the window of t (global: a prefix view)."""
+        if self.config.gamma is None:
+            return cache[..., : t + 1, :]
+        return cache.index_select(4, self.window_slots[t, : self.window_len[t]])
+
+    def step_logits(self, cache: Tensor, t: int) -> Tensor:
+        """(n, out_dim) logits of position t from the cache: one query stream, O(γ²) keys."""
+        window = self.window_slice(cache, t)  # (L, 2, n, H, S_t, d/H)
+        x = self.query_pos.weight[t].expand(window.shape[2], 1, -1)  # (n, 1, d)
+        for block, (k, v) in zip(self.blocks, window):
+            x = block(x, k, v, None)
+        return self.head(self.ln_f(x))[:, 0]
+
+    def draw(self, logits: Tensor, uniform: Tensor, temperature: float) -> Tensor:
+        """(n, out_dim) logits, (n, draws) uniforms -> (n,) token ids."""
+        logits = logits.float() / temperature
+        if self.config.head == "bits":
+            return bits_to_tokens(uniform < torch.sigmoid(logits))  # (n,) from (n, C) bits
+        return sample_categorical(logits, uniform[:, 0])
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, temperature: float = 1.0, generator: Generators = None, use_cache: bool = True
+    ) -> Tensor:
+        """(n, h, w) token grids drawn in raster order (eval mode; the training flag is restored).
+
+        generator: see draw_uniforms (None, one torch.Generator, or n per-sample seeds). The
+        uniforms are drawn up front, so cached and uncached sampling pick the same tokens.
+        use_cache=False recomputes the full forward for every token (the slow reference).
+        """
+        config = self.config
+        device = self.head.weight.device
+        draws = config.num_bits if config.head == "bits" else 1
+        uniforms = draw_uniforms(n, config.num_tokens, draws, generator, device)  # (n, T, draws)
+        tokens = torch.zeros(n, config.num_tokens, dtype=torch.long, device=device)
+        was_training = self.training
+        self.eval()
+        try:
+            cache = self.empty_cache(n, device) if use_cache else None
+            for t in range(config.num_tokens):
+                logits = self.step_logits(cache, t) if use_cache else self(tokens)[:, t]  # (n, out_dim)
+                tokens[:, t] = self.draw(logits, uniforms[:, t], temperature)
+                if use_cache:
+                    self.write_cache(cache, tokens[:, t], t)
+        finally:
+            self.train(was_training)
+        return tokens.view(n, config.height, config.width)

@@ -1,0 +1,113 @@
+"""2-process gloo run: every metric synced over uneven (and empty) rank shares equals one process.
+
+Rank 0 gets 5 samples, rank 1 gets 2; the "*_empty_rank" metrics get nothing on rank 1 and
+one of them was cast with `.to(torch.bfloat16)` (the placeholder-dtype trap of metrics.md §5.2).
+"""
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from metrics.fid import build_fid
+from metrics.memorization import NNMemorization
+from metrics.mutual_information import TokenMutualInformation
+from metrics.overlap import PairwiseOverlap
+from tests.test_metrics_fid import TinyFeatures
+
+NUM_BITS = 3
+NUM_SAMPLES = 7
+RANK_SHARES = [range(0, 5), range(5, 7)]
+BATCH = 2  # several updates per rank
+
+
+def make_data():
+    generator = torch.Generator().manual_seed(0)
+    reference_images = torch.randint(0, 256, (30, 1, 6, 6), dtype=torch.uint8, generator=generator)
+    reference_tokens = torch.randint(0, 2**NUM_BITS, (30, 3, 3), generator=generator)
+    samples = torch.rand(NUM_SAMPLES, 1, 6, 6, generator=generator) * 2 - 1
+    tokens = torch.randint(0, 2**NUM_BITS, (NUM_SAMPLES, 3, 3), generator=generator)
+    samples[[1, 5]] = reference_images[[4, 9]].float() / 127.5 - 1  # copies on both ranks
+    tokens[[1, 5]] = reference_tokens[[4, 9]]
+    return {
+        "reference_images": reference_images,
+        "reference_tokens": reference_tokens,
+        "samples": samples,
+        "tokens": tokens,
+        "mu": torch.randn(NUM_SAMPLES, 2, 2, 2, generator=generator),
+        "logvar": torch.randn(NUM_SAMPLES, 2, 2, 2, generator=generator) * 0.3,
+        "codes": torch.randn(NUM_SAMPLES, 2, 3, 3, generator=generator).tanh(),
+    }
+
+
+def build_metrics(data):
+    return {
+        "memorization": NNMemorization(data["reference_images"], data["reference_tokens"], num_bits=NUM_BITS),
+        "memorization_empty_rank": NNMemorization(data["reference_images"]).to(torch.bfloat16),
+        "overlap_diag": PairwiseOverlap("diag_gaussian", mc_samples=64, seed=3),
+        "overlap_binary_empty_rank": PairwiseOverlap("binary_gaussian", sigma=0.5),
+        "mutual_information": TokenMutualInformation(NUM_BITS, max_distance=2),
+        "fid": build_fid(TinyFeatures()),
+    }
+
+
+def feed(metrics, data, indices, with_empty_rank_metrics):
+    for start in range(0, len(indices), BATCH):
+        batch = list(indices[start : start + BATCH])
+        samples, tokens = data["samples"][batch], data["tokens"][batch]
+        metrics["memorization"].update(samples, tokens)
+        metrics["overlap_diag"].update(data["mu"][batch], logvar=data["logvar"][batch], images=samples)
+        metrics["mutual_information"].update(tokens)
+        metrics["fid"].update(samples, real=False)
+        metrics["fid"].update(-samples, real=True)
+        if with_empty_rank_metrics:
+            metrics["memorization_empty_rank"].update(samples)
+            metrics["overlap_binary_empty_rank"].update(data["codes"][batch])
+
+
+def results(metrics):
+    """Every value (a collective per metric: all ranks run this in the same order)."""
+    values = {name: metric.compute() for name, metric in metrics.items()}
+    values["memorization_per_sample"] = metrics["memorization"].per_sample()
+    values["memorization_empty_rank_per_sample"] = metrics["memorization_empty_rank"].per_sample()
+    return values
+
+
+def worker(rank, port, out_dir):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        torch.set_num_threads(1)
+        data = make_data()
+        metrics = build_metrics(data)
+        feed(metrics, data, RANK_SHARES[rank], with_empty_rank_metrics=rank == 0)
+        torch.save(results(metrics), Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_with_uneven_and_empty_shares_equal_one_process(tmp_path):
+    mp.spawn(worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+
+    data = make_data()
+    metrics = build_metrics(data)
+    all_indices = [i for share in RANK_SHARES for i in share]  # rank order = gather order
+    feed(metrics, data, all_indices[: len(RANK_SHARES[0])], with_empty_rank_metrics=True)
+    feed(metrics, data, all_indices[len(RANK_SHARES[0]) :], with_empty_rank_metrics=False)
+    single = results(metrics)
+
+    assert single["memorization"]["ratio13_rate"].item() == pytest.approx(2 / 7)
+    assert single["memorization_per_sample"]["nearest_index"].numel() == NUM_SAMPLES
+    for rank in (0, 1):
+        synced = torch.load(tmp_path / f"rank{rank}.pt")
+        fid_synced, fid_single = synced.pop("fid"), single["fid"]
+        torch.testing.assert_close(synced, {k: v for k, v in single.items() if k != "fid"}, rtol=0, atol=0, equal_nan=True)
+        torch.testing.assert_close(fid_synced, fid_single, rtol=1e-6, atol=1e-9)  # sums in another order

@@ -1,0 +1,144 @@
+"""NNMemorization: copies are flagged, fresh samples are not, duplicates are handled, buffers stay exact."""
+import math
+
+import pytest
+import torch
+
+from metrics.memorization import NNMemorization, nn_ratio, psnr_from_distance, quantize_images, ratio_key
+
+NUM_BITS = 4
+IMAGE_SHAPE = (1, 8, 8)
+GRID_SHAPE = (4, 4)
+NUM_CODE_BITS = NUM_BITS * GRID_SHAPE[0] * GRID_SHAPE[1]  # 64
+EXPECTED_KEYS = {
+    "psnr25_rate", "psnr30_rate", "psnr35_rate", "ratio13_rate", "nn_psnr_median",
+    "latent_copy_rate", "latent_near_copy_rate", "latent_ratio13_rate", "hamming_median",
+}
+
+
+def training_set(num=48, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (num, *IMAGE_SHAPE), dtype=torch.uint8, generator=generator)
+    tokens = torch.randint(0, 2**NUM_BITS, (num, *GRID_SHAPE), generator=generator)
+    return images, tokens
+
+
+def to_unit_range(images):
+    return images.float() / 127.5 - 1
+
+
+def build_metric(images, tokens, **kwargs):
+    return NNMemorization(images, tokens, num_bits=NUM_BITS, **kwargs)
+
+
+def test_exact_copies_of_training_images_are_memorized():
+    images, tokens = training_set()
+    metric = build_metric(images, tokens)
+    picks = torch.tensor([3, 0, 17, 17, 40])
+    metric.update(to_unit_range(images[picks]), tokens[picks])
+    values = metric.compute()
+    assert set(values) == EXPECTED_KEYS
+    for key in ("psnr25_rate", "psnr35_rate", "ratio13_rate", "latent_copy_rate", "latent_near_copy_rate", "latent_ratio13_rate"):
+        assert values[key].item() == 1.0, key
+    assert values["nn_psnr_median"].item() == 100.0 and values["hamming_median"].item() == 0.0
+    per_sample = metric.per_sample()
+    assert per_sample["nearest_index"].tolist() == picks.tolist()
+    assert per_sample["latent_nearest_index"].tolist() == picks.tolist()
+    assert per_sample["ratio"].eq(0).all() and per_sample["latent_ratio"].eq(0).all()
+
+
+def test_fresh_noise_is_not_memorized():
+    images, tokens = training_set()
+    fresh_images, fresh_tokens = training_set(num=64, seed=1)
+    metric = build_metric(images, tokens)
+    metric.update(to_unit_range(fresh_images), fresh_tokens)
+    values = metric.compute()
+    for key in ("psnr25_rate", "ratio13_rate", "latent_copy_rate", "latent_near_copy_rate", "latent_ratio13_rate"):
+        assert values[key].item() == 0.0, key
+    assert 5 < values["nn_psnr_median"].item() < 15  # uniform noise vs uniform noise
+    assert values["hamming_median"].item() > 10
+
+
+def test_near_copies_pass_the_psnr_ball_and_the_latent_tolerance():
+    images, tokens = training_set()
+    metric = build_metric(images, tokens, near_copy_fraction=0.02)  # <= 1.28 bits of 64
+    noisy = (images[:8].int() + torch.randint(-2, 3, images[:8].shape, generator=torch.Generator().manual_seed(5))).clamp(0, 255)
+    one_bit = torch.zeros(GRID_SHAPE, dtype=torch.long)
+    one_bit[0, 0] = 1
+    flipped = tokens[:8] ^ one_bit  # the lowest bit of one cell: Hamming 1
+    metric.update(noisy.to(torch.uint8), flipped)
+    values = metric.compute()
+    assert values["psnr35_rate"].item() == 1.0 and values["ratio13_rate"].item() == 1.0
+    assert values["latent_copy_rate"].item() == 0.0 and values["latent_near_copy_rate"].item() == 1.0
+    assert values["hamming_median"].item() == 1.0
+
+
+def test_duplicated_references_are_deduplicated_and_copies_still_caught():
+    images, tokens = training_set(num=20)
+    order = torch.randperm(40, generator=torch.Generator().manual_seed(2))
+    duplicated_images, duplicated_tokens = torch.cat([images, images])[order], torch.cat([tokens, tokens])[order]
+    metric = build_metric(duplicated_images, duplicated_tokens)
+    assert metric.reference_pixels.shape[0] == 20 and metric.reference_codes.shape[0] == 20
+    metric.update(to_unit_range(images), tokens)
+    values = metric.compute()
+    assert values["ratio13_rate"].item() == 1.0 and values["latent_ratio13_rate"].item() == 1.0
+    nearest = metric.per_sample()["nearest_index"]
+    assert torch.equal(duplicated_images[nearest], images)  # an index into the arguments as given
+    # without deduplication, d2 = d1 = 0 and the ratio test would miss every copy
+    assert nn_ratio(torch.tensor([1.0]), torch.tensor([1.0])).item() == 1.0
+
+
+def test_bf16_cast_of_the_metric_leaves_references_and_states_exact():
+    images, tokens = training_set()
+    metric = build_metric(images, tokens)
+    metric.update(to_unit_range(images[:4]), tokens[:4])
+    metric = metric.to(torch.bfloat16)
+    assert metric.reference_pixels.dtype == torch.uint8 and torch.equal(metric.reference_pixels, images.flatten(1))
+    assert metric.reference_codes.dtype == torch.int8 and metric.reference_pixel_index.dtype == torch.long
+    metric.update(to_unit_range(images[4:6]).bfloat16(), tokens[4:6])
+    assert all(v.dtype == torch.float64 for v in metric.nn_psnr)
+    assert metric.compute()["psnr35_rate"].item() == 1.0
+    assert metric.per_sample()["nearest_index"].tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_uint8_and_float_inputs_agree_and_quantize_like_saved_images():
+    images, _ = training_set()
+    generator = torch.Generator().manual_seed(4)
+    samples = torch.rand(6, *IMAGE_SHAPE, generator=generator) * 2.2 - 1.1  # out of range gets clamped
+    assert torch.equal(quantize_images(samples), ((samples.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
+    from_float, from_uint8 = NNMemorization(images), NNMemorization(images)
+    from_float.update(samples)
+    from_uint8.update(quantize_images(samples))
+    assert from_float.compute() == from_uint8.compute()
+    assert set(from_float.compute()) == {"psnr25_rate", "psnr30_rate", "psnr35_rate", "ratio13_rate", "nn_psnr_median"}
+
+
+def test_psnr_and_ratio_definitions():
+    assert psnr_from_distance(torch.tensor([0.0]), 64).item() == 100.0
+    # RMSE of 1 grey level: 20 log10(255)
+    assert psnr_from_distance(torch.tensor([8.0]), 64).item() == pytest.approx(20 * math.log10(255))
+    assert nn_ratio(torch.tensor([0.0, 1.0]), torch.tensor([0.0, 4.0])).tolist() == [0.0, 0.25]
+    assert ratio_key(1 / 3) == "ratio13" and ratio_key(0.5) == "ratio12"
+
+
+def test_custom_thresholds_name_the_keys():
+    images, _ = training_set()
+    metric = NNMemorization(images, psnr_thresholds=(27.5,), ratio_threshold=0.5)
+    metric.update(images[:2])
+    assert set(metric.compute()) == {"psnr27.5_rate", "ratio12_rate", "nn_psnr_median"}
+
+
+def test_argument_errors():
+    images, tokens = training_set()
+    with pytest.raises(ValueError):
+        NNMemorization(to_unit_range(images))  # must be uint8
+    with pytest.raises(ValueError):
+        NNMemorization(images, tokens)  # num_bits missing
+    with pytest.raises(ValueError):
+        NNMemorization(images[:1].expand(3, -1, -1, -1).contiguous())  # one distinct image: no 2nd neighbour
+    metric = build_metric(images, tokens)
+    with pytest.raises(ValueError):
+        metric.update(to_unit_range(images[:2]))  # tokens missing
+    with pytest.raises(ValueError):
+        metric.update(to_unit_range(images[:2]), tokens[:2, :2])  # wrong grid size
+    assert metric.nn_psnr == []  # nothing half-appended

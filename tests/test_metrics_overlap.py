@@ -1,0 +1,172 @@
+"""Overlap coefficients: closed forms vs stdlib / Monte Carlo, bounds, and the PairwiseOverlap metric."""
+import math
+from statistics import NormalDist
+
+import pytest
+import torch
+
+from metrics.overlap import (
+    PairwiseOverlap,
+    bhattacharyya_diag_gaussian,
+    bounded_noise_code_ovl,
+    diag_gaussian_ovl_mc,
+    gaussian_code_ovl,
+    isotropic_gaussian_ovl,
+    normal_ovl_1d,
+    ovl_reconstruction_lower_bound,
+)
+
+NORMAL_PAIRS = [(0.0, 1.0, 1.0, 2.0), (0.0, 1.0, 1.0, 1.0), (2.0, 0.5, -1.0, 3.0), (0.3, 1.0, 0.3, 1.0), (0.0, 2.0, 0.0, 1.0)]
+
+
+def log_variance(std):
+    return torch.tensor([[2 * math.log(std)]], dtype=torch.float64)
+
+
+def test_closed_forms_known_values():
+    assert gaussian_code_ovl(torch.tensor(3.0), 1.0).item() == pytest.approx(2 * NormalDist().cdf(-math.sqrt(3)), rel=1e-12)
+    assert gaussian_code_ovl(torch.tensor(0.0), 0.3).item() == 1.0
+    tiny = gaussian_code_ovl(torch.tensor(16.0), 0.3).item()  # ~1.5e-40: keeps its digits
+    assert tiny == pytest.approx(math.erfc(4 / 0.3 / math.sqrt(2)), rel=1e-10) and tiny < 1e-39
+    assert isotropic_gaussian_ovl(torch.tensor(2.0), 1.0).item() == pytest.approx(NormalDist(0, 1).overlap(NormalDist(2, 1)))
+    assert bounded_noise_code_ovl(torch.tensor([0.0, 1.0, 7.0])).tolist() == [1.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("mu1,s1,mu2,s2", NORMAL_PAIRS)
+def test_normal_ovl_1d_matches_statistics_normaldist(mu1, s1, mu2, s2):
+    ours = normal_ovl_1d(torch.tensor(mu1), torch.tensor(s1**2), torch.tensor(mu2), torch.tensor(s2**2))
+    assert ours.item() == pytest.approx(NormalDist(mu1, s1).overlap(NormalDist(mu2, s2)), abs=1e-12)
+
+
+@pytest.mark.parametrize("mu1,s1,mu2,s2", NORMAL_PAIRS[:3])
+def test_mc_estimator_matches_normaldist_in_1d(mu1, s1, mu2, s2):
+    generator = torch.Generator().manual_seed(0)
+    mc = diag_gaussian_ovl_mc(
+        torch.tensor([[mu1]]), log_variance(s1), torch.tensor([[mu2]]), log_variance(s2), num_samples=40_000, generator=generator
+    )
+    assert mc.item() == pytest.approx(NormalDist(mu1, s1).overlap(NormalDist(mu2, s2)), abs=0.01)
+
+
+def test_hamming_closed_form_matches_mc_on_codes():
+    codes = torch.ones(2, 8, dtype=torch.float64)
+    codes[1, :3] = -1  # Hamming 3
+    sigma = 1.0
+    logvar = torch.full_like(codes, 2 * math.log(sigma))
+    mc = diag_gaussian_ovl_mc(codes[:1], logvar[:1], codes[1:], logvar[1:], num_samples=40_000, generator=torch.Generator().manual_seed(1))
+    assert mc.item() == pytest.approx(gaussian_code_ovl(torch.tensor(3.0), sigma).item(), abs=0.005)  # 0.0833
+
+
+def test_mc_identical_is_one_and_disjoint_is_zero():
+    mu, logvar = torch.randn(3, 16, dtype=torch.float64), torch.randn(3, 16, dtype=torch.float64) * 0.1
+    identical = diag_gaussian_ovl_mc(mu, logvar, mu, logvar, num_samples=64)
+    assert torch.allclose(identical, torch.ones(3, dtype=torch.float64), rtol=0, atol=1e-12)  # log-ratio rounding only
+    far = diag_gaussian_ovl_mc(mu, logvar, mu + 100, logvar, num_samples=64)
+    assert torch.equal(far, torch.zeros(3, dtype=torch.float64))
+
+
+def test_bhattacharyya_brackets_the_mc_estimate():
+    generator = torch.Generator().manual_seed(2)
+    mu1, mu2 = torch.randn(2, 5, 16, generator=generator, dtype=torch.float64) * 0.5
+    logvar1, logvar2 = torch.randn(2, 5, 16, generator=generator, dtype=torch.float64) * 0.5
+    bounds = bhattacharyya_diag_gaussian(mu1, logvar1, mu2, logvar2)
+    mc = diag_gaussian_ovl_mc(mu1, logvar1, mu2, logvar2, num_samples=20_000, generator=generator)
+    standard_error = 0.5 / math.sqrt(20_000)
+    assert (bounds.lower <= mc + 3 * standard_error).all() and (mc <= bounds.upper + 3 * standard_error).all()
+    assert (bounds.lower < bounds.upper).all()
+    # 1-D closed form: sqrt(2 s1 s2 / (s1^2 + s2^2)) exp(-(mu1 - mu2)^2 / (4 (s1^2 + s2^2)))
+    one_d = bhattacharyya_diag_gaussian(torch.tensor([0.0]), log_variance(1.0)[0], torch.tensor([1.0]), log_variance(2.0)[0])
+    assert one_d.coefficient.item() == pytest.approx(math.sqrt(4 / 5) * math.exp(-1 / 20))
+
+
+def test_lower_bound_of_full_overlap_is_a_quarter_of_mean_pairwise_distance():
+    images = torch.tensor([[0.0, 0.0], [1.0, 1.0], [1.0, -1.0]])
+    sq_distances = torch.cdist(images.double(), images.double()).square()
+    expected = sq_distances.sum() / (4 * 3 * 2) / 2
+    assert ovl_reconstruction_lower_bound(torch.ones(3, 3), images).item() == pytest.approx(expected.item())
+    assert ovl_reconstruction_lower_bound(torch.eye(3), images).item() == 0.0
+
+
+def distinct_codes(num, channels=2, size=3, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    codes = torch.randint(0, 2, (num, channels, size, size), generator=generator).float() * 2 - 1
+    codes[:, 0, 0, 0] = torch.arange(num) % 2 * 2 - 1.0  # not all equal
+    return torch.unique(codes, dim=0)
+
+
+def test_pairwise_binary_bounded_is_zero_for_distinct_codes_and_one_for_identical():
+    codes = distinct_codes(12)
+    metric = PairwiseOverlap("binary_bounded")
+    metric.update(codes, images=torch.rand(codes.shape[0], 1, 4, 4) * 2 - 1)
+    values = metric.compute()
+    assert set(values) == {"mean", "max", "mean_nn", "log10_mean", "per_bit", "lower_bound_mse"}
+    assert values["mean"].item() == 0.0 and values["max"].item() == 0.0 and values["lower_bound_mse"].item() == 0.0
+    assert values["log10_mean"].item() == -300.0
+    flat = codes.flatten(1)
+    mean_hamming = (flat[:, None] != flat[None]).sum(-1).double().sum() / (len(flat) * (len(flat) - 1))
+    assert values["per_bit"].item() == pytest.approx(1 - mean_hamming.item() / flat.shape[1])
+
+    same = PairwiseOverlap("binary_bounded")
+    same.update(codes[:1].expand(5, -1, -1, -1).tanh())  # soft latents with one sign pattern
+    assert same.compute()["mean"].item() == 1.0 and same.compute()["per_bit"].item() == 1.0
+
+
+def test_pairwise_binary_gaussian_matches_the_closed_form_per_pair():
+    codes = distinct_codes(10, seed=1)
+    sigma = 0.7
+    metric = PairwiseOverlap("binary_gaussian", sigma=sigma)
+    metric.update(codes[:4])
+    metric.update(codes[4:])
+    flat = codes.flatten(1)
+    hamming = (flat[:, None] != flat[None]).sum(-1).double()  # (N, N)
+    expected = gaussian_code_ovl(hamming, sigma)
+    off_diagonal = ~torch.eye(len(flat), dtype=torch.bool)
+    values = metric.compute()
+    assert values["mean"].item() == pytest.approx(expected[off_diagonal].mean().item(), rel=1e-12)
+    assert values["max"].item() == pytest.approx(expected[off_diagonal].max().item(), rel=1e-12)
+    nn = expected.masked_fill(~off_diagonal, -1).max(1).values.mean()
+    assert values["mean_nn"].item() == pytest.approx(nn.item(), rel=1e-12)
+    per_dim_different = 2 * NormalDist().cdf(-1 / sigma)
+    fraction_different = hamming[off_diagonal].mean().item() / flat.shape[1]
+    assert values["per_bit"].item() == pytest.approx(1 - (1 - per_dim_different) * fraction_different)
+    assert math.isnan(values["lower_bound_mse"].item())
+
+
+def test_pairwise_diag_gaussian_identical_far_and_reproducible():
+    generator = torch.Generator().manual_seed(3)
+    mu = torch.randn(1, 4, 2, 2, generator=generator)
+    logvar = torch.randn(1, 4, 2, 2, generator=generator) * 0.2
+    identical = PairwiseOverlap("diag_gaussian", mc_samples=32)
+    identical.update(mu.expand(4, -1, -1, -1), logvar=logvar.expand(4, -1, -1, -1))
+    values = identical.compute()
+    assert values["mean"].item() == pytest.approx(1.0, abs=1e-12) and values["bc_upper"].item() == pytest.approx(1.0)
+    assert values["per_bit"].item() == pytest.approx(1.0)
+
+    spread_mu = torch.randn(6, 16, generator=generator) * 3
+    spread_logvar = torch.randn(6, 16, generator=generator) * 0.3 - 2
+    first, second = PairwiseOverlap("diag_gaussian", mc_samples=64, seed=5), PairwiseOverlap("diag_gaussian", mc_samples=64, seed=5)
+    first.update(spread_mu, logvar=spread_logvar)
+    second.update(spread_mu[:2], logvar=spread_logvar[:2])
+    second.update(spread_mu[2:], logvar=spread_logvar[2:])
+    torch.testing.assert_close(first.compute(), second.compute(), rtol=0, atol=0, equal_nan=True)
+    assert first.compute()["mean"].item() < 1e-6 and first.compute()["bc_upper"].item() < 1e-3
+
+
+def test_pairwise_diag_gaussian_matches_mc_of_each_pair():
+    generator = torch.Generator().manual_seed(4)
+    mu, logvar = torch.randn(5, 3, generator=generator) * 0.5, torch.randn(5, 3, generator=generator) * 0.3
+    metric = PairwiseOverlap("diag_gaussian", mc_samples=20_000, seed=0)
+    metric.update(mu, logvar=logvar)
+    first, second = torch.triu_indices(5, 5, offset=1)
+    bounds = bhattacharyya_diag_gaussian(mu[first], logvar[first], mu[second], logvar[second])
+    values = metric.compute()
+    assert bounds.lower.mean() - 0.01 <= values["mean"] <= values["bc_upper"] + 0.01
+    assert values["bc_upper"].item() == pytest.approx(bounds.upper.mean().item())
+
+
+def test_pairwise_argument_errors():
+    with pytest.raises(ValueError):
+        PairwiseOverlap("binary_gaussian")  # sigma missing
+    with pytest.raises(ValueError):
+        PairwiseOverlap("gaussian")
+    with pytest.raises(ValueError):
+        PairwiseOverlap("diag_gaussian").update(torch.zeros(2, 3))  # logvar missing
