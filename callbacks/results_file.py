@@ -1,6 +1,6 @@
 """ResultsFile: the run's final scalar metrics as JSON, for scripts (sweep.py) that drive train.py.
 
-Written by global rank 0 at teardown, atomically (temp file + rename), so a reader never sees half
+Written by global rank 0 when the stage has finished (never after a crash), atomically (temp file + rename), so a reader never sees half
 a file and a crashed run leaves none.
 """
 from __future__ import annotations
@@ -17,8 +17,18 @@ class ResultsFile(Callback):
     def __init__(self, path: str):
         self.path = Path(path)
 
-    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if not trainer.is_global_zero or trainer.state.status != "finished" and stage == "fit":
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.write(trainer, "fit")
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.state.fn == "validate":
+            self.write(trainer, "validate")
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.write(trainer, "test")
+
+    def write(self, trainer: Trainer, stage: str) -> None:
+        if not trainer.is_global_zero:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""

@@ -113,6 +113,22 @@ class IndexedTokens(torch.utils.data.Dataset):
         return [{"tokens": grid, "index": index} for grid, index in zip(grids, indices)]
 
 
+class SampleRequests(torch.utils.data.Dataset):
+    """`predict` on a generative model: row i asks for global sample i (drawn with seed base + i).
+
+    Lightning's predict sampler hands each rank disjoint rows, so ranks never draw the same sample.
+    """
+
+    def __init__(self, num_samples: int) -> None:
+        self.num_samples = num_samples
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, index: int) -> dict[str, int]:
+        return {"index": index}
+
+
 class LatentTokenDataModule(HFImageDataModule):
     """Token grids of a frozen BL-AE over any image source of ``HFImageDataModule``.
 
@@ -122,6 +138,7 @@ class LatentTokenDataModule(HFImageDataModule):
         token_cache_dir: where token caches live; ``None`` = ``<cache_dir or ~/.cache/meps_ldh>/tokens``.
             Shared by the ranks of a node (and by nodes if it is on a shared file system).
         encode_batch_size: images per forward pass of the BL-AE while building the cache.
+        num_samples: how many samples ``predict`` asks a token model for (one per global index).
         **kwargs: every argument of ``HFImageDataModule`` (path, image_size, channels, batch_size
             [global], num_workers, splits, cache_dir, ...).
 
@@ -136,9 +153,11 @@ class LatentTokenDataModule(HFImageDataModule):
         autoencoder: str,
         token_cache_dir: str | None = None,
         encode_batch_size: int = 256,
+        num_samples: int = 64,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.num_samples = num_samples
         if encode_batch_size < 1:
             raise ValueError(f"encode_batch_size must be >= 1, got {encode_batch_size}")
         self.spec: AutoencoderSpec = autoencoder_spec(autoencoder)
@@ -229,6 +248,9 @@ class LatentTokenDataModule(HFImageDataModule):
         return self.token_cache_dir / f"{fingerprint}--ae-{self.autoencoder_sha256[:16]}-v{TOKEN_CACHE_VERSION}"
 
     # ---------------------------------------------------------------- internals
+
+    def predict_dataloader(self):
+        return self._loader(SampleRequests(self.num_samples))
 
     def _served(self, split: str) -> IndexedTokens:
         return self.token_dataset(split)

@@ -75,8 +75,9 @@ class KernelARVM(nn.Module):
         # the per-bit log-likelihood ratio of agreeing vs flipped bits, halved for ±1 dot products
         self.dot_scale = 0.5 * math.log((1 - flip_prob) / flip_prob)
         self.register_buffer("train_tokens", train_tokens.reshape(num_grids, -1).long())  # (N, T)
-        # ±1 bits of the training grids, unpacked once (int8: N·T·C bytes, 4x less than float)
-        self.register_buffer("train_signs", signs(self.train_tokens, num_bits, torch.int8), persistent=False)  # (N, T, C)
+        # ±1 bits of the training grids, unpacked once; int8: N·T·C bytes, 4x less than float
+        train_signs = signs(self.train_tokens, num_bits, torch.int8)  # (N, T, C)
+        self.register_buffer("train_signs", train_signs, persistent=False)
         window = window_indices(self.height, self.width, self.gamma)
         self.register_buffer("window_index", window.index, persistent=False)  # (T, K)
         self.window_len: list[int] = window.length.tolist()
@@ -90,14 +91,18 @@ class KernelARVM(nn.Module):
         return 2**self.num_bits
 
     def log_value_weights(self, context: Tensor, t: int) -> Tensor:
-        """(S, T) context ids -> (S, 2^C) float64 log Σ_{n: z^n_t = b} Π_v q(c_v | z^n_v), up to a per-row constant."""
+        """(S, T) context ids -> (S, 2^C) float64 A_b = log Σ_{n: z^n_t = b} Π_v q(c_v | z^n_v).
+
+        Up to a constant per row, which the normalisation in log_histogram removes.
+        """
         index = self.window_index[t, : self.window_len[t]]  # (K,) earlier positions in W_γ(t)
         query = signs(context[:, index], self.num_bits).flatten(1)  # (S, K·C)
         log_a = torch.full((context.shape[0], self.vocab_size), -math.inf, dtype=torch.float64, device=context.device)
         for start in range(0, len(self.train_tokens), self.chunk_size):
             chunk = slice(start, start + self.chunk_size)
             keys = self.train_signs[chunk, index].flatten(1).float()  # (n, K·C)
-            log_w = (query @ keys.T).double() * self.dot_scale  # (S, n); the dot products are exact integers
+            with torch.autocast(context.device.type, enabled=False):  # bf16 would round the integers
+                log_w = (query @ keys.T).double() * self.dot_scale  # (S, n); exact integer dot products
             log_a = torch.logaddexp(log_a, scatter_logsumexp(log_w, self.train_tokens[chunk, t], self.vocab_size))
         return log_a
 

@@ -341,16 +341,15 @@ class WindowedARTransformer(nn.Module):
     # --- sampling -----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def empty_cache(self, n: int, device=None) -> Tensor:
+    def empty_cache(self, n: int) -> Tensor:
         """KV cache for n samples: (L, 2, n, H, 1 + T, d/H) keys [:, 0] and values [:, 1] of every layer.
 
         Slot 0 holds the null key/value, slot 1 + s position s. One tensor, so a step gathers the
         window of every layer with a single index_select.
         """
         config = self.config
-        cache = torch.empty(
-            config.n_layer, 2, n, config.n_head, 1 + config.num_tokens, config.n_embd // config.n_head, device=device
-        )
+        shape = (config.n_layer, 2, n, config.n_head, 1 + config.num_tokens, config.n_embd // config.n_head)
+        cache = torch.empty(shape, device=self.head.weight.device, dtype=self.head.weight.dtype)
         cache[..., :1, :] = torch.stack([torch.stack(block.attn.null_slot(n)) for block in self.blocks])
         return cache
 
@@ -401,7 +400,7 @@ class WindowedARTransformer(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            cache = self.empty_cache(n, device) if use_cache else None
+            cache = self.empty_cache(n) if use_cache else None
             for t in range(config.num_tokens):
                 logits = self.step_logits(cache, t) if use_cache else self(tokens)[:, t]  # (n, out_dim)
                 tokens[:, t] = self.draw(logits, uniforms[:, t], temperature)

@@ -110,4 +110,13 @@ def test_validation():
         KernelARVM(random_grids(2), num_bits=4, flip_prob=0.0)
     with pytest.raises(ValueError, match="C = 20"):
         KernelARVM(random_grids(2), num_bits=20)
-    assert math.isclose(KernelARVM(random_grids(2), num_bits=4, gamma="global").dot_scale, 0.5 * math.log(0.998 / 0.002))
+    model = KernelARVM(random_grids(2), num_bits=4, gamma="global")
+    assert model.gamma is None and math.isclose(model.dot_scale, 0.5 * math.log(0.998 / 0.002))
+
+
+def test_autocast_does_not_round_the_dot_products():
+    model = KernelARVM(random_grids(40, 8, 8, bits=6), num_bits=6, gamma=None)
+    context = random_grids(3, 8, 8, bits=6, seed=5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model.log_histogram(context, 63)  # K·C = 378: bf16 would round the dot products
+    assert torch.equal(mixed, model.log_histogram(context, 63))
