@@ -32,6 +32,8 @@ DIGITS_NAME = "dataloading, digits 8x8: HF loader vs TensorDataset"
 FOLDER_NAME = "dataloading, PNG folder 32x32 RGB: HF loader vs TensorDataset"
 EPOCH_NAME = "dataloading, PNG folder: later epoch vs first (cold cache)"
 LOADER_ROWS = ((DIGITS_NAME, "images/s", GOAL), (FOLDER_NAME, "images/s", GOAL))
+ROW_NAMES = [DIGITS_NAME, FOLDER_NAME, EPOCH_NAME, *(name + harness.GPU_SUFFIX for name, _, _ in LOADER_ROWS)]
+"""Every row ``run`` returns, on any machine (the [gpu] ones as placeholders without a GPU)."""
 CACHED_NOTE = (
     "cached by the first epoch: imagefolder -> Arrow table and decodability scan (HF cache dir);"
     " NOT cached: decoded pixels (every epoch re-reads and re-decodes every PNG)"

@@ -29,6 +29,8 @@ GOAL = 0.95
 BLAE_NAME = "train step, BL-AE digits: Lightning vs plain loop"
 ARVM_NAME = "train step, γ-ARVM digits: Lightning vs plain loop"
 ROWS = ((BLAE_NAME, "images/s", GOAL), (ARVM_NAME, "tokens/s", GOAL))
+ROW_NAMES = [name + suffix for suffix in ("", harness.GPU_SUFFIX) for name, _, _ in ROWS]
+"""Every row ``run`` returns, on any machine (the [gpu] ones as placeholders without a GPU)."""
 BLAE_LR = 2e-3  # configs/blae/digits.yaml
 
 

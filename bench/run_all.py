@@ -136,24 +136,28 @@ def format_table(rows: Sequence[Row]) -> str:
 def main(argv: Sequence[str] | None = None) -> dict[str, list[Row]]:
     parser = argparse.ArgumentParser(description="Run the benchmarks in bench/ and write a JSON of their rows.")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, what CI runs (seconds per module)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON to write (default {DEFAULT_OUT.relative_to(Path.cwd()) if DEFAULT_OUT.is_relative_to(Path.cwd()) else DEFAULT_OUT})")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON to write (default bench/results.json)")
     parser.add_argument("--only", nargs="+", default=(), metavar="NAME", help="run only these modules (bench_x or x)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="torch intra-op threads (default: torch's choice, one per core). On a machine shared"
                              " with other jobs, 1 avoids OpenMP barrier stalls that make 2-thread timings bimodal")
     args = parser.parse_args(argv)
+
+    threads = torch.get_num_threads()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-
-    start = time.perf_counter()
-    results = run_modules(discover_modules(args.only), args.smoke)
+    try:
+        start = time.perf_counter()
+        results = run_modules(discover_modules(args.only), args.smoke)
+    finally:
+        torch.set_num_threads(threads)  # main() may run inside another process (the smoke test)
     rows = [row for module_rows in results.values() for row in module_rows]
-    write_json_atomically({"machine": machine_description(), "rows": [row_payload(row) for row in rows]}, args.out)
-    print(f"machine: {machine_description()}")
+    machine = machine_description() + (f", {args.threads} torch threads" if args.threads is not None else "")
+    write_json_atomically({"machine": machine, "rows": [row_payload(row) for row in rows]}, args.out)
+    print(f"machine: {machine}")
     print(format_table(rows))
     print(f"\n{len(rows)} rows from {len(results)} modules in {time.perf_counter() - start:.0f} s -> {args.out}")
     return results
-
 
 if __name__ == "__main__":
     main()

@@ -16,6 +16,17 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tiny test models on 2 shared cores: intra-op threads only add contention (3-10x slower)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def in_tmp_dir(tmp_path, monkeypatch):
     """Run a test from an empty folder so outputs/ and wandb/ land in tmp."""

@@ -9,14 +9,6 @@ from networks.kernel_estimator import KernelARVM
 from networks.window_transformer import log_flip_kernel
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors on a shared 2-core machine: extra threads only add contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def random_grids(n, height=4, width=4, bits=4, seed=0):
     return torch.randint(0, 2**bits, (n, height, width), generator=torch.Generator().manual_seed(seed))

@@ -15,14 +15,6 @@ from networks.window_transformer import (
 HEIGHT, WIDTH, BITS = 5, 5, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors on a shared 2-core machine: extra threads only add contention (13x slower seen)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def make_model(gamma, head="histogram", n_layer=3, seed=0, **overrides):
     torch.manual_seed(seed)
