@@ -2,8 +2,9 @@
 
 Rows: (a) L2 on float32 rows vs `IndexFlatL2`, (b) Hamming on signed bits vs `IndexBinaryFlat`
 (packed codes, popcount). Unit queries/s, goal 1.0 = as fast as faiss with identical neighbours.
-Timings alternate ours / faiss / the plain GEMM so a noisy shared machine hits all of them alike;
-medians over `repeats`, warm-up excluded. faiss is a benchmark-only dependency (extra [bench]).
+Timings interleave ours / faiss / the plain GEMMs so a noisy shared machine hits all of them
+alike (bench.harness); medians over `repeats`, warm-up excluded. faiss is a benchmark-only
+dependency (extra [bench]); metrics/ never imports it.
 
     python -m bench.bench_nn_search            # full sizes (~1 min on 2 cores)
     python -m bench.bench_nn_search --smoke    # tiny sizes, seconds
@@ -11,17 +12,25 @@ medians over `repeats`, warm-up excluded. faiss is a benchmark-only dependency (
 from __future__ import annotations
 
 import argparse
-import statistics
+import functools
+import os
+import threading
+import time
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
-from bench.common import Row, median_seconds, peak_rss_mib
+from bench.common import Row
+from bench.harness import interleaved_medians, timed
+from bench.run_all import format_table
 from metrics.nn_search import exact_l2_top2, hamming_top2
 
 FAISS_MISSING = "not run: faiss-cpu missing"
+L2_ROW = "exact L2 top-2 vs faiss IndexFlatL2 (fp32)"
+HAMMING_ROW = "Hamming top-2 vs faiss IndexBinaryFlat"
+ROW_NAMES = (L2_ROW, HAMMING_ROW)
 
 
 @dataclass(frozen=True)
@@ -45,15 +54,52 @@ def try_import_faiss():
     return faiss
 
 
-def alternating_medians(candidates: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each callable, runs interleaved round-robin after one untimed warm-up each."""
-    for fn in candidates.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(repeats):
-        for name, fn in candidates.items():
-            times[name].append(median_seconds(fn, repeats=1, warmup=0))
-    return {name: statistics.median(values) for name, values in times.items()}
+def warm_interleaved_medians(candidates: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds per callable, interleaved round-robin, after one untimed call each (oneDNN
+    kernel JIT and first-touch allocations are one-off costs, not search speed)."""
+    for search in candidates.values():
+        search()
+    return interleaved_medians({name: functools.partial(timed, search) for name, search in candidates.items()}, repeats)
+
+
+def onednn_linear():
+    """oneDNN's fp32 linear, the GEMM our FP32 path runs on CPU (None where torch lacks it)."""
+    try:
+        return torch.ops.mkldnn._linear_pointwise if torch.backends.mkldnn.is_available() else None
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def current_rss_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def search_memory_mib(search: Callable[[], object], interval_s: float = 0.001) -> float:
+    """Peak RSS growth during one call, sampled by a thread (torch ops release the GIL): the
+    search's own working memory, unlike the process-wide peak that earlier work may have set."""
+    start, peak, done = current_rss_mib(), [0.0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], current_rss_mib() - start)
+            time.sleep(interval_s)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        search()
+    finally:
+        done.set()
+        sampler.join()
+    return peak[0]
+
+
+def versus_faiss_row(name: str, num_queries: int, seconds: dict[str, float], note: list[str]) -> Row:
+    """ours vs faiss in queries/s; without faiss the baseline is None and the note says why."""
+    if "faiss" not in seconds:
+        return Row(name, num_queries / seconds["ours"], None, "queries/s", goal=1.0, note=FAISS_MISSING)
+    return Row(name, num_queries / seconds["ours"], num_queries / seconds["faiss"], "queries/s", goal=1.0, note="; ".join(note))
 
 
 def l2_row(sizes: Sizes, faiss) -> Row:
@@ -61,30 +107,32 @@ def l2_row(sizes: Sizes, faiss) -> Row:
     queries = torch.rand(sizes.queries, sizes.dims, generator=generator)  # (Q, D)
     reference = torch.rand(sizes.reference, sizes.dims, generator=generator)  # (N, D)
     flops = 2 * sizes.queries * sizes.reference * sizes.dims
-    name = f"exact L2 top-2, {sizes.queries}x{sizes.reference}x{sizes.dims} fp32"
 
+    extra_mib = search_memory_mib(lambda: exact_l2_top2(queries, reference))  # first, before faiss exists
     ours = exact_l2_top2(queries, reference)
-    peak_mib = peak_rss_mib()  # before faiss exists in this process
-    candidates = {"ours": lambda: exact_l2_top2(queries, reference), "gemm": lambda: torch.mm(queries, reference.T)}
+    candidates = {"ours": lambda: exact_l2_top2(queries, reference), "torch.mm": lambda: torch.mm(queries, reference.T)}
+    linear = onednn_linear()
+    if linear is not None:
+        candidates["oneDNN"] = lambda: linear(queries, reference, None, "none", [], "")
     if faiss is not None:
         index = faiss.IndexFlatL2(sizes.dims)
         index.add(reference.numpy())
         candidates["faiss"] = lambda: index.search(queries.numpy(), 2)
-    seconds = alternating_medians(candidates, sizes.repeats)
+    seconds = warm_interleaved_medians(candidates, sizes.repeats)
 
-    note = [f"ours {flops / seconds['ours'] / 1e9:.0f} GFLOP/s", f"fp32 matmul {flops / seconds['gemm'] / 1e9:.0f} GFLOP/s"]
-    if faiss is None:
-        return Row(name, sizes.queries / seconds["ours"], None, "queries/s", goal=1.0, note="; ".join([FAISS_MISSING, *note]))
-    _, faiss_indices = index.search(queries.numpy(), 2)
-    ours_indices = torch.stack([ours.idx1, ours.idx2], dim=1).numpy()
-    identical = int((faiss_indices == ours_indices).all(axis=1).sum())
+    gemm_rates = ", ".join(f"{key} {flops / seconds[key] / 1e9:.3g}" for key in ("torch.mm", "oneDNN") if key in seconds)
     note = [
-        f"identical neighbours {identical}/{sizes.queries}",
-        *note,
-        f"faiss {flops / seconds['faiss'] / 1e9:.0f} GFLOP/s",
-        f"peak RSS {peak_mib:.0f} MiB (inputs {(queries.numel() + reference.numel()) * 4 / 2**20:.0f} MiB)",
+        f"{sizes.queries} x {sizes.reference} x {sizes.dims}",
+        f"ours {flops / seconds['ours'] / 1e9:.3g} GFLOP/s",
+        f"fp32 matmul alone (GFLOP/s): {gemm_rates}",
+        f"search memory +{extra_mib:.0f} MiB (inputs {(queries.numel() + reference.numel()) * 4 / 2**20:.0f} MiB)",
     ]
-    return Row(name, sizes.queries / seconds["ours"], sizes.queries / seconds["faiss"], "queries/s", goal=1.0, note="; ".join(note))
+    if faiss is not None:
+        _, faiss_indices = index.search(queries.numpy(), 2)
+        ours_indices = torch.stack([ours.idx1, ours.idx2], dim=1).numpy()
+        identical = int((faiss_indices == ours_indices).all(axis=1).sum())
+        note = [f"identical neighbours {identical}/{sizes.queries}", *note, f"faiss {flops / seconds['faiss'] / 1e9:.3g} GFLOP/s"]
+    return versus_faiss_row(L2_ROW, sizes.queries, seconds, note)
 
 
 def hamming_row(sizes: Sizes, faiss) -> Row:
@@ -93,8 +141,8 @@ def hamming_row(sizes: Sizes, faiss) -> Row:
     reference_bits = torch.randint(0, 2, (sizes.reference, sizes.bits), generator=generator, dtype=torch.uint8)  # (N, K)
     query_codes, reference_codes = (bits.to(torch.int8) * 2 - 1 for bits in (query_bits, reference_bits))  # +-1
     ops = 2 * sizes.queries * sizes.reference * sizes.bits
-    name = f"Hamming top-2, {sizes.queries}x{sizes.reference}x{sizes.bits} bits"
 
+    extra_mib = search_memory_mib(lambda: hamming_top2(query_codes, reference_codes))
     ours = hamming_top2(query_codes, reference_codes)
     candidates = {"ours": lambda: hamming_top2(query_codes, reference_codes)}
     if faiss is not None:
@@ -102,16 +150,19 @@ def hamming_row(sizes: Sizes, faiss) -> Row:
         index = faiss.IndexBinaryFlat(sizes.bits)
         index.add(packed_reference)
         candidates["faiss"] = lambda: index.search(packed_queries, 2)
-    seconds = alternating_medians(candidates, sizes.repeats)
+    seconds = warm_interleaved_medians(candidates, sizes.repeats)
 
-    note = [f"ours {ops / seconds['ours'] / 1e9:.0f} int8 GOP/s (+-1 GEMM)"]
-    if faiss is None:
-        return Row(name, sizes.queries / seconds["ours"], None, "queries/s", goal=1.0, note="; ".join([FAISS_MISSING, *note]))
-    faiss_distances, _ = index.search(packed_queries, 2)
-    ours_distances = torch.stack([ours.d1, ours.d2], dim=1).numpy()
-    identical = int((faiss_distances == ours_distances).all(axis=1).sum())
-    note = [f"identical top-2 distances {identical}/{sizes.queries} (tied indices may differ)", *note, f"peak RSS {peak_rss_mib():.0f} MiB"]
-    return Row(name, sizes.queries / seconds["ours"], sizes.queries / seconds["faiss"], "queries/s", goal=1.0, note="; ".join(note))
+    note = [
+        f"{sizes.queries} x {sizes.reference} x {sizes.bits} bits",
+        f"ours {ops / seconds['ours'] / 1e9:.3g} int8 GOP/s (+-1 GEMM, 1 byte per bit)",
+        f"search memory +{extra_mib:.0f} MiB",
+    ]
+    if faiss is not None:
+        faiss_distances, _ = index.search(packed_queries, 2)
+        ours_distances = torch.stack([ours.d1, ours.d2], dim=1).numpy()
+        identical = int((faiss_distances == ours_distances).all(axis=1).sum())
+        note = [f"identical top-2 distances {identical}/{sizes.queries} (tied indices may differ)", *note]
+    return versus_faiss_row(HAMMING_ROW, sizes.queries, seconds, note)
 
 
 def run(smoke: bool = False) -> list[Row]:
@@ -120,15 +171,7 @@ def run(smoke: bool = False) -> list[Row]:
     return [l2_row(sizes, faiss), hamming_row(sizes, faiss)]
 
 
-def print_table(rows: list[Row]) -> None:
-    print(f"{'name':<44} {'ours':>10} {'baseline':>10} {'unit':<10} {'ratio':>6} {'goal':>5}  note")
-    for row in rows:
-        baseline = f"{row.baseline:10.0f}" if row.baseline is not None else f"{'-':>10}"
-        ratio = f"{row.ratio:6.2f}" if row.ratio is not None else f"{'-':>6}"
-        print(f"{row.name:<44} {row.ours:10.0f} {baseline} {row.unit:<10} {ratio} {row.goal:5.1f}  {row.note}")
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, finishes in seconds")
-    print_table(run(smoke=parser.parse_args().smoke))
+    print(format_table(run(smoke=parser.parse_args().smoke)))

@@ -145,45 +145,81 @@ def quiet_lightning():
             logger.setLevel(level)
 
 
-class StepTimer(Callback):
-    """Per-step wall times of the training steps after ``first``: from one ``on_train_batch_start`` to the next.
+class PlainStep:
+    """One step of a plain PyTorch loop: zero_grad, forward (under autocast if asked), backward, optimizer step.
 
-    Trainer start-up (strategy, data hooks, optimizer set-up) happens before step 0 and the
-    ``first`` warm-up steps absorb allocator and autograd first-call costs. Start to next start
-    covers everything the loop does per step: fetching the batch, hooks, ``self.log``, the
-    optimizer closure; the last step ends at its ``on_train_batch_end``.
+    The reference Lightning's automatic optimization is compared against: its own deep copy of
+    the module (same starting weights), the same optimizer factory, no hooks and no logging.
     """
 
-    def __init__(self, first: int, device: torch.device) -> None:
-        self.first, self.device = first, device
-        self.marks: list[float] = []
-        self.end: float | None = None
+    def __init__(self, module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict], Tensor],
+                 make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
+                 device: torch.device, autocast_dtype: torch.dtype | None = None) -> None:
+        self.model = copy.deepcopy(module).to(device).train()
+        self.optimizer = make_optimizer(p for p in self.model.parameters() if p.requires_grad)
+        self.loss_fn, self.device, self.autocast_dtype = loss_fn, device, autocast_dtype
+
+    def __call__(self, batch: dict) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            loss = self.loss_fn(self.model, batch)
+        loss.backward()
+        self.optimizer.step()
+
+
+class LockstepTimer(Callback):
+    """Times Lightning's training steps and, interleaved with them, the plain loop's steps on the same batches.
+
+    After every Lightning step, ``on_train_batch_end`` runs one ``PlainStep`` on that step's batch
+    and times it. So the two paths alternate step by step and a burst from another job on a
+    shared machine slows both alike (whole runs one after the other differed by ±7% here).
+
+    A Lightning step lasts from its ``on_train_batch_start`` to the next one, minus the plain step
+    run in between: it covers everything the loop does per step (fetching the batch, hooks,
+    ``self.log``, the optimizer closure). Trainer start-up happens before step 0 and is never
+    timed; the first ``warmup`` steps of both paths (allocator, autograd first calls) are dropped.
+    """
+
+    def __init__(self, plain_step: PlainStep, warmup: int, device: torch.device) -> None:
+        self.plain_step, self.warmup, self.device = plain_step, warmup, device
+        self.lightning: list[float] = []
+        self.plain: list[float] = []
+        self._step_start: float | None = None
+        self._plain_seconds = 0.0
 
     def _mark(self) -> float:
         synchronize(self.device)
         return time.perf_counter()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if batch_idx >= self.first:
-            self.marks.append(self._mark())
+        now = self._mark()
+        if self._step_start is not None:
+            self.lightning.append(now - self._step_start - self._plain_seconds)
+        self._step_start = now if batch_idx >= self.warmup else None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if batch_idx >= self.first:
-            self.end = self._mark()
+        start = self._mark()
+        self.plain_step(batch)
+        end = self._mark()
+        self._plain_seconds = end - start
+        if batch_idx >= self.warmup:
+            self.plain.append(end - start)
 
-    @property
-    def step_seconds(self) -> list[float]:
-        marks = [*self.marks, self.end] if self.end is not None else self.marks
-        return [b - a for a, b in zip(marks, marks[1:])]
+    def on_train_end(self, trainer, pl_module) -> None:
+        """The last step has no next start: it ends where its plain step began."""
+        if self._step_start is not None:
+            self.lightning.append(self._mark() - self._step_start - self._plain_seconds)
 
 
-def lightning_step_seconds(module, batches: InMemoryBatches, warmup: int, device: torch.device, precision: str = "32-true") -> list[float]:
-    """Seconds of each step after ``warmup`` of ``Trainer.fit`` over ``batches`` (one epoch, one step per batch).
+def lockstep_step_seconds(
+    module, plain_step: PlainStep, batches: InMemoryBatches, warmup: int, device: torch.device, precision: str = "32-true"
+) -> tuple[list[float], list[float]]:
+    """Per-step seconds of ``Trainer.fit`` over ``batches`` and of ``plain_step`` interleaved with it (see ``LockstepTimer``).
 
-    ``module`` is deep-copied, so every call starts from the same weights and a fresh optimizer,
-    exactly like ``plain_step_seconds``.
+    ``module`` is deep-copied, so every call starts Lightning from the same weights as the plain
+    copy, each with a fresh optimizer.
     """
-    timer = StepTimer(warmup, device)
+    timer = LockstepTimer(plain_step, warmup, device)
     with quiet_lightning():
         trainer = Trainer(
             accelerator=device.type, devices=1, precision=precision, max_steps=len(batches), max_epochs=1,
@@ -191,42 +227,10 @@ def lightning_step_seconds(module, batches: InMemoryBatches, warmup: int, device
             num_sanity_val_steps=0, limit_val_batches=0, callbacks=[timer],
         )
         trainer.fit(copy.deepcopy(module), train_dataloaders=batches)
-    steps = timer.step_seconds
-    if len(steps) != len(batches) - warmup:
-        raise RuntimeError(f"timed {len(steps)} Lightning steps, expected {len(batches) - warmup}")
-    return steps
-
-
-def plain_step_seconds(
-    module: torch.nn.Module,
-    loss_fn: Callable[[torch.nn.Module, dict], Tensor],
-    make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
-    batches: InMemoryBatches,
-    warmup: int,
-    device: torch.device,
-    autocast_dtype: torch.dtype | None = None,
-) -> list[float]:
-    """Seconds of each step after ``warmup`` of zero_grad / forward / backward / step over ``batches``.
-
-    The reference Lightning's automatic optimization is compared against: same copied weights,
-    same optimizer factory, same batches, same step count, timed the same way; no hooks, no logging.
-    """
-    model = copy.deepcopy(module).to(device).train()
-    optimizer = make_optimizer(p for p in model.parameters() if p.requires_grad)
-    autocast = torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
-    marks = []
-    for step, batch in enumerate(batches):
-        if step >= warmup:
-            synchronize(device)
-            marks.append(time.perf_counter())
-        optimizer.zero_grad(set_to_none=True)
-        with autocast:
-            loss = loss_fn(model, batch)
-        loss.backward()
-        optimizer.step()
-    synchronize(device)
-    marks.append(time.perf_counter())
-    return [b - a for a, b in zip(marks, marks[1:])]
+    expected = len(batches) - warmup
+    if (len(timer.lightning), len(timer.plain)) != (expected, expected):
+        raise RuntimeError(f"timed {len(timer.lightning)} Lightning and {len(timer.plain)} plain steps, expected {expected}")
+    return timer.lightning, timer.plain
 
 
 def precision_for(device: torch.device) -> tuple[str, torch.dtype | None]:

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from metrics._per_sample import PerSampleMetric
-from metrics.nn_search import deduplicate_rows, exact_l2_top2, first_occurrence, hamming_top2, token_codes
+from metrics.nn_search import deduplicate_rows, exact_l2_top2, first_occurrence, hamming_top2, search_sq_norms, token_codes
 
 PSNR_CAP_DB = 100.0  # reported for exact copies (MSE = 0)
 
@@ -67,7 +67,8 @@ class NNMemorization(PerSampleMetric):
     ids of the same (or other) training items, packing `num_bits` sign bits each. Both are
     deduplicated separately and kept as non-persistent uint8 / int8 buffers, so `.half()` or a
     bf16 Lightning run cannot round them. `per_sample()` gives the values behind the rates and the
-    nearest training index (into the arguments as given) of every sample.
+    nearest training index (into the arguments as given) of every sample. Under DDP, `compute()`
+    and `per_sample()` are collectives: call them on every rank (a rank may have seen no sample).
     """
 
     higher_is_better = False
@@ -96,6 +97,7 @@ class NNMemorization(PerSampleMetric):
         pixels = _DedupedReference(reference_images.flatten(1), "images")
         self.register_buffer("reference_pixels", pixels.rows, persistent=False)  # (U, C*H*W) uint8
         self.register_buffer("reference_pixel_index", pixels.original_index, persistent=False)  # (U,) long
+        self.register_buffer("reference_sq_norms", search_sq_norms(pixels.rows), persistent=False)  # (U,) int32, once
         self.add_per_sample_state("nn_psnr", "ratio", "nearest_index")
 
         self.with_tokens = reference_tokens is not None
@@ -119,7 +121,7 @@ class NNMemorization(PerSampleMetric):
             raise ValueError("pass tokens exactly when the metric was built with reference_tokens")
         codes = self._codes(tokens) if self.with_tokens else None  # (B, C*h*w) int8, validated first
         pixels = quantize_images(images.to(self.reference_pixels.device)).flatten(1)  # (B, C*H*W) uint8
-        top = exact_l2_top2(pixels, self.reference_pixels, chunk_size=self.chunk_size)
+        top = exact_l2_top2(pixels, self.reference_pixels, self.reference_sq_norms, chunk_size=self.chunk_size)
         self.append_per_sample(
             nn_psnr=psnr_from_distance(top.d1, pixels.shape[1]),
             ratio=nn_ratio(top.d1, top.d2),

@@ -1,21 +1,23 @@
 """Exact nearest-neighbour search for the memorization tests: L2 top-2 and Hamming top-2.
 
 Both searches stream the reference in blocks and the queries in chunks, score every (chunk, block)
-pair with one GEMM, keep a running top-k of candidates per query and finish with an exact FP64
-re-rank of those candidates. Memory therefore stays at O(chunk_size x reference_chunk_size) scores
-plus one cast reference block, never Q x N.
+pair with one GEMM (scores q.r - ||r||^2 / 2: higher = nearer) and keep a running top-k of
+candidates per query. Memory therefore stays at O(chunk_size x reference_chunk_size) scores plus
+one cast reference block, never Q x N.
 
 Two GEMM flavours, picked from the input dtypes:
 - uint8 pixels (or int8 codes) on both sides: an int8 GEMM with int32 accumulation on rows shifted
-  by -128, so every score is an exact integer (and, with VNNI / int8 tensor cores, faster than FP32).
+  by -128, so every score is an exact integer and the distances follow from the scores exactly
+  (with VNNI / int8 tensor cores this is also faster than FP32).
 - anything else: an FP32 GEMM with TF32/bf16 shortcuts forced off (`strict_fp32_matmul`), whose
-  rounding can only reorder near-ties; the FP64 re-rank of the top `rerank_k` candidates then
+  rounding can only reorder near-ties; an FP64 re-rank of the top `rerank_k` candidates then
   gives exact distances (metrics.md §3.4: TF32/bf16 errors flip borderline 1/3-ratio and PSNR cases).
 
 Ties between equally distant rows resolve to the lower reference index among the candidates.
 """
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from typing import Iterator, NamedTuple
 
@@ -43,6 +45,11 @@ class UniqueRows(NamedTuple):
 
     rows: Tensor  # (U, ...) same dtype and trailing shape as the input
     inverse: Tensor  # (N,) long: x[i] == rows[inverse[i]]
+
+
+class _Candidates(NamedTuple):
+    scores: Tensor  # (Q, k) GEMM scores, higher = nearer
+    indices: Tensor  # (Q, k) long reference rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,6 +124,21 @@ class _Int8Space:
     def neg_norm_bias(sq_norms: Tensor) -> Tensor:
         return -sq_norms  # pairs with 2 q.r
 
+    @staticmethod
+    def owns_norms(sq_norms: Tensor) -> bool:
+        return sq_norms.dtype == torch.int32  # what `sq_norms` (shifted rows) returns
+
+    @staticmethod
+    def sq_distances(queries: Tensor, query_rows: Tensor, reference: Tensor, candidates: _Candidates, equal_norms: bool) -> Tensor:
+        """Exact integer scores give the distances without touching the rows again:
+        ||q - r||^2 = ||q||^2 - (2 q.r - ||r||^2), or ||q||^2 + ||r||^2 - 2 q.r for bare dot products."""
+        query_sq = _Int8Space.sq_norms(query_rows).long()[:, None]  # (Q, 1)
+        scores = candidates.scores.long()  # (Q, k)
+        if not equal_norms:
+            return (query_sq - scores).double()
+        reference_sq = _Int8Space.sq_norms(_Int8Space.prepare(reference[:1])).long()  # (1,) every row's
+        return (query_sq + reference_sq - 2 * scores).double()
+
 
 class _Float32Space:
     """FP32 scores for float inputs; exact only up to rounding, hence the FP64 re-rank."""
@@ -143,6 +165,15 @@ class _Float32Space:
     def neg_norm_bias(sq_norms: Tensor) -> Tensor:
         return sq_norms.to(torch.float32) * -0.5  # pairs with q.r (exact halving)
 
+    @staticmethod
+    def owns_norms(sq_norms: Tensor) -> bool:
+        return sq_norms.is_floating_point()
+
+    @staticmethod
+    def sq_distances(queries: Tensor, query_rows: Tensor, reference: Tensor, candidates: _Candidates, equal_norms: bool) -> Tensor:
+        """FP32 scores are only good for ranking: re-rank the candidates in FP64."""
+        return _exact_sq_distances(queries, reference, candidates.indices)
+
 
 def _onednn_linear():
     """oneDNN's fp32 linear (x @ w.T + b), the op Inductor uses on CPU, or None where absent.
@@ -166,13 +197,19 @@ def _int8_matmul(a: Tensor, b: Tensor) -> Tensor:
     """(M, K) int8 @ (N, K)^T int8 -> (M, N) int32, exact.
 
     `torch._int_mm` is private but the only exact int8 GEMM in torch; on CUDA it also wants
-    M > 16 and N % 8 == 0, so pad with zero rows there and cut them off again.
+    M > 16 and N % 8 == 0, so pad with zero rows there and cut them off again. Should a device
+    still reject it, FP64 products of int8 values are exact as well (slower, hence the warning).
     """
     num_a, num_b = a.shape[0], b.shape[0]
     if a.is_cuda:
         a = _pad_rows(a, max(17, num_a))
         b = _pad_rows(b, _round_up(num_b, 8))
-    return torch._int_mm(a, b.T)[:num_a, :num_b]
+    try:
+        product = torch._int_mm(a, b.T)  # (M', N') int32
+    except RuntimeError as error:
+        warnings.warn(f"torch._int_mm failed ({error}); exact FP64 fallback for the int8 NN search", stacklevel=2)
+        product = (a.double() @ b.double().T).to(torch.int32)  # (M', N'), |sums| < 2^31 by _MAX_EXACT_INT8_DIMS
+    return product[:num_a, :num_b]
 
 
 def _int8_gemm_applies(queries: Tensor, reference: Tensor) -> bool:
@@ -201,31 +238,28 @@ def _pad_columns(x: Tensor, num_columns: int) -> Tensor:
 # streaming candidate search and exact re-rank
 
 
-def _candidate_indices(
-    queries: Tensor,
+def _best_candidates(
+    space: type,
+    query_rows: Tensor,
     reference: Tensor,
     num_candidates: int,
     reference_sq_norms: Tensor | None,
     chunk_size: int,
     reference_chunk_size: int,
     equal_norms: bool,
-) -> Tensor:
-    """(Q, D), (N, D) -> (Q, k) indices of the k highest-scoring (nearest) reference rows of every query.
+) -> _Candidates:
+    """(Q, D') prepared queries, (N, D) reference -> the k highest-scoring rows of every query.
 
-    Blocks of the reference are cast once each (outer loop); queries are cast once up front, as
+    Blocks of the reference are cast once each (outer loop); queries were cast once up front, as
     the query side is the small one in every use here (a batch of samples vs. a training set).
     """
-    space = _Int8Space if _int8_gemm_applies(queries, reference) else _Float32Space
-    query_rows = space.prepare(queries)  # (Q, D')
     num_queries = query_rows.shape[0]
-    best_scores: Tensor | None = None  # (Q, k') running best scores
-    best_indices: Tensor | None = None  # (Q, k') their reference indices
-
+    best: _Candidates | None = None
     for block_start in range(0, reference.shape[0], reference_chunk_size):
         block = space.prepare(reference[block_start : block_start + reference_chunk_size])  # (b, D')
         if equal_norms:
             bias = None  # ||r||^2 is the same for every row: the dot product alone ranks them
-        elif reference_sq_norms is not None and space is _Float32Space:
+        elif reference_sq_norms is not None and space.owns_norms(reference_sq_norms):
             bias = space.neg_norm_bias(reference_sq_norms[block_start : block_start + block.shape[0]])  # (b,)
         else:
             bias = space.neg_norm_bias(space.sq_norms(block))  # (b,)
@@ -236,28 +270,26 @@ def _candidate_indices(
             top = torch.topk(scores, block_k, dim=1, sorted=False)  # (c, block_k)
             chunk_scores.append(top.values)
             chunk_indices.append(top.indices + block_start)
-        block_scores, block_indices = torch.cat(chunk_scores), torch.cat(chunk_indices)  # (Q, block_k)
-        if best_scores is None:
-            best_scores, best_indices = block_scores, block_indices
-        else:
-            best_scores, best_indices = _merge_top_k(best_scores, best_indices, block_scores, block_indices, num_candidates)
-    return best_indices
+        found = _Candidates(torch.cat(chunk_scores), torch.cat(chunk_indices))  # (Q, block_k) each
+        best = found if best is None else _merge_top_k(best, found, num_candidates)
+    return best
 
 
-def _merge_top_k(scores_a: Tensor, indices_a: Tensor, scores_b: Tensor, indices_b: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    scores = torch.cat([scores_a, scores_b], dim=1)  # (Q, ka + kb)
-    indices = torch.cat([indices_a, indices_b], dim=1)  # (Q, ka + kb)
+def _merge_top_k(a: _Candidates, b: _Candidates, k: int) -> _Candidates:
+    scores = torch.cat([a.scores, b.scores], dim=1)  # (Q, ka + kb)
+    indices = torch.cat([a.indices, b.indices], dim=1)  # (Q, ka + kb)
     top = torch.topk(scores, min(k, scores.shape[1]), dim=1, sorted=False)
-    return top.values, indices.gather(1, top.indices)
+    return _Candidates(top.values, indices.gather(1, top.indices))
 
 
-def _exact_sq_distances(queries: Tensor, reference: Tensor, candidates: Tensor, elements_per_step: int = 2**19) -> Tensor:
+def _exact_sq_distances(queries: Tensor, reference: Tensor, candidates: Tensor, elements_per_step: int = 2**15) -> Tensor:
     """(Q, D), (N, D), (Q, k) -> (Q, k) float64 squared distances to the candidate rows.
 
     FP64 differences of uint8 or fp32 values are exact and so are their squares; only the final
-    sum rounds (relative 1e-16), so this is the reference-grade distance. Steps of ~4 MB of FP64
-    differences stay in cache (5x faster than one big pass) while keeping the number of small
-    parallel ops low (each costs a thread barrier, slow when the cores are shared).
+    sum rounds (relative 1e-16), so this is the reference-grade distance. Steps of 2^15 elements
+    stay in cache (5x faster than one big pass) and at torch's parallel grain size, so they run on
+    the calling thread: a thread barrier per small op costs more than it saves on shared cores
+    (measured: median 0.04 s vs 0.1-0.5 s with 2^17-2^19 element steps on the loaded CI box).
     """
     queries = queries.double()  # (Q, D), cast once
     rows_per_step = max(1, elements_per_step // (candidates.shape[1] * queries.shape[1]))
@@ -301,12 +333,14 @@ def _top2_sq_distances(
     if queries.shape[0] == 0:
         empty = torch.zeros(0, dtype=torch.float64, device=queries.device)
         return Top2(empty, empty, empty.long(), empty.long())
+    space = _Int8Space if _int8_gemm_applies(queries, reference) else _Float32Space
     with torch.no_grad(), strict_fp32_matmul():
-        candidates = _candidate_indices(
-            queries, reference, num_candidates, reference_sq_norms, chunk_size, reference_chunk_size, equal_norms
+        query_rows = space.prepare(queries)  # (Q, D')
+        candidates = _best_candidates(
+            space, query_rows, reference, num_candidates, reference_sq_norms, chunk_size, reference_chunk_size, equal_norms
         )
-        sq_distances = _exact_sq_distances(queries, reference, candidates)  # (Q, k)
-        return _two_nearest(sq_distances, candidates)
+        sq_distances = space.sq_distances(queries, query_rows, reference, candidates, equal_norms)  # (Q, k) float64
+        return _two_nearest(sq_distances, candidates.indices)
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,12 +358,14 @@ def exact_l2_top2(
     """L2 (not squared) distances from every query row to its two nearest reference rows.
 
     queries (Q, D) and reference (N, D), uint8 or float, on any one device. Both uint8: exact
-    int8 GEMM scores; otherwise strict-FP32 GEMM scores. Either way the `rerank_k` best
-    candidates are re-ranked with exact FP64 distances, so the result matches a brute-force FP64
-    search unless more than `rerank_k` rows sit within FP32 rounding of the 2nd neighbour.
+    int8 GEMM scores, from which the distances follow exactly. Otherwise strict-FP32 GEMM scores
+    whose `rerank_k` best candidates are re-ranked with FP64 distances, so the result matches a
+    brute-force FP64 search unless more than `rerank_k` rows sit within FP32 rounding of the 2nd
+    neighbour. Ties go to the lower index among the `rerank_k` candidates.
 
-    reference_sq_norms: optional (N,) ||r||^2 of the reference rows, reused across calls by the
-    FP32 path (the int8 path derives its own exact norms from the shifted rows).
+    reference_sq_norms: optional `search_sq_norms(reference)`, precomputed once for a reference
+    that is searched again and again (it saves a pass over the reference per call; a float tensor
+    of ||r||^2 also works for the FP32 path). Norms that do not fit the path taken are recomputed.
     chunk_size / reference_chunk_size: queries / reference rows scored per GEMM; peak extra memory
     is about chunk_size x reference_chunk_size x 4 B plus one cast reference block.
     """
@@ -361,6 +397,14 @@ def hamming_top2(
         equal_norms=True,  # every +-1 code has ||s||^2 = K
     )
     return top._replace(d1=top.d1 / 4, d2=top.d2 / 4)
+
+
+def search_sq_norms(reference: Tensor) -> Tensor:
+    """(N, D) -> (N,) the squared row norms `exact_l2_top2` ranks uint8 / float references with
+    (int32, of the rows shifted by -128, for uint8; FP32 otherwise), for `reference_sq_norms=`."""
+    space = _Int8Space if reference.dtype in (torch.uint8, torch.int8) and reference.shape[1] < _MAX_EXACT_INT8_DIMS else _Float32Space
+    with torch.no_grad():
+        return space.sq_norms(space.prepare(reference))
 
 
 def signed_codes(codes: Tensor) -> Tensor:

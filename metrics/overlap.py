@@ -203,13 +203,14 @@ class PairwiseOverlap(PerSampleMetric):
         if (logvar is not None) != (self.kind == "diag_gaussian"):
             raise ValueError("logvar is required for diag_gaussian and meaningless for the binary kinds")
         flat = latents.reshape(latents.shape[0], -1)  # (B, K)
-        self.latent_dim = torch.maximum(self.latent_dim, torch.tensor(flat.shape[1], device=self.latent_dim.device))
+        pixels = images.reshape(images.shape[0], -1) if images is not None else None  # (B, D)
+        self.latent_dim = _checked_size(self.latent_dim, flat.shape[1], "latent")
+        if pixels is not None:
+            self.image_dim = _checked_size(self.image_dim, pixels.shape[1], "image")
         self.append_per_sample(latents=flat)
         if logvar is not None:
             self.append_per_sample(logvars=logvar.reshape(flat.shape))
-        if images is not None:
-            pixels = images.reshape(images.shape[0], -1)  # (B, D)
-            self.image_dim = torch.maximum(self.image_dim, torch.tensor(pixels.shape[1], device=self.image_dim.device))
+        if pixels is not None:
             self.append_per_sample(images=pixels)
 
     def compute(self) -> dict[str, Tensor]:
@@ -273,6 +274,13 @@ class PairwiseOverlap(PerSampleMetric):
         if images.numel() != num * int(self.image_dim):
             raise RuntimeError("images were given with some updates but not others")
         return ovl_reconstruction_lower_bound(ovl, images.view(num, -1))
+
+
+def _checked_size(state: Tensor, size: int, what: str) -> Tensor:
+    """The flattened per-sample size seen so far (0 = none yet), which every update must repeat."""
+    if int(state) not in (0, size):
+        raise ValueError(f"{what} size changed between updates: {int(state)} then {size}")
+    return torch.full_like(state, size)
 
 
 def _symmetric_matrix(values: Tensor, first: Tensor, second: Tensor, num: int) -> Tensor:

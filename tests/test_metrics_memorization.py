@@ -95,6 +95,7 @@ def test_bf16_cast_of_the_metric_leaves_references_and_states_exact():
     metric = metric.to(torch.bfloat16)
     assert metric.reference_pixels.dtype == torch.uint8 and torch.equal(metric.reference_pixels, images.flatten(1))
     assert metric.reference_codes.dtype == torch.int8 and metric.reference_pixel_index.dtype == torch.long
+    assert metric.reference_sq_norms.dtype == torch.int32
     metric.update(to_unit_range(images[4:6]).bfloat16(), tokens[4:6])
     assert all(v.dtype == torch.float64 for v in metric.nn_psnr)
     assert metric.compute()["psnr35_rate"].item() == 1.0
@@ -142,3 +143,13 @@ def test_argument_errors():
     with pytest.raises(ValueError):
         metric.update(to_unit_range(images[:2]), tokens[:2, :2])  # wrong grid size
     assert metric.nn_psnr == []  # nothing half-appended
+
+
+def test_no_samples_give_nan_rates_and_empty_per_sample_values():
+    images, tokens = training_set()
+    metric = build_metric(images, tokens)
+    with pytest.warns(UserWarning):  # torchmetrics: compute before update
+        values = metric.compute()
+    assert all(math.isnan(v.item()) for v in values.values())
+    per_sample = metric.per_sample()
+    assert per_sample["nearest_index"].shape == (0,) and per_sample["latent_ratio"].shape == (0,)

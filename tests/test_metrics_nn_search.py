@@ -7,6 +7,7 @@ from metrics.nn_search import (
     exact_l2_top2,
     first_occurrence,
     hamming_top2,
+    search_sq_norms,
     signed_codes,
     strict_fp32_matmul,
     token_codes,
@@ -70,7 +71,11 @@ def test_mixed_dtypes_and_precomputed_norms_give_the_same_neighbours():
     mixed = exact_l2_top2(queries.float(), reference)
     norms = reference.double().square().sum(1)
     with_norms = exact_l2_top2(queries.float(), reference.float(), reference_sq_norms=norms)
-    for other in (mixed, with_norms):
+    shifted_norms = search_sq_norms(reference)  # int32, of the rows the int8 GEMM sees
+    assert shifted_norms.dtype == torch.int32 and torch.equal(shifted_norms.long(), (reference.long() - 128).square().sum(1))
+    with_shifted_norms = exact_l2_top2(queries, reference, reference_sq_norms=shifted_norms, reference_chunk_size=64)
+    mismatched_norms = exact_l2_top2(queries.float(), reference, reference_sq_norms=shifted_norms)  # recomputed
+    for other in (mixed, with_norms, with_shifted_norms, mismatched_norms):
         assert torch.equal(other.idx1, exact.idx1) and torch.equal(other.d1, exact.d1) and torch.equal(other.d2, exact.d2)
 
 
@@ -145,3 +150,13 @@ def test_deduplicate_rows_of_token_grids_and_unique_data():
     assert unique.rows.shape == (5, 3, 3) and torch.equal(unique.rows[unique.inverse], grids)
     distinct = torch.arange(12).view(4, 3)
     assert torch.equal(deduplicate_rows(distinct).rows, distinct)
+
+
+def test_benchmark_rows_without_faiss(monkeypatch):
+    from bench import bench_nn_search
+
+    monkeypatch.setattr(bench_nn_search, "try_import_faiss", lambda: None)
+    rows = bench_nn_search.run(smoke=True)
+    assert [row.name for row in rows] == list(bench_nn_search.ROW_NAMES)
+    for row in rows:
+        assert row.baseline is None and row.note == "not run: faiss-cpu missing" and row.ours > 0

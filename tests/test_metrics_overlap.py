@@ -170,3 +170,7 @@ def test_pairwise_argument_errors():
         PairwiseOverlap("gaussian")
     with pytest.raises(ValueError):
         PairwiseOverlap("diag_gaussian").update(torch.zeros(2, 3))  # logvar missing
+    metric = PairwiseOverlap("binary_bounded")
+    metric.update(torch.ones(2, 3))
+    with pytest.raises(ValueError):
+        metric.update(torch.ones(2, 4))  # latent size changed
