@@ -93,7 +93,7 @@ def rows_on(device: torch.device, sizes: Sizes, suffix: str = "") -> list[Row]:
     images = harness.digits_train_images()
     batches = [chunk.to(device) for chunk in images.split(ENCODE_BATCH_SIZE)]
     split = harness.digits_datamodule().dataset("train")
-    baseline = lambda: encode_batches(lambda x: plain_tokens(model.encoder, x), batches)  # noqa: E731
+    baseline = lambda: encode_batches(lambda x: plain_tokens(model.encoder, x), batches)
     num_workers = harness.digits_datamodule().hparams.num_workers
     return [
         *harness.guarded(lambda: [throughput_row(

@@ -7,7 +7,7 @@ alike (bench.harness); medians over `repeats`, warm-up excluded. faiss is a benc
 dependency (extra [bench]); metrics/ never imports it.
 
     python -m bench.bench_nn_search            # full sizes (~1 min on 2 cores)
-    python -m bench.bench_nn_search --smoke    # tiny sizes, seconds
+    python -m bench.bench_nn_search --smoke    # same shapes, fewer rows: seconds
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ class Sizes:
 
 
 FULL = Sizes(queries=1000, reference=20000, dims=784, bits=1024, repeats=7)
-SMOKE = Sizes(queries=64, reference=512, dims=64, bits=128, repeats=2)
+SMOKE = Sizes(queries=256, reference=4096, dims=784, bits=1024, repeats=3)  # the full shapes, fewer rows
 
 
 def try_import_faiss():

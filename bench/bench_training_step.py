@@ -1,9 +1,10 @@
 """Lightning training throughput of the BL-AE and the γ-ARVM vs a plain PyTorch loop on the same network.
 
 Both paths get the same starting weights, optimizer, batches (already in memory, on the
-device) and step count; only the steps after a warm-up are timed, and Trainer start-up is
-outside the window (``harness.StepWindowTimer``). The ratio is therefore the share of step time
-that is the network itself: what Lightning's hooks, ``self.log`` and the optimizer closure cost.
+device) and step count. They run in lock-step inside one ``Trainer.fit`` (after each Lightning
+step, one plain step on the same batch; ``harness.LockstepTimer``), so load from other jobs hits
+both alike; Trainer start-up and warm-up steps are never timed. The ratio is the share of step
+time that is the network itself: what Lightning's hooks, ``self.log`` and closure cost on top.
 Goal ≥ 0.95. Sizes are the digits configs (configs/blae/digits.yaml, the GammaARVM defaults).
 
     python -m bench.bench_training_step [--smoke]
@@ -11,6 +12,7 @@ Goal ≥ 0.95. Sizes are the digits configs (configs/blae/digits.yaml, the Gamma
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,8 +55,8 @@ class Sizes:
     repeats: int
 
 
-FULL = Sizes(width=128, blocks=2, bits=6, n_layer=3, n_embd=128, blae_batch=128, arvm_batch=64, warmup=2, steps=6, repeats=3)
-SMOKE = Sizes(width=16, blocks=1, bits=4, n_layer=1, n_embd=16, blae_batch=16, arvm_batch=16, warmup=1, steps=3, repeats=1)
+FULL = Sizes(width=128, blocks=2, bits=6, n_layer=3, n_embd=128, blae_batch=128, arvm_batch=64, warmup=2, steps=10, repeats=2)
+SMOKE = Sizes(width=16, blocks=1, bits=4, n_layer=1, n_embd=16, blae_batch=16, arvm_batch=16, warmup=1, steps=4, repeats=1)
 GAMMA = 2
 IMAGE_SIZE = 8
 
@@ -152,17 +154,20 @@ def arvm_row(sizes: Sizes, device: torch.device, name: str) -> Row:
 
 
 def compare_loops(name, unit, model, plain_loss, make_optimizer, batches, sizes: Sizes, device, items_per_batch: int, note: str) -> Row:
-    """Interleaved Lightning / plain runs; throughput from the median step time, step times in the note."""
+    """Lightning and the plain loop in lock-step (``harness.LockstepTimer``); throughput from median step times."""
     precision, autocast_dtype = harness.precision_for(device)
-    step = harness.interleaved_medians({
-        "lightning": lambda: harness.lightning_step_seconds(model, batches, sizes.warmup, device, precision),
-        "plain": lambda: harness.plain_step_seconds(model, plain_loss, make_optimizer, batches, sizes.warmup, device, autocast_dtype),
-    }, sizes.repeats)
+    lightning, plain = [], []
+    for _ in range(sizes.repeats):
+        plain_step = harness.PlainStep(model, plain_loss, make_optimizer, device, autocast_dtype)
+        steps = harness.lockstep_step_seconds(model, plain_step, batches, sizes.warmup, device, precision)
+        lightning += steps[0]
+        plain += steps[1]
+    step = {"lightning": statistics.median(lightning), "plain": statistics.median(plain)}
     overhead_ms = 1000 * (step["lightning"] - step["plain"])
     return Row(
         name, harness.per_second(items_per_batch, step["lightning"]), harness.per_second(items_per_batch, step["plain"]), unit, GOAL,
         note=f"{precision} {device.type}; median step {1000 * step['lightning']:.1f} vs {1000 * step['plain']:.1f} ms"
-             f" (Lightning {overhead_ms:+.2f} ms/step); {note}; {sizes.repeats}x{sizes.steps} steps after {sizes.warmup} warm-up",
+             f" (Lightning {overhead_ms:+.2f} ms/step); {note}; {len(lightning)}/{len(plain)} steps in lock-step after {sizes.warmup} warm-up",
     )
 
 

@@ -18,7 +18,7 @@ import sys
 import time
 import traceback
 import warnings
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from lightning.pytorch import Callback, Trainer
@@ -36,11 +36,10 @@ GPU_SUFFIX = " [gpu]"
 
 def cpu_model() -> str:
     """The CPU's marketing name (``/proc/cpuinfo`` on Linux, else what ``platform`` knows)."""
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
@@ -81,7 +80,7 @@ def guarded(build: Callable[[], list[Row]], names: Sequence[tuple[str, str, floa
     """
     try:
         return build()
-    except Exception as err:  # a benchmark may fail in any way; the row says how
+    except Exception as err:  # noqa: BLE001 - a benchmark may fail in any way; the row says how
         traceback.print_exc(file=sys.stderr)
         return [Row(name, None, None, unit, goal, note=failure_note(err)) for name, unit, goal in names]
 
@@ -96,24 +95,23 @@ def failure_note(err: BaseException) -> str:
 # timing
 
 
-def interleaved_medians(candidates: dict[str, Callable[[], float | list[float]]], repeats: int) -> dict[str, float]:
+def interleaved_medians(candidates: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
     """Median of the seconds each callable measures itself, calls interleaved round-robin ``repeats`` times.
 
-    The callables time themselves because only they know which part is start-up (a Trainer's
-    set-up, a loader's first batch) and which is the steady state being compared. A callable may
-    return a list (one duration per step): all samples of all rounds are pooled before the
-    median, so a burst from another job on a shared machine spoils a few steps, not a round.
+    The callables time themselves because only they know which part is start-up (a loader's
+    workers, a first call) and which is the steady state being compared; interleaving makes a
+    burst of load from another job hit every candidate, not just the one that happened to run.
     """
     samples: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(repeats):
         for name, measure in candidates.items():
-            value = measure()
-            samples[name].extend(value if isinstance(value, list) else [value])
+            samples[name].append(measure())
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def timed(fn: Callable[[], object], device: torch.device = torch.device("cpu")) -> float:
+def timed(fn: Callable[[], object], device: torch.device | None = None) -> float:
     """Seconds one call of ``fn`` takes, device work included."""
+    device = device or torch.device("cpu")
     synchronize(device)
     start = time.perf_counter()
     fn()
@@ -171,13 +169,15 @@ class LockstepTimer(Callback):
     """Times Lightning's training steps and, interleaved with them, the plain loop's steps on the same batches.
 
     After every Lightning step, ``on_train_batch_end`` runs one ``PlainStep`` on that step's batch
-    and times it. So the two paths alternate step by step and a burst from another job on a
-    shared machine slows both alike (whole runs one after the other differed by ±7% here).
+    and times it. So the two paths alternate step by step and a drift in the load that other jobs
+    put on a shared machine hits both alike (it cannot undo jitter within a step: on a loaded
+    2-core box single steps still vary by ±15%).
 
     A Lightning step lasts from its ``on_train_batch_start`` to the next one, minus the plain step
     run in between: it covers everything the loop does per step (fetching the batch, hooks,
     ``self.log``, the optimizer closure). Trainer start-up happens before step 0 and is never
-    timed; the first ``warmup`` steps of both paths (allocator, autograd first calls) are dropped.
+    timed; the first ``warmup`` steps of both paths (allocator, autograd first calls) are dropped,
+    and so is Lightning's last step, which has no next start (its end is the epoch's end hooks).
     """
 
     def __init__(self, plain_step: PlainStep, warmup: int, device: torch.device) -> None:
@@ -205,11 +205,6 @@ class LockstepTimer(Callback):
         if batch_idx >= self.warmup:
             self.plain.append(end - start)
 
-    def on_train_end(self, trainer, pl_module) -> None:
-        """The last step has no next start: it ends where its plain step began."""
-        if self._step_start is not None:
-            self.lightning.append(self._mark() - self._step_start - self._plain_seconds)
-
 
 def lockstep_step_seconds(
     module, plain_step: PlainStep, batches: InMemoryBatches, warmup: int, device: torch.device, precision: str = "32-true"
@@ -227,8 +222,8 @@ def lockstep_step_seconds(
             num_sanity_val_steps=0, limit_val_batches=0, callbacks=[timer],
         )
         trainer.fit(copy.deepcopy(module), train_dataloaders=batches)
-    expected = len(batches) - warmup
-    if (len(timer.lightning), len(timer.plain)) != (expected, expected):
+    expected = (len(batches) - warmup - 1, len(batches) - warmup)
+    if (len(timer.lightning), len(timer.plain)) != expected:
         raise RuntimeError(f"timed {len(timer.lightning)} Lightning and {len(timer.plain)} plain steps, expected {expected}")
     return timer.lightning, timer.plain
 

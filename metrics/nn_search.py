@@ -88,7 +88,7 @@ def _strict_fp32_per_backend() -> Iterator[None]:
     try:
         yield
     finally:
-        for backend, precision in zip(backends, saved):
+        for backend, precision in zip(backends, saved, strict=True):
             backend.fp32_precision = precision
 
 

@@ -220,7 +220,7 @@ class PairwiseOverlap(PerSampleMetric):
         off_diagonal = ~torch.eye(num, dtype=torch.bool, device=latents.device)
         pair_values = ovl[off_diagonal]  # (N (N - 1),)
         mean = pair_values.mean() if num > 1 else latents.new_tensor(float("nan"))
-        result = {
+        return {
             "mean": mean,
             "max": pair_values.max() if num > 1 else mean,
             "mean_nn": ovl.masked_fill(~off_diagonal, -1).max(1).values.mean() if num > 1 else mean,
@@ -229,7 +229,6 @@ class PairwiseOverlap(PerSampleMetric):
             "lower_bound_mse": self._lower_bound(ovl, num),
             **extra,
         }
-        return result
 
     def _pairwise(self, latents: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         if self.kind == "diag_gaussian":

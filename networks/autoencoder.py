@@ -41,24 +41,20 @@ class PatchMLPEncoder(nn.Module):
     def __init__(self, image_channels: int = 1, latent_channels: int = 6, width: int = 128, num_blocks: int = 2, patch_size: int = 3):
         super().__init__()
         self.image_channels, self.latent_channels = image_channels, latent_channels
-        self.net = patch_mlp(image_channels, latent_channels, width, num_blocks, patch_size)
+        self.net = patch_mlp(*self.io_channels(), width, num_blocks, patch_size)
+
+    def io_channels(self) -> tuple[int, int]:
+        return self.image_channels, self.latent_channels
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
 
-class PatchMLPDecoder(nn.Module):
-    """(B, latent_channels, H, W) latent -> (B, image_channels, H, W) image in about [-1, 1]."""
+class PatchMLPDecoder(PatchMLPEncoder):
+    """The mirror: (B, latent_channels, H, W) latent -> (B, image_channels, H, W) image in about [-1, 1]."""
 
-    downsample = 1
-
-    def __init__(self, image_channels: int = 1, latent_channels: int = 6, width: int = 128, num_blocks: int = 2, patch_size: int = 3):
-        super().__init__()
-        self.image_channels, self.latent_channels = image_channels, latent_channels
-        self.net = patch_mlp(latent_channels, image_channels, width, num_blocks, patch_size)
-
-    def forward(self, z: Tensor) -> Tensor:
-        return self.net(z)
+    def io_channels(self) -> tuple[int, int]:
+        return self.latent_channels, self.image_channels
 
 
 class ResBlock(nn.Module):

@@ -1,4 +1,9 @@
 """Exact NN search: parity with a brute-force FP64 search, ties, duplicates, precision guard."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -107,6 +112,27 @@ def test_strict_fp32_context_overrides_and_restores_reduced_precision():
         assert torch.equal(top.idx1, indices[:, 0]) and torch.equal(top.d2, distances[:, 1])
     finally:
         torch.set_float32_matmul_precision(before)
+
+
+PER_BACKEND_API_SCRIPT = """
+import torch
+from metrics.nn_search import strict_fp32_matmul
+torch.backends.cuda.matmul.fp32_precision = "tf32"  # after this, reading the legacy flags raises
+torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+with strict_fp32_matmul():
+    assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+    assert torch.backends.mkldnn.matmul.fp32_precision == "ieee"
+assert torch.backends.cuda.matmul.fp32_precision == "tf32"
+assert torch.backends.mkldnn.matmul.fp32_precision == "bf16"
+"""
+
+
+@pytest.mark.skipif(not hasattr(torch.backends.cuda.matmul, "fp32_precision"), reason="torch < 2.9 has no per-backend API")
+def test_strict_fp32_context_with_the_per_backend_precision_api():
+    # a subprocess: once the per-backend API is used, this process could no longer read the legacy flags
+    repo_root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", PER_BACKEND_API_SCRIPT], cwd=repo_root, check=True, timeout=120,
+                   env={**os.environ, "PYTHONPATH": str(repo_root)})
 
 
 @pytest.mark.parametrize("num_bits", [1, 3, 7])
