@@ -55,7 +55,7 @@ class Sizes:
     repeats: int
 
 
-FULL = Sizes(width=128, blocks=2, bits=6, n_layer=3, n_embd=128, blae_batch=128, arvm_batch=64, warmup=2, steps=10, repeats=2)
+FULL = Sizes(width=128, blocks=2, bits=6, n_layer=3, n_embd=128, blae_batch=128, arvm_batch=64, warmup=2, steps=10, repeats=3)
 SMOKE = Sizes(width=16, blocks=1, bits=4, n_layer=1, n_embd=16, blae_batch=16, arvm_batch=16, warmup=1, steps=4, repeats=1)
 GAMMA = 2
 IMAGE_SIZE = 8
@@ -156,18 +156,22 @@ def arvm_row(sizes: Sizes, device: torch.device, name: str) -> Row:
 def compare_loops(name, unit, model, plain_loss, make_optimizer, batches, sizes: Sizes, device, items_per_batch: int, note: str) -> Row:
     """Lightning and the plain loop in lock-step (``harness.LockstepTimer``); throughput from median step times."""
     precision, autocast_dtype = harness.precision_for(device)
-    lightning, plain = [], []
+    lightning, plain, pair_ratios = [], [], []
     for _ in range(sizes.repeats):
         plain_step = harness.PlainStep(model, plain_loss, make_optimizer, device, autocast_dtype)
-        steps = harness.lockstep_step_seconds(model, plain_step, batches, sizes.warmup, device, precision)
-        lightning += steps[0]
-        plain += steps[1]
+        lightning_steps, plain_steps = harness.lockstep_step_seconds(model, plain_step, batches, sizes.warmup, device, precision)
+        lightning += lightning_steps
+        plain += plain_steps
+        # plain step k ran right after Lightning step k, under the same load: a cross-check less sensitive to drift
+        pair_ratios += [p / lit for lit, p in zip(lightning_steps, plain_steps)]
     step = {"lightning": statistics.median(lightning), "plain": statistics.median(plain)}
     overhead_ms = 1000 * (step["lightning"] - step["plain"])
+    paired = statistics.median(pair_ratios)
     return Row(
         name, harness.per_second(items_per_batch, step["lightning"]), harness.per_second(items_per_batch, step["plain"]), unit, GOAL,
         note=f"{precision} {device.type}; median step {1000 * step['lightning']:.1f} vs {1000 * step['plain']:.1f} ms"
-             f" (Lightning {overhead_ms:+.2f} ms/step); {note}; {len(lightning)}/{len(plain)} steps in lock-step after {sizes.warmup} warm-up",
+             f" (Lightning {overhead_ms:+.2f} ms/step, paired median ratio {paired:.3f}); {note};"
+             f" {len(lightning)}/{len(plain)} steps in lock-step after {sizes.warmup} warm-up",
     )
 
 

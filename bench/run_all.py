@@ -118,7 +118,7 @@ def format_table(rows: Sequence[Row]) -> str:
     """Aligned text table: name | ours | baseline | ratio | goal | unit | ✓/✗/– | note."""
     cells = [
         [row.name, format_number(row.ours), format_number(row.baseline),
-         "–" if row.ratio is None else f"{row.ratio:.2f}", "–" if row.goal is None else f"≥{row.goal:g}",
+         "–" if row.ratio is None else f"{row.ratio:.3g}", "–" if row.goal is None else f"≥{row.goal:g}",
          row.unit, verdict(row), row.note]
         for row in rows
     ]

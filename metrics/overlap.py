@@ -52,26 +52,59 @@ def bounded_noise_code_ovl(hamming: Tensor) -> Tensor:
     return (hamming == 0).double()
 
 
+class DiagGaussians(NamedTuple):
+    """Rows of diagonal Gaussians (..., K) in float64 with the derived quantities the pair kernels
+    share, so that the pairwise metric computes exp / sqrt once per image rather than once per pair."""
+
+    mu: Tensor
+    logvar: Tensor
+    var: Tensor
+    std: Tensor
+
+    @classmethod
+    def from_logvar(cls, mu: Tensor, logvar: Tensor) -> DiagGaussians:
+        mu, logvar = mu.double(), logvar.double()
+        var = logvar.exp()
+        return cls(mu, logvar, var, var.sqrt())
+
+    @classmethod
+    def from_var(cls, mu: Tensor, var: Tensor) -> DiagGaussians:
+        mu, var = mu.double(), var.double()
+        return cls(mu, var.log(), var, var.sqrt())
+
+    def take(self, index: Tensor) -> DiagGaussians:
+        """Rows `index` of every field."""
+        return DiagGaussians(*(field[index] for field in self))
+
+
 def normal_ovl_1d(mu1: Tensor, var1: Tensor, mu2: Tensor, var2: Tensor) -> Tensor:
     """Elementwise OVL of two 1-D normals (Inman & Bradley 1989; the algorithm of
     `statistics.NormalDist.overlap`): crossing points of the densities, then CDF differences."""
-    mu1, var1, mu2, var2 = torch.broadcast_tensors(*(t.double() for t in (mu1, var1, mu2, var2)))
-    swap = var1 > var2  # order so that X has the smaller variance
-    mu_x, mu_y = torch.where(swap, mu2, mu1), torch.where(swap, mu1, mu2)
-    var_x, var_y = torch.where(swap, var2, var1), torch.where(swap, var1, var2)
-    std_x, std_y = var_x.sqrt(), var_y.sqrt()
-    dm, dv = (mu_y - mu_x).abs(), var_y - var_x
+    mu1, var1, mu2, var2 = torch.broadcast_tensors(mu1, var1, mu2, var2)
+    return _normal_ovl_1d(DiagGaussians.from_var(mu1, var1), DiagGaussians.from_var(mu2, var2))
 
-    equal_var = dv <= 1e-12 * var_y
-    same_var_ovl = torch.erfc(dm / (2 * std_x * SQRT2))
 
-    dv_safe = torch.where(equal_var, torch.ones_like(dv), dv)
-    a = mu_x * var_y - mu_y * var_x
-    b = std_x * std_y * (dm.square() + dv * torch.log(var_y / var_x)).sqrt()
+def _normal_ovl_1d(p: DiagGaussians, q: DiagGaussians) -> Tensor:
+    """`normal_ovl_1d` elementwise on same-shape float64 fields.
+
+    The densities cross at (a +- b) / dv with dv = var_q - var_p, a = mu_p var_q - mu_q var_p and
+    b = std_p std_q sqrt(dm^2 + dv ln(var_q / var_p)); swapping p and q negates a and dv, so the
+    pair of crossings (and OVL = 1 - sum_c |Phi_q(c) - Phi_p(c)|) needs no ordering of the two.
+    The CDF gaps are differences of erf (absolute precision is what 1 - gap keeps anyway).
+    Equal variances (one crossing at the midpoint) take the closed form erfc(|dm| / (2 sqrt(2) std)).
+    """
+    dm, dv = q.mu - p.mu, q.var - p.var
+    equal_var = dv.abs() <= 1e-12 * torch.maximum(p.var, q.var)
+    dv_safe = dv.masked_fill(equal_var, 1.0)
+    a = p.mu * q.var - q.mu * p.var
+    b = p.std * q.std * (dm.square() + (dv * (q.logvar - p.logvar)).clamp_min(0)).sqrt()
     crossings = torch.stack([(a + b) / dv_safe, (a - b) / dv_safe])  # (2, ...)
-    cdf_gap = standard_normal_cdf((crossings - mu_y) / std_y) - standard_normal_cdf((crossings - mu_x) / std_x)  # (2, ...)
-    unequal_ovl = 1 - cdf_gap.abs().sum(0)
-    return torch.where(equal_var, same_var_ovl, unequal_ovl)
+    twice_cdf_gap = torch.erf((crossings - q.mu) / (q.std * SQRT2)) - torch.erf((crossings - p.mu) / (p.std * SQRT2))  # (2, ...)
+    ovl = 1 - 0.5 * twice_cdf_gap.abs().sum(0)
+    if bool(equal_var.any()):  # rare outside identical pairs: evaluate that branch only where it applies
+        std_x = torch.minimum(p.std, q.std)[equal_var]
+        ovl = ovl.masked_scatter(equal_var, torch.erfc(dm[equal_var].abs() / (2 * SQRT2 * std_x)))
+    return ovl
 
 
 class BhattacharyyaBounds(NamedTuple):
@@ -88,13 +121,16 @@ def bhattacharyya_diag_gaussian(mu1: Tensor, logvar1: Tensor, mu2: Tensor, logva
     D_B = 1/8 dmu^T S^-1 dmu + 1/2 ln(det S / sqrt(det S1 det S2)), S = (S1 + S2) / 2. The lower
     bound is evaluated as -expm1(log1p(-BC^2) / 2) so that it keeps ~BC^2/2 for tiny BC.
     """
-    mu1, logvar1, mu2, logvar2 = (t.double() for t in (mu1, logvar1, mu2, logvar2))
-    mean_var = 0.5 * (logvar1.exp() + logvar2.exp())  # (..., K)
-    distance = 0.125 * ((mu1 - mu2).square() / mean_var).sum(-1) + 0.5 * (
-        mean_var.log() - 0.5 * (logvar1 + logvar2)
-    ).sum(-1)  # (...)
-    bc = torch.exp(-distance)
+    bc = _bhattacharyya_coefficient(DiagGaussians.from_logvar(mu1, logvar1), DiagGaussians.from_logvar(mu2, logvar2))
     return BhattacharyyaBounds(coefficient=bc, lower=-torch.expm1(0.5 * torch.log1p(-bc.square())), upper=bc)
+
+
+def _bhattacharyya_coefficient(p: DiagGaussians, q: DiagGaussians) -> Tensor:
+    mean_var = 0.5 * (p.var + q.var)  # (..., K)
+    distance = 0.125 * ((p.mu - q.mu).square() / mean_var).sum(-1) + 0.5 * (
+        mean_var.log() - 0.5 * (p.logvar + q.logvar)
+    ).sum(-1)  # (...)
+    return torch.exp(-distance)
 
 
 # --------------------------------------------------------------------------------------------
@@ -115,10 +151,21 @@ def diag_gaussian_ovl_mc(
     error is at most 0.5 / sqrt(num_samples); overlaps below ~1e-6 come out as 0 (biased low:
     bracket them with `bhattacharyya_diag_gaussian`). The same standard-normal draws (from
     `generator`, on the CPU so that every device and rank agrees) serve every pair, so one pair's
-    estimate does not depend on which other pairs share the batch.
+    estimate does not depend on which other pairs share the batch (up to float64 rounding).
+    p samples with noise[0] of `mc_noise`, q with noise[1].
     """
-    noise = mc_noise(num_samples, mu1.shape[-1], generator).to(mu1.device)  # (2, M, K)
-    return _symmetric_mc_ovl(mu1, logvar1, mu2, logvar2, noise)
+    mu1, logvar1, mu2, logvar2 = torch.broadcast_tensors(mu1, logvar1, mu2, logvar2)
+    batch_shape, dims = mu1.shape[:-1], mu1.shape[-1]
+    noise = mc_noise(num_samples, dims, generator).to(mu1.device)  # (2, M, K)
+    features = mc_features(noise)  # (2, M, 2K)
+    first = DiagGaussians.from_logvar(mu1.reshape(-1, dims), logvar1.reshape(-1, dims))  # (P, K) fields
+    second = DiagGaussians.from_logvar(mu2.reshape(-1, dims), logvar2.reshape(-1, dims))
+    step = _pairs_per_chunk(dims, num_samples)
+    chunks = [
+        _symmetric_mc_ovl(first.take(slice(start, start + step)), second.take(slice(start, start + step)), features)
+        for start in range(0, first.mu.shape[0], step)
+    ]
+    return (torch.cat(chunks) if chunks else first.mu.new_zeros(0)).view(batch_shape)
 
 
 def mc_noise(num_samples: int, dims: int, generator: torch.Generator | None) -> Tensor:
@@ -126,20 +173,43 @@ def mc_noise(num_samples: int, dims: int, generator: torch.Generator | None) -> 
     return torch.randn(2, num_samples, dims, generator=generator, dtype=torch.float64)
 
 
-def _symmetric_mc_ovl(mu1: Tensor, logvar1: Tensor, mu2: Tensor, logvar2: Tensor, noise: Tensor) -> Tensor:
-    mu1, logvar1, mu2, logvar2 = (t.double() for t in (mu1, logvar1, mu2, logvar2))
-    from_p = _expected_min_ratio(mu1, logvar1, mu2, logvar2, noise[0])
-    from_q = _expected_min_ratio(mu2, logvar2, mu1, logvar1, noise[1])
-    return 0.5 * (from_p + from_q)
+def mc_features(noise: Tensor) -> Tensor:
+    """(..., M, K) standard normals eps -> (..., M, 2K) [eps^2, eps]: the draws' side of the MC GEMM."""
+    return torch.cat([noise.square(), noise], -1)
 
 
-def _expected_min_ratio(mu_p: Tensor, logvar_p: Tensor, mu_q: Tensor, logvar_q: Tensor, noise: Tensor) -> Tensor:
-    """E_{z~p}[min(1, q(z)/p(z))] with z = mu_p + sigma_p * noise, in log space (no underflow of
-    the densities, only of the final ratio). (..., K) params, (M, K) noise -> (...)."""
-    z = mu_p[..., None, :] + (0.5 * logvar_p).exp()[..., None, :] * noise  # (..., M, K)
-    log_p = -0.5 * (logvar_p.sum(-1)[..., None] + noise.square().sum(-1))  # (..., M); 2 pi terms cancel
-    log_q = -0.5 * (logvar_q[..., None, :] + (z - mu_q[..., None, :]).square() * (-logvar_q).exp()[..., None, :]).sum(-1)  # (..., M)
-    return (log_q - log_p).clamp(max=0).exp().mean(-1)
+def _pairs_per_chunk(dims: int, num_samples: int) -> int:
+    """Pairs per chunk so that every (pairs, K), (pairs, 2K) or (pairs, M) temporary stays at
+    ~2^19 float64s (4 MiB): bounded memory at any N, and big enough for an efficient GEMM."""
+    return max(1, 2**19 // max(2 * dims, num_samples, 1))
+
+
+def _symmetric_mc_ovl(p: DiagGaussians, q: DiagGaussians, features: Tensor) -> Tensor:
+    """(P, K) rows paired with (P, K) rows, (2, M, 2K) `mc_features` -> (P,) symmetric MC OVL."""
+    return 0.5 * (_expected_min_ratio(p, q, features[0]) + _expected_min_ratio(q, p, features[1]))
+
+
+# exp(x) below this is < 1e-304: flushed to 0 (and kept off exp's slow path for subnormal results)
+LOG_RATIO_FLOOR = -700.0
+
+
+def _expected_min_ratio(p: DiagGaussians, q: DiagGaussians, features: Tensor) -> Tensor:
+    """E_{z~p}[min(1, q(z)/p(z))] at the draws z = mu_p + std_p eps for every pair at once: one GEMM.
+
+    (P, K) rows, (M, 2K) features [eps^2, eps] -> (P,). With d = mu_q - mu_p, z - mu_q = std_p eps - d,
+    so, exactly (the 2 pi terms cancel),
+        log q(z) - log p(z) = sum_k [ (1 - var_p / var_q) / 2 eps^2 + d std_p / var_q eps ]
+                              + 1/2 sum_k [ logvar_p - logvar_q - d^2 / var_q ],
+    i.e. (P, 2K) weights @ (2K, M) features + a per-pair offset. Centred on mu_p, no term carries
+    mu^2 / var (no cancellation of large terms: rounding stays at the size of the log ratio), and
+    identical p and q give exactly 0. The densities themselves are never formed (no underflow).
+    """
+    shift = q.mu - p.mu  # (P, K) d
+    weights = torch.cat([-0.5 * (p.var / q.var - 1), shift * p.std / q.var], -1)  # (P, 2K)
+    offset = 0.5 * (p.logvar - q.logvar - shift.square() / q.var).sum(-1)  # (P,)
+    log_ratio = torch.addmm(offset[:, None], weights, features.T)  # (P, M)
+    keep = log_ratio > LOG_RATIO_FLOOR
+    return log_ratio.clamp_(LOG_RATIO_FLOOR, 0).exp_().mul_(keep).mean(-1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,23 +317,27 @@ class PairwiseOverlap(PerSampleMetric):
         return ovl, per_bit, {}
 
     def _diag_gaussian_pairwise(self, mu: Tensor, logvar: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """MC OVL, BC and per-dimension closed-form OVL for every unordered pair, chunked so that
-        the (pairs, samples, dims) MC tensor stays at ~2^22 elements."""
+        """MC OVL, BC and per-dimension closed-form OVL for every unordered pair i < j, in chunks of
+        pairs: the MC part is one (pairs, 2K) @ (2K, M) GEMM per side (`_expected_min_ratio`), the
+        closed forms are elementwise over (pairs, K), and every temporary stays at ~2^19 elements.
+        Image i of a pair samples with noise[0], image j with noise[1], as in `diag_gaussian_ovl_mc`."""
         num, dims = mu.shape
+        images = DiagGaussians.from_logvar(mu, logvar)  # (N, K) fields, float64
         first, second = torch.triu_indices(num, num, offset=1, device=mu.device)  # (P,), (P,)
         generator = torch.Generator().manual_seed(self.seed)
-        noise = mc_noise(self.mc_samples, dims, generator).to(mu.device)  # (2, M, K)
-        pairs_per_chunk = max(1, 2**22 // (self.mc_samples * dims))
+        features = mc_features(mc_noise(self.mc_samples, dims, generator).to(mu.device))  # (2, M, 2K)
+        step = _pairs_per_chunk(dims, self.mc_samples)
         ovl_pairs, bc_pairs, per_dim_sums = [], [], []
-        for start in range(0, first.numel(), pairs_per_chunk):
-            i, j = first[start : start + pairs_per_chunk], second[start : start + pairs_per_chunk]
-            ovl_pairs.append(_symmetric_mc_ovl(mu[i], logvar[i], mu[j], logvar[j], noise))  # (p,)
-            bc_pairs.append(bhattacharyya_diag_gaussian(mu[i], logvar[i], mu[j], logvar[j]).coefficient)  # (p,)
-            per_dim_sums.append(normal_ovl_1d(mu[i], logvar[i].exp(), mu[j], logvar[j].exp()).sum())
-        ovl = _symmetric_matrix(torch.cat(ovl_pairs) if ovl_pairs else mu.new_zeros(0), first, second, num)  # (N, N)
+        for start in range(0, first.numel(), step):
+            p, q = images.take(first[start : start + step]), images.take(second[start : start + step])  # (p, K) fields
+            ovl_pairs.append(_symmetric_mc_ovl(p, q, features))  # (p,)
+            bc_pairs.append(_bhattacharyya_coefficient(p, q))  # (p,)
+            per_dim_sums.append(_normal_ovl_1d(p, q).sum())
+        ovl = _symmetric_matrix(torch.cat(ovl_pairs) if ovl_pairs else images.mu.new_zeros(0), first, second, num)  # (N, N)
         num_pairs = first.numel()
-        per_bit = torch.stack(per_dim_sums).sum() / (num_pairs * dims) if num_pairs else mu.new_tensor(float("nan"))
-        bc_upper = torch.cat(bc_pairs).mean() if num_pairs else mu.new_tensor(float("nan"))
+        nan = images.mu.new_tensor(float("nan"))
+        per_bit = torch.stack(per_dim_sums).sum() / (num_pairs * dims) if num_pairs else nan
+        bc_upper = torch.cat(bc_pairs).mean() if num_pairs else nan
         return ovl, per_bit, {"bc_upper": bc_upper}
 
     def _lower_bound(self, ovl: Tensor, num: int) -> Tensor:
