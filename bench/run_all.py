@@ -79,6 +79,7 @@ def write_json_atomically(payload: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(handle, 0o644)  # mkstemp makes 0600; results are meant to be read by others
         with os.fdopen(handle, "w") as file:
             json.dump(payload, file, indent=2, ensure_ascii=False, allow_nan=False)
             file.write("\n")
@@ -114,11 +115,18 @@ def format_number(value: float | None) -> str:
     return f"{value:.3g}" if abs(value) >= 0.01 else f"{value:.2e}"
 
 
+def format_ratio(ratio: float | None) -> str:
+    """Three decimals near the goals (0.949 is not 0.95), fewer for large speed-ups."""
+    if ratio is None:
+        return "–"
+    return f"{ratio:.3f}" if ratio < 10 else f"{ratio:.1f}"
+
+
 def format_table(rows: Sequence[Row]) -> str:
     """Aligned text table: name | ours | baseline | ratio | goal | unit | ✓/✗/– | note."""
     cells = [
         [row.name, format_number(row.ours), format_number(row.baseline),
-         "–" if row.ratio is None else f"{row.ratio:.3g}", "–" if row.goal is None else f"≥{row.goal:g}",
+         format_ratio(row.ratio), "–" if row.goal is None else f"≥{row.goal:g}",
          row.unit, verdict(row), row.note]
         for row in rows
     ]

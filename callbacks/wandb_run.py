@@ -1,7 +1,9 @@
-"""One W&B run per job: offline when there is no key, the full CLI config in the run, a run folder.
+"""One W&B run per job: offline when there is no key or no server, the full CLI config in the run, a run folder.
 
 The run folder `<save_dir>/<project>/<run id>/` holds `config.yaml` and `checkpoints/` (Lightning's
 ModelCheckpoint puts them there for a WandbLogger), so two runs never collide on config.yaml (P3).
+A resumed run (`fit --ckpt_path`, same run id) continues the same W&B run and keeps the config of
+each earlier attempt as `config.attempt-<n>.yaml`.
 """
 from __future__ import annotations
 
@@ -9,6 +11,9 @@ import netrc
 import os
 import secrets
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from lightning.pytorch import LightningModule, Trainer
@@ -18,22 +23,61 @@ from lightning.pytorch.loggers import WandbLogger
 RUN_ID_ENV = "MEPS_RUN_ID"
 
 
+DEFAULT_WANDB_URL = "https://api.wandb.ai"
+PROBE_TIMEOUT_ENV = "MEPS_WANDB_PROBE_TIMEOUT"
+"""Seconds the W&B server may take to answer the reachability probe (default 5)."""
+
+
+def wandb_base_url() -> str:
+    return os.environ.get("WANDB_BASE_URL") or DEFAULT_WANDB_URL
+
+
 def wandb_key_available() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
     try:
         netrc_path = os.environ.get("NETRC") or Path.home() / ".netrc"
-        return netrc.netrc(netrc_path).authenticators("api.wandb.ai") is not None
+        host = urllib.parse.urlparse(wandb_base_url()).hostname or "api.wandb.ai"
+        return netrc.netrc(netrc_path).authenticators(host) is not None
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
         return False
 
 
+def wandb_unreachable_reason(timeout: float | None = None) -> str | None:
+    """None when the W&B server answers HTTP at all (any status), else why not (refused, DNS, timeout).
+
+    Goes through urllib, so HTTP(S)_PROXY settings apply as they do for wandb itself.
+    """
+    timeout = float(os.environ.get(PROBE_TIMEOUT_ENV, 5)) if timeout is None else timeout
+    url = wandb_base_url()
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return None  # the server answered
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        return f"{url} unreachable ({' '.join(str(reason).split()) or type(reason).__name__})"
+    return None
+
+
+def _is_job_main_process() -> bool:
+    return all(os.environ.get(var, "0") == "0" for var in ("LOCAL_RANK", "RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
 def ensure_wandb_mode() -> str:
-    """Pick offline mode when no API key is configured, so no run ever waits on a login prompt."""
-    if "WANDB_MODE" not in os.environ and not wandb_key_available():
+    """Pick offline mode when there is no API key or the server cannot be reached, so no run waits on
+    a login prompt or a dead network. Says so once (DDP children inherit WANDB_MODE and stay quiet).
+    An explicit WANDB_MODE is respected as it is."""
+    if "WANDB_MODE" in os.environ:
+        return os.environ["WANDB_MODE"]
+    if not wandb_key_available():
+        reason = "no API key found"
+    else:
+        reason = wandb_unreachable_reason()
+    if reason is not None:
         os.environ["WANDB_MODE"] = "offline"
-        if os.environ.get("LOCAL_RANK", "0") == "0":
-            print("W&B: no API key found, logging offline (sync later with `wandb sync <run dir>`)", file=sys.stderr)
+        if _is_job_main_process():
+            print(f"W&B: {reason}, logging offline (sync later with `wandb sync <run dir>`)", file=sys.stderr, flush=True)
     return os.environ.get("WANDB_MODE", "online")
 
 
@@ -69,7 +113,19 @@ class WandbSaveConfigCallback(SaveConfigCallback):
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         folder = run_dir(trainer) or Path(trainer.default_root_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        self.parser.save(self.config, str(folder / self.config_filename), skip_none=False, overwrite=True, multifile=self.multifile)
+        target = folder / self.config_filename
+        if target.is_file() and stage == "fit" and trainer.ckpt_path:
+            keep_previous_config(target)  # a resumed run: the config of every attempt stays in the folder
+        self.parser.save(self.config, str(target), skip_none=False, overwrite=True, multifile=self.multifile)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.experiment.config.update(self.config.as_dict(), allow_val_change=True)
+
+
+def keep_previous_config(path: Path) -> Path:
+    """Rename ``config.yaml`` to the first free ``config.attempt-<n>.yaml`` before a resumed run rewrites it."""
+    n = 1
+    while (kept := path.with_name(f"{path.stem}.attempt-{n}{path.suffix}")).exists():
+        n += 1
+    os.replace(path, kept)
+    return kept

@@ -18,6 +18,9 @@ from metrics._per_sample import PerSampleMetric
 
 SQRT2 = math.sqrt(2.0)
 LOG10_FLOOR = 1e-300  # log10_mean of an exactly-zero overlap is reported as -300
+# MC log-ratios below this (ratios < 1e-304) count as 0: below any reportable overlap, and it keeps
+# exp off its slow path for subnormal results (25-120 ns an element instead of ~4)
+LOG_RATIO_FLOOR = -700.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -52,58 +55,92 @@ def bounded_noise_code_ovl(hamming: Tensor) -> Tensor:
     return (hamming == 0).double()
 
 
-class DiagGaussians(NamedTuple):
+class _Gaussians(NamedTuple):
     """Rows of diagonal Gaussians (..., K) in float64 with the derived quantities the pair kernels
-    share, so that the pairwise metric computes exp / sqrt once per image rather than once per pair."""
+    share, so that the pairwise metric takes exp / sqrt / reciprocals once per image, not per pair."""
 
     mu: Tensor
     logvar: Tensor
     var: Tensor
+    inv_var: Tensor
     std: Tensor
+    logvar_sum: Tensor  # (...): sum_k logvar
 
     @classmethod
-    def from_logvar(cls, mu: Tensor, logvar: Tensor) -> DiagGaussians:
+    def from_logvar(cls, mu: Tensor, logvar: Tensor) -> _Gaussians:
         mu, logvar = mu.double(), logvar.double()
         var = logvar.exp()
-        return cls(mu, logvar, var, var.sqrt())
+        return cls(mu, logvar, var, var.reciprocal(), var.sqrt(), logvar.sum(-1))
 
     @classmethod
-    def from_var(cls, mu: Tensor, var: Tensor) -> DiagGaussians:
+    def from_var(cls, mu: Tensor, var: Tensor) -> _Gaussians:
         mu, var = mu.double(), var.double()
-        return cls(mu, var.log(), var, var.sqrt())
+        logvar = var.log()
+        return cls(mu, logvar, var, var.reciprocal(), var.sqrt(), logvar.sum(-1))
 
-    def take(self, index: Tensor) -> DiagGaussians:
+    def take(self, index: Tensor | slice) -> _Gaussians:
         """Rows `index` of every field."""
-        return DiagGaussians(*(field[index] for field in self))
+        return _Gaussians(*(field[index] for field in self))
+
+
+class _PairTerms(NamedTuple):
+    """Elementwise (P, K) differences of paired rows p, q that every pair kernel uses."""
+
+    shift: Tensor  # mu_q - mu_p
+    shift_sq: Tensor  # shift^2
+    var_gap: Tensor  # var_q - var_p
+    log_var_ratio: Tensor  # logvar_q - logvar_p
+
+    @classmethod
+    def of(cls, p: _Gaussians, q: _Gaussians) -> _PairTerms:
+        shift = q.mu - p.mu
+        return cls(shift, shift.square(), q.var - p.var, q.logvar - p.logvar)
 
 
 def normal_ovl_1d(mu1: Tensor, var1: Tensor, mu2: Tensor, var2: Tensor) -> Tensor:
     """Elementwise OVL of two 1-D normals (Inman & Bradley 1989; the algorithm of
     `statistics.NormalDist.overlap`): crossing points of the densities, then CDF differences."""
     mu1, var1, mu2, var2 = torch.broadcast_tensors(mu1, var1, mu2, var2)
-    return _normal_ovl_1d(DiagGaussians.from_var(mu1, var1), DiagGaussians.from_var(mu2, var2))
+    p, q = _Gaussians.from_var(mu1, var1), _Gaussians.from_var(mu2, var2)
+    return _normal_ovl_1d(p, q, _PairTerms.of(p, q))
 
 
-def _normal_ovl_1d(p: DiagGaussians, q: DiagGaussians) -> Tensor:
-    """`normal_ovl_1d` elementwise on same-shape float64 fields.
+def _normal_ovl_1d(p: _Gaussians, q: _Gaussians, terms: _PairTerms) -> Tensor:
+    """`normal_ovl_1d` elementwise on same-shape float64 rows, in a cancellation-free form.
 
-    The densities cross at (a +- b) / dv with dv = var_q - var_p, a = mu_p var_q - mu_q var_p and
-    b = std_p std_q sqrt(dm^2 + dv ln(var_q / var_p)); swapping p and q negates a and dv, so the
-    pair of crossings (and OVL = 1 - sum_c |Phi_q(c) - Phi_p(c)|) needs no ordering of the two.
-    The CDF gaps are differences of erf (absolute precision is what 1 - gap keeps anyway).
-    Equal variances (one crossing at the midpoint) take the closed form erfc(|dm| / (2 sqrt(2) std)).
+    With d = |mu_q - mu_p| (OVL is invariant under reflection), dv = var_q - var_p,
+    L = ln(var_q / var_p) and R = sqrt(d^2 + dv L), the densities cross at two points; standardized
+    by q and by p (and divided by sqrt 2, for erf) they are
+        t_q = (var_p L - d^2) / (sqrt2 E_q),   -E_q / (sqrt2 dv),   E_q = std_p R + std_q d,
+        t_p = (var_q L + d^2) / (sqrt2 E_p),   -E_p / (sqrt2 dv),   E_p = std_q R + std_p d,
+    (the first pair is the textbook (a - b) / dv - mu rewritten through the product of the roots,
+    so nothing cancels as dv -> 0), and OVL = 1 - 1/2 sum_c |erf(t_q) - erf(t_p)|. Swapping p and q
+    swaps the two CDF terms, so no ordering of the pair is needed. Equal variances (|L| <= 1e-12,
+    one crossing at the midpoint) take the closed form erfc(d / (2 sqrt2 std)) instead.
     """
-    dm, dv = q.mu - p.mu, q.var - p.var
-    equal_var = dv.abs() <= 1e-12 * torch.maximum(p.var, q.var)
-    dv_safe = dv.masked_fill(equal_var, 1.0)
-    a = p.mu * q.var - q.mu * p.var
-    b = p.std * q.std * (dm.square() + (dv * (q.logvar - p.logvar)).clamp_min(0)).sqrt()
-    crossings = torch.stack([(a + b) / dv_safe, (a - b) / dv_safe])  # (2, ...)
-    twice_cdf_gap = torch.erf((crossings - q.mu) / (q.std * SQRT2)) - torch.erf((crossings - p.mu) / (p.std * SQRT2))  # (2, ...)
-    ovl = 1 - 0.5 * twice_cdf_gap.abs().sum(0)
-    if bool(equal_var.any()):  # rare outside identical pairs: evaluate that branch only where it applies
+    dist = terms.shift.abs()
+    equal_var = terms.log_var_ratio.abs() <= 1e-12
+    any_equal = bool(equal_var.any())
+    radius_sq = torch.addcmul(terms.shift_sq, terms.var_gap, terms.log_var_ratio).clamp_min_(0)
+    var_gap = terms.var_gap
+    if any_equal:  # keep the (discarded) general formula finite there
+        radius_sq.masked_fill_(equal_var, 1.0)
+        var_gap = var_gap.masked_fill(equal_var, 1.0)
+    radius = radius_sq.sqrt_()
+    extent_q = torch.addcmul(q.std * dist, p.std, radius)  # (P, K) E_q
+    extent_p = torch.addcmul(p.std * dist, q.std, radius)  # (P, K) E_p
+    args = radius.new_empty((4, *radius.shape))
+    torch.div(torch.addcmul(terms.shift_sq.neg(), p.var, terms.log_var_ratio), extent_q, out=args[0])
+    torch.div(torch.addcmul(terms.shift_sq, q.var, terms.log_var_ratio), extent_p, out=args[1])
+    args[:2].mul_(1 / SQRT2)
+    far_scale = var_gap.reciprocal().mul_(-1 / SQRT2)
+    torch.mul(extent_q, far_scale, out=args[2])
+    torch.mul(extent_p, far_scale, out=args[3])
+    cdf = args.erf_()  # 2 Phi - 1 at the crossings, under q (rows 0, 2) and p (rows 1, 3)
+    ovl = (cdf[0] - cdf[1]).abs_().add_((cdf[2] - cdf[3]).abs_()).mul_(-0.5).add_(1)
+    if any_equal:
         std_x = torch.minimum(p.std, q.std)[equal_var]
-        ovl = ovl.masked_scatter(equal_var, torch.erfc(dm[equal_var].abs() / (2 * SQRT2 * std_x)))
+        ovl = ovl.masked_scatter(equal_var, torch.erfc(dist[equal_var] / (2 * SQRT2 * std_x)))
     return ovl
 
 
@@ -121,15 +158,19 @@ def bhattacharyya_diag_gaussian(mu1: Tensor, logvar1: Tensor, mu2: Tensor, logva
     D_B = 1/8 dmu^T S^-1 dmu + 1/2 ln(det S / sqrt(det S1 det S2)), S = (S1 + S2) / 2. The lower
     bound is evaluated as -expm1(log1p(-BC^2) / 2) so that it keeps ~BC^2/2 for tiny BC.
     """
-    bc = _bhattacharyya_coefficient(DiagGaussians.from_logvar(mu1, logvar1), DiagGaussians.from_logvar(mu2, logvar2))
+    p, q = _Gaussians.from_logvar(mu1, logvar1), _Gaussians.from_logvar(mu2, logvar2)
+    bc = _bhattacharyya_coefficient(p, q, _PairTerms.of(p, q))
     return BhattacharyyaBounds(coefficient=bc, lower=-torch.expm1(0.5 * torch.log1p(-bc.square())), upper=bc)
 
 
-def _bhattacharyya_coefficient(p: DiagGaussians, q: DiagGaussians) -> Tensor:
-    mean_var = 0.5 * (p.var + q.var)  # (..., K)
-    distance = 0.125 * ((p.mu - q.mu).square() / mean_var).sum(-1) + 0.5 * (
-        mean_var.log() - 0.5 * (p.logvar + q.logvar)
-    ).sum(-1)  # (...)
+def _bhattacharyya_coefficient(p: _Gaussians, q: _Gaussians, terms: _PairTerms) -> Tensor:
+    """exp(-D_B) with S = (var_p + var_q) / 2 written through their sum:
+    D_B = 1/4 sum d^2 / (var_p + var_q) + 1/2 [sum ln(var_p + var_q) - K ln 2 - (sum lv_p + sum lv_q) / 2]."""
+    var_sum = p.var + q.var  # (..., K)
+    dims = var_sum.shape[-1]
+    distance = 0.25 * (terms.shift_sq / var_sum).sum(-1) + 0.5 * (
+        var_sum.log_().sum(-1) - dims * math.log(2.0) - 0.5 * (p.logvar_sum + q.logvar_sum)
+    )  # (...)
     return torch.exp(-distance)
 
 
@@ -151,20 +192,21 @@ def diag_gaussian_ovl_mc(
     error is at most 0.5 / sqrt(num_samples); overlaps below ~1e-6 come out as 0 (biased low:
     bracket them with `bhattacharyya_diag_gaussian`). The same standard-normal draws (from
     `generator`, on the CPU so that every device and rank agrees) serve every pair, so one pair's
-    estimate does not depend on which other pairs share the batch (up to float64 rounding).
-    p samples with noise[0] of `mc_noise`, q with noise[1].
+    estimate does not depend on which other pairs share the batch (up to float64 rounding):
+    the first distribution samples with noise[0] of `mc_noise`, the second with noise[1].
+    Evaluated as GEMMs over chunks of pairs (`_expected_min_ratio`).
     """
     mu1, logvar1, mu2, logvar2 = torch.broadcast_tensors(mu1, logvar1, mu2, logvar2)
     batch_shape, dims = mu1.shape[:-1], mu1.shape[-1]
     noise = mc_noise(num_samples, dims, generator).to(mu1.device)  # (2, M, K)
-    features = mc_features(noise)  # (2, M, 2K)
-    first = DiagGaussians.from_logvar(mu1.reshape(-1, dims), logvar1.reshape(-1, dims))  # (P, K) fields
-    second = DiagGaussians.from_logvar(mu2.reshape(-1, dims), logvar2.reshape(-1, dims))
+    features = _mc_features(noise)  # (2, M, 2K)
+    first = _Gaussians.from_logvar(mu1.reshape(-1, dims), logvar1.reshape(-1, dims))  # (P, K) fields
+    second = _Gaussians.from_logvar(mu2.reshape(-1, dims), logvar2.reshape(-1, dims))
     step = _pairs_per_chunk(dims, num_samples)
-    chunks = [
-        _symmetric_mc_ovl(first.take(slice(start, start + step)), second.take(slice(start, start + step)), features)
-        for start in range(0, first.mu.shape[0], step)
-    ]
+    chunks = []
+    for start in range(0, first.mu.shape[0], step):
+        p, q = first.take(slice(start, start + step)), second.take(slice(start, start + step))
+        chunks.append(_symmetric_mc_ovl(p, q, _PairTerms.of(p, q), features))
     return (torch.cat(chunks) if chunks else first.mu.new_zeros(0)).view(batch_shape)
 
 
@@ -173,40 +215,44 @@ def mc_noise(num_samples: int, dims: int, generator: torch.Generator | None) -> 
     return torch.randn(2, num_samples, dims, generator=generator, dtype=torch.float64)
 
 
-def mc_features(noise: Tensor) -> Tensor:
-    """(..., M, K) standard normals eps -> (..., M, 2K) [eps^2, eps]: the draws' side of the MC GEMM."""
-    return torch.cat([noise.square(), noise], -1)
+def _mc_features(noise: Tensor) -> Tensor:
+    """(..., M, K) standard normals eps -> (..., M, 2K) [eps^2 / 2, eps]: the draws' side of the MC GEMM."""
+    return torch.cat([0.5 * noise.square(), noise], -1)
 
 
 def _pairs_per_chunk(dims: int, num_samples: int) -> int:
     """Pairs per chunk so that every (pairs, K), (pairs, 2K) or (pairs, M) temporary stays at
-    ~2^19 float64s (4 MiB): bounded memory at any N, and big enough for an efficient GEMM."""
-    return max(1, 2**19 // max(2 * dims, num_samples, 1))
+    ~2^18 float64s (2 MiB): bounded memory at any N, near-cache elementwise passes, and still a
+    GEMM of a few hundred rows."""
+    return max(1, 2**18 // max(2 * dims, num_samples, 1))
 
 
-def _symmetric_mc_ovl(p: DiagGaussians, q: DiagGaussians, features: Tensor) -> Tensor:
-    """(P, K) rows paired with (P, K) rows, (2, M, 2K) `mc_features` -> (P,) symmetric MC OVL."""
-    return 0.5 * (_expected_min_ratio(p, q, features[0]) + _expected_min_ratio(q, p, features[1]))
+def _symmetric_mc_ovl(p: _Gaussians, q: _Gaussians, terms: _PairTerms, features: Tensor) -> Tensor:
+    """(P, K) rows paired with (P, K) rows, (2, M, 2K) `_mc_features` -> (P,) symmetric MC OVL:
+    p samples with features[0], q with features[1]."""
+    from_p = _expected_min_ratio(p, q, terms.var_gap, terms.shift, terms.shift_sq, features[0])
+    from_q = _expected_min_ratio(q, p, terms.var_gap.neg(), terms.shift.neg(), terms.shift_sq, features[1])
+    return from_p.add_(from_q).mul_(0.5)
 
 
-# exp(x) below this is < 1e-304: flushed to 0 (and kept off exp's slow path for subnormal results)
-LOG_RATIO_FLOOR = -700.0
-
-
-def _expected_min_ratio(p: DiagGaussians, q: DiagGaussians, features: Tensor) -> Tensor:
+def _expected_min_ratio(
+    p: _Gaussians, q: _Gaussians, var_gap: Tensor, shift: Tensor, shift_sq: Tensor, features: Tensor
+) -> Tensor:
     """E_{z~p}[min(1, q(z)/p(z))] at the draws z = mu_p + std_p eps for every pair at once: one GEMM.
 
-    (P, K) rows, (M, 2K) features [eps^2, eps] -> (P,). With d = mu_q - mu_p, z - mu_q = std_p eps - d,
-    so, exactly (the 2 pi terms cancel),
-        log q(z) - log p(z) = sum_k [ (1 - var_p / var_q) / 2 eps^2 + d std_p / var_q eps ]
-                              + 1/2 sum_k [ logvar_p - logvar_q - d^2 / var_q ],
+    (P, K) rows, var_gap = var_q - var_p, shift = mu_q - mu_p, its square, and (M, 2K) features
+    [eps^2 / 2, eps] -> (P,). As z - mu_q = std_p eps - shift, exactly (the 2 pi terms cancel)
+        log q(z) - log p(z) = sum_k [ var_gap / var_q eps^2 / 2 + shift std_p / var_q eps ]
+                              + 1/2 [ sum lv_p - sum lv_q - sum_k shift^2 / var_q ],
     i.e. (P, 2K) weights @ (2K, M) features + a per-pair offset. Centred on mu_p, no term carries
     mu^2 / var (no cancellation of large terms: rounding stays at the size of the log ratio), and
     identical p and q give exactly 0. The densities themselves are never formed (no underflow).
     """
-    shift = q.mu - p.mu  # (P, K) d
-    weights = torch.cat([-0.5 * (p.var / q.var - 1), shift * p.std / q.var], -1)  # (P, 2K)
-    offset = 0.5 * (p.logvar - q.logvar - shift.square() / q.var).sum(-1)  # (P,)
+    dims = shift.shape[-1]
+    weights = shift.new_empty(shift.shape[0], 2 * dims)  # (P, 2K)
+    torch.mul(var_gap, q.inv_var, out=weights[:, :dims])
+    torch.mul(shift, p.std, out=weights[:, dims:]).mul_(q.inv_var)
+    offset = (p.logvar_sum - q.logvar_sum - (shift_sq * q.inv_var).sum(-1)).mul_(0.5)  # (P,)
     log_ratio = torch.addmm(offset[:, None], weights, features.T)  # (P, M)
     keep = log_ratio > LOG_RATIO_FLOOR
     return log_ratio.clamp_(LOG_RATIO_FLOOR, 0).exp_().mul_(keep).mean(-1)
@@ -319,20 +365,21 @@ class PairwiseOverlap(PerSampleMetric):
     def _diag_gaussian_pairwise(self, mu: Tensor, logvar: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """MC OVL, BC and per-dimension closed-form OVL for every unordered pair i < j, in chunks of
         pairs: the MC part is one (pairs, 2K) @ (2K, M) GEMM per side (`_expected_min_ratio`), the
-        closed forms are elementwise over (pairs, K), and every temporary stays at ~2^19 elements.
+        closed forms are elementwise over (pairs, K), and every temporary stays at ~2^18 elements.
         Image i of a pair samples with noise[0], image j with noise[1], as in `diag_gaussian_ovl_mc`."""
         num, dims = mu.shape
-        images = DiagGaussians.from_logvar(mu, logvar)  # (N, K) fields, float64
+        images = _Gaussians.from_logvar(mu, logvar)  # (N, K) fields, float64
         first, second = torch.triu_indices(num, num, offset=1, device=mu.device)  # (P,), (P,)
         generator = torch.Generator().manual_seed(self.seed)
-        features = mc_features(mc_noise(self.mc_samples, dims, generator).to(mu.device))  # (2, M, 2K)
+        features = _mc_features(mc_noise(self.mc_samples, dims, generator).to(mu.device))  # (2, M, 2K)
         step = _pairs_per_chunk(dims, self.mc_samples)
         ovl_pairs, bc_pairs, per_dim_sums = [], [], []
         for start in range(0, first.numel(), step):
             p, q = images.take(first[start : start + step]), images.take(second[start : start + step])  # (p, K) fields
-            ovl_pairs.append(_symmetric_mc_ovl(p, q, features))  # (p,)
-            bc_pairs.append(_bhattacharyya_coefficient(p, q))  # (p,)
-            per_dim_sums.append(_normal_ovl_1d(p, q).sum())
+            terms = _PairTerms.of(p, q)
+            ovl_pairs.append(_symmetric_mc_ovl(p, q, terms, features))  # (p,)
+            bc_pairs.append(_bhattacharyya_coefficient(p, q, terms))  # (p,)
+            per_dim_sums.append(_normal_ovl_1d(p, q, terms).sum())
         ovl = _symmetric_matrix(torch.cat(ovl_pairs) if ovl_pairs else images.mu.new_zeros(0), first, second, num)  # (N, N)
         num_pairs = first.numel()
         nan = images.mu.new_tensor(float("nan"))

@@ -17,8 +17,8 @@ def pack_bits(signs: Tensor) -> Tensor:
     num_bits = signs.shape[1]
     if num_bits > 62:
         raise ValueError(f"cannot pack {num_bits} bits into an int64 token id (at most 62)")
-    ones = (signs > 0).long()  # (B, C, h, w)
-    return torch.einsum("bchw,c->bhw", ones, bit_weights(num_bits, signs.device))
+    shifts = torch.arange(num_bits - 1, -1, -1, device=signs.device).view(1, -1, 1, 1)  # (1, C, 1, 1)
+    return ((signs > 0).long() << shifts).sum(1)  # shift-and-sum: an int64 einsum has no CUDA kernel
 
 
 def unpack_bits(ids: Tensor, num_bits: int, dtype=torch.float32) -> Tensor:

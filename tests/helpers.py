@@ -1,14 +1,19 @@
 """Helpers for end-to-end tests: run train.py as a user would, read W&B runs back with W&B's reader."""
 from __future__ import annotations
 
+import errno
+import io as io_module
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback
+
+from datamodules import HFImageDataModule
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DIGITS_CONFIG = str(REPO_ROOT / "configs" / "blae" / "digits.yaml")
@@ -56,3 +61,91 @@ class RecordRankNoise(Callback):
         folder.mkdir(parents=True, exist_ok=True)
         record = {"rank": trainer.global_rank, "seed": getattr(pl_module, "rank_seed", None), "draw": torch.randn(4).tolist()}
         (folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+# ------------------------------------------------------------------------------------------------
+# Fault injection (tests/test_fault_injection.py): faults a test selects with --trainer.callbacks+=
+# ------------------------------------------------------------------------------------------------
+
+
+class InjectedFault(RuntimeError):
+    """What FaultInjector raises: stands for any bug or crash inside a run."""
+
+
+class FaultInjector(Callback):
+    """One fault, at the start of global step `step`, on global rank `rank` (every rank with rank=-1).
+
+    fault:
+      "raise":      raise InjectedFault (a crash inside the run)
+      "nan":        put a NaN into the batch's images (a corrupt sample -> non-finite loss)
+      "hang":       write `<marker_dir>/hang-rank<r>` and sleep, so that the test can SIGKILL the process
+      "hang_in_save": from `step` on, the next checkpoint write stops half-way (temporary file half
+                    written), writes `<marker_dir>/in-save-rank<r>` and sleeps: a kill during a save
+      "disk_full":  from `step` on, the next checkpoint write fails with ENOSPC half-way
+    """
+
+    def __init__(self, fault: str = "raise", step: int = 0, rank: int = 0, marker_dir: str | None = None):
+        self.fault, self.step, self.rank, self.marker_dir = fault, step, rank, marker_dir
+        self.armed = True
+
+    def _mine(self, trainer) -> bool:
+        return self.armed and self.rank in (-1, trainer.global_rank)
+
+    def _marker(self, name: str, trainer) -> None:
+        folder = Path(self.marker_dir or ".")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}-rank{trainer.global_rank}").write_text(str(os.getpid()))
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if not self._mine(trainer) or trainer.global_step < self.step:
+            return
+        if self.fault == "raise":
+            self.armed = False
+            raise InjectedFault(f"injected fault on rank {trainer.global_rank} at global step {trainer.global_step}")
+        if self.fault == "nan":
+            self.armed = False
+            batch["image"][0, 0, 0, 0] = float("nan")
+        elif self.fault == "hang":
+            self._marker("hang", trainer)
+            time.sleep(600)
+        elif self.fault in ("hang_in_save", "disk_full"):
+            self.armed = False
+            self._break_next_save(trainer)
+
+    def _break_next_save(self, trainer) -> None:
+        io = trainer.strategy.checkpoint_io
+        write = io.write_payload
+        fault, marker = self.fault, self._marker
+
+        def broken_write(checkpoint, file):
+            buffer = io_module.BytesIO()
+            write(checkpoint, buffer)
+            data = buffer.getvalue()
+            file.write(data[: len(data) // 2])
+            file.flush()
+            if fault == "disk_full":
+                raise OSError(errno.ENOSPC, "No space left on device", str(getattr(file, "name", "")))
+            marker("in-save", trainer)
+            time.sleep(600)
+
+        io.write_payload = broken_write
+
+
+class OutOfRangeDigits(HFImageDataModule):
+    """The digits served as 0..255 floats instead of [-1, 1] (a data module with a wrong transform)."""
+
+    def _served(self, split):
+        return _Rescaled(super()._served(split))
+
+
+class _Rescaled(torch.utils.data.Dataset):
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __getitem__(self, index):
+        row = dict(self.inner[index])
+        row["image"] = (row["image"] + 1) * 127.5
+        return row

@@ -4,7 +4,9 @@ from statistics import NormalDist
 
 import pytest
 import torch
+from torch.distributions import Normal
 
+import metrics.overlap as overlap_module
 from metrics.overlap import (
     PairwiseOverlap,
     bhattacharyya_diag_gaussian,
@@ -12,6 +14,7 @@ from metrics.overlap import (
     diag_gaussian_ovl_mc,
     gaussian_code_ovl,
     isotropic_gaussian_ovl,
+    mc_noise,
     normal_ovl_1d,
     ovl_reconstruction_lower_bound,
 )
@@ -36,6 +39,24 @@ def test_closed_forms_known_values():
 def test_normal_ovl_1d_matches_statistics_normaldist(mu1, s1, mu2, s2):
     ours = normal_ovl_1d(torch.tensor(mu1), torch.tensor(s1**2), torch.tensor(mu2), torch.tensor(s2**2))
     assert ours.item() == pytest.approx(NormalDist(mu1, s1).overlap(NormalDist(mu2, s2)), abs=1e-12)
+
+
+def test_normal_ovl_1d_is_symmetric_and_stable_near_equal_variances():
+    """The textbook crossing formula loses ~eps / (dv / var) (1e-7 at dv = 1e-9 var); ours must
+    approach the equal-variance value erfc(dm / (2 sqrt2 s)) continuously."""
+    relative_gaps = torch.logspace(-13, -3, 41, dtype=torch.float64)
+    mu1, var1, mu2 = torch.tensor(0.3, dtype=torch.float64), torch.tensor(1.7, dtype=torch.float64), torch.tensor(1.4, dtype=torch.float64)
+    near = normal_ovl_1d(mu1, var1, mu2, var1 * (1 + relative_gaps))
+    equal = math.erfc(1.1 / (2 * math.sqrt(2 * 1.7)))
+    assert normal_ovl_1d(mu1, var1, mu2, var1).item() == pytest.approx(equal, abs=1e-15)
+    assert ((near - equal).abs() <= relative_gaps + 1e-14).all()  # |dOVL/d(var2/var1)| < 1 here
+    generator = torch.Generator().manual_seed(6)
+    mu_a, mu_b = torch.randn(2, 500, generator=generator, dtype=torch.float64) * 2
+    var_a, var_b = torch.rand(2, 500, generator=generator, dtype=torch.float64) * 4 + 0.01
+    torch.testing.assert_close(normal_ovl_1d(mu_a, var_a, mu_b, var_b), normal_ovl_1d(mu_b, var_b, mu_a, var_a), rtol=0, atol=1e-15)
+    for i in range(0, 500, 50):
+        expected = NormalDist(mu_a[i].item(), var_a[i].sqrt().item()).overlap(NormalDist(mu_b[i].item(), var_b[i].sqrt().item()))
+        assert normal_ovl_1d(mu_a[i], var_a[i], mu_b[i], var_b[i]).item() == pytest.approx(expected, abs=1e-12)
 
 
 @pytest.mark.parametrize("mu1,s1,mu2,s2", NORMAL_PAIRS[:3])
@@ -161,6 +182,73 @@ def test_pairwise_diag_gaussian_matches_mc_of_each_pair():
     values = metric.compute()
     assert bounds.lower.mean() - 0.01 <= values["mean"] <= values["bc_upper"] + 0.01
     assert values["bc_upper"].item() == pytest.approx(bounds.upper.mean().item())
+
+
+def elementwise_min_ratio(mu_p, logvar_p, mu_q, logvar_q, noise):
+    """The definition, straight: z = mu_p + s_p eps (P, M, K), mean over M of min(1, q(z) / p(z))."""
+    p = Normal(mu_p[:, None], (0.5 * logvar_p).exp()[:, None])
+    q = Normal(mu_q[:, None], (0.5 * logvar_q).exp()[:, None])
+    z = p.loc + p.scale * noise  # (P, M, K)
+    return (q.log_prob(z).sum(-1) - p.log_prob(z).sum(-1)).clamp(max=0).exp().mean(-1)
+
+
+def elementwise_symmetric_ovl(mu1, logvar1, mu2, logvar2, noise):
+    return 0.5 * (elementwise_min_ratio(mu1, logvar1, mu2, logvar2, noise[0]) + elementwise_min_ratio(mu2, logvar2, mu1, logvar1, noise[1]))
+
+
+def overlapping_posteriors(num, dims, seed):
+    """VAE-like posteriors that overlap partly (OVL ~ 1e-3 .. 1), away from 0 so that an expansion in
+    z^2 would cancel, with one exact duplicate (OVL exactly 1)."""
+    generator = torch.Generator().manual_seed(seed)
+    mu = 3 + 0.4 * torch.randn(num, dims, generator=generator, dtype=torch.float64)
+    logvar = torch.randn(num, dims, generator=generator, dtype=torch.float64) * 0.4 - 1
+    mu[-1], logvar[-1] = mu[0], logvar[0]
+    return mu, logvar
+
+
+def test_gemm_mc_matches_the_elementwise_definition_with_the_same_noise(monkeypatch):
+    monkeypatch.setattr(overlap_module, "_pairs_per_chunk", lambda dims, samples: 7)  # many chunks, ragged last one
+    mu, logvar = overlapping_posteriors(num=9, dims=6, seed=7)
+    metric = PairwiseOverlap("diag_gaussian", mc_samples=300, seed=11)
+    metric.update(mu[:4].float(), logvar=logvar[:4].float())  # float32 states, as the callback feeds them
+    metric.update(mu[4:].float(), logvar=logvar[4:].float())
+    mu, logvar = mu.float().double(), logvar.float().double()
+    values = metric.compute()
+
+    noise = mc_noise(300, 6, torch.Generator().manual_seed(11))  # the metric's draws: seed, then (2, M, K)
+    first, second = torch.triu_indices(9, 9, offset=1)
+    expected = elementwise_symmetric_ovl(mu[first], logvar[first], mu[second], logvar[second], noise)  # (36,)
+    assert 1e-3 < expected.min() and expected.max() == 1.0  # a non-trivial set, the duplicate included
+    ovl, _, _ = metric._pairwise(mu)
+    torch.testing.assert_close(ovl[first, second], expected, rtol=0, atol=1e-12)  # same noise: rounding only
+    torch.testing.assert_close(ovl, ovl.T, rtol=0, atol=0)
+    assert values["mean"].item() == pytest.approx(expected.mean().item(), abs=1e-12)
+    assert values["max"].item() == 1.0
+
+    per_bit = sum(
+        NormalDist(mu[i, k].item(), logvar[i, k].exp().sqrt().item()).overlap(NormalDist(mu[j, k].item(), logvar[j, k].exp().sqrt().item()))
+        for i, j in zip(first.tolist(), second.tolist())
+        for k in range(6)
+    ) / (36 * 6)
+    assert values["per_bit"].item() == pytest.approx(per_bit, abs=1e-12)
+    var1, var2 = logvar[first].exp(), logvar[second].exp()
+    mean_var = (var1 + var2) / 2
+    bc = torch.exp(-((mu[first] - mu[second]).square() / mean_var).sum(-1) / 8 - 0.5 * (mean_var / (var1 * var2).sqrt()).log().sum(-1))
+    assert values["bc_upper"].item() == pytest.approx(bc.mean().item(), rel=1e-12)
+
+
+def test_diag_gaussian_ovl_mc_matches_the_elementwise_definition_and_broadcasts(monkeypatch):
+    mu, logvar = overlapping_posteriors(num=7, dims=5, seed=8)
+    noise = mc_noise(200, 5, torch.Generator().manual_seed(2))
+    pairwise = diag_gaussian_ovl_mc(mu[:, None], logvar[:, None], mu[None], logvar[None], 200, torch.Generator().manual_seed(2))  # (7, 7)
+    first, second = (index.flatten() for index in torch.meshgrid(torch.arange(7), torch.arange(7), indexing="ij"))
+    expected = elementwise_symmetric_ovl(mu[first], logvar[first], mu[second], logvar[second], noise).view(7, 7)
+    torch.testing.assert_close(pairwise, expected, rtol=0, atol=1e-12)
+    monkeypatch.setattr(overlap_module, "_pairs_per_chunk", lambda dims, samples: 4)
+    chunked = diag_gaussian_ovl_mc(mu[:, None], logvar[:, None], mu[None], logvar[None], 200, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(chunked, pairwise, rtol=0, atol=1e-14)  # a pair's estimate ignores its chunk-mates
+    single = diag_gaussian_ovl_mc(mu[2], logvar[2], mu[5], logvar[5], 200, torch.Generator().manual_seed(2))
+    assert single.shape == () and single.item() == pytest.approx(expected[2, 5].item(), abs=1e-12)
 
 
 def test_pairwise_argument_errors():

@@ -1,0 +1,306 @@
+"""Runs that survive a kill: what a checkpoint needs for an exact resume, and which run it continues.
+
+Lightning's checkpoint holds the weights, optimizer and scheduler states, the loop counters and
+the callbacks' states. It does not hold the global random generators, and Lightning 2.6 refreshes
+``last.ckpt`` only when a top-k checkpoint is written (i.e. when the monitored metric improved), so
+after a plateau ``last.ckpt`` can be many epochs old. ``ResumableRun`` (added to every run by
+``train.py``) closes both gaps:
+
+- **RNG states of every rank** (torch, CUDA of the rank's device, numpy, Python) are gathered into
+  the checkpoint and rank r gets rank r's states back on ``fit --ckpt_path``. With the data order
+  (a plain shuffled DataLoader draws its permutation from the global torch generator; DDP's
+  DistributedSampler derives it from seed + epoch) this makes a resumed run bit-identical to an
+  uninterrupted one on CPU.
+- **last.ckpt at every training-epoch end**: resuming from an epoch boundary replays the killed
+  partial epoch exactly (Lightning cannot fast-forward a plain DataLoader mid-epoch; a mid-epoch
+  checkpoint, e.g. from ``every_n_train_steps``, still resumes, with a warning that the rest of that
+  epoch gets a fresh order).
+- **the run id** (= W&B run id = run folder name), so ``--ckpt_path <run>/checkpoints/last.ckpt``
+  continues that run (see ``train.py``).
+
+The states are stored as tensors and plain Python values, so the checkpoint still loads with
+``torch.load(weights_only=True)`` (Lightning's default on torch >= 2.6).
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_warn
+
+from callbacks.rank_seed import rank_seed
+from callbacks.wandb_run import run_dir
+
+STATE_VERSION = 1
+
+_LOOP_STARTED = False
+"""Set once a fit/validate/test/predict loop has started: errors before it are input errors (see train.py)."""
+
+
+def loop_started() -> bool:
+    return _LOOP_STARTED
+
+
+def mark_loop_started(started: bool = True) -> None:
+    global _LOOP_STARTED
+    _LOOP_STARTED = started
+
+
+class MepsFault(RuntimeError):
+    """A fault this project detects and explains in one line (a non-finite loss, a bad batch...)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# RNG states (weights_only-safe: tensors, ints, floats, lists)
+# ------------------------------------------------------------------------------------------------
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's global generators: torch CPU, CUDA (current device), numpy, Python."""
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    version, python_state, gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "python": {"version": int(version), "state": list(python_state), "gauss": gauss},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    numpy_state = state["numpy"]
+    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    python_state = state["python"]
+    random.setstate((python_state["version"], tuple(python_state["state"]), python_state["gauss"]))
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def gather_from_ranks(trainer: Trainer, value: Any) -> list[Any]:
+    """``value`` of every global rank, in rank order (a collective when there are several)."""
+    if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+        values: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(values, value)
+        return values
+    return [value]
+
+
+def _seed_for(base_seed: int, rank: int, step: int) -> int:
+    return rank_seed(base_seed, rank) + 104_729 * step
+
+
+# ------------------------------------------------------------------------------------------------
+# The callback
+# ------------------------------------------------------------------------------------------------
+
+
+class ResumableRun(Callback):
+    """Stores what an exact resume needs and keeps ``last.ckpt`` current (see the module docstring).
+
+    Args:
+        refresh_last_every_n_epochs: write ``last.ckpt`` at the end of every n-th training epoch
+            (unless a ModelCheckpoint already wrote it at that step). 0 turns this off.
+    """
+
+    def __init__(self, refresh_last_every_n_epochs: int = 1):
+        if refresh_last_every_n_epochs < 0:
+            raise ValueError(f"refresh_last_every_n_epochs must be >= 0, got {refresh_last_every_n_epochs}")
+        self.refresh_last_every_n_epochs = refresh_last_every_n_epochs
+        self._trainer: Trainer | None = None
+        self._stage: str | None = None
+        self.restored: dict[str, Any] | None = None
+        """What the last resume restored (for tests and logs): run_id, global_step, mid_epoch, rng."""
+
+    # --- bookkeeping ----------------------------------------------------------------------------
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._trainer, self._stage = trainer, stage
+        mark_loop_started(False)
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._trainer = None
+
+    def on_train_start(self, trainer, pl_module):
+        mark_loop_started()
+
+    def on_validation_start(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            mark_loop_started()
+
+    def on_test_start(self, trainer, pl_module):
+        mark_loop_started()
+
+    def on_predict_start(self, trainer, pl_module):
+        mark_loop_started()
+
+    # --- saving ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        trainer = self._trainer
+        if trainer is None:
+            return {}
+        folder = run_dir(trainer)
+        epoch_loop = trainer.fit_loop.epoch_loop
+        return {
+            "version": STATE_VERSION,
+            "run_id": folder.name if folder is not None else None,
+            "world_size": trainer.world_size,
+            "global_step": trainer.global_step,
+            "mid_epoch": trainer.state.fn == "fit" and not epoch_loop.batch_progress.is_last_batch,
+            "rng": gather_from_ranks(trainer, rng_state()),
+        }
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        every = self.refresh_last_every_n_epochs
+        if every and (trainer.current_epoch + 1) % every == 0 and not trainer.fast_dev_run:
+            self.refresh_last(trainer)
+
+    @staticmethod
+    def refresh_last(trainer: Trainer) -> str | None:
+        """Write the first ModelCheckpoint's ``last.ckpt`` now, unless it was written at this step already."""
+        checkpoint = trainer.checkpoint_callback
+        if not isinstance(checkpoint, ModelCheckpoint) or checkpoint.dirpath is None:
+            return None
+        if checkpoint.save_last is False or checkpoint.save_last == "link":
+            return None  # the user opted out of last.ckpt, or wants it as a link to the top-k file
+        default = str(Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}")
+        path = checkpoint.last_model_path or default
+        if Path(path).parent != Path(checkpoint.dirpath):
+            path = default
+        if getattr(checkpoint, "_last_global_step_saved", None) == trainer.global_step and checkpoint.last_model_path == path:
+            return None
+        checkpoint.last_model_path = path  # so ModelCheckpoint later overwrites it instead of writing last-v1.ckpt
+        trainer.save_checkpoint(path)
+        return path
+
+    # --- resuming -------------------------------------------------------------------------------
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        trainer = self._trainer
+        if not state_dict or trainer is None or self._stage != "fit":
+            return  # validate/test/predict keep their own seeding: their result depends on the weights only
+        rank, world_size = trainer.global_rank, trainer.world_size
+        states = state_dict.get("rng") or []
+        restored = {key: state_dict.get(key) for key in ("run_id", "global_step", "mid_epoch")}
+        if len(states) == world_size:
+            set_rng_state(states[rank])
+            restored["rng"] = "restored"
+        else:
+            base = int(os.environ.get("PL_GLOBAL_SEED", 0))
+            torch.manual_seed(_seed_for(base, rank, int(state_dict.get("global_step") or 0)))
+            restored["rng"] = "reseeded"
+            rank_zero_warn(
+                f"the checkpoint was written by {len(states)} process(es), this job has {world_size}: random"
+                " streams are reseeded per rank, so the resumed run is valid but not bit-identical to an uninterrupted one"
+            )
+        if state_dict.get("mid_epoch"):
+            rank_zero_warn(
+                f"resuming from a mid-epoch checkpoint (global step {state_dict.get('global_step')}): the rest of this"
+                " epoch gets a fresh data order, so the run is not bit-identical to an uninterrupted one"
+                " (the epoch-end last.ckpt resumes exactly)"
+            )
+        self.restored = restored
+
+
+def stored_run_id(checkpoint: dict[str, Any]) -> str | None:
+    """The run id ``ResumableRun`` stored in a loaded checkpoint dict, if any."""
+    for key, state in (checkpoint.get("callbacks") or {}).items():
+        if str(key).startswith(ResumableRun.__qualname__) and isinstance(state, dict) and state.get("run_id"):
+            return str(state["run_id"])
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# Which run a `fit --ckpt_path` continues (used by train.py before anything is built)
+# ------------------------------------------------------------------------------------------------
+
+LIGHTNING_CKPT_KEYWORDS = ("last", "best", "hpc")
+
+
+def checkpoint_run_id(path: str | Path) -> str | None:
+    """The run id of a checkpoint: stored by ``ResumableRun``, else read from ``<run id>/checkpoints/x.ckpt``.
+
+    Reads the pickle only (``mmap``, ``weights_only``): the tensors are not loaded.
+    """
+    path = Path(path).expanduser()
+    try:
+        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        run_id = stored_run_id(checkpoint) if isinstance(checkpoint, dict) else None
+        if run_id:
+            return run_id
+    except Exception:  # not a zip checkpoint, unreadable pickle: fall back to the folder layout
+        pass
+    folder = path.resolve().parent
+    if folder.name == "checkpoints" and (folder.parent / "config.yaml").is_file():
+        return folder.parent.name
+    return None
+
+
+def runs_with_last_checkpoint(runs_root: Path, limit: int = 3) -> list[str]:
+    """``"<run id> (<age>)"`` of the newest runs under ``runs_root`` that have a ``last.ckpt``."""
+    import time
+
+    found = []
+    for ckpt in Path(runs_root).glob("*/checkpoints/last*.ckpt"):
+        try:
+            found.append((ckpt.stat().st_mtime, ckpt.parent.parent.name))
+        except OSError:
+            continue
+    newest: dict[str, float] = {}
+    for mtime, run in found:
+        newest[run] = max(mtime, newest.get(run, 0.0))
+    ordered = sorted(newest.items(), key=lambda item: -item[1])[:limit]
+    now = time.time()
+
+    def age(seconds: float) -> str:
+        for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+            if seconds >= size:
+                return f"{seconds / size:.0f} {unit} ago"
+        return "just now"
+
+    return [f"{run} ({age(now - mtime)})" for run, mtime in ordered]
+
+
+def resume_run_id(ckpt_path: str | None, explicit_id: str | None, runs_root: Path) -> str | None:
+    """The run id that ``fit --ckpt_path`` continues (None: a new run). One-line errors for what cannot work.
+
+    - ``last``: the run named by ``MEPS_RUN_ID`` / ``--trainer.logger.init_args.id``; without one there is
+      nothing to look in (a fresh run id has no checkpoints), so it is an error listing the recent runs.
+    - a file: the run stored in the checkpoint, unless an id is given explicitly (then that run goes on
+      from this checkpoint, e.g. a fork).
+    """
+    if not ckpt_path:
+        return explicit_id
+    if ckpt_path == "last":
+        if explicit_id:
+            return explicit_id
+        recent = runs_with_last_checkpoint(runs_root)
+        hint = f"; runs with a last.ckpt in {runs_root}: {', '.join(recent)}" if recent else f"; no run in {runs_root} has a last.ckpt"
+        raise ValueError(
+            "--ckpt_path last needs the run to resume: set MEPS_RUN_ID=<run id> (or --trainer.logger.init_args.id <run id>),"
+            f" or pass --ckpt_path {runs_root}/<run id>/checkpoints/last.ckpt{hint}"
+        )
+    if ckpt_path in LIGHTNING_CKPT_KEYWORDS:
+        return explicit_id
+    require_checkpoint_file(ckpt_path)
+    return explicit_id or checkpoint_run_id(ckpt_path)
+
+
+def require_checkpoint_file(ckpt_path: str) -> None:
+    """Fail before anything is created (W&B run, run folder) when --ckpt_path names no file."""
+    if ckpt_path in LIGHTNING_CKPT_KEYWORDS or "://" in ckpt_path:
+        return
+    path = Path(ckpt_path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"--ckpt_path {ckpt_path!r} does not exist")
+    if path.is_dir():
+        raise IsADirectoryError(f"--ckpt_path {ckpt_path!r} is a folder, not a .ckpt file")
