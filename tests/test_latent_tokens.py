@@ -181,7 +181,7 @@ def test_tokens_are_the_blae_tokens_of_the_same_rows(trained, blae_ckpt, tmp_pat
 
 def test_loaders_serve_long_token_grids_with_their_row_index(blae_ckpt, tmp_path):
     datamodule = LatentTokenDataModule(autoencoder=str(blae_ckpt), token_cache_dir=str(tmp_path / "tokens"),
-                                       batch_size=64, test_fraction=0.1, predict_split="test")
+                                       batch_size=64, test_fraction=0.1, num_samples=10)
     datamodule.prepare_data()
     datamodule.trainer = SimpleNamespace(world_size=2)  # what setup reads from a real Trainer
     datamodule.setup("fit")
@@ -194,10 +194,12 @@ def test_loaders_serve_long_token_grids_with_their_row_index(blae_ckpt, tmp_path
     assert batch["tokens"].dtype == torch.int64 and batch["tokens"].shape == (32, 8, 8)
     assert batch["index"].dtype == torch.int64 and batch["index"].shape == (32,)
     assert torch.equal(batch["tokens"], reference[batch["index"]])
-    for loader, split in ((datamodule.val_dataloader(), "val"), (datamodule.predict_dataloader(), "test")):
+    for loader, split in ((datamodule.val_dataloader(), "val"), (datamodule.test_dataloader(), "test")):
         rows = torch.cat([b["index"] for b in loader])
         assert torch.equal(rows, torch.arange(len(datamodule.dataset(split))))
         assert torch.equal(torch.cat([b["tokens"] for b in loader]), datamodule.train_tokens(split))
+    requests = list(datamodule.predict_dataloader())  # predict asks a token model for num_samples samples
+    assert torch.equal(torch.cat([b["index"] for b in requests]), torch.arange(10)) and set(requests[0]) == {"index"}
     restored = pickle.loads(pickle.dumps(datamodule.token_dataset("val")))  # DataLoader workers under spawn
     assert torch.equal(restored[3]["tokens"], datamodule.train_tokens("val")[3])
 
