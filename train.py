@@ -178,11 +178,16 @@ INPUT_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryE
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
+PEER_FAILURE_SIGNS = ("Connection closed by peer", "remote worker crash", "Connection reset by peer", "ncclRemoteError")
+
+
 def one_line_error(err: BaseException) -> tuple[str, int] | None:
     """The line and exit code that stand for ``err`` on the command line, or None to show the traceback."""
     message = " ".join(str(err).split()) or type(err).__name__
     if isinstance(err, MepsFault):
-        return message, 1
+        return message, err.exit_code
+    if isinstance(err, RuntimeError) and any(sign in message for sign in PEER_FAILURE_SIGNS):
+        return f"another rank of this job failed (its error is above), so this rank stopped too: {message[:200]}", 1
     if isinstance(err, OSError) and err.errno in DISK_FULL:
         return f"{message} (disk full: nothing partial was kept; free space and run again)", 1
     if isinstance(err, INPUT_ERRORS) and not loop_started():
@@ -190,8 +195,31 @@ def one_line_error(err: BaseException) -> tuple[str, int] | None:
     return None
 
 
+def stop_when_launcher_dies(poll_s: float = 2.0) -> None:
+    """A DDP rank > 0 exits when the process that launched it is gone (rank 0 under Lightning's launcher,
+    torchrun's agent, slurmstepd): a killed or crashed rank 0 would otherwise leave it blocked in a
+    collective until the process-group timeout (30 min), holding its GPU."""
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        return
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:
+                print(f"error: rank {os.environ.get('RANK', os.environ['LOCAL_RANK'])}: the process that launched it"
+                      f" (pid {parent}) is gone, stopping this rank too", file=sys.stderr, flush=True)
+                os._exit(1)
+
+    threading.Thread(target=watch, name="launcher-watchdog", daemon=True).start()
+
+
 def console_main(argv: list[str] | None = None) -> int:
     """``python train.py ...``: like ``main``, but a bad input or a detected fault is one line, not a traceback."""
+    stop_when_launcher_dies()
     try:
         main(argv)
     except Exception as err:  # SystemExit (argument errors, --help) passes through untouched

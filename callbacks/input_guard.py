@@ -20,7 +20,9 @@ IMAGE_TOLERANCE = 1e-4
 
 
 class BadBatchError(MepsFault):
-    """A batch whose values the models cannot take."""
+    """A batch whose values the models cannot take (a bad input: exit code 2)."""
+
+    exit_code = 2
 
 
 def batch_problem(batch: Any, num_bits: int | None) -> str | None:

@@ -54,7 +54,12 @@ def mark_loop_started(started: bool = True) -> None:
 
 
 class MepsFault(RuntimeError):
-    """A fault this project detects and explains in one line (a non-finite loss, a bad batch...)."""
+    """A fault this project detects and explains in one line (a non-finite loss, a bad batch...).
+
+    ``exit_code`` is what ``train.py`` exits with: 1 for a fault of the run, 2 for a bad input.
+    """
+
+    exit_code = 1
 
 
 # ------------------------------------------------------------------------------------------------
@@ -127,12 +132,32 @@ class ResumableRun(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._trainer, self._stage = trainer, stage
         mark_loop_started(False)
+        if stage == "fit" and self.refresh_last_every_n_epochs:
+            self._run_after_checkpoint_epoch_end(trainer)
+
+    def _run_after_checkpoint_epoch_end(self, trainer: Trainer) -> None:
+        """Hook ``refresh_last`` in right after the first ModelCheckpoint's own ``on_train_epoch_end``.
+
+        Lightning calls checkpoint callbacks after all others at epoch end, and a ModelCheckpoint skips its
+        top-k save at a step that was saved already, so refreshing last.ckpt any earlier would cost the
+        best checkpoint; any later there is no hook before the next epoch starts.
+        """
+        checkpoint = trainer.checkpoint_callback
+        if not isinstance(checkpoint, ModelCheckpoint) or getattr(checkpoint, "_refresh_last_hooked", False):
+            return
+        original = checkpoint.on_train_epoch_end
+
+        def on_train_epoch_end(trainer: Trainer, pl_module: LightningModule) -> None:
+            original(trainer, pl_module)
+            every = self.refresh_last_every_n_epochs
+            if every and (trainer.current_epoch + 1) % every == 0 and not trainer.fast_dev_run:
+                self.refresh_last(trainer)
+
+        checkpoint.on_train_epoch_end = on_train_epoch_end
+        checkpoint._refresh_last_hooked = True
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._trainer = None
-
-    def on_train_start(self, trainer, pl_module):
-        mark_loop_started()
 
     def on_validation_start(self, trainer, pl_module):
         if not trainer.sanity_checking:
@@ -160,11 +185,6 @@ class ResumableRun(Callback):
             "rng": gather_from_ranks(trainer, rng_state()),
         }
 
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        every = self.refresh_last_every_n_epochs
-        if every and (trainer.current_epoch + 1) % every == 0 and not trainer.fast_dev_run:
-            self.refresh_last(trainer)
-
     @staticmethod
     def refresh_last(trainer: Trainer) -> str | None:
         """Write the first ModelCheckpoint's ``last.ckpt`` now, unless it was written at this step already."""
@@ -185,22 +205,17 @@ class ResumableRun(Callback):
 
     # --- resuming -------------------------------------------------------------------------------
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Keep the stored states; they are applied when training (re)starts, see ``_apply``."""
         trainer = self._trainer
         if not state_dict or trainer is None or self._stage != "fit":
             return  # validate/test/predict keep their own seeding: their result depends on the weights only
-        rank, world_size = trainer.global_rank, trainer.world_size
-        states = state_dict.get("rng") or []
-        restored = {key: state_dict.get(key) for key in ("run_id", "global_step", "mid_epoch")}
-        if len(states) == world_size:
-            set_rng_state(states[rank])
-            restored["rng"] = "restored"
-        else:
-            base = int(os.environ.get("PL_GLOBAL_SEED", 0))
-            torch.manual_seed(_seed_for(base, rank, int(state_dict.get("global_step") or 0)))
-            restored["rng"] = "reseeded"
+        self._pending = state_dict
+        self.restored = {key: state_dict.get(key) for key in ("run_id", "global_step", "mid_epoch")}
+        if len(state_dict.get("rng") or []) != trainer.world_size:
             rank_zero_warn(
-                f"the checkpoint was written by {len(states)} process(es), this job has {world_size}: random"
-                " streams are reseeded per rank, so the resumed run is valid but not bit-identical to an uninterrupted one"
+                f"the checkpoint was written by {len(state_dict.get('rng') or [])} process(es), this job has"
+                f" {trainer.world_size}: random streams are reseeded per rank, so the resumed run is valid but"
+                " not bit-identical to an uninterrupted one"
             )
         if state_dict.get("mid_epoch"):
             rank_zero_warn(
@@ -208,7 +223,47 @@ class ResumableRun(Callback):
                 " epoch gets a fresh data order, so the run is not bit-identical to an uninterrupted one"
                 " (the epoch-end last.ckpt resumes exactly)"
             )
-        self.restored = restored
+
+    _pending: dict[str, Any] | None = None
+
+    def _apply(self, trainer: Trainer) -> None:
+        state = self._pending
+        states = state.get("rng") or []
+        if len(states) == trainer.world_size:
+            set_rng_state(states[trainer.global_rank])
+            self.restored["rng"] = "restored"
+        else:
+            base = int(os.environ.get("PL_GLOBAL_SEED", 0))
+            torch.manual_seed(_seed_for(base, trainer.global_rank, int(state.get("global_step") or 0)))
+            self.restored["rng"] = "reseeded"
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """The generators as they were at the save. Lightning has drawn a data order since (it creates the
+        train iterator before this hook); when the resumed epoch starts afresh it draws it again, from the
+        restored state, in ``on_train_epoch_start``, which is where an uninterrupted run draws it too."""
+        mark_loop_started()
+        if self._pending is not None:
+            self._apply(trainer)
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """The resumed epoch starts: restore the generators and draw its data order from them.
+
+        An uninterrupted run creates the epoch's train iterator right after this hook (which draws the
+        DataLoader's base seed and the shuffle permutation from the global generator). On the first epoch
+        after a resume Lightning reuses the iterator it created before ``on_train_start`` instead, so it is
+        created again here, from the restored state.
+        """
+        if self._pending is None or trainer.global_step != self._pending.get("global_step"):
+            return
+        self._apply(trainer)
+        fit_loop = trainer.fit_loop
+        lightning_iterates = trainer.current_epoch > 0 and not fit_loop.is_resuming and not fit_loop.epoch_loop.restarting
+        fetcher = getattr(fit_loop, "_data_fetcher", None)
+        if not lightning_iterates and fetcher is not None:
+            iter(fetcher)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._pending = None
 
 
 def stored_run_id(checkpoint: dict[str, Any]) -> str | None:

@@ -13,6 +13,14 @@ Splits are "train", "val" and "test". "val"/"test" come from the source when it 
 (``val_split``/``test_split``, or automatically a split named validation/valid/val and test);
 otherwise ``val_fraction``/``test_fraction`` of the training split is held out with a fixed seed,
 so every rank and every run gets the same rows.
+
+Serving. With ``in_memory`` (by default: every split whose uint8 pixels fit in
+``IN_MEMORY_MAX_BYTES``, 2 GiB) a split is decoded once per process, on first use, into a uint8
+(N, C, H, W) tensor, and a batch is one gather plus one float conversion (``DecodedImages``).
+Splits on disk are decoded once per machine: the tensor is cached next to the ``datasets`` cache,
+keyed by ``source_fingerprint()``, and memory-mapped by every rank and later run
+(``datamodules/decoded.py``). Larger splits, or ``in_memory=False``, are decoded batch by batch
+every epoch from the Arrow rows (``IndexedSplit``), in the DataLoader workers.
 """
 
 from __future__ import annotations
@@ -20,7 +28,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -28,6 +37,14 @@ from datasets import Dataset, DatasetDict
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
+from datamodules.decoded import (
+    IN_MEMORY_MAX_BYTES,
+    DecodedImages,
+    collate_rows,
+    decode_split,
+    decoded_cache_file,
+    load_or_decode,
+)
 from datamodules.digits import DIGITS_SOURCE
 from datamodules.image_sources import (
     drop_undecodable_rows,
@@ -38,15 +55,23 @@ from datamodules.image_sources import (
 )
 from datamodules.transforms import ImageBatchTransform, ImageToUint8
 
+__all__ = ["IN_MEMORY_MAX_BYTES", "DecodedImages", "HFImageDataModule", "IndexedSplit", "collate_rows"]
+
 SPLITS = ("train", "val", "test")
 SOURCE_SPLIT_ALIASES = {"val": ("validation", "valid", "val"), "test": ("test",)}
 """Source split names used automatically for "val" and "test" when ``val_split``/``test_split`` are unset."""
 
-_UINT8_DECODE_BATCH = 512
+
+class BuiltSplits(NamedTuple):
+    """What ``_build_splits`` returns: the resolved image column, the splits and their fingerprint."""
+
+    image_column: str
+    splits: dict[str, Dataset]
+    fingerprint: str
 
 
 class IndexedSplit(torch.utils.data.Dataset):
-    """A transformed split that also returns each example's row index (``"index"`` in the batch).
+    """The lazy path: a transformed split that also returns each example's row index (``"index"``).
 
     A wrapper, because a ``datasets`` transform never sees row numbers and adding an index column
     would rewrite a held-out split's data on disk. It implements ``__getitems__`` so the DataLoader
@@ -128,6 +153,11 @@ class HFImageDataModule(LightningDataModule):
             the ranks of a node. ``None`` = ``HF_DATASETS_CACHE``.
         skip_corrupt: drop images that fail to decode (count is warned) instead of raising.
         max_train_samples: keep a seeded random subset of this many training images.
+        in_memory: serve the splits decoded once into uint8 tensors (``True``), or decode every batch
+            from the Arrow rows every epoch (``False``). ``None`` = in memory for each split whose
+            decoded pixels take at most ``IN_MEMORY_MAX_BYTES`` (2 GiB), lazily otherwise. The
+            batches are identical either way. Splits on disk are decoded once per machine and cached
+            under ``<cache_dir>/meps_ldh/decoded`` (see ``datamodules/decoded.py``).
 
     After ``setup``: ``image_column`` (the resolved column), ``per_device_batch_size``,
     ``split_names``, ``dataset(split)``, ``train_images_uint8(split)``, ``source_fingerprint()``.
@@ -151,6 +181,7 @@ class HFImageDataModule(LightningDataModule):
         cache_dir: str | None = None,
         skip_corrupt: bool = False,
         max_train_samples: int | None = None,
+        in_memory: bool | None = None,
     ) -> None:
         super().__init__()
         _validate_arguments(batch_size, num_workers, val_fraction, test_fraction, predict_split, max_train_samples)
@@ -162,22 +193,32 @@ class HFImageDataModule(LightningDataModule):
         self.image_column: str | None = None
         self._splits: dict[str, Dataset] | None = None
         self._fingerprint: str | None = None
+        self._built: BuiltSplits | None = None
+        self._decoded: dict[str, DecodedImages] = {}
 
     # ---------------------------------------------------------------- Lightning hooks
 
     def prepare_data(self) -> None:
-        """Build the Arrow cache (download, parquet/imagefolder conversion) and the decodability check.
+        """Build the Arrow cache (download, parquet/imagefolder conversion), the decodability check and
+        the decoded-pixel cache of every in-memory split on disk.
 
-        Runs on one process per node before ``setup``; the result is thrown away, as Lightning
-        requires: ``setup`` rebuilds it from the caches on every rank.
+        Runs on one process per node before ``setup``. Other ranks never see this process's
+        state: their ``setup`` loads everything from these caches. This process keeps what it
+        built, so that its own ``setup`` does not load the source a second time.
         """
-        self._build_splits()
+        built = self._built_splits()
+        for split in built.splits:
+            if self._serves_decoded(built, split) and self._decoded_cache_file(built, split) is not None:
+                self._image_rows(split)
 
     def setup(self, stage: str | None = None) -> None:
-        """Load the splits (cache hits) once, and size each rank's batch for the current world size."""
+        """Load the splits (cache hits) once, and size each rank's batch for the current world size.
+
+        In-memory splits are decoded (or mapped from their cache) on first use, once per process.
+        """
         self.per_device_batch_size = per_device_batch_size(self.hparams.batch_size, self._world_size())
         if self._splits is None:
-            self.image_column, self._splits, self._fingerprint = self._build_splits()
+            self.image_column, self._splits, self._fingerprint = self._built_splits()
 
     def train_dataloader(self) -> DataLoader:
         train = self._served("train")
@@ -211,17 +252,14 @@ class HFImageDataModule(LightningDataModule):
         """Every image of ``split`` as uint8 (N, C, H, W), row i = ``index`` i: the memorization reference set.
 
         Same pixels as the DataLoaders (``x / 127.5 - 1`` of these gives their batches exactly).
-        Decodes the whole split in this process, so call it once and keep the result.
+        An in-memory split returns the very tensor the DataLoaders serve (no copy, no second
+        decode): read it, never modify it in place. A lazy split is decoded here, in full, on
+        every call, so call it once and keep the result.
         """
-        dataset = self._split(split).with_transform(
-            ImageBatchTransform(self.image_column, self.image_size, self.channels, as_uint8=True),
-            columns=[self.image_column],
-        )
-        batches = [
-            torch.stack(dataset[start : start + _UINT8_DECODE_BATCH]["image"])
-            for start in range(0, len(dataset), _UINT8_DECODE_BATCH)
-        ]
-        return torch.cat(batches)
+        dataset = self._split(split)
+        if self._serves_decoded(self._built_splits(), split):
+            return self._image_rows(split).images
+        return decode_split(dataset, self.image_column, self.image_size, self.channels, self.hparams.num_workers)
 
     def source_fingerprint(self) -> str:
         """A stable key for caches derived from these images: source data, split rows and transform.
@@ -254,12 +292,40 @@ class HFImageDataModule(LightningDataModule):
     def _served(self, split: str) -> torch.utils.data.Dataset:
         """What the DataLoaders iterate for ``split``: its rows with their ``"index"``.
 
-        Here the transformed images; a subclass serves another view of the same rows (latent tokens).
+        Here the images; a subclass serves another view of the same rows (latent tokens).
         """
-        return IndexedSplit(self._split(split))
+        self._split(split)  # names a missing split
+        return self._image_rows(split)
+
+    def _image_rows(self, split: str) -> DecodedImages | IndexedSplit:
+        """The images of ``split`` as a map-style dataset: decoded once (memoized) or lazy (``in_memory``).
+
+        Works before ``setup`` too (``prepare_data`` of this class and of the token datamodule).
+        """
+        built = self._built_splits()
+        if not self._serves_decoded(built, split):
+            return IndexedSplit(built.splits[split])
+        if split not in self._decoded:
+            self._decoded[split] = load_or_decode(
+                built.splits[split], built.image_column, self.image_size, self.channels, self.hparams.num_workers,
+                self._decoded_cache_file(built, split),
+            )
+        return self._decoded[split]
+
+    def _serves_decoded(self, built: BuiltSplits, split: str) -> bool:
+        if self.hparams.in_memory is not None:
+            return self.hparams.in_memory
+        return len(built.splits[split]) * self.channels * self.image_size**2 <= IN_MEMORY_MAX_BYTES
+
+    def _decoded_cache_file(self, built: BuiltSplits, split: str) -> Path | None:
+        return decoded_cache_file(built.splits[split], built.fingerprint, split, self.hparams.cache_dir)
 
     def _loader(self, dataset: torch.utils.data.Dataset, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
-        """One DataLoader recipe for every stage; Lightning injects the DistributedSampler itself."""
+        """One DataLoader recipe for every stage; Lightning injects the DistributedSampler itself.
+
+        A plain DataLoader with ``batch_size``, so Lightning can rebuild it around its
+        DistributedSampler; ``collate_rows`` passes on the batches that ``__getitems__`` builds.
+        """
         return DataLoader(
             dataset,
             batch_size=self.per_device_batch_size,
@@ -268,13 +334,20 @@ class HFImageDataModule(LightningDataModule):
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            collate_fn=collate_rows,
         )
 
-    def _build_splits(self) -> tuple[str, dict[str, Dataset], str]:
+    def _built_splits(self) -> BuiltSplits:
+        """``_build_splits()``, once per process: ``prepare_data`` and ``setup`` share one build."""
+        if self._built is None:
+            self._built = self._build_splits()
+        return self._built
+
+    def _build_splits(self) -> BuiltSplits:
         """Load the source, check its images, assign "train"/"val"/"test", attach the transform.
 
-        Returns the image column, the splits and their fingerprint. Pure (no ``self.x =``), so that
-        ``prepare_data`` may call it too.
+        Returns the image column, the splits and their fingerprint. Pure (no ``self.x =``); use
+        ``_built_splits`` for the memoized result.
         """
         hp = self.hparams
         source = load_image_source(hp.path, hp.cache_dir)
@@ -287,7 +360,7 @@ class HFImageDataModule(LightningDataModule):
         transform = ImageBatchTransform(image_column, self.image_size, self.channels)
         for split in splits.values():
             split.set_transform(transform, columns=[image_column])
-        return image_column, {role: splits[role] for role in SPLITS if role in splits}, fingerprint
+        return BuiltSplits(image_column, {role: splits[role] for role in SPLITS if role in splits}, fingerprint)
 
     def _where(self, source_split: str) -> str:
         return f"split {source_split!r} of {self.hparams.path}"

@@ -7,7 +7,7 @@
   e.g. ``train-00000-of-00001.parquet`` and ``test-*.parquet``; otherwise everything is "train");
 - a folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``;
 - a folder of image files, searched recursively (``imagefolder`` without labels; ``train/`` and
-  ``test/`` sub-folders become splits);
+  ``test/`` sub-folders become splits, as do file names with a split word, e.g. ``test_001.png``);
 - a Hugging Face Hub dataset id (``name`` or ``owner/name``), downloaded into ``cache_dir``.
 
 Loaders that build an Arrow cache (parquet, imagefolder, hub) are meant to run first in
@@ -44,6 +44,16 @@ _SAVED_DATASET_MARKERS = ("dataset_dict.json", "state.json")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 _SCAN_BATCH_ROWS = 256
 _CHECKS_SUBDIR = Path("meps_ldh") / "image_checks"
+
+try:  # the split words ``datasets`` looks for in folder and file names when it infers splits
+    from datasets.data_files import SPLIT_KEYWORDS as _HF_SPLIT_KEYWORDS
+
+    _SPLIT_WORDS = sorted({str(word) for words in _HF_SPLIT_KEYWORDS.values() for word in words}, key=len, reverse=True)
+except ImportError:  # pragma: no cover - moved in some release; this is the list of datasets 2.x-5.x
+    _SPLIT_WORDS = ["validation", "evaluation", "training", "testing", "train", "valid", "test", "eval", "dev", "val"]
+_SPLIT_WORD_IN_NAME = re.compile(rf"(?:^|[-._ 0-9])(?:{'|'.join(_SPLIT_WORDS)})(?:[-._ 0-9]|$)", re.IGNORECASE)
+_SHARD_NAME = re.compile(r"-[0-9]{5}-of-[0-9]{5}")
+_OTHER_SPLIT_MARKERS = frozenset({"task.toml", "instruction.md"})  # ``datasets`` turns these into a "test" split
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,7 +96,10 @@ def _load_local(local: Path, cache_dir: str | None) -> Dataset | DatasetDict:
     if suffix in TABLE_FORMATS:
         return load_dataset(TABLE_FORMATS[suffix], data_dir=str(local), cache_dir=cache_dir)
     if suffix in _IMAGE_SUFFIXES:
-        return load_dataset("imagefolder", data_dir=str(local), drop_labels=True, cache_dir=cache_dir)
+        # Without split names in it, ``datasets`` would glob ~66 split patterns over the whole tree
+        # (seconds per 1000 files, on every setup) only to end at "train": **. Say so up front.
+        data_files = None if names_a_split(local) else {"train": "**"}
+        return load_dataset("imagefolder", data_dir=str(local), data_files=data_files, drop_labels=True, cache_dir=cache_dir)
     raise ValueError(f"image source folder {local} has no images, parquet/arrow files or save_to_disk dataset")
 
 
@@ -98,6 +111,23 @@ def _first_data_file_suffix(folder: Path) -> str | None:
             if suffix in TABLE_FORMATS or suffix in _IMAGE_SUFFIXES:
                 return suffix
     return None
+
+
+def names_a_split(folder: Path) -> bool:
+    """Whether ``datasets`` could infer any split but "train" from the names under ``folder`` (one walk).
+
+    A superset of its rules (``datasets.data_files``): a split word (train, val, test, ...) between
+    separators in any folder or file name, a ``-00000-of-00001`` shard name, or a ``.eval`` /
+    ``task.toml`` / ``instruction.md`` file. Only when none occurs is the folder loaded as
+    ``{"train": "**"}`` directly; otherwise ``datasets`` resolves the splits itself, as before.
+    """
+    for _root, dirs, files in os.walk(folder):
+        for name in (*dirs, *files):
+            if _SPLIT_WORD_IN_NAME.search(name) or _SHARD_NAME.search(name) or name.endswith(".eval"):
+                return True
+            if name in _OTHER_SPLIT_MARKERS:
+                return True
+    return False
 
 
 def _load_from_hub(hub_id: str, cache_dir: str | None) -> DatasetDict:

@@ -35,7 +35,7 @@ from datasets import Array2D, Dataset, DatasetDict, Features, load_from_disk
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
-from datamodules.hf_images import HFImageDataModule, IndexedSplit
+from datamodules.hf_images import HFImageDataModule, IndexedSplit, collate_rows
 from lightning_modules.autoencoder_checkpoint import (
     AutoencoderSpec,
     autoencoder_spec,
@@ -71,9 +71,16 @@ def full_float32():
 
 
 @torch.no_grad()
-def encode_tokens(autoencoder, images: Dataset, batch_size: int, num_workers: int, device: torch.device) -> np.ndarray:
-    """Hard-sign token ids (N, h, w) of every image of a split, in row order (``autoencoder.tokens``)."""
-    loader = DataLoader(IndexedSplit(images), batch_size=batch_size, shuffle=False, num_workers=num_workers)
+def encode_tokens(
+    autoencoder, images: Dataset | torch.utils.data.Dataset, batch_size: int, num_workers: int, device: torch.device
+) -> np.ndarray:
+    """Hard-sign token ids (N, h, w) of every image of a split, in row order (``autoencoder.tokens``).
+
+    ``images``: a transformed ``datasets`` split, or what ``HFImageDataModule`` serves for it
+    (``DecodedImages``/``IndexedSplit``: rows ``{"image", "index"}``).
+    """
+    rows = IndexedSplit(images) if isinstance(images, Dataset) else images
+    loader = DataLoader(rows, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_rows)
     grids = []
     with full_float32(), torch.autocast(device.type, enabled=False):
         for batch in loader:
@@ -96,11 +103,13 @@ class IndexedTokens(torch.utils.data.Dataset):
     """Token grids of one split in memory: ``{"tokens": int64 (h, w), "index": row}`` per example.
 
     The grids are small (uint8 CIFAR-10: 50 MB), so they are read from the Arrow cache once and
-    batches are tensor indexing; ``__getitems__`` fetches a whole batch with one gather.
+    batches are tensor indexing; ``__getitems__`` returns a whole batch, ``{"tokens": (B, h, w),
+    "index": (B,)}``, from one gather (``collate_rows`` passes it on).
     """
 
     def __init__(self, tokens: torch.Tensor) -> None:
         self.tokens = tokens
+        self._grids = tokens.numpy()  # the same memory; NumPy gathers single-threaded (see ``DecodedImages``)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -108,9 +117,15 @@ class IndexedTokens(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         return {"tokens": self.tokens[index].long(), "index": index}
 
-    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
-        grids = self.tokens[torch.as_tensor(indices, dtype=torch.long)].long()
-        return [{"tokens": grid, "index": index} for grid, index in zip(grids, indices)]
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        rows = np.asarray(indices, dtype=np.int64)
+        return {"tokens": torch.from_numpy(self._grids[rows].astype(np.int64)), "index": torch.from_numpy(rows)}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"tokens": self.tokens}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["tokens"])
 
 
 class SampleRequests(torch.utils.data.Dataset):
@@ -171,7 +186,7 @@ class LatentTokenDataModule(HFImageDataModule):
 
     def prepare_data(self) -> None:
         """Reuse a complete cache for (checkpoint, images), or encode every split and save it atomically."""
-        _, splits, fingerprint = self._build_splits()
+        _, splits, fingerprint = self._built_splits()
         folder = self.cache_folder(fingerprint)
         self._remove_dead_partials(folder)
         problem = _cache_problem(folder, self._expected_meta(fingerprint, splits))
@@ -282,7 +297,8 @@ class LatentTokenDataModule(HFImageDataModule):
         features = Features({"tokens": Array2D((height, width), meta["token_dtype"])})
         rank_zero_info(f"encoding {meta['split_sizes']} images into tokens with {self.hparams.autoencoder} on {device}")
         encoded = {}
-        for split, images in splits.items():
+        for split in splits:
+            images = self._image_rows(split)  # decoded once, shared with train_images_uint8 later
             grids = encode_tokens(autoencoder, images, self.hparams.encode_batch_size, self.hparams.num_workers, device)
             if grids.shape[1:] != (height, width):
                 raise RuntimeError(f"the autoencoder made {grids.shape[1:]} grids, its checkpoint says {(height, width)}")

@@ -23,6 +23,7 @@ import yaml
 from datasets import Dataset
 from lightning.pytorch import LightningModule, Trainer
 
+import datamodules.decoded as decoded
 import datamodules.latent_tokens as latent_tokens
 from datamodules import HFImageDataModule, LatentTokenDataModule
 from lightning_modules.autoencoder_checkpoint import (
@@ -221,6 +222,22 @@ def test_lightning_trainer_prepares_and_trains_on_tokens(blae_ckpt, tmp_path):
     trainer = quiet_trainer(tmp_path, max_steps=2, limit_val_batches=0)
     trainer.fit(TokenCounts(), datamodule=datamodule)
     assert trainer.global_step == 2 and datamodule.cache_folder().is_dir()
+
+
+def test_images_are_decoded_once_for_the_encoding_and_the_reference_set(blae_ckpt, tmp_path, monkeypatch):
+    decoded_rows, decode = [], decoded.decode_split
+
+    def counting(images, *args):
+        decoded_rows.append(len(images))
+        return decode(images, *args)
+
+    monkeypatch.setattr(decoded, "decode_split", counting)
+    datamodule = ready(blae_ckpt, tmp_path / "tokens")  # prepare_data encodes from the decoded images
+    reference = datamodule.train_images_uint8()
+    assert datamodule.train_images_uint8() is reference and len(datamodule.train_images_uint8("val")) == 180
+    assert decoded_rows == [1617, 180]
+    lazy = ready(blae_ckpt, tmp_path / "tokens", in_memory=False)  # same rows and pixels: the same cache
+    assert lazy.cache_folder() == datamodule.cache_folder() and torch.equal(lazy.train_images_uint8(), reference)
 
 
 # ------------------------------------------------------------------------------------ the cache
