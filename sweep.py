@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from callbacks.wandb_run import RUN_ID_ENV
@@ -99,13 +100,14 @@ def override_args(prefix: str, overrides) -> list[str]:
 
 class Sweep:
     def __init__(self, out_dir: str, gammas: list, blae: Stage, vae: Stage, kernel: Stage, neural: Stage,
-                 data: DataOverrides, trainer: TrainerOverrides, group: str | None):
+                 data: DataOverrides, trainer: TrainerOverrides, group: str | None, threads: int | None = None):
         self.out_dir = Path(out_dir).resolve()
         self.gammas = [parse_gamma(g) for g in gammas]
         self.stages = {"blae": blae, "vae": vae, "kernel": kernel, "neural": neural}
         self.data, self.trainer = data, trainer
         self.group = group or f"sweep-{self.out_dir.name}"
         self.in_process = str(trainer.devices or 1) == "1" and (trainer.num_nodes or 1) == 1
+        self.threads = threads
         self.results: dict[str, dict] = {}
         self.started = time.time()
 
@@ -155,6 +157,8 @@ class Sweep:
 
             os.environ.pop(RUN_ID_ENV, None)
             own_argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI reads only `argv`, as a fresh process would
+            if self.threads:
+                torch.set_num_threads(self.threads)
             try:
                 train.main(argv)
             finally:
@@ -163,6 +167,8 @@ class Sweep:
                 os.environ.pop(RUN_ID_ENV, None)
             return
         env = {k: v for k, v in os.environ.items() if k != RUN_ID_ENV}
+        if self.threads:
+            env["OMP_NUM_THREADS"] = str(self.threads)
         subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), *argv], check=True, env=env)
 
     def say(self, line: str) -> None:
@@ -190,6 +196,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--out_dir", type=str, default="outputs/sweeps/digits")
     parser.add_argument("--gammas", type=list[int | str], default=[1, 2, 3, 4, "global"])
     parser.add_argument("--group", type=str | None, default=None, help="W&B group of the runs (default: sweep-<out_dir name>)")
+    parser.add_argument("--threads", type=int | None, default=None, help="torch intra-op threads per run (default: torch's choice)")
     for stage in ("blae", "vae", "kernel", "neural"):
         parser.add_argument(f"--{stage}", type=Stage, required=True)
     parser.add_argument("--data", type=DataOverrides, default=DataOverrides())
@@ -201,7 +208,7 @@ def main(args: list[str] | None = None) -> Path:
     parser = build_parser()
     config = parser.instantiate(parser.parse_args(args))
     return Sweep(config.out_dir, config.gammas, config.blae, config.vae, config.kernel, config.neural,
-                 config.data, config.trainer, config.group)()
+                 config.data, config.trainer, config.group, config.threads)()
 
 
 if __name__ == "__main__":

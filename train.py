@@ -31,7 +31,14 @@ from callbacks.checkpoint_io import AtomicCheckpointIO
 from callbacks.input_guard import BatchGuard
 from callbacks.nan_guard import NonFiniteGuard
 from callbacks.rank_seed import PerRankSeed
-from callbacks.resilience import MepsFault, ResumableRun, loop_started, require_checkpoint_file, resume_run_id
+from callbacks.resilience import (
+    MepsFault,
+    ResumableRun,
+    loop_started,
+    mark_loop_started,
+    require_checkpoint_file,
+    resume_run_id,
+)
 from callbacks.wandb_run import (
     RUN_ID_ENV,
     WandbSaveConfigCallback,
@@ -220,6 +227,7 @@ def stop_when_launcher_dies(poll_s: float = 2.0) -> None:
 def console_main(argv: list[str] | None = None) -> int:
     """``python train.py ...``: like ``main``, but a bad input or a detected fault is one line, not a traceback."""
     stop_when_launcher_dies()
+    mark_loop_started(False)
     try:
         main(argv)
     except Exception as err:  # SystemExit (argument errors, --help) passes through untouched

@@ -38,8 +38,8 @@ LOADER_ROWS = ((DIGITS_NAME, "images/s", GOAL), (FOLDER_NAME, "images/s", GOAL))
 ROW_NAMES = [DIGITS_NAME, FOLDER_NAME, EPOCH_NAME, *(name + harness.GPU_SUFFIX for name, _, _ in LOADER_ROWS)]
 """Every row ``run`` returns, on any machine (the [gpu] ones as placeholders without a GPU)."""
 CACHED_NOTE = (
-    "cached by the first epoch: imagefolder -> Arrow table and decodability scan (HF cache dir);"
-    " NOT cached: decoded pixels (every epoch re-reads and re-decodes every PNG)"
+    "cached by the first run: imagefolder -> Arrow table, decodability scan and the decoded uint8 pixels"
+    " (memory-mapped .npy keyed by the source fingerprint); later epochs gather batches from memory"
 )
 
 

@@ -150,8 +150,9 @@ class ResumableRun(Callback):
         def on_train_epoch_end(trainer: Trainer, pl_module: LightningModule) -> None:
             original(trainer, pl_module)
             every = self.refresh_last_every_n_epochs
-            if every and (trainer.current_epoch + 1) % every == 0 and not trainer.fast_dev_run:
-                self.refresh_last(trainer)
+            resumed_here = self.restored is not None and self.restored.get("global_step") == trainer.global_step
+            if every and (trainer.current_epoch + 1) % every == 0 and not trainer.fast_dev_run and not resumed_here:
+                self.refresh_last(trainer)  # (a resumed run re-enters the epoch end it was saved at: nothing new)
 
         checkpoint.on_train_epoch_end = on_train_epoch_end
         checkpoint._refresh_last_hooked = True
@@ -200,7 +201,7 @@ class ResumableRun(Callback):
         if getattr(checkpoint, "_last_global_step_saved", None) == trainer.global_step and checkpoint.last_model_path == path:
             return None
         checkpoint.last_model_path = path  # so ModelCheckpoint later overwrites it instead of writing last-v1.ckpt
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)
         return path
 
     # --- resuming -------------------------------------------------------------------------------

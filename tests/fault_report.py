@@ -20,7 +20,7 @@ class FaultRecord:
     test: str
     survived: bool = False
     outcome: str = "test failed before the fault was handled"
-    data_lost: str = "unknown"
+    data_lost: str = "?"
     seconds: float = 0.0
 
 
@@ -54,6 +54,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     tr.write_line(f"{'fault':<{width}}  {'survived':<8}  {'data lost':<10}  outcome")
     for r in RECORDS:
         tr.write_line(f"{r.name:<{width}}  {'yes' if r.survived else 'NO':<8}  {r.data_lost:<10}  {r.outcome}")
-    survived = sum(r.survived for r in RECORDS)
-    lost = sum(r.data_lost not in ("none",) for r in RECORDS)
-    tr.write_line(f"faults tried: {len(RECORDS)}, survived: {survived}, with data lost: {lost}")
+    survived = [r for r in RECORDS if r.survived]
+    lost = sum(r.data_lost != "none" for r in survived)
+    tr.write_line(f"faults tried: {len(RECORDS)}, survived: {len(survived)}, not survived: {len(RECORDS) - len(survived)},"
+                  f" survived with data lost: {lost}")
