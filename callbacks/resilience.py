@@ -17,6 +17,9 @@ after a plateau ``last.ckpt`` can be many epochs old. ``ResumableRun`` (added to
   epoch gets a fresh order).
 - **the run id** (= W&B run id = run folder name), so ``--ckpt_path <run>/checkpoints/last.ckpt``
   continues that run (see ``train.py``).
+- **validation draws from a copy** of the generators: how often it runs and what it does (sampling
+  callbacks, a frozen model built on first use) never shifts the training run's random streams, so a
+  resumed run, which may build such a model at another point, stays on the same streams.
 
 The states are stored as tensors and plain Python values, so the checkpoint still loads with
 ``torch.load(weights_only=True)`` (Lightning's default on torch >= 2.6).
@@ -160,9 +163,20 @@ class ResumableRun(Callback):
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._trainer = None
 
-    def on_validation_start(self, trainer, pl_module):
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.sanity_checking:
             mark_loop_started()
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._training_rng = rng_state()
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Validation inside fit draws from a copy of the generators: how often it runs, and what it does
+        (a callback that samples, a model loaded on first use), never changes the training run's streams."""
+        if self._training_rng is not None:
+            set_rng_state(self._training_rng)
+            self._training_rng = None
+
+    _training_rng: dict[str, Any] | None = None
 
     def on_test_start(self, trainer, pl_module):
         mark_loop_started()

@@ -114,7 +114,7 @@ class WandbSaveConfigCallback(SaveConfigCallback):
         folder = run_dir(trainer) or Path(trainer.default_root_dir)
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / self.config_filename
-        if target.is_file() and stage == "fit" and trainer.ckpt_path:
+        if target.is_file() and stage == "fit" and self.config.get("ckpt_path"):
             keep_previous_config(target)  # a resumed run: the config of every attempt stays in the folder
         self.parser.save(self.config, str(target), skip_none=False, overwrite=True, multifile=self.multifile)
         for logger in trainer.loggers:

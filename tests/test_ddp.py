@@ -1,9 +1,10 @@
 """Real multi-process DDP on CPU (gloo, 2 processes) through train.py, as a user runs it."""
 import json
 
+import numpy as np
 import pytest
 
-from tests.helpers import DEBUG_PRESET, DIGITS_CONFIG, run_train, wandb_runs, wandb_summary
+from tests.helpers import DEBUG_PRESET, DIGITS_CONFIG, REPO_ROOT, run_train, wandb_runs, wandb_summary
 
 DDP_ARGS = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
 
@@ -31,3 +32,30 @@ def test_ddp_fit_one_run_distinct_rank_noise_and_validation_equal_to_one_process
     one, two = (wandb_summary(wandb_runs(in_tmp_dir / d)[0])["summary"] for d in ("one", "two"))
     for key in ("val/psnr", "val/psnr_soft", "val/bin_rate", "val/bit_entropy"):
         assert two[key] == pytest.approx(one[key], rel=1e-5), key
+
+
+KERNEL = str(REPO_ROOT / "configs" / "arvm" / "digits_kernel.yaml")
+NEURAL = str(REPO_ROOT / "configs" / "arvm" / "digits.yaml")
+NO_LOGGER = ["-c", DEBUG_PRESET, "--trainer.logger", "false"]
+
+
+def samples_of(folder):
+    return np.load(next(folder.rglob("samples.npz")))
+
+
+@pytest.mark.slow
+def test_token_models_under_ddp_sample_the_same_as_one_process(in_tmp_dir):
+    """Sample i is drawn with seed base + i on whichever rank gets it: 2 ranks = 1 process, no duplicates."""
+    run_train(["fit", "-c", DIGITS_CONFIG, *NO_LOGGER, "--trainer.default_root_dir", str(in_tmp_dir / "blae")], in_tmp_dir)
+    checkpoint = str(next((in_tmp_dir / "blae").rglob("last.ckpt")))
+    tokens = ["--data.init_args.autoencoder", checkpoint, "--data.init_args.token_cache_dir", str(in_tmp_dir / "tokens"),
+              "--data.init_args.num_samples", "10", "--model.init_args.gamma", "2"]
+    for name, extra in (("one", []), ("two", DDP_ARGS)):
+        run_train(["predict", "-c", KERNEL, *NO_LOGGER, *tokens, *extra, "--trainer.default_root_dir", str(in_tmp_dir / name)], in_tmp_dir)
+    one, two = samples_of(in_tmp_dir / "one"), samples_of(in_tmp_dir / "two")
+    assert two["index"].tolist() == list(range(10))
+    np.testing.assert_array_equal(two["tokens"], one["tokens"])
+    assert len({grid.tobytes() for grid in two["tokens"]}) > 1, "ranks must not draw the same samples"
+
+    run_train(["fit", "-c", NEURAL, *NO_LOGGER, *tokens, *DDP_ARGS, "--trainer.default_root_dir", str(in_tmp_dir / "neural")], in_tmp_dir)
+    assert next((in_tmp_dir / "neural").rglob("last.ckpt")).is_file()

@@ -245,6 +245,7 @@ def cli(tmp_path, monkeypatch, capfd):
     """`train.py` from the command line, in this process: (exit code, stderr)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MEPS_DEBUG", raising=False)
+    monkeypatch.delenv("MEPS_RUN_ID", raising=False)  # a fresh shell: no run id left by earlier in-process runs
 
     def run(args: list[str]) -> tuple[int, str]:
         capfd.readouterr()

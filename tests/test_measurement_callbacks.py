@@ -1,5 +1,4 @@
 """The measurement callbacks on real (tiny) models and data, in one process."""
-import pytest
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import Trainer
