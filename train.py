@@ -113,8 +113,13 @@ class MepsCLI(LightningCLI):
             init_args["id"] = run_id
         os.environ[RUN_ID_ENV] = run_id  # DDP children inherit it
         if _is_main_process():
-            source = "the last checkpoint" if ckpt_path == "last" else str(ckpt_path)
-            print(f"resume: run {run_id} goes on from {source} (run folder {runs_root / run_id})", file=sys.stderr, flush=True)
+            folder = runs_root / run_id
+            if ckpt_path == "last" and not any((folder / "checkpoints").glob("last*.ckpt")):
+                message = f"resume: run {run_id} has no last.ckpt in {folder / 'checkpoints'}: it STARTS FROM SCRATCH"
+            else:
+                source = "the last checkpoint" if ckpt_path == "last" else str(ckpt_path)
+                message = f"resume: run {run_id} goes on from {source} (run folder {folder})"
+            print(message, file=sys.stderr, flush=True)
 
     @staticmethod
     def share_run_id(config) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import netrc
 import os
 import secrets
+import ssl
 import sys
 import urllib.error
 import urllib.parse
@@ -56,6 +57,8 @@ def wandb_unreachable_reason(timeout: float | None = None) -> str | None:
         return None  # the server answered
     except (urllib.error.URLError, OSError, ValueError) as err:
         reason = getattr(err, "reason", err)
+        if isinstance(reason, ssl.SSLError):
+            return None  # the server answered; certificates are wandb's business (it may use another CA bundle)
         return f"{url} unreachable ({' '.join(str(reason).split()) or type(reason).__name__})"
     return None
 

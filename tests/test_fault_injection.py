@@ -221,6 +221,32 @@ def test_ddp_rank_failure_ends_the_whole_job_with_its_error(tmp_path, fault):
     fault.survived(f"job ended with exit {code} after {run.seconds:.0f} s, rank 1's error shown, rank 0 explained")
 
 
+def process_gone(pid: int) -> bool:
+    """Exited (a zombie counts: it is no longer running)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
+def test_ddp_rank_zero_killed_stops_the_other_ranks(tmp_path, fault):
+    fault.tried("DDP: rank 0 SIGKILLed (OOM killer) while rank 1 is busy")
+    run = Run(["fit", "-c", DIGITS_CONFIG, "-c", DEBUG_PRESET, *QUIET, *NO_WANDB, *DDP_ARGS, *inject("hang", step=2, rank=1)],
+              tmp_path)
+    run.wait_for_marker("hang-rank1")  # rank 1 sleeps outside any collective: only the watchdog can end it
+    rank1 = int((tmp_path / "markers" / "hang-rank1").read_text())
+    run.sigkill()
+    killed = time.monotonic()
+    while not process_gone(rank1):
+        if time.monotonic() - killed > 60:
+            os.kill(rank1, 9)
+            raise AssertionError("rank 1 outlived rank 0 by 60 s")
+        time.sleep(0.2)
+    assert "the process that launched it" in run.stderr and "is gone, stopping this rank too" in run.stderr
+    fault.survived(f"rank 1 stopped {time.monotonic() - killed:.0f} s after rank 0 died (instead of the 30 min process-group timeout)")
+
+
 def test_ddp_validation_set_smaller_than_the_world_size(tmp_path, fault):
     fault.tried("DDP: 1 validation image for 2 ranks")
     run = Run(["fit", "-c", DIGITS_CONFIG, "-c", DEBUG_PRESET, *QUIET, *NO_WANDB, *DDP_ARGS, *results_file(),
