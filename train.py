@@ -104,9 +104,8 @@ class MepsCLI(LightningCLI):
             require_checkpoint_file(str(ckpt_path))  # without W&B, Lightning looks for "last" in default_root_dir
             return
         explicit = next((str(a.get("id") or a.get("version")) for a in loggers if a.get("id") or a.get("version")), None)
-        explicit = explicit or os.environ.get(RUN_ID_ENV)
         runs_root = Path(loggers[0].get("save_dir") or "outputs") / str(loggers[0].get("project") or "lightning_logs")
-        run_id = resume_run_id(str(ckpt_path), explicit, runs_root)
+        run_id = resume_run_id(str(ckpt_path), explicit, runs_root, env_id=os.environ.get(RUN_ID_ENV))
         if run_id is None:
             return
         for init_args in loggers:

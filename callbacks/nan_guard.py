@@ -13,8 +13,6 @@ Each check is one host-device sync per step: a little throughput for never losin
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
@@ -52,10 +50,9 @@ class NonFiniteGuard(Callback):
     def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
         local_bad = not bool(torch.isfinite(loss.detach()).all())
         if self._any_rank(trainer, local_bad):
-            value = loss.detach().float().flatten()[0].item() if local_bad else math.nan
-            who = f"{value}" if local_bad else "non-finite on another rank"
+            value = loss.detach().float().flatten()[0].item() if local_bad else "non-finite on another rank"
             raise NonFiniteLossError(
-                f"training loss is {who} at {_where(trainer)}: stopped before this step changed the weights; {_last_good(trainer)}"
+                f"training loss is {value} at {_where(trainer)}: stopped before this step changed the weights; {_last_good(trainer)}"
             )
 
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer) -> None:

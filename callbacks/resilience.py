@@ -128,6 +128,8 @@ class ResumableRun(Callback):
         self.refresh_last_every_n_epochs = refresh_last_every_n_epochs
         self._trainer: Trainer | None = None
         self._stage: str | None = None
+        self._pending: dict[str, Any] | None = None  # the loaded state, until training has restarted from it
+        self._training_rng: dict[str, Any] | None = None  # the generators while validation runs inside fit
         self.restored: dict[str, Any] | None = None
         """What the last resume restored (for tests and logs): run_id, global_step, mid_epoch, rng."""
 
@@ -175,8 +177,6 @@ class ResumableRun(Callback):
         if self._training_rng is not None:
             set_rng_state(self._training_rng)
             self._training_rng = None
-
-    _training_rng: dict[str, Any] | None = None
 
     def on_test_start(self, trainer, pl_module):
         mark_loop_started()
@@ -238,8 +238,6 @@ class ResumableRun(Callback):
                 " epoch gets a fresh data order, so the run is not bit-identical to an uninterrupted one"
                 " (the epoch-end last.ckpt resumes exactly)"
             )
-
-    _pending: dict[str, Any] | None = None
 
     def _apply(self, trainer: Trainer) -> None:
         state = self._pending
@@ -340,19 +338,21 @@ def runs_with_last_checkpoint(runs_root: Path, limit: int = 3) -> list[str]:
     return [f"{run} ({age(now - mtime)})" for run, mtime in ordered]
 
 
-def resume_run_id(ckpt_path: str | None, explicit_id: str | None, runs_root: Path) -> str | None:
+def resume_run_id(ckpt_path: str | None, explicit_id: str | None, runs_root: Path, env_id: str | None = None) -> str | None:
     """The run id that ``fit --ckpt_path`` continues (None: a new run). One-line errors for what cannot work.
 
-    - ``last``: the run named by ``MEPS_RUN_ID`` / ``--trainer.logger.init_args.id``; without one there is
-      nothing to look in (a fresh run id has no checkpoints), so it is an error listing the recent runs.
-    - a file: the run stored in the checkpoint, unless an id is given explicitly (then that run goes on
-      from this checkpoint, e.g. a fork).
+    ``explicit_id`` comes from ``--trainer.logger.init_args.id``, ``env_id`` from ``MEPS_RUN_ID``.
+
+    - ``last``: the run named by either; without one there is nothing to look in (a fresh run id has no
+      checkpoints), so it is an error listing the recent runs.
+    - a file: the run stored in the checkpoint (read from the file layout for older checkpoints), unless
+      ``--trainer.logger.init_args.id`` names another (then that run goes on from this checkpoint: a fork).
     """
     if not ckpt_path:
-        return explicit_id
+        return explicit_id or env_id
     if ckpt_path == "last":
-        if explicit_id:
-            return explicit_id
+        if explicit_id or env_id:
+            return explicit_id or env_id
         recent = runs_with_last_checkpoint(runs_root)
         hint = f"; runs with a last.ckpt in {runs_root}: {', '.join(recent)}" if recent else f"; no run in {runs_root} has a last.ckpt"
         raise ValueError(
@@ -360,9 +360,9 @@ def resume_run_id(ckpt_path: str | None, explicit_id: str | None, runs_root: Pat
             f" or pass --ckpt_path {runs_root}/<run id>/checkpoints/last.ckpt{hint}"
         )
     if ckpt_path in LIGHTNING_CKPT_KEYWORDS:
-        return explicit_id
+        return explicit_id or env_id
     require_checkpoint_file(ckpt_path)
-    return explicit_id or checkpoint_run_id(ckpt_path)
+    return explicit_id or checkpoint_run_id(ckpt_path) or env_id
 
 
 def require_checkpoint_file(ckpt_path: str) -> None:

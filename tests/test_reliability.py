@@ -130,10 +130,11 @@ def test_resume_finds_the_run_or_says_how_to_name_it(tmp_path):
     runs = tmp_path / "outputs" / "meps-ldh"
     stored = make_run(runs, "aaaa1111", stored_id="aaaa1111")
     moved = make_run(runs, "bbbb2222")  # no stored id: read from the folder layout
-    assert resume_run_id("last", "cccc3333", runs) == "cccc3333"
+    assert resume_run_id("last", "cccc3333", runs) == "cccc3333" == resume_run_id("last", None, runs, env_id="cccc3333")
     assert resume_run_id(str(stored), None, runs) == "aaaa1111" == checkpoint_run_id(stored)
+    assert resume_run_id(str(stored), None, runs, env_id="stale999") == "aaaa1111"  # the checkpoint's run wins
     assert resume_run_id(str(moved), None, runs) == "bbbb2222"
-    assert resume_run_id(str(stored), "fork0001", runs) == "fork0001"
+    assert resume_run_id(str(stored), "fork0001", runs) == "fork0001"  # an explicit --trainer.logger.init_args.id forks
     with pytest.raises(ValueError, match=r"--ckpt_path last needs the run to resume.*(aaaa1111|bbbb2222)") as excinfo:
         resume_run_id("last", None, runs)
     assert "\n" not in str(excinfo.value)
