@@ -54,6 +54,23 @@ def describe_image_value(value: Any) -> str:
     return f"<{type(value).__name__} value>"
 
 
+PIXEL_RANGES = {"F": 255.0, "I": 65535.0}
+"""Modes whose values are not bounded by their type: float and 32-bit images must hold 8- resp. 16-bit pixels."""
+
+
+def check_pixel_range(image: PILImage.Image) -> None:
+    """Refuse a float/32-bit image whose values a conversion to 8 bits would clip (e.g. floats in [0, 1] -> black)."""
+    top = PIXEL_RANGES.get(image.mode)
+    if top is None:
+        return
+    low, high = image.getextrema()
+    if low < 0 or high > top:
+        raise ValueError(f"mode {image.mode} pixel values in [{low:g}, {high:g}] are outside the expected range 0..{top:g}")
+    if image.mode == "F" and high <= 1.0:
+        raise ValueError(f"mode F pixel values in [{low:g}, {high:g}] look like [0, 1] intensities, but the expected range"
+                         f" is 0..{top:g} (scale them to 0..255 first)")
+
+
 def decode_image(value: Any) -> PILImage.Image:
     """Decode one stored image fully (``load()``), so that truncated files fail here and not later.
 
@@ -72,6 +89,7 @@ def decode_image(value: Any) -> PILImage.Image:
                 data = file.read()
         image = PILImage.open(io.BytesIO(data))
         image.load()
+        check_pixel_range(image)
     except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ...
         raise UndecodableImageError(
             f"cannot decode image {describe_image_value(value)}: {type(err).__name__}: {one_line(err)}"

@@ -295,8 +295,9 @@ def load_autoencoder(path: str | Path, expected_sha256: str | None = None) -> Bi
         if not key.startswith("_") and key not in NETWORK_ARGUMENTS + _NOT_MODEL_ARGUMENTS
     }
     cls = _import(hparams["_class_path"]) if "_class_path" in hparams else BinaryLatentAutoencoder
-    with warnings.catch_warnings():  # outside the CLI, save_hyperparameters warns that the networks are modules
-        warnings.filterwarnings("ignore", message=r".*is an instance of `nn.Module`")
+    # fork_rng: the random init that load_state_dict overwrites must not shift the caller's RNG stream
+    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+        warnings.filterwarnings("ignore", message=r".*is an instance of `nn.Module`")  # outside the CLI
         model = cls(
             encoder=instantiate_network(networks["encoder"]),
             decoder=instantiate_network(networks["decoder"]),
