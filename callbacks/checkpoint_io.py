@@ -28,6 +28,8 @@ import torch
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from datamodules.partial_files import process_alive
+
 PARTIAL_PREFIX = ".partial-ckpt-"
 PARTIAL_SUFFIX = ".tmp"
 
@@ -68,16 +70,6 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     _fsync_folder(target.parent)
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_dead_partials(folder: str | os.PathLike) -> list[Path]:
     """Delete temporary checkpoint files that processes of this host left when they were killed."""
     prefix = f"{PARTIAL_PREFIX}{socket.gethostname()}-"
@@ -85,7 +77,7 @@ def remove_dead_partials(folder: str | os.PathLike) -> list[Path]:
     with contextlib.suppress(OSError):
         for partial in Path(folder).glob(f"{prefix}*{PARTIAL_SUFFIX}"):
             pid = partial.name[len(prefix):].split("-")[0]
-            if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
                 with contextlib.suppress(OSError):
                     partial.unlink()
                     removed.append(partial)

@@ -33,6 +33,7 @@ from datasets import Dataset
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, default_collate
 
+from datamodules.partial_files import process_alive
 from datamodules.transforms import ImageBatchTransform, uint8_to_signed_unit
 
 IN_MEMORY_MAX_BYTES = 2 * 1024**3
@@ -187,15 +188,6 @@ def _remove_dead_partials(path: Path) -> None:
     prefix = f"{_PARTIAL_MARK}{path.name}-{socket.gethostname()}-"
     for partial in path.parent.glob(f"{prefix}*"):
         pid = partial.name[len(prefix) :].split("-")[0]
-        if pid.isdigit() and not _process_alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             partial.unlink(missing_ok=True)
 
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

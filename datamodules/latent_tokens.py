@@ -36,6 +36,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
 from datamodules.hf_images import HFImageDataModule, IndexedSplit, collate_rows
+from datamodules.partial_files import process_alive
 from lightning_modules.autoencoder_checkpoint import (
     AutoencoderSpec,
     autoencoder_spec,
@@ -323,18 +324,9 @@ class LatentTokenDataModule(HFImageDataModule):
         host = socket.gethostname()
         for partial in folder.parent.glob(f"{_PARTIAL_PREFIX}{folder.name}-{host}-*"):
             pid = partial.name[len(f"{_PARTIAL_PREFIX}{folder.name}-{host}-") :].split("-")[0]
-            if pid.isdigit() and not _process_alive(int(pid)):
+            if pid.isdigit() and not process_alive(int(pid)):
                 shutil.rmtree(partial, ignore_errors=True)
 
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _cache_problem(folder: Path, expected: dict[str, Any]) -> str | None:

@@ -28,6 +28,21 @@ def one_torch_thread():
 
 
 @pytest.fixture
+def offline_hf_cache(tmp_path, monkeypatch):
+    """No network and a private cache; ``datasets`` reads these settings at import, so patch its config too."""
+    import datasets
+    import huggingface_hub
+
+    cache = tmp_path / "hf_cache"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    return cache
+
+
+@pytest.fixture
 def in_tmp_dir(tmp_path, monkeypatch):
     """Run a test from an empty folder so outputs/ and wandb/ land in tmp."""
     monkeypatch.chdir(tmp_path)

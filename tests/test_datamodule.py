@@ -12,8 +12,6 @@ import pickle
 from pathlib import Path
 from types import SimpleNamespace
 
-import datasets
-import huggingface_hub.constants
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -46,15 +44,9 @@ RNG = np.random.default_rng(0)
 
 
 @pytest.fixture(autouse=True)
-def offline_hf_cache(tmp_path, monkeypatch) -> Path:
-    """No network and a private cache; ``datasets`` reads these settings at import, so patch its config too."""
-    cache = tmp_path / "hf_cache"
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
-    return cache
+def private_offline_hf_cache(offline_hf_cache):
+    """Every test here runs offline with its own HF cache (fixture in conftest)."""
+    return offline_hf_cache
 
 
 def random_image(mode: str, width: int, height: int) -> PILImage.Image:

@@ -404,7 +404,7 @@ def test_float_images_outside_the_pixel_range_are_named(cli, tmp_path, fault):
     generator = torch.Generator().manual_seed(0)
     for i in range(24):  # scientific data: float32 intensities in [0, 1]
         Image.fromarray(torch.rand(8, 8, generator=generator).numpy(), "F").save(folder / f"img{i:02d}.tiff")
-    record = fault.tried("bad input: float TIFF images with values in [0, 1] (pixel range 0..255 expected)")
+    fault.tried("bad input: float TIFF images with values in [0, 1] (pixel range 0..255 expected)")
     code, err = cli([*BLAE, *NO_WANDB, "--data.init_args.path", str(folder)])
     assert code == 2 and "img" in err and "range" in err
     fault.survived(f"exit {code}: the file and its value range are named")

@@ -16,7 +16,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import datasets
-import huggingface_hub.constants
 import pytest
 import torch
 import yaml
@@ -51,14 +50,9 @@ BLAE_CLASS = "lightning_modules.BinaryLatentAutoencoder"
 
 
 @pytest.fixture(autouse=True)
-def offline_hf_cache(tmp_path, monkeypatch) -> Path:
-    cache = tmp_path / "hf_cache"
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
-    return cache
+def private_offline_hf_cache(offline_hf_cache):
+    """Every test here runs offline with its own HF cache (fixture in conftest)."""
+    return offline_hf_cache
 
 
 def quiet_trainer(root: Path, **kwargs) -> Trainer:
