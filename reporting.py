@@ -193,7 +193,7 @@ def plot(report: dict, path: Path, num_samples: int) -> None:
     if ceiling is not None:
         ax.axhline(ceiling, color="black", linestyle="--", linewidth=1, label=f"ceiling (copying) {ceiling:.2f}")
     ax.set(xlabel="γ (observation radius)", ylabel="fraction of samples with NN-PSNR ≥ 25 dB", ylim=(-0.02, 1.05),
-           title="Memorization rises with γ")
+           title="Memorization vs γ (digits)")
     ax.legend(loc="center right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
