@@ -215,3 +215,24 @@ def write_report(out_dir: Path, results: dict, gammas: list, wall_s: float, num_
     path = out_dir / "report.md"
     path.write_text(markdown(report, num_samples))
     return path
+
+
+def log_summary_run(out_dir: Path, group: str) -> Path:
+    """One more W&B run in the sweep's group holding the report: table, plot, report.md/json as files."""
+    import wandb
+
+    report = json.loads((out_dir / "report.json").read_text())
+    run = wandb.init(project="meps-ldh", group=group, name="summary", job_type="report",
+                     dir=str(out_dir / "runs"), config={"gammas": sorted({str(r["gamma"]) for r in report["rows"]})})
+    columns = ["model", "gamma", "mem_psnr25", "mem_ratio13", "latent_copy", "nn_psnr_median", "nll_bits", "fid"]
+    table = wandb.Table(columns=columns, data=[[row[c] if c != "gamma" else str(row[c]) for c in columns] for row in report["rows"]])
+    run.log({"report/table": table, "report/memorization_vs_gamma": wandb.Image(str(out_dir / "memorization_vs_gamma.png"))})
+    run.summary.update({"report/wall_s": report["wall_s"], "report/ovl_blae_mean": report["ovl"]["blae_mean"],
+                        "report/ovl_vae_mean": report["ovl"]["vae_mean"], "report/blae_psnr": report["blae"]["psnr"],
+                        **{f"report/floor_{k}": v for k, v in report["floor"].items()},
+                        **{f"report/ceiling_{k}": v for k, v in report["ceiling"].items()}})
+    for name in ("report.md", "report.json", "memorization_vs_gamma.png"):
+        run.save(str(out_dir / name), base_path=str(out_dir), policy="now")
+    folder = Path(run.dir).parent
+    run.finish()
+    return folder

@@ -27,7 +27,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 
 from callbacks.wandb_run import RUN_ID_ENV
 from networks.gamma_mask import gamma_name, parse_gamma
-from reporting import write_report
+from reporting import log_summary_run, write_report
 
 REPO_ROOT = Path(__file__).resolve().parent
 
@@ -186,7 +186,9 @@ class Sweep:
                 name = f"{stage}-gamma-{label}"
                 self.results[name] = self.run(self.cell(name, stage, subcommand, [*token_args, "--model.init_args.gamma", label]))
         report = write_report(self.out_dir, self.results, self.gammas, wall_s=time.time() - self.started)
+        summary_run = log_summary_run(self.out_dir, self.group)
         self.say(f"report: {report}")
+        self.say(f"W&B summary run (group {self.group}): {summary_run}")
         return report
 
 

@@ -41,6 +41,8 @@ def test_reduced_sweep_writes_the_report_and_resumes(tmp_path):
     assert report["wall_s"] > 0
     assert (out / "report.md").read_text().startswith("# Memorization vs γ")
     assert (out / "memorization_vs_gamma.png").stat().st_size > 0
+    summary_runs = [p for p in (out / "runs" / "wandb").glob("offline-run-*") if (p / "files" / "report.md").is_file()]
+    assert len(summary_runs) == 1, "the report is attached to one W&B summary run in the sweep's group"
 
     second = run_script("sweep.py", ["-c", config], tmp_path, timeout=300)
     assert second.stdout.count("reused (finished earlier)") == 6, second.stdout
