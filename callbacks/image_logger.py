@@ -30,7 +30,7 @@ class ImageLogger(Callback):
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or self.fixed_batch is None:
             return
-        if trainer.current_epoch % self.every_n_epochs and not trainer.state.fn == "validate":
+        if trainer.current_epoch % self.every_n_epochs and trainer.state.fn != "validate":
             return
         was_training = pl_module.training
         pl_module.eval()

@@ -13,6 +13,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
+from datamodules.transforms import uint8_to_signed_unit
 from lightning_modules.protocols import Generated, sample_seeds
 
 
@@ -23,7 +24,8 @@ def rank_sample_indices(num_samples: int, rank: int, world_size: int) -> range:
 
 
 def uint8_to_model_images(images: Tensor, device) -> Tensor:
-    return images.to(device).float() / 127.5 - 1
+    """uint8 reference images -> the models' [-1, 1] floats, exactly as the data module serves them."""
+    return uint8_to_signed_unit(images.to(device))
 
 
 def in_batches(fn, items, batch_size: int):

@@ -7,10 +7,12 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from metrics.memorization import quantize_images
+
 
 def to_uint8(images: Tensor) -> Tensor:
-    """Float images in [-1, 1] -> uint8 in [0, 255], same shape."""
-    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    """Float images in [-1, 1] -> uint8 in [0, 255], same shape (the memorization metric's quantization)."""
+    return quantize_images(images.detach())
 
 
 def make_grid(images: Tensor, ncols: int | None = None, padding: int = 1) -> np.ndarray:
