@@ -46,3 +46,15 @@ def test_unknown_key_is_rejected():
     with contextlib.redirect_stderr(err), pytest.raises(SystemExit):
         main(["fit", "-c", str(CONFIG_DIR / "blae" / "digits.yaml"), "--model.init_args.no_such_key", "1"])
     assert "no_such_key" in err.getvalue()
+
+
+@pytest.mark.parametrize("config", sorted((CONFIG_DIR / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_sweep_config_parses_with_its_stage_configs(config):
+    from sweep import build_parser
+
+    if config.name.endswith(".wandb.yaml"):  # a W&B sweep definition, read by `wandb sweep`
+        assert "program" in yaml.safe_load(config.read_text())
+        return
+    parsed = build_parser().parse_args(["-c", str(config)])
+    for stage in ("blae", "vae", "kernel", "neural"):
+        assert (CONFIG_DIR.parent / parsed[stage].config).is_file(), stage
