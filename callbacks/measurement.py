@@ -59,6 +59,21 @@ def reference_images(trainer: Trainer, split: str, limit: int | None = None) -> 
     return images if limit is None else images[:limit]
 
 
+def training_tokens(trainer: Trainer, pl_module: LightningModule, limit: int | None, batch_size: int) -> Tensor | None:
+    """(N, h, w) token grids of the first `limit` training images, rows aligned with `reference_images`.
+
+    A token data module already holds them (encoded once, in prepare_data): reuse them rather than
+    encoding the training set again. Otherwise the model encodes; None for a model without tokens.
+    """
+    if not hasattr(pl_module, "num_bits"):
+        return None
+    cached = getattr(trainer.datamodule, "train_tokens", None)
+    if cached is not None:
+        return cached()[:limit]
+    images = reference_images(trainer, "train", limit)
+    return in_batches(pl_module.reconstruct, uint8_to_model_images(images, pl_module.device), batch_size).tokens.cpu()
+
+
 def wandb_loggers(trainer: Trainer) -> list[WandbLogger]:
     return [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
 

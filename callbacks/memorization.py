@@ -18,7 +18,13 @@ from lightning.pytorch import LightningModule, Trainer
 from torch import nn
 
 from callbacks.measurement import (
-    MeasurementCallback, generated_samples, in_batches, reference_images, uint8_to_model_images, wandb_loggers,
+    MeasurementCallback,
+    generated_samples,
+    in_batches,
+    reference_images,
+    training_tokens,
+    uint8_to_model_images,
+    wandb_loggers,
 )
 from callbacks.media import to_uint8
 from metrics.fid import build_fid
@@ -50,8 +56,7 @@ class MemorizationCallback(MeasurementCallback):
     def build(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Reference set (uint8 images, tokens) once per rank; floor and ceiling once, on every rank alike."""
         self.train_images = reference_images(trainer, "train", self.reference_limit)
-        recon = in_batches(pl_module.reconstruct, uint8_to_model_images(self.train_images, pl_module.device), self.batch_size)
-        tokens = None if recon.tokens is None else recon.tokens.cpu()
+        tokens = training_tokens(trainer, pl_module, self.reference_limit, self.batch_size)
         num_bits = getattr(pl_module, "num_bits", None)
         self.metric = self.new_metric(tokens, num_bits).to(pl_module.device)
         # floor and ceiling are deterministic: every rank computes them in full, without syncing
@@ -60,8 +65,9 @@ class MemorizationCallback(MeasurementCallback):
         floor = self.new_metric(tokens, num_bits, sync_on_compute=False).to(pl_module.device)
         floor.update(floor_images.to(pl_module.device), floor_recon.tokens)
         ceiling = self.new_metric(tokens, num_bits, sync_on_compute=False).to(pl_module.device)
-        subset = slice(0, self.reference_subset)
-        ceiling.update(recon.images[subset], None if tokens is None else tokens[subset])
+        subset = self.train_images[: self.reference_subset]
+        recon = in_batches(pl_module.reconstruct, uint8_to_model_images(subset, pl_module.device), self.batch_size)
+        ceiling.update(recon.images, recon.tokens)
         self.reference_stats = {
             **{f"floor_{k}": v for k, v in floor.compute().items()},
             **{f"ceiling_{k}": v for k, v in ceiling.compute().items()},

@@ -9,9 +9,7 @@ from __future__ import annotations
 import wandb
 from lightning.pytorch import LightningModule, Trainer
 
-from callbacks.measurement import (
-    MeasurementCallback, generated_samples, in_batches, reference_images, uint8_to_model_images, wandb_loggers,
-)
+from callbacks.measurement import MeasurementCallback, generated_samples, training_tokens, wandb_loggers
 from metrics.mutual_information import TokenMutualInformation
 
 CURVES = ("token_mi", "token_mi_bias", "bit_mi")
@@ -35,9 +33,8 @@ class MutualInformationCallback(MeasurementCallback):
         if not hasattr(pl_module, "num_bits"):
             return
         if self.data_curves is None:  # training latents, dealt to ranks round-robin
-            images = reference_images(trainer, "train", self.data_limit)[trainer.global_rank :: trainer.world_size]
-            recon = in_batches(pl_module.reconstruct, uint8_to_model_images(images, pl_module.device), self.batch_size)
-            self.data_curves = self.curves(pl_module, recon.tokens)
+            tokens = training_tokens(trainer, pl_module, self.data_limit, self.batch_size)
+            self.data_curves = self.curves(pl_module, tokens[trainer.global_rank :: trainer.world_size])
         samples = generated_samples(pl_module, trainer, self.num_samples, self.seed, self.batch_size)
         sample_curves = self.curves(pl_module, samples.tokens)
         scalars = {}
