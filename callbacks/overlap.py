@@ -87,7 +87,8 @@ class OverlapCallback(MeasurementCallback):
         collective: call on every rank. `per_dimension`: also `per_bit`, the costly part for
         Gaussian noise (left out of the training curve)."""
         if self.images is None:
-            self.images = reference_images(trainer, "val", self.num_images)[trainer.global_rank :: trainer.world_size]
+            with torch.random.fork_rng(devices=[]):  # reading a split may draw from the global RNG: training must not see it
+                self.images = reference_images(trainer, "val", self.num_images)[trainer.global_rank :: trainer.world_size]
         # this rank holds global images rank, rank + W, ...: those below `limit` are a prefix of its share
         count = len(range(trainer.global_rank, min(limit or self.num_images, self.num_images), trainer.world_size))
         x = uint8_to_model_images(self.images[:count], pl_module.device)
