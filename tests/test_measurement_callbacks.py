@@ -1,5 +1,8 @@
 """The measurement callbacks on real (tiny) models and data, in one process."""
 import csv
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ from lightning_modules.blae import BinaryLatentAutoencoder
 from lightning_modules.vae import GaussianVAE
 from networks.autoencoder import PatchMLPDecoder, PatchMLPEncoder
 from networks.binarizer import TanhBinarizer
+from tests.helpers import DEBUG_PRESET, DIGITS_CONFIG, run_train, wandb_runs
 
 
 class TinyFeatures(nn.Module):
@@ -141,3 +145,31 @@ def test_memorization_and_mi_callbacks_log_rates_floor_ceiling_and_curves(in_tmp
     assert values["ldh/samples_token_mi_d1"] > 0.1  # the raw plug-in value is all bias here
     assert abs(values["ldh/samples_token_mi_excess_d1"]) < 0.05 and values["ldh/samples_token_mi_excess_lo_d1"] < 0
     assert values["ldh/data_token_mi_excess_lo_d1"] > 0.05
+
+
+def wandb_history(run_dir) -> list[dict]:
+    """Every history row of an offline W&B run, read with W&B's own reader."""
+    wandb_cli = Path(sys.executable).with_name("wandb")
+    out = subprocess.run([str(wandb_cli), "leet", "inspect", "--json", str(run_dir)], capture_output=True, text=True, timeout=120, check=True)
+    records = (json.loads(line) for line in out.stdout.splitlines() if line.startswith("{"))
+    return [record["history"]["item"] for record in records if record.get("type") == "history"]
+
+
+@pytest.mark.slow
+def test_overlap_curve_under_ddp_equals_one_process_at_step_zero(in_tmp_dir):
+    """Every rank encodes its share of the subset, the metric gathers them: before any update the
+    2-process curve point is the 1-process one (the measured MSE draws rank-dependent noise)."""
+    args = ["fit", "-c", DIGITS_CONFIG, "-c", DEBUG_PRESET, "--trainer.limit_val_batches", "0",
+            "--trainer.callbacks+=callbacks.overlap.OverlapCallback"]
+    run_train(args, in_tmp_dir / "one")
+    run_train([*args, "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"], in_tmp_dir / "two")
+    first_points = []
+    for name in ("one", "two"):
+        (run,) = wandb_runs(in_tmp_dir / name)
+        curve = [row for row in wandb_history(run) if "ovl/eval_seconds" in row]
+        assert [row["trainer/global_step"] for row in curve] == [0, 1, 2, 4]
+        first_points.append(curve[0])
+    one, two = first_points
+    assert one["ovl/mean"] > 1e-2
+    for key in ("ovl/mean", "ovl/max", "ovl/mean_nn", "ovl/lower_bound_mse", "ovl/hard_codes_mean"):
+        assert two[key] == pytest.approx(one[key], rel=1e-9), key
