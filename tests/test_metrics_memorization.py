@@ -112,8 +112,11 @@ def test_duplicated_references_are_deduplicated_and_copies_still_caught():
     assert values["ratio13_rate"].item() == 1.0 and values["latent_ratio13_rate"].item() == 1.0
     nearest = metric.per_sample()["nearest_index"]
     assert torch.equal(duplicated_images[nearest], images)  # an index into the arguments as given
-    # without deduplication, d2 = d1 = 0 and the ratio test would miss every copy
-    assert nn_ratio(torch.tensor([1.0]), torch.tensor([1.0])).item() == 1.0
+    # near copies: against a duplicated reference d2 would equal d1 (ratio 1, missed); deduplicated, caught
+    noise = torch.randint(-2, 3, images.shape, generator=torch.Generator().manual_seed(3))
+    near = NNMemorization(duplicated_images)
+    near.update((images.int() + noise).clamp(0, 255).to(torch.uint8))
+    assert near.compute()["ratio13_rate"].item() == 1.0 and (near.per_sample()["ratio"] > 0).all()
 
 
 def test_bf16_cast_of_the_metric_leaves_references_and_states_exact():
