@@ -12,8 +12,10 @@ Two schedules, the same subset and keys:
 - after validation (the measurement cadence of `MeasurementCallback`), through `log_dict`, so the
   final value is what `ResultsFile` and the sweep report read;
 - while training, at step 0, at steps 1, 2, 4, 8, ... below `every_n_train_steps` and then every
-  `every_n_train_steps` optimizer steps (None: off), without `per_bit` (one encode and one decode
-  of the subset; `curve_num_images` can take fewer of its images), straight to the loggers at
+  `every_n_train_steps` optimizer steps (None: off), without `per_bit` and with `curve_mc_samples`
+  Monte-Carlo draws where a law needs them (VAE posteriors, Tri noise), so that one point costs
+  about one encode and one decode of the subset (`curve_num_images` can take fewer of its images),
+  straight to the loggers at
   x = optimizer steps taken, so the W&B curve of `ovl/mean` shows the overlap falling as the
   latents binarize. Every rank computes (the metrics are collectives); rank 0 logs.
   `ovl/eval_seconds` is one such evaluation's wall time on rank 0. The model's RNG streams are
@@ -36,13 +38,14 @@ from metrics.overlap import PairwiseOverlap
 
 class OverlapCallback(MeasurementCallback):
     def __init__(self, num_images: int = 200, mc_samples: int = 256, seed: int = 0, every_n_val_epochs: int = 1,
-                 every_n_train_steps: int | None = 100, curve_num_images: int | None = None):
+                 every_n_train_steps: int | None = 100, curve_num_images: int | None = None, curve_mc_samples: int = 64):
         super().__init__(every_n_val_epochs)
         if every_n_train_steps is not None and every_n_train_steps < 1:
             raise ValueError(f"every_n_train_steps must be >= 1 or null, got {every_n_train_steps}")
         self.num_images, self.mc_samples, self.seed = num_images, mc_samples, seed
         self.every_n_train_steps = every_n_train_steps
         self.curve_num_images = num_images if curve_num_images is None else min(curve_num_images, num_images)
+        self.curve_mc_samples = curve_mc_samples
         self.images: Tensor | None = None  # this rank's share of the subset, uint8, read once
         self.last_curve_step: int | None = None
 
@@ -73,7 +76,8 @@ class OverlapCallback(MeasurementCallback):
         self.last_curve_step = trainer.global_step
         start = time.perf_counter()
         with evaluating(pl_module):
-            values = self.overlap_values(trainer, pl_module, per_dimension=False, limit=self.curve_num_images)  # collectives
+            values = self.overlap_values(trainer, pl_module, per_dimension=False, limit=self.curve_num_images,
+                                         mc_samples=self.curve_mc_samples)  # collectives
         if trainer.is_global_zero:
             scalars = {f"ovl/{k}": float(v) for k, v in values.items()}
             scalars["ovl/eval_seconds"] = time.perf_counter() - start
@@ -82,10 +86,10 @@ class OverlapCallback(MeasurementCallback):
 
     # --- the measurement --------------------------------------------------------------------
     def overlap_values(self, trainer: Trainer, pl_module: LightningModule, per_dimension: bool,
-                       limit: int | None = None) -> dict[str, Tensor]:
-        """Synced overlap statistics of the first `limit` (default `num_images`) subset images; a
-        collective: call on every rank. `per_dimension`: also `per_bit`, the costly part for
-        Gaussian noise (left out of the training curve)."""
+                       limit: int | None = None, mc_samples: int | None = None) -> dict[str, Tensor]:
+        """Synced overlap statistics of the first `limit` (default `num_images`) subset images, with
+        `mc_samples` draws (default the callback's) where a law has no closed form; a collective:
+        call on every rank. `per_dimension`: also `per_bit`, the costly part for Gaussian noise."""
         if self.images is None:
             with torch.random.fork_rng(devices=[]):  # reading a split may draw from the global RNG: training must not see it
                 self.images = reference_images(trainer, "val", self.num_images)[trainer.global_rank :: trainer.world_size]
@@ -94,19 +98,22 @@ class OverlapCallback(MeasurementCallback):
         x = uint8_to_model_images(self.images[:count], pl_module.device)
         model = latent_model(pl_module)
         law = model.latent_distribution(x)
-        values = self.pairwise(law, x, per_dimension)
+        draws = self.mc_samples if mc_samples is None else mc_samples
+        values = self.pairwise(law, x, per_dimension, draws)
         if not per_dimension:
             values.pop("per_bit")
         if law.codes is not None:
-            hard = self.pairwise(law.centred_on_codes(), per_dimension=False)
+            hard = self.pairwise(law.centred_on_codes(), per_dimension=False, mc_samples=draws)
             values.update(hard_codes_mean=hard["mean"], hard_codes_log10_mean=hard["log10_mean"])
         measured = MeanSquaredError().to(pl_module.device)
         measured.update(self.noisy_reconstruction(model, law, trainer.global_rank), x)
         values["measured_mse"] = measured.compute()  # collective
         return values
 
-    def pairwise(self, law: LatentDistribution, images: Tensor | None = None, per_dimension: bool = True) -> dict[str, Tensor]:
-        overlap = PairwiseOverlap.of_law(law, mc_samples=self.mc_samples, seed=self.seed, per_dimension=per_dimension)
+    def pairwise(self, law: LatentDistribution, images: Tensor | None = None, per_dimension: bool = True,
+                 mc_samples: int | None = None) -> dict[str, Tensor]:
+        draws = self.mc_samples if mc_samples is None else mc_samples
+        overlap = PairwiseOverlap.of_law(law, mc_samples=draws, seed=self.seed, per_dimension=per_dimension)
         overlap = overlap.to(law.latents.device)
         overlap.update(law.latents, law.logvar, images)
         return overlap.compute()  # collective

@@ -286,6 +286,11 @@ def test_pairwise_diag_gaussian_matches_mc_of_each_pair():
     values = metric.compute()
     assert bounds.lower.mean() - 0.01 <= values["mean"] <= values["bc_upper"] + 0.01
     assert values["bc_upper"].item() == pytest.approx(bounds.upper.mean().item())
+    cheap = PairwiseOverlap("diag_gaussian", mc_samples=20_000, seed=0, per_dimension=False)
+    cheap.update(mu, logvar=logvar)
+    cheap_values = cheap.compute()
+    assert math.isnan(cheap_values["per_bit"].item()) and not math.isnan(values["per_bit"].item())
+    assert cheap_values["mean"].item() == pytest.approx(values["mean"].item(), rel=1e-12)
 
 
 def elementwise_min_ratio(mu_p, logvar_p, mu_q, logvar_q, noise):
