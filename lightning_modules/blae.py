@@ -104,12 +104,24 @@ class BinaryLatentAutoencoder(InjectedOptimizers, LightningModule):
 
     @torch.no_grad()
     def latent_distribution(self, images: Tensor) -> LatentDistribution:
-        """Hard codes plus the training noise law: Gaussian, or bounded (support <= 1: MEPS exactly)."""
-        codes = hard_sign(self.encode(images))
+        """The law of the latent the decoder is trained on at this step: tanh latent + training noise.
+
+        Gaussian noise of std `noise_rate`, or bounded noise of half-width `noise_rate` (Tri(kappa);
+        uniform is Tri(1)); a straight-through phase or noise "none" feeds the decoder a point.
+        `codes` are the hard-sign codes of inference (their overlap under the same noise is the
+        limit the latents approach as they binarize).
+        """
+        z = self.encode(images)  # (B, C, h, w) tanh latent
+        codes = hard_sign(z)
         binarizer = self.binarizer
-        if binarizer.noise in ("triangular", "uniform") and binarizer.noise_rate <= 1:
-            return LatentDistribution("binary_bounded", codes)
-        return LatentDistribution("binary_gaussian", codes, sigma=max(binarizer.noise_std, 1e-6))
+        if self.straight_through_in_training:
+            return LatentDistribution("point", codes, codes=codes)
+        if binarizer.noise == "none" or binarizer.noise_rate == 0:
+            return LatentDistribution("point", z, codes=codes)
+        if binarizer.noise == "gaussian":
+            return LatentDistribution("gaussian", z, scale=binarizer.noise_rate, codes=codes)
+        kappa = 1.0 if binarizer.noise == "uniform" else binarizer.kappa
+        return LatentDistribution("bounded", z, scale=binarizer.noise_rate, kappa=kappa, codes=codes)
 
     @torch.no_grad()
     def log_images(self, batch: dict, max_images: int = 16) -> dict[str, Tensor]:
@@ -120,9 +132,14 @@ class BinaryLatentAutoencoder(InjectedOptimizers, LightningModule):
 
     # --- training ---------------------------------------------------------------------------
     @property
-    def straight_through_active(self) -> bool:
+    def straight_through_in_training(self) -> bool:
+        """Whether a training step now feeds the decoder straight-through hard codes (no noise)."""
         start = self.hparams.straight_through_from_step
-        return self.training and start is not None and self.global_step >= start
+        return self.binarizer.straight_through or (start is not None and self.global_step >= start)
+
+    @property
+    def straight_through_active(self) -> bool:
+        return self.training and self.straight_through_in_training
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         x = batch["image"]

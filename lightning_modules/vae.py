@@ -2,7 +2,9 @@
 
 The encoder emits 2C channels, read as the posterior mean and log-variance of C latent
 channels; the KL term pulls every per-image posterior toward N(0, I), which is what makes the
-posteriors of different images overlap (paper-spec §1.3, the v1 "conflict").
+posteriors of different images overlap: the conflict between reconstruction and KL that
+Zhao & Basu (arXiv 2506.21731, v1) describe. `kl_weight` is the β of a β-VAE (Higgins et al.
+2017) on per-element means: loss = mean squared error + β mean KL (docs/metrics.md).
 """
 from __future__ import annotations
 
@@ -100,6 +102,7 @@ class GaussianVAE(InjectedOptimizers, LightningModule):
 
     @torch.no_grad()
     def latent_distribution(self, images: Tensor) -> LatentDistribution:
+        """The posteriors the decoder is trained on (it decodes draws from them)."""
         posterior = self.encode(images)
         return LatentDistribution("diag_gaussian", posterior.mean, posterior.logvar)
 

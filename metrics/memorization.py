@@ -1,12 +1,16 @@
 """Nearest-neighbour memorization of generated samples against the (deduplicated) training set.
 
-Three tests share one exact NN search each (metrics.md §0, §1.7):
-- NN-PSNR >= tau (the target paper's follow-up code, tau = 25 dB; paper-spec §6). Max PSNR over
-  the training set is the PSNR of the L2 nearest neighbour, so it is computed exactly as a 1-NN.
-- the Yoon/Gu ratio test d1/d2 < 1/3 in pixel space. Duplicated training images make d2 = d1 for
+Three tests share one exact NN search each:
+- NN-PSNR >= tau (tau = 25 dB, as in the follow-up code of Zhao & Basu, arXiv 2506.21731). Max
+  PSNR over the training set is the PSNR of the L2 nearest neighbour, so it is computed exactly as
+  a 1-NN.
+- the ratio test d1/d2 < 1/3 of L2 distances in pixel space (Yoon et al. 2023; Gu et al., "On
+  Memorization in Diffusion Models", TMLR 2025). Duplicated training images make d2 = d1 for
   copies of them, hence the references are deduplicated first.
-- latent copies: Hamming distance of the sample's token grid to the nearest training grid
-  (0 = exact copy, <= fraction x bits = near copy) and the same ratio test in Hamming space.
+- latent copies: Hamming distance H of the sample's token grid to the nearest training grid
+  (0 = exact copy, <= fraction x bits = near copy), and the same L2 ratio test on the ±1 codes:
+  ||s - t|| = 2 sqrt(H), so d1/d2 = sqrt(H1/H2) < 1/3, i.e. H1/H2 < 1/9 (`code_l2_ratio`; a ratio
+  of Hamming distances against 1/3 would be a looser rule with another name). docs/metrics.md.
 
 Images are compared as saved uint8 images would be: the quantization can only merge nearly equal
 pixels, and uint8 on both sides gives an exact integer search (metrics/nn_search.py).
@@ -41,6 +45,11 @@ def psnr_from_distance(l2_distance: Tensor, num_values: int) -> Tensor:
 def nn_ratio(d1: Tensor, d2: Tensor) -> Tensor:
     """d1 / d2, defined as 0 when d1 = 0 (an exact copy passes the ratio test whatever d2 is)."""
     return torch.where(d1 == 0, torch.zeros_like(d1), d1 / d2)
+
+
+def code_l2_ratio(hamming1: Tensor, hamming2: Tensor) -> Tensor:
+    """L2 distance ratio d1/d2 of ±1 codes from their Hamming distances: ||s - t|| = 2 sqrt(H)."""
+    return nn_ratio(hamming1.double().sqrt(), hamming2.double().sqrt())
 
 
 def ratio_key(threshold: float) -> str:
@@ -150,7 +159,7 @@ class NNMemorization(PerSampleMetric):
             hamming, hamming2 = self.gathered("hamming"), self.gathered("hamming2")
             rates["latent_copy_rate"] = _rate(hamming == 0)
             rates["latent_near_copy_rate"] = _rate(hamming <= self.near_copy_fraction * self.num_code_bits)
-            rates[f"latent_{ratio_key(self.ratio_threshold)}_rate"] = _rate(nn_ratio(hamming, hamming2) < self.ratio_threshold)
+            rates[f"latent_{ratio_key(self.ratio_threshold)}_rate"] = _rate(code_l2_ratio(hamming, hamming2) < self.ratio_threshold)
             rates["hamming_median"] = _median(hamming)
         return rates
 
@@ -158,13 +167,13 @@ class NNMemorization(PerSampleMetric):
         """Synced per-sample values (for histograms / tables); a collective: call on every rank.
 
         Keys: nn_psnr, ratio, nearest_index (long, into reference_images) and with tokens:
-        hamming, latent_ratio, latent_nearest_index (long, into reference_tokens).
+        hamming, latent_ratio (the L2 ratio sqrt(H1/H2)), latent_nearest_index (long, into reference_tokens).
         """
         states = self.synced_per_sample()
         values = {"nn_psnr": states["nn_psnr"], "ratio": states["ratio"], "nearest_index": states["nearest_index"].long()}
         if self.with_tokens:
             values["hamming"] = states["hamming"]
-            values["latent_ratio"] = nn_ratio(states["hamming"], states["hamming2"])
+            values["latent_ratio"] = code_l2_ratio(states["hamming"], states["hamming2"])
             values["latent_nearest_index"] = states["latent_nearest_index"].long()
         return values
 

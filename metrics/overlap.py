@@ -1,10 +1,16 @@
 """Overlap coefficients (OVL) between per-image latent distributions: the MEPS diagnostic.
 
-OVL(p, q) = integral of min(p, q) = E_p[min(1, q/p)]. The paper's claim (paper-spec §1.2-1.3) is
-that reconstruction under latent noise is only possible when the per-image latent distributions
-barely overlap, and that signed binary codes with bounded noise make them overlap exactly 0.
-Closed forms where they exist (metrics.md §2.2), a symmetric Monte-Carlo estimator otherwise,
-with Bhattacharyya bounds as a check, and the MSE lower bound the overlaps imply.
+OVL(p, q) = integral of min(p, q) = E_p[min(1, q/p)] (Inman & Bradley 1989). MEPS (Zhao & Basu,
+arXiv 2506.21731) says that a deterministic decoder can reconstruct every image under latent noise
+only if the per-image latent laws barely overlap; the overlaps imply a lower bound on the
+reconstruction MSE (`ovl_reconstruction_lower_bound`). The laws measured are the ones the decoder is
+trained on (`lightning_modules.protocols.LatentDistribution`):
+- isotropic Gaussian noise around any latent: closed form 2 Phi(-||z_i - z_j|| / (2 sigma));
+- bounded noise with iid Tri(kappa) coordinates of half-width a: exactly 0 when the supports are
+  disjoint in some coordinate (|z_ik - z_jk| >= 2a), the closed form prod_k (1 - |dz_k| / (2a)) for
+  uniform noise (kappa = 1), a symmetric Monte-Carlo estimate otherwise;
+- diagonal Gaussians (VAE posteriors): symmetric Monte Carlo, with Bhattacharyya bounds as a check.
+See docs/metrics.md.
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import torch
 from torch import Tensor
 
 from metrics._per_sample import PerSampleMetric
+from networks.binarizer import triangular_noise
 
 SQRT2 = math.sqrt(2.0)
 LOG10_FLOOR = 1e-300  # log10_mean of an exactly-zero overlap is reported as -300
@@ -27,10 +34,6 @@ LOG_RATIO_FLOOR = -700.0
 # closed forms
 
 
-def standard_normal_cdf(x: Tensor) -> Tensor:
-    return 0.5 * torch.erfc(-x / SQRT2)
-
-
 def isotropic_gaussian_ovl(dist: Tensor, sigma: float) -> Tensor:
     """OVL of N(a, s^2 I) and N(b, s^2 I) at ||a - b|| = dist: 2 Phi(-d / (2 s)).
 
@@ -39,20 +42,14 @@ def isotropic_gaussian_ovl(dist: Tensor, sigma: float) -> Tensor:
     return torch.erfc(dist.double() / (2 * sigma * SQRT2))
 
 
-def gaussian_code_ovl(hamming: Tensor, sigma: float) -> Tensor:
-    """OVL of two +-1 codes at Hamming distance H under isotropic Gaussian noise: 2 Phi(-sqrt(H) / s).
+def bounded_noise_ovl_1d(gap: Tensor, half_width: float, kappa: float = 1.0) -> Tensor:
+    """OVL of x + a e and x + gap + a e, e ~ Tri(kappa) on [-1, 1]: (1 - |gap| / (2a))_+^kappa.
 
-    ||s - t|| = 2 sqrt(H) for signed bits, so this is the isotropic case.
+    Two copies of a symmetric unimodal density cross at the midpoint, so OVL = 2 P(a e > |gap| / 2)
+    and P(e > t) = (1 - t)^kappa / 2 for Tri(kappa). kappa = 1 (uniform) gives the overlap of two
+    intervals, kappa = 2 the triangular (1 - d / 2a)^2. Needs kappa >= 1 (a unimodal density).
     """
-    return isotropic_gaussian_ovl(2 * hamming.double().sqrt(), sigma)
-
-
-def bounded_noise_code_ovl(hamming: Tensor) -> Tensor:
-    """OVL of two +-1 codes under any factorized noise supported in [-a, a], a <= 1: 1 if H = 0 else 0.
-
-    Distinct codes differ by 2 >= 2a in some coordinate, so the supports are disjoint there.
-    """
-    return (hamming == 0).double()
+    return (1 - gap.double().abs() / (2 * half_width)).clamp_min(0).pow(kappa)
 
 
 class _Gaussians(NamedTuple):
@@ -258,6 +255,43 @@ def _expected_min_ratio(
     return log_ratio.clamp_(LOG_RATIO_FLOOR, 0).exp_().mul_(keep).mean(-1)
 
 
+def bounded_mc_noise(num_samples: int, dims: int, kappa: float, generator: torch.Generator | None) -> Tensor:
+    """(2, M, K) float64 Tri(kappa) draws on (-1, 1): one set to sample from each side of a pair."""
+    return triangular_noise((2, num_samples, dims), kappa, dtype=torch.float64, generator=generator)
+
+
+def bounded_noise_ovl_mc(gap: Tensor, half_width: float, kappa: float, noise: Tensor) -> Tensor:
+    """Symmetric MC OVL of z + a e and z + gap + a e, e with iid Tri(kappa) coordinates.
+
+    gap (P, K), noise (2, M, K) from `bounded_mc_noise` -> (P,). With s = gap / a and the unit
+    density f(e) = (kappa/2)(1 - |e|)^(kappa - 1), a draw e of the first law has
+        q/p = [prod_k (1 - |e_k - s_k|) / (1 - |e_k|)]^(kappa - 1)   (0 off q's support),
+    and the second law mirrors it with -s. The product is taken over the ratios, so it neither
+    under- nor overflows where the two densities are alike, and the power is applied per draw,
+    not per coordinate; elementwise over (P, M, K) in chunks of ~2^22 values.
+    """
+    shift = gap.double() / half_width  # (P, K)
+    num_pairs, (num_samples, dims) = shift.shape[0], noise.shape[1:]
+    density = 1 - noise.abs()  # (2, M, K) > 0: Tri draws never reach +-1
+    step = max(1, 2**22 // max(num_samples * dims, 1))
+    chunks = []
+    for start in range(0, num_pairs, step):
+        s = shift[start : start + step, None, :]  # (p, 1, K)
+        from_p = _bounded_min_ratio(noise[0], density[0], s, kappa)
+        from_q = _bounded_min_ratio(noise[1], density[1], -s, kappa)
+        chunks.append(from_p.add_(from_q).mul_(0.5))
+    return torch.cat(chunks) if chunks else shift.new_zeros(0)
+
+
+def _bounded_min_ratio(noise: Tensor, density: Tensor, shift: Tensor, kappa: float) -> Tensor:
+    """(M, K) unit draws of p and their 1 - |e|, (p, 1, K) shifts of q in units of a -> (p,) E_p[min(1, q/p)]."""
+    inside = (noise - shift).abs_().neg_().add_(1).clamp_min_(0)  # (p, M, K) 1 - |e - s|, 0 off q's support
+    if kappa == 1:  # uniform: q/p is 1 on q's support
+        return (inside > 0).all(-1).double().mean(-1)
+    ratio = inside.div_(density).prod(-1).nan_to_num_(nan=0.0)  # (p, M); nan = 0 * inf: a draw off q's support
+    return ratio.pow_(kappa - 1).clamp_(max=1).mean(-1)
+
+
 # --------------------------------------------------------------------------------------------
 # the bound on reconstruction error
 
@@ -265,8 +299,10 @@ def _expected_min_ratio(
 def ovl_reconstruction_lower_bound(ovl: Tensor, images: Tensor) -> Tensor:
     """Per-pixel MSE lower bound 1/(4 N (N-1)) sum_{i != j} OVL_ij ||x_i - x_j||^2 / D.
 
-    paper-spec §1.3: any deterministic decoder pays at least OVL_ij ||x_i - x_j||^2 / 2 on a pair,
-    so per-pixel reconstruction MSE (on the scale of `images`, e.g. [-1, 1]) cannot go below this.
+    Any deterministic decoder d pays, on a pair, E_{p_i}||d - x_i||^2 + E_{p_j}||d - x_j||^2 >=
+    int min(p_i, p_j) (||d - x_i||^2 + ||d - x_j||^2) >= OVL_ij ||x_i - x_j||^2 / 2; summing over the
+    ordered pairs gives this bound on the per-pixel MSE (on the scale of `images`, e.g. [-1, 1])
+    that the decoder makes on draws from the latent laws (docs/metrics.md).
     ovl (N, N), images (N, D) or (N, ...).
     """
     x = images.reshape(images.shape[0], -1).double()  # (N, D)
@@ -283,41 +319,57 @@ def ovl_reconstruction_lower_bound(ovl: Tensor, images: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------
 # the metric
 
-OverlapKind = Literal["binary_gaussian", "binary_bounded", "diag_gaussian"]
+OverlapKind = Literal["gaussian", "bounded", "diag_gaussian", "point"]
+KINDS = ("gaussian", "bounded", "diag_gaussian", "point")
 
 
 class PairwiseOverlap(PerSampleMetric):
-    """Pairwise OVL between the latent distributions of a gathered evaluation set (N <= a few hundred).
+    """Pairwise OVL between the per-image latent laws of a gathered evaluation set (N <= a few hundred).
 
-    kind:
-    - "binary_gaussian": codes sign(latents) in {-1, +1} with isotropic Gaussian noise `sigma`
-      (closed form 2 Phi(-sqrt(H) / sigma)); soft tanh latents are binarized, i.e. this is the
-      overlap of the codes the decoder sees at inference.
-    - "binary_bounded": the same codes with noise of support <= 1 per dimension (MEPS: exactly 0
-      for distinct codes).
-    - "diag_gaussian": VAE posteriors N(mu, exp(logvar)), symmetric MC with `mc_samples` draws
-      from a generator seeded with `seed` (identical on every rank), plus the Bhattacharyya bound.
+    kind (the `LatentDistribution` kinds):
+    - "gaussian": N(z_i, scale^2 I) around any latents (soft tanh latents, or ±1 codes, where it is
+      2 Phi(-sqrt(H) / scale) at Hamming distance H); closed form per pair.
+    - "bounded": z_i + scale * e, e with iid Tri(kappa) coordinates on [-1, 1] (kappa = 1: uniform).
+      Exactly 0 for a pair whose supports are disjoint in some coordinate; the closed-form box
+      overlap for kappa = 1; a symmetric MC estimate with `mc_samples` draws otherwise.
+    - "diag_gaussian": VAE posteriors N(mu, exp(logvar)), symmetric MC plus the Bhattacharyya bound.
+    - "point": no noise (OVL 1 for identical latents, else 0).
+    MC draws come from a CPU generator seeded with `seed`, identical on every rank.
     update(latents (B, ...), logvar=None (diag_gaussian only), images=None (B, ...) in [-1, 1]):
     images feed `lower_bound_mse`; give them with every update or never.
+    compute() -> mean, max, mean_nn (mean over images of the largest overlap with another image),
+    log10_mean, per_bit (mean 1-D overlap per latent dimension over pairs), lower_bound_mse, and
+    bc_upper for diag_gaussian. per_bit costs N^2 K / 2 erfc / erf (0.3 s at N = 200, K = 384 on
+    one CPU thread, 100x the pair overlaps for Gaussian noise): `per_dimension=False` skips it for
+    the Gaussian kinds (it is NaN then); the bounded and point kinds compute it on the way.
     """
 
     higher_is_better = False
 
-    def __init__(self, kind: OverlapKind, sigma: float | None = None, mc_samples: int = 256, seed: int = 0, **kwargs: Any) -> None:
+    def __init__(self, kind: OverlapKind, scale: float | None = None, kappa: float = 1.0, mc_samples: int = 256, seed: int = 0,
+                 per_dimension: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if kind not in ("binary_gaussian", "binary_bounded", "diag_gaussian"):
-            raise ValueError(f"unknown overlap kind {kind!r}")
-        if kind == "binary_gaussian" and (sigma is None or sigma <= 0):
-            raise ValueError("binary_gaussian needs a positive sigma")
-        self.kind, self.sigma, self.mc_samples, self.seed = kind, sigma, mc_samples, seed
+        if kind not in KINDS:
+            raise ValueError(f"unknown overlap kind {kind!r}: expected one of {', '.join(KINDS)}")
+        if kind in ("gaussian", "bounded") and (scale is None or scale <= 0):
+            raise ValueError(f"{kind} noise needs a positive scale, got {scale}")
+        if kind == "bounded" and kappa < 1:  # the closed forms and the MC ratio assume a unimodal density
+            raise ValueError(f"bounded noise needs Tri(kappa) with kappa >= 1 (unimodal), got {kappa}")
+        self.kind, self.scale, self.kappa, self.mc_samples, self.seed = kind, scale, kappa, mc_samples, seed
+        self.per_dimension = per_dimension
         self.add_per_sample_state("latents", "logvars", "images")
         # flattened per-sample sizes; "max" recovers them on a rank that saw no update
         self.add_state("latent_dim", torch.tensor(0), dist_reduce_fx="max")
         self.add_state("image_dim", torch.tensor(0), dist_reduce_fx="max")
 
+    @classmethod
+    def of_law(cls, law, **kwargs: Any) -> PairwiseOverlap:
+        """The metric for a `LatentDistribution`'s kind and noise parameters."""
+        return cls(law.kind, law.scale, law.kappa, **kwargs)
+
     def update(self, latents: Tensor, logvar: Tensor | None = None, images: Tensor | None = None) -> None:
         if (logvar is not None) != (self.kind == "diag_gaussian"):
-            raise ValueError("logvar is required for diag_gaussian and meaningless for the binary kinds")
+            raise ValueError("logvar is required for diag_gaussian and meaningless for the other kinds")
         flat = latents.reshape(latents.shape[0], -1)  # (B, K)
         pixels = images.reshape(images.shape[0], -1) if images is not None else None  # (B, D)
         self.latent_dim = _checked_size(self.latent_dim, flat.shape[1], "latent")
@@ -350,17 +402,51 @@ class PairwiseOverlap(PerSampleMetric):
         if self.kind == "diag_gaussian":
             logvars = self.gathered("logvars").view(latents.shape)  # (N, K)
             return self._diag_gaussian_pairwise(latents, logvars)
-        codes = torch.where(latents > 0, 1.0, -1.0).double()  # (N, K)
-        bits = codes.shape[1]
-        hamming = (bits - codes @ codes.T) / 2  # (N, N) exact integers in float64
-        if self.kind == "binary_gaussian":
-            ovl, differing_bit_ovl = gaussian_code_ovl(hamming, self.sigma), gaussian_code_ovl(hamming.new_tensor(1.0), self.sigma)
-        else:
-            ovl, differing_bit_ovl = bounded_noise_code_ovl(hamming), hamming.new_tensor(0.0)
-        # a bit's 1-D overlap is 1 where the codes agree and `differing_bit_ovl` where they differ
-        mean_differing_fraction = _off_diagonal_mean(hamming) / bits
-        per_bit = 1 - (1 - differing_bit_ovl) * mean_differing_fraction
+        return self._noise_pairwise(latents.double())
+
+    def _noise_pairwise(self, z: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Pair OVL and per-dimension OVL of the shared-noise kinds. Gaussian pair OVL needs only
+        the (N, N) distances; everything else goes over chunks of unordered pairs i < j with
+        gap = z_j - z_i (pairs, K), every temporary at ~2^18 elements."""
+        num, dims = z.shape
+        if self.kind == "gaussian" and not self.per_dimension:
+            distances = torch.cdist(z, z, compute_mode="donot_use_mm_for_euclid_dist")  # (N, N), no cancellation
+            return isotropic_gaussian_ovl(distances, self.scale).fill_diagonal_(0), z.new_tensor(float("nan")), {}
+        first, second = torch.triu_indices(num, num, offset=1, device=z.device)  # (P,), (P,)
+        noise = None
+        if self.kind == "bounded" and self.kappa != 1:
+            noise = bounded_mc_noise(self.mc_samples, dims, self.kappa, torch.Generator().manual_seed(self.seed)).to(z.device)
+        step = _pairs_per_chunk(dims, 1)
+        ovl_pairs, per_dim_sums = [], []
+        for start in range(0, first.numel(), step):
+            gap = z[second[start : start + step]] - z[first[start : start + step]]  # (p, K)
+            per_dim = self._per_dimension_ovl(gap)  # (p, K)
+            per_dim_sums.append(per_dim.sum())
+            ovl_pairs.append(self._pair_ovl(gap, per_dim, noise))  # (p,)
+        ovl = _symmetric_matrix(torch.cat(ovl_pairs) if ovl_pairs else z.new_zeros(0), first, second, num)  # (N, N)
+        num_pairs = first.numel()
+        per_bit = torch.stack(per_dim_sums).sum() / (num_pairs * dims) if num_pairs else z.new_tensor(float("nan"))
         return ovl, per_bit, {}
+
+    def _per_dimension_ovl(self, gap: Tensor) -> Tensor:
+        """(p, K) gaps -> (p, K) 1-D overlaps of the noise law along each latent dimension."""
+        if self.kind == "gaussian":
+            return isotropic_gaussian_ovl(gap.abs(), self.scale)
+        if self.kind == "bounded":
+            return bounded_noise_ovl_1d(gap, self.scale, self.kappa)
+        return (gap == 0).double()  # point
+
+    def _pair_ovl(self, gap: Tensor, per_dim: Tensor, noise: Tensor | None) -> Tensor:
+        """(p, K) gaps and their 1-D overlaps -> (p,) OVL of the K-dimensional laws."""
+        if self.kind == "gaussian":  # the problem is 1-D along the gap
+            return isotropic_gaussian_ovl(gap.square().sum(-1).sqrt(), self.scale)
+        if self.kind == "point" or self.kappa == 1:  # product densities constant on their supports
+            return per_dim.prod(-1)
+        ovl = gap.new_zeros(gap.shape[0])
+        overlapping = (per_dim > 0).all(-1)  # elsewhere the supports are disjoint in some coordinate: exactly 0
+        if overlapping.any():
+            ovl[overlapping] = bounded_noise_ovl_mc(gap[overlapping], self.scale, self.kappa, noise)
+        return ovl
 
     def _diag_gaussian_pairwise(self, mu: Tensor, logvar: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """MC OVL, BC and per-dimension closed-form OVL for every unordered pair i < j, in chunks of
@@ -379,11 +465,12 @@ class PairwiseOverlap(PerSampleMetric):
             terms = _PairTerms.of(p, q)
             ovl_pairs.append(_symmetric_mc_ovl(p, q, terms, features))  # (p,)
             bc_pairs.append(_bhattacharyya_coefficient(p, q, terms))  # (p,)
-            per_dim_sums.append(_normal_ovl_1d(p, q, terms).sum())
+            if self.per_dimension:
+                per_dim_sums.append(_normal_ovl_1d(p, q, terms).sum())
         ovl = _symmetric_matrix(torch.cat(ovl_pairs) if ovl_pairs else images.mu.new_zeros(0), first, second, num)  # (N, N)
         num_pairs = first.numel()
         nan = images.mu.new_tensor(float("nan"))
-        per_bit = torch.stack(per_dim_sums).sum() / (num_pairs * dims) if num_pairs else nan
+        per_bit = torch.stack(per_dim_sums).sum() / (num_pairs * dims) if per_dim_sums else nan
         bc_upper = torch.cat(bc_pairs).mean() if num_pairs else nan
         return ovl, per_bit, {"bc_upper": bc_upper}
 
@@ -409,10 +496,3 @@ def _symmetric_matrix(values: Tensor, first: Tensor, second: Tensor, num: int) -
     matrix[first, second] = values
     matrix[second, first] = values
     return matrix
-
-
-def _off_diagonal_mean(matrix: Tensor) -> Tensor:
-    num = matrix.shape[0]
-    if num < 2:
-        return matrix.new_tensor(float("nan"))
-    return (matrix.sum() - matrix.diagonal().sum()) / (num * (num - 1))

@@ -15,9 +15,11 @@ PRESETS = sorted((CONFIG_DIR / "presets").glob("*.yaml"))
 
 
 def print_config(*args) -> dict:
+    """The resolved config that `--print_config` prints; a parse error (exit 2) fails the test."""
     out = io.StringIO()
-    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_info:
         main(["fit", *args, "--print_config"])
+    assert exit_info.value.code in (0, None), f"--print_config exited {exit_info.value.code}"
     return yaml.safe_load(out.getvalue())
 
 
@@ -29,7 +31,30 @@ def test_every_model_config_parses(config):
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
 def test_presets_stack_on_a_model_config(preset):
-    print_config("-c", str(CONFIG_DIR / "blae" / "digits.yaml"), "-c", str(preset))
+    """Every trainer setting of the preset wins over the model config; the rest of it stays."""
+    model_config = yaml.safe_load((CONFIG_DIR / "blae" / "digits.yaml").read_text())
+    overrides = yaml.safe_load(preset.read_text())["trainer"]
+    printed = print_config("-c", str(CONFIG_DIR / "blae" / "digits.yaml"), "-c", str(preset))
+    assert overrides and {key: printed["trainer"][key] for key in overrides} == overrides
+    kept = {key: value for key, value in model_config["trainer"].items() if key not in overrides and key != "callbacks"}
+    assert {key: printed["trainer"][key] for key in kept} == kept
+    assert printed["model"]["class_path"].endswith("BinaryLatentAutoencoder")
+    assert printed["model"]["init_args"]["binarizer"]["init_args"]["noise_rate"] == 0.6
+
+
+def test_a_bad_preset_value_fails_the_parse(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer:\n  max_steps: many\n")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exit_info:
+        main(["fit", "-c", str(CONFIG_DIR / "blae" / "digits.yaml"), "-c", str(bad), "--print_config"])
+    assert exit_info.value.code == 2 and "max_steps" in err.getvalue()
+
+
+@pytest.mark.parametrize("beta", ["0.1", "1", "5"])
+def test_vae_beta_is_a_command_line_override(in_tmp_dir, beta):
+    cli = main(["-c", str(CONFIG_DIR / "vae" / "digits.yaml"), "--model.init_args.kl_weight", beta], run=False)
+    assert cli.model.hparams.kl_weight == float(beta)
 
 
 def test_overrides_and_links_reach_the_model(in_tmp_dir):

@@ -1,7 +1,10 @@
 """2-process gloo run: every metric synced over uneven (and empty) rank shares equals one process.
 
 Rank 0 gets 5 samples, rank 1 gets 2; the "*_empty_rank" metrics get nothing on rank 1 and
-one of them was cast with `.to(torch.bfloat16)` (the placeholder-dtype trap of metrics.md §5.2).
+one of them was cast with `.to(torch.bfloat16)` (an empty rank's placeholder must keep the dtype
+of the others for the gather). The token MI gets its grids dealt round-robin with their global
+indices (rank 0: 0, 2, 4, 6; rank 1: 1, 3, 5), which the one process feeds in order: its
+permutation null must not depend on the split.
 """
 import socket
 from pathlib import Path
@@ -20,6 +23,8 @@ from tests.test_metrics_fid import TinyFeatures
 NUM_BITS = 3
 NUM_SAMPLES = 7
 RANK_SHARES = [range(0, 5), range(5, 7)]
+GRID_SHARES = [[0, 2, 4, 6], [1, 3, 5]]
+SCRAMBLED_GRIDS = [3, 0, 6, 1, 5, 2, 4]
 BATCH = 2  # several updates per rank
 
 
@@ -39,6 +44,8 @@ def make_data():
         "mu": torch.randn(NUM_SAMPLES, 2, 2, 2, generator=generator),
         "logvar": torch.randn(NUM_SAMPLES, 2, 2, 2, generator=generator) * 0.3,
         "codes": torch.randn(NUM_SAMPLES, 2, 3, 3, generator=generator).tanh(),
+        "soft": 0.2 * torch.randn(NUM_SAMPLES, 2, 3, 3, generator=generator),
+        "grids": torch.randint(0, 2**NUM_BITS, (NUM_SAMPLES, 4, 4), generator=generator),
     }
 
 
@@ -47,24 +54,34 @@ def build_metrics(data):
         "memorization": NNMemorization(data["reference_images"], data["reference_tokens"], num_bits=NUM_BITS),
         "memorization_empty_rank": NNMemorization(data["reference_images"]).to(torch.bfloat16),
         "overlap_diag": PairwiseOverlap("diag_gaussian", mc_samples=64, seed=3),
-        "overlap_binary_empty_rank": PairwiseOverlap("binary_gaussian", sigma=0.5),
-        "mutual_information": TokenMutualInformation(NUM_BITS, max_distance=2),
+        "overlap_gaussian_empty_rank": PairwiseOverlap("gaussian", scale=0.5),
+        "overlap_triangular": PairwiseOverlap("bounded", scale=0.6, kappa=2.0, mc_samples=64, seed=4),
+        "overlap_uniform": PairwiseOverlap("bounded", scale=0.6, kappa=1.0),
+        "mutual_information": TokenMutualInformation(NUM_BITS, max_distance=2, num_permutations=20),
+        "mutual_information_empty_rank": TokenMutualInformation(NUM_BITS, max_distance=2, num_permutations=20),
         "fid": build_fid(TinyFeatures()),
     }
 
 
-def feed(metrics, data, indices, with_empty_rank_metrics):
+def feed(metrics, data, indices, grid_indices, with_empty_rank_metrics):
     for start in range(0, len(indices), BATCH):
         batch = list(indices[start : start + BATCH])
         samples, tokens = data["samples"][batch], data["tokens"][batch]
         metrics["memorization"].update(samples, tokens)
         metrics["overlap_diag"].update(data["mu"][batch], logvar=data["logvar"][batch], images=samples)
-        metrics["mutual_information"].update(tokens)
+        metrics["overlap_triangular"].update(data["soft"][batch], images=samples)
+        metrics["overlap_uniform"].update(data["soft"][batch])
         metrics["fid"].update(samples, real=False)
         metrics["fid"].update(-samples, real=True)
         if with_empty_rank_metrics:
             metrics["memorization_empty_rank"].update(samples)
-            metrics["overlap_binary_empty_rank"].update(data["codes"][batch])
+            metrics["overlap_gaussian_empty_rank"].update(data["codes"][batch])
+    for start in range(0, len(grid_indices), BATCH):
+        batch = torch.tensor(grid_indices[start : start + BATCH])
+        metrics["mutual_information"].update(data["grids"][batch], batch)
+    if with_empty_rank_metrics:  # every grid, in a scrambled order, on one rank
+        scrambled = torch.tensor(SCRAMBLED_GRIDS)
+        metrics["mutual_information_empty_rank"].update(data["grids"][scrambled], scrambled)
 
 
 def results(metrics):
@@ -81,7 +98,7 @@ def worker(rank, port, out_dir):
         torch.set_num_threads(1)
         data = make_data()
         metrics = build_metrics(data)
-        feed(metrics, data, RANK_SHARES[rank], with_empty_rank_metrics=rank == 0)
+        feed(metrics, data, RANK_SHARES[rank], GRID_SHARES[rank], with_empty_rank_metrics=rank == 0)
         torch.save(results(metrics), Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -100,11 +117,13 @@ def test_two_gloo_ranks_with_uneven_and_empty_shares_equal_one_process(tmp_path)
     data = make_data()
     metrics = build_metrics(data)
     all_indices = [i for share in RANK_SHARES for i in share]  # rank order = gather order
-    feed(metrics, data, all_indices[: len(RANK_SHARES[0])], with_empty_rank_metrics=True)
-    feed(metrics, data, all_indices[len(RANK_SHARES[0]) :], with_empty_rank_metrics=False)
+    feed(metrics, data, all_indices[: len(RANK_SHARES[0])], list(range(NUM_SAMPLES)), with_empty_rank_metrics=True)
+    feed(metrics, data, all_indices[len(RANK_SHARES[0]) :], [], with_empty_rank_metrics=False)
     single = results(metrics)
 
     assert single["memorization"]["ratio13_rate"].item() == pytest.approx(2 / 7)
+    assert single["overlap_triangular"]["mean"].item() > 0.01  # overlapping soft latents: the MC path ran
+    assert not torch.isnan(single["mutual_information"]["token_mi_excess_lo"]).any()
     assert single["memorization_per_sample"]["nearest_index"].numel() == NUM_SAMPLES
     for rank in (0, 1):
         synced = torch.load(tmp_path / f"rank{rank}.pt")

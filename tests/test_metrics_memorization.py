@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from metrics.memorization import NNMemorization, nn_ratio, psnr_from_distance, quantize_images, ratio_key
+from metrics.memorization import NNMemorization, code_l2_ratio, nn_ratio, psnr_from_distance, quantize_images, ratio_key
 
 NUM_BITS = 4
 IMAGE_SHAPE = (1, 8, 8)
@@ -73,6 +73,34 @@ def test_near_copies_pass_the_psnr_ball_and_the_latent_tolerance():
     assert values["hamming_median"].item() == 1.0
 
 
+def flip_lowest_bits(grid, cells):
+    """A copy of a (h, w) token grid with the lowest bit of cells 1..`cells` flipped (cell 0 kept)."""
+    flipped = grid.clone().view(-1)
+    flipped[1 : cells + 1] ^= 1
+    return flipped.view(grid.shape)
+
+
+@pytest.mark.parametrize("second_hamming,memorized", [(4, False), (9, False), (10, True)])
+def test_latent_ratio_rule_is_the_pixel_rule_on_code_distances(second_hamming, memorized):
+    """d1/d2 < 1/3 of L2 distances: ±1 codes at Hamming H are 2 sqrt(H) apart, so the rule is
+    H1/H2 < 1/9. A sample 1 bit from its nearest grid and 4 bits from the next has L2 ratio 1/2
+    (a Hamming-ratio rule, 1/4 < 1/3, would call it memorized); 1 and 10 bits give 0.316."""
+    images, _ = training_set()
+    nearest = torch.zeros(GRID_SHAPE, dtype=torch.long)
+    sample = nearest.clone()
+    sample[0, 0] = 1  # Hamming 1 from `nearest`
+    second = flip_lowest_bits(sample, second_hamming)  # Hamming second_hamming from the sample
+    far = torch.full((2, *GRID_SHAPE), 2**NUM_BITS - 1)  # every bit set: 63 bits from the sample
+    tokens = torch.cat([far, nearest[None], second[None]])
+    metric = NNMemorization(images[:4], tokens, num_bits=NUM_BITS)
+    metric.update(to_unit_range(images[:1]), sample[None])
+    per_sample = metric.per_sample()
+    assert per_sample["hamming"].item() == 1
+    assert per_sample["latent_ratio"].item() == pytest.approx(1 / math.sqrt(second_hamming))
+    assert metric.compute()["latent_ratio13_rate"].item() == float(memorized)
+    assert code_l2_ratio(torch.tensor([0.0, 1.0]), torch.tensor([0.0, 9.0])).tolist() == pytest.approx([0.0, 1 / 3])
+
+
 def test_duplicated_references_are_deduplicated_and_copies_still_caught():
     images, tokens = training_set(num=20)
     order = torch.randperm(40, generator=torch.Generator().manual_seed(2))
@@ -84,8 +112,11 @@ def test_duplicated_references_are_deduplicated_and_copies_still_caught():
     assert values["ratio13_rate"].item() == 1.0 and values["latent_ratio13_rate"].item() == 1.0
     nearest = metric.per_sample()["nearest_index"]
     assert torch.equal(duplicated_images[nearest], images)  # an index into the arguments as given
-    # without deduplication, d2 = d1 = 0 and the ratio test would miss every copy
-    assert nn_ratio(torch.tensor([1.0]), torch.tensor([1.0])).item() == 1.0
+    # near copies: against a duplicated reference d2 would equal d1 (ratio 1, missed); deduplicated, caught
+    noise = torch.randint(-2, 3, images.shape, generator=torch.Generator().manual_seed(3))
+    near = NNMemorization(duplicated_images)
+    near.update((images.int() + noise).clamp(0, 255).to(torch.uint8))
+    assert near.compute()["ratio13_rate"].item() == 1.0 and (near.per_sample()["ratio"] > 0).all()
 
 
 def test_bf16_cast_of_the_metric_leaves_references_and_states_exact():

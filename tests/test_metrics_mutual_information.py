@@ -1,12 +1,16 @@
-"""TokenMutualInformation: independent tokens sit at the bias floor, copied tokens reach the entropy."""
+"""TokenMutualInformation: independent tokens show no excess over the permutation null (whatever
+their marginals), dependent tokens show their true MI, and the raw plug-in value does neither."""
 import math
 
 import pytest
 import torch
 
-from metrics.mutual_information import TokenMutualInformation, miller_madow_mi_bias_bits, plugin_mi_bits
+from metrics.mutual_information import TokenMutualInformation, cyclic_derangements, miller_madow_mi_bias_bits, plugin_mi_bits
+from networks.autoencoder import PatchMLPEncoder
+from networks.bits import pack_bits
 
 NUM_BITS = 4
+V = 2**NUM_BITS
 
 
 def entropy_bits(counts):
@@ -15,52 +19,163 @@ def entropy_bits(counts):
     return -(p * p.log2()).sum().item()
 
 
-def test_independent_tokens_score_the_bias_floor():
-    tokens = torch.randint(0, 2**NUM_BITS, (64, 16, 16), generator=torch.Generator().manual_seed(0))
-    metric = TokenMutualInformation(NUM_BITS, max_distance=3)
-    metric.update(tokens[:40])
-    metric.update(tokens[40:])
-    values = metric.compute()
-    assert set(values) == {"token_mi", "token_mi_by_axis", "token_mi_bias", "bit_mi", "bit_mi_by_axis", "distances"}
-    assert values["distances"].tolist() == [1, 2, 3] and values["token_mi"].shape == (3,) and values["token_mi_by_axis"].shape == (2, 3)
-    bias = values["token_mi_bias"]
-    pairs = torch.tensor([2 * 64 * 16 * (16 - d) for d in (1, 2, 3)], dtype=torch.float64)  # both axes
-    assert torch.allclose(bias, 15**2 / (2 * pairs * math.log(2)))  # (V-1)^2 / (2 n ln 2): every cell occupied
-    assert (values["token_mi"] - bias).abs().max() < 0.3 * bias.max()  # the plug-in MI is all bias
-    assert values["bit_mi"].max() < 1e-3
+def measure(tokens, num_bits=NUM_BITS, max_distance=3, **kwargs):
+    metric = TokenMutualInformation(num_bits, max_distance=max_distance, **kwargs)
+    metric.update(tokens, torch.arange(len(tokens)))
+    return metric.compute()
+
+
+def position_dependent_independent_tokens(num, height, width, seed):
+    """Every cell draws its token independently, from a skewed law of its own; the top row and the
+    left column are mostly token 0 (like a background border)."""
+    generator = torch.Generator().manual_seed(seed)
+    probs = torch.rand(height, width, V, generator=generator) ** 4  # (h, w, V) far from uniform
+    probs[0, :, 0] += 20
+    probs[:, 0, 0] += 20
+    flat = torch.multinomial(probs.view(-1, V), num, replacement=True, generator=generator)  # (h w, num)
+    return flat.T.reshape(num, height, width)
+
+
+def test_independent_tokens_with_position_dependent_marginals_show_no_excess():
+    tokens = position_dependent_independent_tokens(600, 8, 8, seed=0)
+    values = measure(tokens)
+    assert values["distances"].tolist() == [1, 2, 3] and values["token_mi_by_axis"].shape == (2, 3)
+    # pooling positions makes independent cells look dependent: far above the Miller-Madow floor
+    assert (values["token_mi"] > 3 * values["token_mi_bias"]).all() and (values["token_mi"] > 0.05).all()
+    assert values["token_mi_excess"].abs().max() < 0.005  # the null at the same positions cancels it
+    assert (values["token_mi_excess_lo"] < 0.002).all() and (values["token_mi_excess_hi"] > -0.002).all()
+    assert (values["token_mi_excess_lo"] <= values["token_mi_excess"]).all()
+    assert (values["token_mi_excess"] <= values["token_mi_excess_hi"]).all()
+    assert values["bit_mi_excess"].abs().max() < 0.002
+
+
+def markov_rows(num, height, width, copy_prob, marginal, seed):
+    """Rows are Markov chains: each cell copies its left neighbour with probability copy_prob, else
+    draws from `marginal` (stationary for the chain); rows are independent of each other."""
+    generator = torch.Generator().manual_seed(seed)
+    fresh = torch.multinomial(marginal, num * height * width, replacement=True, generator=generator).view(num, height, width)
+    copy = torch.rand(num, height, width, generator=generator) < copy_prob
+    tokens = fresh.clone()
+    for col in range(1, width):
+        tokens[:, :, col] = torch.where(copy[:, :, col], tokens[:, :, col - 1], fresh[:, :, col])
+    return tokens
+
+
+def test_dependent_tokens_with_a_skewed_marginal_show_their_true_mi():
+    marginal = torch.tensor([0.4, 0.2, 0.1, 0.1] + [0.2 / 12] * 12, dtype=torch.float64)
+    copy_prob, width = 0.5, 8
+    tokens = markov_rows(2000, 8, width, copy_prob, marginal, seed=1)
+    values = measure(tokens, max_distance=2, num_permutations=20)
+    for d in (1, 2):
+        stay = copy_prob**d  # P(the cell d to the right repeats this one)
+        horizontal = stay * torch.diag(marginal) + (1 - stay) * torch.outer(marginal, marginal)  # exact joint law
+        vertical = torch.outer(marginal, marginal)
+        pairs = width - d  # per row and per column: horizontal and vertical pairs are equally many
+        expected = plugin_mi_bits((horizontal + vertical) * pairs)  # the MI of the pooled joint law
+        assert values["token_mi_excess"][d - 1].item() == pytest.approx(expected.item(), abs=0.01)
+        assert values["token_mi_excess_lo"][d - 1] > 0.5 * expected
+        horizontal_only = plugin_mi_bits(horizontal).item()
+        assert values["token_mi_by_axis"][0, d - 1].item() == pytest.approx(horizontal_only, abs=0.02)
+    assert values["token_mi_excess"][0] > values["token_mi_excess"][1] > 0.02
+
+
+def encoded(images, seed=0):
+    """Tokens of a 3x3 patch encoder (the digits BL-AE's, untrained): a cell sees only its 3x3 patch."""
+    torch.manual_seed(seed)
+    encoder = PatchMLPEncoder(1, 6, 128, 2, patch_size=3)
+    with torch.no_grad():
+        return pack_bits(encoder(images))
+
+
+def test_cells_whose_patches_share_no_pixel_show_no_excess_on_iid_pixel_images():
+    """800 images of independent uniform pixels: cells 3 or more apart read disjoint 3x3 patches, so
+    their tokens are independent; closer cells share pixels."""
+    generator = torch.Generator().manual_seed(2)
+    images = torch.randint(0, 256, (800, 1, 8, 8), generator=generator).float() / 127.5 - 1
+    values = measure(encoded(images), num_bits=6, max_distance=4, num_permutations=40)
+    assert values["token_mi"][2:].min() > 0.005  # the raw plug-in value is not zero there
+    assert values["token_mi_excess"][2:].abs().max() <= 0.02
+    assert (values["token_mi_excess_lo"][2:] <= 0.002).all()
+    assert (values["token_mi_excess_lo"][:2] > 0.02).all()  # shared pixels: dependence the null cannot explain
+
+
+def test_digits_tokens_depend_on_their_neighbours(digits_images):
+    values = measure(encoded(digits_images[:800]), num_bits=6, max_distance=4, num_permutations=40)
+    assert values["token_mi_excess"][0] > 0.05 and values["token_mi_excess_lo"][0] > 0.05
+    assert values["token_mi_excess"][0] > values["token_mi_excess"][3]
+
+
+@pytest.fixture(scope="module")
+def digits_images():
+    from sklearn.datasets import load_digits
+
+    pixels = torch.from_numpy(load_digits().images).float()  # (1797, 8, 8) in 0..16
+    return (pixels / 8 - 1)[:, None]  # (N, 1, 8, 8) in [-1, 1]
 
 
 def test_constant_grids_reach_the_token_entropy():
     generator = torch.Generator().manual_seed(1)
-    per_grid = torch.randint(0, 2**NUM_BITS, (200,), generator=generator)
+    per_grid = torch.randint(0, V, (200,), generator=generator)
     tokens = per_grid[:, None, None].expand(-1, 6, 6)  # every cell a copy of its neighbours
-    metric = TokenMutualInformation(NUM_BITS, max_distance=4)
-    metric.update(tokens)
-    values = metric.compute()
-    entropy = entropy_bits(torch.bincount(per_grid, minlength=2**NUM_BITS))
+    values = measure(tokens, max_distance=4)
+    entropy = entropy_bits(torch.bincount(per_grid, minlength=V))
     assert torch.allclose(values["token_mi"], torch.full((4,), entropy, dtype=torch.float64))
+    # 200 images make 200 distinct pairs however many cells repeat them: the null's bias is that of n = 200
+    assert (values["token_mi_null"] > 5 * values["token_mi_bias"]).all()
+    assert (values["token_mi_excess_lo"] > 0.7 * entropy).all()
     bit_entropies = [entropy_bits(torch.bincount((per_grid >> (NUM_BITS - 1 - c)) & 1, minlength=2)) for c in range(NUM_BITS)]
     assert torch.allclose(values["bit_mi"], torch.full((4,), sum(bit_entropies) / NUM_BITS, dtype=torch.float64))
 
 
 def test_tokens_constant_along_rows_copy_horizontally_only():
     generator = torch.Generator().manual_seed(2)
-    per_row = torch.randint(0, 2**NUM_BITS, (400, 8), generator=generator)
+    per_row = torch.randint(0, V, (400, 8), generator=generator)
     tokens = per_row[:, :, None].expand(-1, -1, 8)  # (B, h, w): constant along each row
-    metric = TokenMutualInformation(NUM_BITS, max_distance=2)
-    metric.update(tokens)
-    horizontal, vertical = metric.compute()["token_mi_by_axis"]
-    entropy = entropy_bits(torch.bincount(per_row.flatten(), minlength=2**NUM_BITS))
+    horizontal, vertical = measure(tokens, max_distance=2)["token_mi_by_axis"]
+    entropy = entropy_bits(torch.bincount(per_row.flatten(), minlength=V))
     assert horizontal.tolist() == pytest.approx([entropy, entropy], rel=1e-9)
     # independent rows: only the bias floor, of 400 (8 - d) independent row pairs (each repeated 8 times)
     effective_bias = torch.tensor([15**2 / (2 * 400 * (8 - d) * math.log(2)) for d in (1, 2)], dtype=torch.float64)
     assert (vertical < 2 * effective_bias).all()
 
 
+def test_the_null_pairs_images_by_global_index_not_by_update_order():
+    tokens = position_dependent_independent_tokens(50, 5, 5, seed=3)
+    in_order = measure(tokens)
+    shuffled = torch.randperm(50, generator=torch.Generator().manual_seed(4))
+    metric = TokenMutualInformation(NUM_BITS, max_distance=3)
+    metric.update(tokens[shuffled[:20]], shuffled[:20])
+    metric.update(tokens[shuffled[20:]], shuffled[20:])
+    torch.testing.assert_close(metric.compute(), in_order, rtol=0, atol=0)
+    other_seed = measure(tokens, seed=9)
+    assert not torch.equal(other_seed["token_mi_null"], in_order["token_mi_null"])
+    assert torch.equal(other_seed["token_mi"], in_order["token_mi"])
+
+
+def test_cyclic_derangements_pair_every_image_with_another_once():
+    orders = cyclic_derangements(7, 20, seed=0)
+    assert orders.shape == (20, 7)
+    for order in orders:
+        assert sorted(order.tolist()) == list(range(7)) and (order != torch.arange(7)).all()
+        seen, image = set(), 0
+        while image not in seen:  # one cycle through all images
+            seen.add(image)
+            image = int(order[image])
+        assert len(seen) == 7
+    assert torch.equal(orders, cyclic_derangements(7, 20, seed=0))
+
+
 def test_large_vocabularies_keep_only_bit_statistics():
-    metric = TokenMutualInformation(num_bits=9, max_distance=2)
-    metric.update(torch.randint(0, 2**9, (4, 5, 5)))
-    assert set(metric.compute()) == {"bit_mi", "bit_mi_by_axis", "distances"}
+    tokens = torch.randint(0, 2**9, (30, 5, 5), generator=torch.Generator().manual_seed(5))
+    values = measure(tokens, num_bits=9, max_distance=2, num_permutations=10)
+    assert set(values) == {"distances", "bit_mi", "bit_mi_by_axis", "bit_mi_null", "bit_mi_excess", "bit_mi_excess_lo", "bit_mi_excess_hi"}
+    small = measure(tokens % 16, num_bits=4, max_distance=2, num_permutations=10)  # bits through the token tables
+    low_bits = TokenMutualInformation(4, max_distance=2, num_permutations=10)
+    low_bits.with_tokens = False  # the same bits counted directly
+    low_bits.update(tokens % 16, torch.arange(30))
+    direct = low_bits.compute()
+    for key in ("bit_mi", "bit_mi_by_axis", "bit_mi_null", "bit_mi_excess_lo"):
+        torch.testing.assert_close(direct[key], small[key], rtol=0, atol=1e-15)
 
 
 def test_plugin_mi_and_bias_helpers():
@@ -72,7 +187,17 @@ def test_plugin_mi_and_bias_helpers():
     assert math.isnan(plugin_mi_bits(torch.zeros(2, 2, dtype=torch.long)).item())
 
 
-def test_grids_smaller_than_the_offset_contribute_nothing():
-    metric = TokenMutualInformation(NUM_BITS, max_distance=4)
-    metric.update(torch.randint(0, 16, (3, 2, 2)))
-    assert metric.token_joint[:, 1:].sum() == 0 and metric.token_joint[:, 0].sum() == 2 * 3 * 2
+def test_grids_smaller_than_the_offset_have_no_pairs():
+    values = measure(torch.randint(0, 16, (3, 2, 2)), max_distance=4)
+    assert not torch.isnan(values["token_mi"][0]) and torch.isnan(values["token_mi"][1:]).all()
+
+
+def test_bad_input_is_named():
+    metric = TokenMutualInformation(NUM_BITS)
+    with pytest.raises(ValueError, match="grids"):
+        metric.update(torch.zeros(4, 4, dtype=torch.long))
+    metric.update(torch.zeros(2, 4, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="width"):
+        metric.update(torch.zeros(2, 4, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match="num_permutations"):
+        TokenMutualInformation(NUM_BITS, num_permutations=1)

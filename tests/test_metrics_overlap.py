@@ -1,4 +1,4 @@
-"""Overlap coefficients: closed forms vs stdlib / Monte Carlo, bounds, and the PairwiseOverlap metric."""
+"""Overlap coefficients: closed forms vs stdlib / quadrature / Monte Carlo, bounds, and the PairwiseOverlap metric."""
 import math
 from statistics import NormalDist
 
@@ -10,9 +10,10 @@ import metrics.overlap as overlap_module
 from metrics.overlap import (
     PairwiseOverlap,
     bhattacharyya_diag_gaussian,
-    bounded_noise_code_ovl,
+    bounded_mc_noise,
+    bounded_noise_ovl_1d,
+    bounded_noise_ovl_mc,
     diag_gaussian_ovl_mc,
-    gaussian_code_ovl,
     isotropic_gaussian_ovl,
     mc_noise,
     normal_ovl_1d,
@@ -26,13 +27,49 @@ def log_variance(std):
     return torch.tensor([[2 * math.log(std)]], dtype=torch.float64)
 
 
+def code_ovl(hamming, sigma):
+    """2 Phi(-sqrt(H) / sigma): +-1 codes at Hamming distance H are 2 sqrt(H) apart."""
+    return 2 * NormalDist().cdf(-math.sqrt(hamming) / sigma)
+
+
+def triangular_density(x, half_width, kappa):
+    """Density of half_width * Tri(kappa): (kappa / 2a) (1 - |x| / a)^(kappa - 1) on [-a, a]."""
+    inside = 1 - (x / half_width).abs()
+    return torch.where(inside > 0, (kappa / (2 * half_width)) * inside.clamp_min(0).pow(kappa - 1), 0.0)
+
+
 def test_closed_forms_known_values():
-    assert gaussian_code_ovl(torch.tensor(3.0), 1.0).item() == pytest.approx(2 * NormalDist().cdf(-math.sqrt(3)), rel=1e-12)
-    assert gaussian_code_ovl(torch.tensor(0.0), 0.3).item() == 1.0
-    tiny = gaussian_code_ovl(torch.tensor(16.0), 0.3).item()  # ~1.5e-40: keeps its digits
-    assert tiny == pytest.approx(math.erfc(4 / 0.3 / math.sqrt(2)), rel=1e-10) and tiny < 1e-39
     assert isotropic_gaussian_ovl(torch.tensor(2.0), 1.0).item() == pytest.approx(NormalDist(0, 1).overlap(NormalDist(2, 1)))
-    assert bounded_noise_code_ovl(torch.tensor([0.0, 1.0, 7.0])).tolist() == [1.0, 0.0, 0.0]
+    assert isotropic_gaussian_ovl(2 * torch.tensor(3.0, dtype=torch.float64).sqrt(), 1.0).item() == pytest.approx(code_ovl(3, 1.0), rel=1e-12)
+    tiny = isotropic_gaussian_ovl(torch.tensor(8.0), 0.3).item()  # ~1.5e-40: keeps its digits
+    assert tiny == pytest.approx(math.erfc(4 / 0.3 / math.sqrt(2)), rel=1e-10) and tiny < 1e-39
+    assert bounded_noise_ovl_1d(torch.tensor([0.0, 0.3, 1.0, 1.5]), 0.5).tolist() == pytest.approx([1.0, 0.7, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("kappa", [1.0, 2.0, 3.5])
+def test_bounded_noise_1d_closed_form_matches_quadrature(kappa):
+    grid = torch.linspace(-2, 3, 200_001, dtype=torch.float64)
+    for gap in (0.0, 0.2, 0.7, 1.2):
+        both = torch.minimum(triangular_density(grid, 0.6, kappa), triangular_density(grid - gap, 0.6, kappa))
+        integral = torch.trapezoid(both, grid).item()
+        assert bounded_noise_ovl_1d(torch.tensor(gap), 0.6, kappa).item() == pytest.approx(integral, abs=2e-4)
+
+
+def test_bounded_noise_mc_matches_quadrature_in_two_dimensions():
+    """Tri(2) noise in 2-D is not a product of 1-D overlaps: the MC estimate against a grid integral."""
+    half_width, gap = 0.5, torch.tensor([0.3, -0.45], dtype=torch.float64)
+    axis = torch.linspace(-1, 1.5, 1201, dtype=torch.float64)
+    x, y = torch.meshgrid(axis, axis, indexing="ij")
+    p = triangular_density(x, half_width, 2) * triangular_density(y, half_width, 2)
+    q = triangular_density(x - gap[0], half_width, 2) * triangular_density(y - gap[1], half_width, 2)
+    integral = torch.trapezoid(torch.trapezoid(torch.minimum(p, q), axis), axis).item()
+    product_of_1d = bounded_noise_ovl_1d(gap, half_width, 2).prod().item()
+    assert abs(integral - product_of_1d) > 0.02  # a real test: the shortcut would be wrong
+    noise = bounded_mc_noise(200_000, 2, 2.0, torch.Generator().manual_seed(0))
+    assert bounded_noise_ovl_mc(gap[None], half_width, 2.0, noise).item() == pytest.approx(integral, abs=0.005)
+    uniform = bounded_mc_noise(200_000, 2, 1.0, torch.Generator().manual_seed(1))  # kappa = 1: the box overlap
+    assert bounded_noise_ovl_mc(gap[None], half_width, 1.0, uniform).item() == pytest.approx(
+        bounded_noise_ovl_1d(gap, half_width).prod().item(), abs=0.005)
 
 
 @pytest.mark.parametrize("mu1,s1,mu2,s2", NORMAL_PAIRS)
@@ -74,7 +111,7 @@ def test_hamming_closed_form_matches_mc_on_codes():
     sigma = 1.0
     logvar = torch.full_like(codes, 2 * math.log(sigma))
     mc = diag_gaussian_ovl_mc(codes[:1], logvar[:1], codes[1:], logvar[1:], num_samples=40_000, generator=torch.Generator().manual_seed(1))
-    assert mc.item() == pytest.approx(gaussian_code_ovl(torch.tensor(3.0), sigma).item(), abs=0.005)  # 0.0833
+    assert mc.item() == pytest.approx(code_ovl(3, sigma), abs=0.005)  # 0.0833
 
 
 def test_mc_identical_is_one_and_disjoint_is_zero():
@@ -114,9 +151,67 @@ def distinct_codes(num, channels=2, size=3, seed=0):
     return torch.unique(codes, dim=0)
 
 
-def test_pairwise_binary_bounded_is_zero_for_distinct_codes_and_one_for_identical():
+def pairs_of(num):
+    first, second = torch.triu_indices(num, num, offset=1)
+    return first.tolist(), second.tolist()
+
+
+def test_gaussian_noise_on_codes_is_the_hamming_closed_form():
+    codes = distinct_codes(10, seed=1)
+    sigma = 0.7
+    metric = PairwiseOverlap("gaussian", scale=sigma)
+    metric.update(codes[:4])
+    metric.update(codes[4:])
+    flat = codes.flatten(1)
+    hamming = (flat[:, None] != flat[None]).sum(-1)  # (N, N)
+    expected = torch.tensor([[code_ovl(int(h), sigma) if i != j else 0.0 for j, h in enumerate(row)] for i, row in enumerate(hamming)], dtype=torch.float64)
+    off_diagonal = ~torch.eye(len(flat), dtype=torch.bool)
+    values = metric.compute()
+    assert values["mean"].item() == pytest.approx(expected[off_diagonal].mean().item(), rel=1e-9)
+    assert values["max"].item() == pytest.approx(expected[off_diagonal].max().item(), rel=1e-9)
+    assert values["mean_nn"].item() == pytest.approx(expected.max(1).values.mean().item(), rel=1e-9)
+    fraction_different = hamming[off_diagonal].double().mean().item() / flat.shape[1]  # a differing bit overlaps 2 Phi(-1/sigma)
+    assert values["per_bit"].item() == pytest.approx(1 - (1 - 2 * NormalDist().cdf(-1 / sigma)) * fraction_different)
+    assert math.isnan(values["lower_bound_mse"].item())
+
+
+def test_gaussian_noise_on_soft_latents_overlaps_where_codes_do_not():
+    """The law the BL-AE trains with: tanh latents near 0 overlap strongly, their signs hardly at all."""
+    generator = torch.Generator().manual_seed(2)
+    soft = 0.05 * torch.randn(8, 3, 4, 4, generator=generator)
+    metric = PairwiseOverlap("gaussian", scale=0.5)
+    metric.update(soft)
+    values = metric.compute()
+    flat = soft.flatten(1).double()
+    first, second = pairs_of(8)
+    expected = [NormalDist(0, 0.5).overlap(NormalDist((flat[i] - flat[j]).norm().item(), 0.5)) for i, j in zip(first, second)]
+    assert values["mean"].item() == pytest.approx(sum(expected) / len(expected), rel=1e-9)
+    assert values["mean"].item() > 0.3
+    codes = PairwiseOverlap("gaussian", scale=0.5)
+    codes.update(torch.where(soft > 0, 1.0, -1.0))
+    assert codes.compute()["mean"].item() < 1e-4
+    cheap = PairwiseOverlap("gaussian", scale=0.5, per_dimension=False)
+    cheap.update(soft)
+    cheap_values = cheap.compute()
+    assert math.isnan(cheap_values["per_bit"].item())
+    for key in ("mean", "max", "mean_nn"):
+        assert cheap_values[key].item() == pytest.approx(values[key].item(), rel=1e-12), key
+
+
+def test_gaussian_noise_agrees_with_the_diagonal_monte_carlo():
+    generator = torch.Generator().manual_seed(3)
+    latents = 0.3 * torch.randn(4, 6, generator=generator, dtype=torch.float64)
+    closed = PairwiseOverlap("gaussian", scale=0.4)
+    closed.update(latents)
+    mc = PairwiseOverlap("diag_gaussian", mc_samples=20_000)
+    mc.update(latents, logvar=torch.full_like(latents, 2 * math.log(0.4)))
+    assert mc.compute()["mean"].item() == pytest.approx(closed.compute()["mean"].item(), abs=0.01)
+    assert mc.compute()["per_bit"].item() == pytest.approx(closed.compute()["per_bit"].item(), abs=1e-9)  # both closed forms
+
+
+def test_bounded_noise_is_exactly_zero_where_supports_are_disjoint():
     codes = distinct_codes(12)
-    metric = PairwiseOverlap("binary_bounded")
+    metric = PairwiseOverlap("bounded", scale=1.0, kappa=2.0)  # supports [-1, 1] around +-1 codes touch only at 0
     metric.update(codes, images=torch.rand(codes.shape[0], 1, 4, 4) * 2 - 1)
     values = metric.compute()
     assert set(values) == {"mean", "max", "mean_nn", "log10_mean", "per_bit", "lower_bound_mse"}
@@ -126,30 +221,39 @@ def test_pairwise_binary_bounded_is_zero_for_distinct_codes_and_one_for_identica
     mean_hamming = (flat[:, None] != flat[None]).sum(-1).double().sum() / (len(flat) * (len(flat) - 1))
     assert values["per_bit"].item() == pytest.approx(1 - mean_hamming.item() / flat.shape[1])
 
-    same = PairwiseOverlap("binary_bounded")
-    same.update(codes[:1].expand(5, -1, -1, -1).tanh())  # soft latents with one sign pattern
-    assert same.compute()["mean"].item() == 1.0 and same.compute()["per_bit"].item() == 1.0
+    one_coordinate_apart = torch.zeros(2, 5, dtype=torch.float64)
+    one_coordinate_apart[1, 3] = 0.6  # >= 2a = 0.6: disjoint there, identical elsewhere
+    for kappa in (1.0, 2.0):
+        apart = PairwiseOverlap("bounded", scale=0.3, kappa=kappa)
+        apart.update(one_coordinate_apart)
+        assert apart.compute()["mean"].item() == 0.0
+        near = PairwiseOverlap("bounded", scale=0.3, kappa=kappa, mc_samples=4000)
+        near.update(one_coordinate_apart * 0.5)  # 0.3 apart: the 1-D overlap (1 - 0.3 / 0.6)^kappa
+        assert near.compute()["mean"].item() == pytest.approx(0.5**kappa, abs=0.02)
 
 
-def test_pairwise_binary_gaussian_matches_the_closed_form_per_pair():
-    codes = distinct_codes(10, seed=1)
-    sigma = 0.7
-    metric = PairwiseOverlap("binary_gaussian", sigma=sigma)
-    metric.update(codes[:4])
-    metric.update(codes[4:])
-    flat = codes.flatten(1)
-    hamming = (flat[:, None] != flat[None]).sum(-1).double()  # (N, N)
-    expected = gaussian_code_ovl(hamming, sigma)
-    off_diagonal = ~torch.eye(len(flat), dtype=torch.bool)
+def test_bounded_noise_on_soft_latents_matches_per_pair_estimates():
+    generator = torch.Generator().manual_seed(4)
+    soft = 0.1 * torch.randn(5, 3, generator=generator, dtype=torch.float64)
+    box = PairwiseOverlap("bounded", scale=0.4, kappa=1.0)
+    box.update(soft)
+    triangle = PairwiseOverlap("bounded", scale=0.4, kappa=2.0, mc_samples=256, seed=7)
+    triangle.update(soft)
+    first, second = pairs_of(5)
+    gaps = soft[second] - soft[first]
+    assert box.compute()["mean"].item() == pytest.approx(bounded_noise_ovl_1d(gaps, 0.4).prod(-1).mean().item(), rel=1e-12)
+    noise = bounded_mc_noise(256, 3, 2.0, torch.Generator().manual_seed(7))  # the metric's draws
+    expected = bounded_noise_ovl_mc(gaps, 0.4, 2.0, noise)
+    assert triangle.compute()["mean"].item() == pytest.approx(expected.mean().item(), rel=1e-12)
+    assert 0.1 < triangle.compute()["mean"].item() < box.compute()["mean"].item()  # a peaked law overlaps less
+
+
+def test_point_laws_overlap_only_when_identical():
+    latents = torch.tensor([[0.5, -0.2], [0.5, -0.2], [0.5, -0.1]])
+    metric = PairwiseOverlap("point")
+    metric.update(latents)
     values = metric.compute()
-    assert values["mean"].item() == pytest.approx(expected[off_diagonal].mean().item(), rel=1e-12)
-    assert values["max"].item() == pytest.approx(expected[off_diagonal].max().item(), rel=1e-12)
-    nn = expected.masked_fill(~off_diagonal, -1).max(1).values.mean()
-    assert values["mean_nn"].item() == pytest.approx(nn.item(), rel=1e-12)
-    per_dim_different = 2 * NormalDist().cdf(-1 / sigma)
-    fraction_different = hamming[off_diagonal].mean().item() / flat.shape[1]
-    assert values["per_bit"].item() == pytest.approx(1 - (1 - per_dim_different) * fraction_different)
-    assert math.isnan(values["lower_bound_mse"].item())
+    assert values["mean"].item() == pytest.approx(2 / 6) and values["max"].item() == 1.0
 
 
 def test_pairwise_diag_gaussian_identical_far_and_reproducible():
@@ -182,6 +286,11 @@ def test_pairwise_diag_gaussian_matches_mc_of_each_pair():
     values = metric.compute()
     assert bounds.lower.mean() - 0.01 <= values["mean"] <= values["bc_upper"] + 0.01
     assert values["bc_upper"].item() == pytest.approx(bounds.upper.mean().item())
+    cheap = PairwiseOverlap("diag_gaussian", mc_samples=20_000, seed=0, per_dimension=False)
+    cheap.update(mu, logvar=logvar)
+    cheap_values = cheap.compute()
+    assert math.isnan(cheap_values["per_bit"].item()) and not math.isnan(values["per_bit"].item())
+    assert cheap_values["mean"].item() == pytest.approx(values["mean"].item(), rel=1e-12)
 
 
 def elementwise_min_ratio(mu_p, logvar_p, mu_q, logvar_q, noise):
@@ -253,12 +362,14 @@ def test_diag_gaussian_ovl_mc_matches_the_elementwise_definition_and_broadcasts(
 
 def test_pairwise_argument_errors():
     with pytest.raises(ValueError):
-        PairwiseOverlap("binary_gaussian")  # sigma missing
+        PairwiseOverlap("gaussian")  # scale missing
     with pytest.raises(ValueError):
-        PairwiseOverlap("gaussian")
+        PairwiseOverlap("binary_gaussian", scale=1.0)
+    with pytest.raises(ValueError, match="kappa >= 1"):
+        PairwiseOverlap("bounded", scale=0.3, kappa=0.5)
     with pytest.raises(ValueError):
         PairwiseOverlap("diag_gaussian").update(torch.zeros(2, 3))  # logvar missing
-    metric = PairwiseOverlap("binary_bounded")
+    metric = PairwiseOverlap("point")
     metric.update(torch.ones(2, 3))
     with pytest.raises(ValueError):
         metric.update(torch.ones(2, 4))  # latent size changed

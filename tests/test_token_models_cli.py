@@ -1,5 +1,6 @@
 """Both γ-ARVMs through train.py as a user runs them: fit / validate, then predict writes samples."""
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,14 @@ def test_kernel_validate_reports_nll_and_memorization(blae_checkpoint, tmp_path,
     main(["validate", *args])
     metrics = json.loads(results.read_text())["metrics"]
     assert metrics["val/nll_bits"] > 0
-    assert 0 <= metrics["mem/latent_copy_rate"] <= 1 and "mem/floor_psnr25_rate" in metrics
+    # global context at flip probability 0.002 copies a training grid up to its own bit flips: nearly every
+    # sample is within 1 % of the bits of one (held-out grids are not), and an exact copy needs all 384
+    # bits unflipped, probability at most (1 - 0.002)^384 = 0.46, so the exact rate cannot be ~1
+    samples, bits, flip = 200, 6 * 8 * 8, 0.002
+    no_flip = (1 - flip) ** bits
+    assert metrics["mem/latent_near_copy_rate"] >= 0.95 and metrics["mem/hamming_median"] <= 2
+    assert metrics["mem/floor_latent_near_copy_rate"] == 0.0
+    assert 0.25 <= metrics["mem/latent_copy_rate"] <= no_flip + 3 * math.sqrt(no_flip * (1 - no_flip) / samples)
     main(["predict", *args])
     first = read_samples(tmp_path)
     assert first["tokens"].shape == (12, 8, 8)
