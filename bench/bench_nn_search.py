@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
-import threading
-import time
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
-from bench.common import Row
+from bench.common import Row, rss_growth_mib
 from bench.harness import interleaved_medians, timed
 from bench.run_all import format_table
 from metrics.nn_search import exact_l2_top2, hamming_top2
@@ -70,31 +67,6 @@ def onednn_linear():
         return None
 
 
-def current_rss_mib() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def search_memory_mib(search: Callable[[], object], interval_s: float = 0.001) -> float:
-    """Peak RSS growth during one call, sampled by a thread (torch ops release the GIL): the
-    search's own working memory, unlike the process-wide peak that earlier work may have set."""
-    start, peak, done = current_rss_mib(), [0.0], threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], current_rss_mib() - start)
-            time.sleep(interval_s)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        search()
-    finally:
-        done.set()
-        sampler.join()
-    return peak[0]
-
-
 def versus_faiss_row(name: str, num_queries: int, seconds: dict[str, float], note: list[str]) -> Row:
     """ours vs faiss in queries/s; without faiss the baseline is None and the note says why."""
     if "faiss" not in seconds:
@@ -108,7 +80,7 @@ def l2_row(sizes: Sizes, faiss) -> Row:
     reference = torch.rand(sizes.reference, sizes.dims, generator=generator)  # (N, D)
     flops = 2 * sizes.queries * sizes.reference * sizes.dims
 
-    extra_mib = search_memory_mib(lambda: exact_l2_top2(queries, reference))  # first, before faiss exists
+    extra_mib = rss_growth_mib(lambda: exact_l2_top2(queries, reference))  # first, before faiss exists
     ours = exact_l2_top2(queries, reference)
     candidates = {"ours": lambda: exact_l2_top2(queries, reference), "torch.mm": lambda: torch.mm(queries, reference.T)}
     linear = onednn_linear()
@@ -142,7 +114,7 @@ def hamming_row(sizes: Sizes, faiss) -> Row:
     query_codes, reference_codes = (bits.to(torch.int8) * 2 - 1 for bits in (query_bits, reference_bits))  # +-1
     ops = 2 * sizes.queries * sizes.reference * sizes.bits
 
-    extra_mib = search_memory_mib(lambda: hamming_top2(query_codes, reference_codes))
+    extra_mib = rss_growth_mib(lambda: hamming_top2(query_codes, reference_codes))
     ours = hamming_top2(query_codes, reference_codes)
     candidates = {"ours": lambda: hamming_top2(query_codes, reference_codes)}
     if faiss is not None:

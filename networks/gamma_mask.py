@@ -148,16 +148,15 @@ def window_tiles(height: int, width: int, gamma: int | None, tile_len: int, alig
         raise ValueError(f"tile_len {tile_len} does not divide the {num_tokens} positions of a {height}x{width} grid")
     num_tiles = num_tokens // tile_len
     window = window_indices(height, width, gamma, device)  # (T, K)
-    unions = [
-        torch.unique(window.index[rows][window.valid[rows]])  # sorted = raster order
-        for rows in torch.arange(num_tokens, device=device).view(num_tiles, tile_len)
-    ]
-    width_k = -(-(1 + max(len(union) for union in unions)) // align) * align  # null + the largest union, aligned
-    keys = torch.zeros(num_tiles, width_k, dtype=torch.long, device=device)  # padding: slot 0, masked below
-    in_union = torch.zeros(num_tiles, width_k, dtype=torch.bool, device=device)
-    for i, union in enumerate(unions):
-        keys[i, 1 : 1 + len(union)] = union + 1
-        in_union[i, 1 : 1 + len(union)] = True
+    # union of each tile's windows: sort the tile's window entries, blank repeats, sort the blanks last
+    absent = num_tokens  # sentinel, sorts after every position
+    entries = torch.where(window.valid, window.index, absent).view(num_tiles, -1).sort(dim=1).values  # (n_tiles, Q·K)
+    repeat = torch.cat([torch.zeros_like(entries[:, :1], dtype=torch.bool), entries[:, 1:] == entries[:, :-1]], dim=1)
+    union = torch.where(repeat, absent, entries).sort(dim=1).values  # (n_tiles, Q·K) members first, raster order
+    width_k = -(-(1 + int((union < absent).sum(1).max())) // align) * align  # null + the largest union, aligned
+    union = torch.cat([union, union.new_full((num_tiles, max(0, width_k - 1 - union.shape[1])), absent)], dim=1)[:, : width_k - 1]
+    in_union = torch.cat([torch.zeros_like(union[:, :1], dtype=torch.bool), union < absent], dim=1)  # (n_tiles, L)
+    keys = torch.cat([union.new_zeros(num_tiles, 1), torch.where(union < absent, union + 1, 0)], dim=1)  # (n_tiles, L)
 
     # visibility from the definition: key position p is seen by query t iff p < t and within γ
     queries = torch.arange(num_tokens, device=device).view(num_tiles, tile_len, 1)  # (n_tiles, Q, 1)

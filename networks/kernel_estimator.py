@@ -10,7 +10,8 @@ Position-specific (training tokens are read at the same grid cells); window cell
 are absent. Global γ with small ρ copies a training grid (the context singles it out); small γ lets
 different training grids win in different neighbourhoods.
 
-How it is computed (log space, memory bounded by chunk_size, never (S, N, 2^C)):
+How it is computed (log space; beyond the stored grids, 2 bytes a token, memory is bounded by
+chunk_size training grids x query_chunk_size queries, never (S, N, 2^C)):
 1. context weight: Σ_v log q(c_v | z^n_v) = const + ½ log((1-ρ)/ρ) · <c±, z^n±>, the dot
    product of the ±1 bit vectors of the two windows (H = (K·C - <c±, z±>) / 2), so one
    (S, K·C) @ (K·C, n) matmul per chunk;
@@ -35,6 +36,7 @@ from networks.window_transformer import (
 )
 
 MAX_KERNEL_BITS = 14  # the (2^C, 2^C) float64 kernel matrix is 2 GiB at C = 14
+QUERY_CHUNK_SIZE = 1024  # queries scored per block: a (1024, chunk_size) float64 block is 32 MiB at chunk 4096
 
 
 def signs(tokens: Tensor, num_bits: int, dtype=torch.float32) -> Tensor:
@@ -74,10 +76,9 @@ class KernelARVM(nn.Module):
         self.register_buffer("kernel", log_flip_kernel(num_bits, flip_prob).exp())  # (V, V) float64 q(x | b)
         # the per-bit log-likelihood ratio of agreeing vs flipped bits, halved for ±1 dot products
         self.dot_scale = 0.5 * math.log((1 - flip_prob) / flip_prob)
-        self.register_buffer("train_tokens", train_tokens.reshape(num_grids, -1).long())  # (N, T)
-        # ±1 bits of the training grids, unpacked once; int8: N·T·C bytes, 4x less than float
-        train_signs = signs(self.train_tokens, num_bits, torch.int8)  # (N, T, C)
-        self.register_buffer("train_signs", train_signs, persistent=False)
+        # int16 ids (C <= 14): 2 bytes a token; a chunk's ±1 bits come from a (2^C, C) table when scored
+        self.register_buffer("train_tokens", train_tokens.reshape(num_grids, -1).to(torch.int16))  # (N, T)
+        self.register_buffer("sign_table", signs(torch.arange(self.vocab_size), num_bits), persistent=False)  # (V, C)
         window = window_indices(self.height, self.width, self.gamma)
         self.register_buffer("window_index", window.index, persistent=False)  # (T, K)
         self.window_len: list[int] = window.length.tolist()
@@ -96,14 +97,17 @@ class KernelARVM(nn.Module):
         Up to a constant per row, which the normalisation in log_histogram removes.
         """
         index = self.window_index[t, : self.window_len[t]]  # (K,) earlier positions in W_γ(t)
-        query = signs(context[:, index], self.num_bits).flatten(1)  # (S, K·C)
+        query = self.sign_table[context[:, index]].flatten(1)  # (S, K·C) ±1
         log_a = torch.full((context.shape[0], self.vocab_size), -math.inf, dtype=torch.float64, device=context.device)
         for start in range(0, len(self.train_tokens), self.chunk_size):
-            chunk = slice(start, start + self.chunk_size)
-            keys = self.train_signs[chunk, index].flatten(1).float()  # (n, K·C)
-            with torch.autocast(context.device.type, enabled=False):  # bf16 would round the integers
-                log_w = (query @ keys.T).double() * self.dot_scale  # (S, n); exact integer dot products
-            log_a = torch.logaddexp(log_a, scatter_logsumexp(log_w, self.train_tokens[chunk, t], self.vocab_size))
+            chunk = self.train_tokens[start : start + self.chunk_size]  # (n, T) int16
+            keys = self.sign_table[chunk[:, index].long()].flatten(1)  # (n, K·C) ±1
+            values = chunk[:, t].long()  # (n,) z^n_t
+            for first in range(0, len(query), QUERY_CHUNK_SIZE):
+                rows = slice(first, first + QUERY_CHUNK_SIZE)
+                with torch.autocast(context.device.type, enabled=False):  # bf16 would round the integers
+                    log_w = (query[rows] @ keys.T).double() * self.dot_scale  # (s, n); exact integer dot products
+                log_a[rows] = torch.logaddexp(log_a[rows], scatter_logsumexp(log_w, values, self.vocab_size))
         return log_a
 
     def log_histogram(self, context_grids: Tensor, t: int) -> Tensor:

@@ -112,3 +112,20 @@ def test_autocast_does_not_round_the_dot_products():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mixed = model.log_histogram(context, 63)  # K·C = 378: bf16 would round the dot products
     assert torch.equal(mixed, model.log_histogram(context, 63))
+
+
+def test_query_blocks_equal_one_block(monkeypatch):
+    train, context = random_grids(30), random_grids(5, seed=3)
+    model = KernelARVM(train, num_bits=4, gamma=2, chunk_size=8)
+    whole = [model.log_histogram(context, t) for t in (0, 7, 15)]
+    monkeypatch.setattr("networks.kernel_estimator.QUERY_CHUNK_SIZE", 2)
+    for t, expected in zip((0, 7, 15), whole):
+        torch.testing.assert_close(model.log_histogram(context, t), expected)
+
+
+def test_stores_two_bytes_a_token_and_keeps_the_grids():
+    train = random_grids(6, bits=7)
+    model = KernelARVM(train, num_bits=7, gamma=1)
+    assert model.train_tokens.dtype == torch.int16 and model.train_tokens.shape == (6, 16)
+    assert torch.equal(model.train_tokens.long().view(6, 4, 4), train)
+    assert not any(buffer.shape[:2] == (6, 16) and buffer.dim() == 3 for buffer in model.buffers()), "no (N, T, C) bit copy"
