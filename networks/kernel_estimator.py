@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from networks.gamma_mask import parse_gamma, window_indices
@@ -76,12 +77,23 @@ class KernelARVM(nn.Module):
         self.register_buffer("kernel", log_flip_kernel(num_bits, flip_prob).exp())  # (V, V) float64 q(x | b)
         # the per-bit log-likelihood ratio of agreeing vs flipped bits, halved for ±1 dot products
         self.dot_scale = 0.5 * math.log((1 - flip_prob) / flip_prob)
-        # int16 ids (C <= 14): 2 bytes a token; a chunk's ±1 bits come from a (2^C, C) table when scored
-        self.register_buffer("train_tokens", train_tokens.reshape(num_grids, -1).to(torch.int16))  # (N, T)
+        # int16 ids (C <= 14), 2 bytes a token, position-major: the window columns of all N grids are
+        # K contiguous rows; a chunk's ±1 bits come from a (2^C, C) table when it is scored
+        grids = train_tokens.reshape(num_grids, -1).to(torch.int16)  # (N, T)
+        self.register_buffer("tokens_by_position", grids.T.contiguous())  # (T, N)
         self.register_buffer("sign_table", signs(torch.arange(self.vocab_size), num_bits), persistent=False)  # (V, C)
         window = window_indices(self.height, self.width, self.gamma)
         self.register_buffer("window_index", window.index, persistent=False)  # (T, K)
         self.window_len: list[int] = window.length.tolist()
+
+    @property
+    def num_grids(self) -> int:
+        return self.tokens_by_position.shape[1]
+
+    @property
+    def train_tokens(self) -> Tensor:
+        """(N, T) long training grids (a copy; the estimator keeps them as (T, N) int16)."""
+        return self.tokens_by_position.T.long()
 
     @property
     def num_tokens(self) -> int:
@@ -97,12 +109,13 @@ class KernelARVM(nn.Module):
         Up to a constant per row, which the normalisation in log_histogram removes.
         """
         index = self.window_index[t, : self.window_len[t]]  # (K,) earlier positions in W_γ(t)
-        query = self.sign_table[context[:, index]].flatten(1)  # (S, K·C) ±1
+        query = F.embedding(context[:, index], self.sign_table).flatten(1)  # (S, K·C) ±1
+        window = self.tokens_by_position.index_select(0, index)  # (K, N) int16, K contiguous row copies
         log_a = torch.full((context.shape[0], self.vocab_size), -math.inf, dtype=torch.float64, device=context.device)
-        for start in range(0, len(self.train_tokens), self.chunk_size):
-            chunk = self.train_tokens[start : start + self.chunk_size]  # (n, T) int16
-            keys = self.sign_table[chunk[:, index].long()].flatten(1)  # (n, K·C) ±1
-            values = chunk[:, t].long()  # (n,) z^n_t
+        for start in range(0, self.num_grids, self.chunk_size):
+            chunk = slice(start, start + self.chunk_size)
+            keys = F.embedding(window[:, chunk].T.long(), self.sign_table).flatten(1)  # (n, K·C) ±1 (embedding: a row gather)
+            values = self.tokens_by_position[t, chunk].long()  # (n,) z^n_t
             for first in range(0, len(query), QUERY_CHUNK_SIZE):
                 rows = slice(first, first + QUERY_CHUNK_SIZE)
                 with torch.autocast(context.device.type, enabled=False):  # bf16 would round the integers
@@ -115,7 +128,7 @@ class KernelARVM(nn.Module):
 
         Only the tokens in W_γ(t) are read; position t and later may hold anything.
         """
-        context = context_grids.reshape(context_grids.shape[0], -1).long().to(self.train_tokens.device)
+        context = context_grids.reshape(context_grids.shape[0], -1).long().to(self.sign_table.device)
         log_a = self.log_value_weights(context, t)  # (S, V)
         top = log_a.amax(dim=1, keepdim=True)  # (S, 1) finite: every row has some training token
         mixed = (log_a - top).exp() @ self.kernel.T  # (S, V) Σ_b exp(A_b - top) q(x | b), >= ρ^C > 0
@@ -125,7 +138,7 @@ class KernelARVM(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0, generator: Generators = None) -> Tensor:
         """(n, h, w) token grids drawn in raster order; generator as in window_transformer.draw_uniforms."""
-        device = self.train_tokens.device
+        device = self.sign_table.device
         uniforms = draw_uniforms(n, self.num_tokens, 1, generator, device)  # (n, T, 1)
         tokens = torch.zeros(n, self.num_tokens, dtype=torch.long, device=device)
         for t in range(self.num_tokens):
@@ -136,7 +149,7 @@ class KernelARVM(nn.Module):
     @torch.no_grad()
     def nll_bits(self, tokens: Tensor) -> Tensor:
         """(B, h, w) held-out grids -> (B,) mean per-token NLL in bits (teacher forcing)."""
-        flat = tokens.reshape(tokens.shape[0], -1).long().to(self.train_tokens.device)  # (B, T)
+        flat = tokens.reshape(tokens.shape[0], -1).long().to(self.sign_table.device)  # (B, T)
         nats = torch.zeros(flat.shape[0], dtype=torch.float64, device=flat.device)
         for t in range(self.num_tokens):
             nats -= self.log_histogram(flat, t).gather(1, flat[:, t : t + 1]).squeeze(1)

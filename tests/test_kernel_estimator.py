@@ -126,6 +126,6 @@ def test_query_blocks_equal_one_block(monkeypatch):
 def test_stores_two_bytes_a_token_and_keeps_the_grids():
     train = random_grids(6, bits=7)
     model = KernelARVM(train, num_bits=7, gamma=1)
-    assert model.train_tokens.dtype == torch.int16 and model.train_tokens.shape == (6, 16)
-    assert torch.equal(model.train_tokens.long().view(6, 4, 4), train)
-    assert not any(buffer.shape[:2] == (6, 16) and buffer.dim() == 3 for buffer in model.buffers()), "no (N, T, C) bit copy"
+    assert model.tokens_by_position.dtype == torch.int16 and model.tokens_by_position.shape == (16, 6)
+    assert torch.equal(model.train_tokens.view(6, 4, 4), train)
+    assert sum(buffer.nbytes for buffer in model.buffers()) < 6 * 16 * 2 + 2 * 128**2 * 8 + 4096, "no (N, T, C) bit copy"
