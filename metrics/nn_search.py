@@ -222,14 +222,17 @@ _ONEDNN_LINEAR = _onednn_linear()
 def _int8_matmul(a: Tensor, b: Tensor) -> Tensor:
     """(M, K) int8 @ (N, K)^T int8 -> (M, N) int32, exact.
 
-    `torch._int_mm` is private but the only exact int8 GEMM in torch; on CUDA it also wants
-    M > 16 and N % 8 == 0, so pad with zero rows there and cut them off again. Should a device
-    still reject it, FP64 products of int8 values are exact as well (slower, hence the warning).
+    `torch._int_mm` is private but the only exact int8 GEMM in torch; on CUDA (cuBLAS) it also
+    wants M > 16, K >= 16, K % 8 == 0 and N % 8 == 0, with b passed as the transposed view of a
+    row-major (N, K) matrix, so pad with zero rows/columns there (they add nothing to any dot
+    product) and cut the result back. Should a device still reject it, FP64 products of int8
+    values are exact as well (slower, hence the warning).
     """
     num_a, num_b = a.shape[0], b.shape[0]
     if a.is_cuda:
-        a = _pad_rows(a, max(17, num_a))
-        b = _pad_rows(b, _round_up(num_b, 8))
+        width = max(16, _round_up(a.shape[1], 8))
+        a = _pad_rows(_pad_columns(a, width), max(17, num_a))
+        b = _pad_rows(_pad_columns(b, width), _round_up(num_b, 8))
     try:
         product = torch._int_mm(a, b.T)  # (M', N') int32
     except RuntimeError as error:
