@@ -140,14 +140,17 @@ class WindowTiles(NamedTuple):
         return self.visible.shape[1]
 
 
-def window_tiles(height: int, width: int, gamma: int | None, tile_len: int, align: int = 8, device=None) -> WindowTiles:
+def window_tiles(
+    height: int, width: int, gamma: int | None, tile_len: int, align: int = 8, device=None, window: Window | None = None
+) -> WindowTiles:
     """WindowTiles of a height×width grid; tile_len must divide T, L is rounded up to `align`
-    (fused attention kernels want aligned key lengths; padding slots are masked)."""
+    (fused attention kernels want aligned key lengths; padding slots are masked). `window`:
+    window_indices(height, width, gamma) if already at hand (it is the same for every tile_len)."""
     num_tokens = height * width
     if tile_len < 1 or num_tokens % tile_len:
         raise ValueError(f"tile_len {tile_len} does not divide the {num_tokens} positions of a {height}x{width} grid")
     num_tiles = num_tokens // tile_len
-    window = window_indices(height, width, gamma, device)  # (T, K)
+    window = window if window is not None else window_indices(height, width, gamma, device)  # (T, K)
     # union of each tile's windows: sort the tile's window entries, blank repeats, sort the blanks last
     absent = num_tokens  # sentinel, sorts after every position
     entries = torch.where(window.valid, window.index, absent).view(num_tiles, -1).sort(dim=1).values  # (n_tiles, Q·K)

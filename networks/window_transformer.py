@@ -130,7 +130,8 @@ def attention_plan(height: int, width: int, gamma: int | None, attention: Attent
     if attention == "dense" or gamma is None:
         return None
     candidates = [n for n in range(1, min(MAX_TILE_LEN, num_tokens) + 1) if num_tokens % n == 0]
-    plans = [window_tiles(height, width, gamma, tile_len) for tile_len in candidates]
+    window = window_indices(height, width, gamma)
+    plans = [window_tiles(height, width, gamma, tile_len, window=window) for tile_len in candidates]
     best = min(plans, key=lambda tiles: windowed_cost(tiles.keys.shape[1], tiles.tile_len))
     if attention == "windowed" or windowed_cost(best.keys.shape[1], best.tile_len) < num_tokens + 1:
         return best
