@@ -6,8 +6,8 @@ For N = 1k, 10k and 50k synthetic training grids:
            scaled N-fold) / measured rate, so 1.0 means linear in N;
   memory   peak RSS growth while the estimator is built and queried, in a fresh interpreter per N
            (no run reuses another's freed memory): its working memory, which
-           chunking bounds independently of N. The int16 grids it stores (2 bytes a token) are the
-           caller's tensor, kept without a copy, so they are not part of the growth.
+           chunking bounds independently of N. The uint8 grids it stores (1 byte a token at 7 bits) are
+           the caller's tensor, kept without a copy, so they are not part of the growth.
 
     python -m bench.bench_kernel_scale [--smoke]
 """
@@ -37,7 +37,7 @@ from networks.kernel_estimator import KernelARVM
 args = json.loads(sys.argv[1])
 torch.set_num_threads(args["threads"])
 generator = torch.Generator().manual_seed(0)
-train = torch.randint(0, 2 ** args["bits"], (args["num_train"], args["grid"], args["grid"]), generator=generator, dtype=torch.int16)
+train = torch.randint(0, 2 ** args["bits"], (args["num_train"], args["grid"], args["grid"]), generator=generator, dtype=torch.uint8)
 queries = torch.randint(0, 2 ** args["bits"], (args["queries"], args["grid"], args["grid"]), generator=generator)
 def build_and_query():
     model = KernelARVM(train, args["bits"], args["gamma"], chunk_size=args["chunk"])
@@ -83,7 +83,7 @@ def seconds_per_position(sizes: Sizes) -> dict[int, float]:
 
     generator = torch.Generator().manual_seed(0)
     queries = torch.randint(0, 2**BITS, (sizes.queries, GRID, GRID), generator=generator)
-    models = {n: KernelARVM(torch.randint(0, 2**BITS, (n, GRID, GRID), generator=generator, dtype=torch.int16), BITS, GAMMA,
+    models = {n: KernelARVM(torch.randint(0, 2**BITS, (n, GRID, GRID), generator=generator, dtype=torch.uint8), BITS, GAMMA,
                             chunk_size=CHUNK) for n in SIZES}
     positions = full_window_positions(sizes.positions)
 
@@ -105,7 +105,7 @@ def run(smoke: bool = False) -> list[Row]:
     for name, n in zip(TIME_ROWS, SIZES):
         linear = sizes.queries / seconds[SIZES[0]] * SIZES[0] / n  # the smallest N's rate, scaled N-fold
         note = (f"{seconds[n] * 1e3:.1f} ms per position for {sizes.queries} queries; working memory {memory[n]:.0f} MiB;"
-                f" stored grids {n * GRID * GRID * 2 / 2**20:.0f} MiB (int16); chunk {CHUNK}")
+                f" stored grids {n * GRID * GRID / 2**20:.0f} MiB (uint8); chunk {CHUNK}")
         rows.append(Row(name, sizes.queries / seconds[n], linear, "queries x positions/s", None if smoke else 0.8, note))
     note = ("peak RSS growth of building + scoring, fresh process per N: " + ", ".join(f"{n // 1000}k {memory[n]:.0f}" for n in SIZES)
             + f" MiB; N=1k fills less than one chunk of {CHUNK}, so compare the chunk-filling sizes")

@@ -10,7 +10,7 @@ Position-specific (training tokens are read at the same grid cells); window cell
 are absent. Global γ with small ρ copies a training grid (the context singles it out); small γ lets
 different training grids win in different neighbourhoods.
 
-How it is computed (log space; beyond the stored grids, 2 bytes a token, memory is bounded by
+How it is computed (log space; beyond the stored grids, 1 byte a token up to C = 8, memory is bounded by
 chunk_size training grids x query_chunk_size queries, never (S, N, 2^C)):
 1. context weight: Σ_v log q(c_v | z^n_v) = const + ½ log((1-ρ)/ρ) · <c±, z^n±>, the dot
    product of the ±1 bit vectors of the two windows (H = (K·C - <c±, z±>) / 2), so one
@@ -77,9 +77,10 @@ class KernelARVM(nn.Module):
         self.register_buffer("kernel", log_flip_kernel(num_bits, flip_prob).exp())  # (V, V) float64 q(x | b)
         # the per-bit log-likelihood ratio of agreeing vs flipped bits, halved for ±1 dot products
         self.dot_scale = 0.5 * math.log((1 - flip_prob) / flip_prob)
-        # int16 ids (C <= 14), 2 bytes a token, position-major: the window columns of all N grids are
-        # K contiguous rows; a chunk's ±1 bits come from a (2^C, C) table when it is scored
-        grids = train_tokens.reshape(num_grids, -1).to(torch.int16)  # (N, T)
+        # compact ids, position-major: the window columns of all N grids are K contiguous rows; a
+        # chunk's ±1 bits come from a (2^C, C) table when it is scored. uint8 (1 byte a token) up
+        # to C = 8, else int32: DDP broadcasts buffers, and gloo has no int16
+        grids = train_tokens.reshape(num_grids, -1).to(torch.uint8 if num_bits <= 8 else torch.int32)  # (N, T)
         self.register_buffer("tokens_by_position", grids.T.contiguous())  # (T, N)
         self.register_buffer("sign_table", signs(torch.arange(self.vocab_size), num_bits), persistent=False)  # (V, C)
         window = window_indices(self.height, self.width, self.gamma)
@@ -92,7 +93,7 @@ class KernelARVM(nn.Module):
 
     @property
     def train_tokens(self) -> Tensor:
-        """(N, T) long training grids (a copy; the estimator keeps them as (T, N) int16)."""
+        """(N, T) long training grids (a copy; the estimator keeps them as compact (T, N) ids)."""
         return self.tokens_by_position.T.long()
 
     @property
@@ -110,7 +111,7 @@ class KernelARVM(nn.Module):
         """
         index = self.window_index[t, : self.window_len[t]]  # (K,) earlier positions in W_γ(t)
         query = F.embedding(context[:, index], self.sign_table).flatten(1)  # (S, K·C) ±1
-        window = self.tokens_by_position.index_select(0, index)  # (K, N) int16, K contiguous row copies
+        window = self.tokens_by_position.index_select(0, index)  # (K, N) ids, K contiguous row copies
         log_a = torch.full((context.shape[0], self.vocab_size), -math.inf, dtype=torch.float64, device=context.device)
         for start in range(0, self.num_grids, self.chunk_size):
             chunk = slice(start, start + self.chunk_size)

@@ -123,9 +123,20 @@ def test_query_blocks_equal_one_block(monkeypatch):
         torch.testing.assert_close(model.log_histogram(context, t), expected)
 
 
-def test_stores_two_bytes_a_token_and_keeps_the_grids():
-    train = random_grids(6, bits=7)
-    model = KernelARVM(train, num_bits=7, gamma=1)
-    assert model.tokens_by_position.dtype == torch.int16 and model.tokens_by_position.shape == (16, 6)
+@pytest.mark.parametrize("bits,dtype", [(7, torch.uint8), (10, torch.int32)])
+def test_stores_compact_grids_that_gloo_can_broadcast(bits, dtype, tmp_path):
+    train = random_grids(6, bits=bits)
+    model = KernelARVM(train, num_bits=bits, gamma=1)
+    assert model.tokens_by_position.dtype == dtype and model.tokens_by_position.shape == (16, 6)
     assert torch.equal(model.train_tokens.view(6, 4, 4), train)
-    assert sum(buffer.nbytes for buffer in model.buffers()) < 6 * 16 * 2 + 2 * 128**2 * 8 + 4096, "no (N, T, C) bit copy"
+    kernel_bytes = 2 * 4**bits * 8
+    assert sum(b.nbytes for b in model.buffers()) < 6 * 16 * dtype.itemsize + kernel_bytes + 2**bits * bits * 4 + 4096, "no (N, T, C) bit copy"
+    # DDP broadcasts every buffer at setup, and gloo refuses some dtypes (int16): broadcast them for real
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+    finally:
+        dist.destroy_process_group()
