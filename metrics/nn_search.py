@@ -293,6 +293,10 @@ def _onednn_qlinear():
 
 
 _ONEDNN_QLINEAR = _onednn_qlinear()
+# oneDNN re-reads the packed reference block for every query tile: keeping the block at 4 MiB
+# (4096 codes at 1024 bits, 585 at 7168) leaves it in cache (measured 0.65x -> 0.83-1.0x of faiss
+# at 7168 bits on the 2-core AVX2 box, unchanged at 1024 bits)
+_PACKED_BLOCK_BYTES = 2**22
 
 
 def _negative_hamming_blocks(query_signs: Tensor, reference_signs: Tensor, chunk_size: int, reference_chunk_size: int):
@@ -304,6 +308,7 @@ def _negative_hamming_blocks(query_signs: Tensor, reference_signs: Tensor, chunk
     prepack, linear = _ONEDNN_QLINEAR
     query_bits = query_signs.gt(0).to(torch.uint8)  # (Q, K) 0/1
     unit_scale, zero_point = torch.ones(1), torch.zeros(1, dtype=torch.long)
+    reference_chunk_size = min(reference_chunk_size, max(256, _PACKED_BLOCK_BYTES // query_signs.shape[1]))
     for block_start in range(0, reference_signs.shape[0], reference_chunk_size):
         block = reference_signs[block_start : block_start + reference_chunk_size].contiguous()  # (b, K)
         packed = prepack(block, [chunk_size, block.shape[1]])  # oneDNN's blocked weight layout, once per block

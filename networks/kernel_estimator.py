@@ -111,11 +111,11 @@ class KernelARVM(nn.Module):
         """
         index = self.window_index[t, : self.window_len[t]]  # (K,) earlier positions in W_γ(t)
         query = F.embedding(context[:, index], self.sign_table).flatten(1)  # (S, K·C) ±1
-        window = self.tokens_by_position.index_select(0, index)  # (K, N) ids, K contiguous row copies
         log_a = torch.full((context.shape[0], self.vocab_size), -math.inf, dtype=torch.float64, device=context.device)
         for start in range(0, self.num_grids, self.chunk_size):
             chunk = slice(start, start + self.chunk_size)
-            keys = F.embedding(window[:, chunk].T.long(), self.sign_table).flatten(1)  # (n, K·C) ±1 (embedding: a row gather)
+            window = self.tokens_by_position[:, chunk].index_select(0, index)  # (K, n) ids: K row pieces, contiguous
+            keys = F.embedding(window.T.long(), self.sign_table).flatten(1)  # (n, K·C) ±1 (embedding: a row gather)
             values = self.tokens_by_position[t, chunk].long()  # (n,) z^n_t
             for first in range(0, len(query), QUERY_CHUNK_SIZE):
                 rows = slice(first, first + QUERY_CHUNK_SIZE)
