@@ -34,5 +34,11 @@ bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) -m bench.run_all
 
+# On a CUDA machine: throughput at CIFAR size and the CUDA-only code paths checked against the CPU
+# (< 5 min, one table; exit 1 if a check fails). Without CUDA it says so in one line and exits 0.
+.PHONY: gpu-check
+gpu-check: $(STAMP)
+	$(PY) -m bench.gpu_check
+
 clean:
 	rm -rf outputs .pytest_cache

@@ -1,7 +1,8 @@
 """Exact top-2 NN search (metrics/nn_search.py) vs faiss-cpu brute force, on this machine.
 
 Rows: (a) L2 on float32 rows vs `IndexFlatL2`, (b) Hamming on signed bits vs `IndexBinaryFlat`
-(packed codes, popcount). Unit queries/s, goal 1.0 = as fast as faiss with identical neighbours.
+(packed codes, popcount) at 1024 bits and at 7168 bits (32x32x7, the CIFAR latent). Unit
+queries/s, goal 1.0 = as fast as faiss with identical neighbours.
 Timings interleave ours / faiss / the plain GEMMs so a noisy shared machine hits all of them
 alike (bench.harness); medians over `repeats`, warm-up excluded. faiss is a benchmark-only
 dependency (extra [bench]); metrics/ never imports it.
@@ -13,16 +14,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
-import threading
-import time
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
-from bench.common import Row
+from bench.common import Row, rss_growth_mib
 from bench.harness import interleaved_medians, timed
 from bench.run_all import format_table
 from metrics.nn_search import exact_l2_top2, hamming_top2
@@ -30,7 +28,8 @@ from metrics.nn_search import exact_l2_top2, hamming_top2
 FAISS_MISSING = "not run: faiss-cpu missing"
 L2_ROW = "exact L2 top-2 vs faiss IndexFlatL2 (fp32)"
 HAMMING_ROW = "Hamming top-2 vs faiss IndexBinaryFlat"
-ROW_NAMES = (L2_ROW, HAMMING_ROW)
+HAMMING_CIFAR_ROW = "Hamming top-2 vs faiss IndexBinaryFlat, 7168 bits (32x32x7)"
+ROW_NAMES = (L2_ROW, HAMMING_ROW, HAMMING_CIFAR_ROW)
 
 
 @dataclass(frozen=True)
@@ -44,6 +43,9 @@ class Sizes:
 
 FULL = Sizes(queries=1000, reference=20000, dims=784, bits=1024, repeats=7)
 SMOKE = Sizes(queries=256, reference=4096, dims=784, bits=1024, repeats=3)  # the full shapes, fewer rows
+CIFAR_BITS = 7 * 32 * 32
+FULL_CIFAR = Sizes(queries=500, reference=10000, dims=0, bits=CIFAR_BITS, repeats=5)
+SMOKE_CIFAR = Sizes(queries=64, reference=1024, dims=0, bits=CIFAR_BITS, repeats=1)
 
 
 def try_import_faiss():
@@ -70,31 +72,6 @@ def onednn_linear():
         return None
 
 
-def current_rss_mib() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def search_memory_mib(search: Callable[[], object], interval_s: float = 0.001) -> float:
-    """Peak RSS growth during one call, sampled by a thread (torch ops release the GIL): the
-    search's own working memory, unlike the process-wide peak that earlier work may have set."""
-    start, peak, done = current_rss_mib(), [0.0], threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], current_rss_mib() - start)
-            time.sleep(interval_s)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        search()
-    finally:
-        done.set()
-        sampler.join()
-    return peak[0]
-
-
 def versus_faiss_row(name: str, num_queries: int, seconds: dict[str, float], note: list[str]) -> Row:
     """ours vs faiss in queries/s; without faiss the baseline is None and the note says why."""
     if "faiss" not in seconds:
@@ -108,7 +85,7 @@ def l2_row(sizes: Sizes, faiss) -> Row:
     reference = torch.rand(sizes.reference, sizes.dims, generator=generator)  # (N, D)
     flops = 2 * sizes.queries * sizes.reference * sizes.dims
 
-    extra_mib = search_memory_mib(lambda: exact_l2_top2(queries, reference))  # first, before faiss exists
+    extra_mib = rss_growth_mib(lambda: exact_l2_top2(queries, reference))  # first, before faiss exists
     ours = exact_l2_top2(queries, reference)
     candidates = {"ours": lambda: exact_l2_top2(queries, reference), "torch.mm": lambda: torch.mm(queries, reference.T)}
     linear = onednn_linear()
@@ -135,14 +112,14 @@ def l2_row(sizes: Sizes, faiss) -> Row:
     return versus_faiss_row(L2_ROW, sizes.queries, seconds, note)
 
 
-def hamming_row(sizes: Sizes, faiss) -> Row:
+def hamming_row(sizes: Sizes, faiss, name: str = HAMMING_ROW) -> Row:
     generator = torch.Generator().manual_seed(1)
     query_bits = torch.randint(0, 2, (sizes.queries, sizes.bits), generator=generator, dtype=torch.uint8)  # (Q, K)
     reference_bits = torch.randint(0, 2, (sizes.reference, sizes.bits), generator=generator, dtype=torch.uint8)  # (N, K)
     query_codes, reference_codes = (bits.to(torch.int8) * 2 - 1 for bits in (query_bits, reference_bits))  # +-1
     ops = 2 * sizes.queries * sizes.reference * sizes.bits
 
-    extra_mib = search_memory_mib(lambda: hamming_top2(query_codes, reference_codes))
+    extra_mib = rss_growth_mib(lambda: hamming_top2(query_codes, reference_codes))
     ours = hamming_top2(query_codes, reference_codes)
     candidates = {"ours": lambda: hamming_top2(query_codes, reference_codes)}
     if faiss is not None:
@@ -154,7 +131,7 @@ def hamming_row(sizes: Sizes, faiss) -> Row:
 
     note = [
         f"{sizes.queries} x {sizes.reference} x {sizes.bits} bits",
-        f"ours {ops / seconds['ours'] / 1e9:.3g} int8 GOP/s (+-1 GEMM, 1 byte per bit)",
+        f"ours {ops / seconds['ours'] / 1e9:.3g} int8 GOP/s (bits x signs GEMM, 1 byte per bit)",
         f"search memory +{extra_mib:.0f} MiB",
     ]
     if faiss is not None:
@@ -162,16 +139,22 @@ def hamming_row(sizes: Sizes, faiss) -> Row:
         ours_distances = torch.stack([ours.d1, ours.d2], dim=1).numpy()
         identical = int((faiss_distances == ours_distances).all(axis=1).sum())
         note = [f"identical top-2 distances {identical}/{sizes.queries} (tied indices may differ)", *note]
-    return versus_faiss_row(HAMMING_ROW, sizes.queries, seconds, note)
+    return versus_faiss_row(name, sizes.queries, seconds, note)
 
 
 def run(smoke: bool = False) -> list[Row]:
-    sizes = SMOKE if smoke else FULL
+    sizes, cifar = (SMOKE, SMOKE_CIFAR) if smoke else (FULL, FULL_CIFAR)
     faiss = try_import_faiss()
-    return [l2_row(sizes, faiss), hamming_row(sizes, faiss)]
+    if faiss is not None:
+        faiss.omp_set_num_threads(torch.get_num_threads())  # the same thread count on both sides
+    return [l2_row(sizes, faiss), hamming_row(sizes, faiss), hamming_row(cifar, faiss, HAMMING_CIFAR_ROW)]
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, finishes in seconds")
-    print(format_table(run(smoke=parser.parse_args().smoke)))
+    parser.add_argument("--threads", type=int, default=None, help="torch (and so faiss) threads; 1 is steadier on a shared machine")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)  # run() gives faiss the same count
+    print(format_table(run(smoke=args.smoke)))

@@ -5,13 +5,17 @@ pair with one GEMM (scores q.r - ||r||^2 / 2: higher = nearer) and keep a runnin
 candidates per query. Memory therefore stays at O(chunk_size x reference_chunk_size) scores plus
 one cast reference block, never Q x N.
 
-Two GEMM flavours, picked from the input dtypes:
-- uint8 pixels (or int8 codes) on both sides: an int8 GEMM with int32 accumulation on rows shifted
-  by -128, so every score is an exact integer and the distances follow from the scores exactly
-  (with VNNI / int8 tensor cores this is also faster than FP32).
+GEMM flavours, picked from the input dtypes and the device:
+- uint8 pixels (or int8 codes) on both sides, where int8 GEMMs are fast (CUDA; CPUs with
+  AVX512-VNNI): an int8 GEMM with int32 accumulation on rows shifted by -128, so every score is an
+  exact integer and the distances follow from the scores exactly. Without VNNI, torch's CPU int8
+  GEMM is a plain loop (~1 GOP/s), so those CPUs take the FP32 path below;
+- Hamming on CPU: query bits (uint8 0/1) times reference signs (int8 +-1) through oneDNN's int8
+  linear with an FP32 output and the bias -|r| fused in, i.e. the GEMM writes -Hamming directly
+  (exact: every value is an integer below 2^24; products <= 1 cannot saturate AVX2's 16-bit pairs);
 - anything else: an FP32 GEMM with TF32/bf16 shortcuts forced off (`strict_fp32_matmul`), whose
   rounding can only reorder near-ties; an FP64 re-rank of the top `rerank_k` candidates then
-  gives exact distances (metrics.md §3.4: TF32/bf16 errors flip borderline 1/3-ratio and PSNR cases).
+  gives exact distances (TF32/bf16 errors would flip borderline 1/3-ratio and PSNR cases).
 
 Ties between equally distant rows resolve to the lower reference index among the candidates.
 """
@@ -175,6 +179,28 @@ class _Float32Space:
         return _exact_sq_distances(queries, reference, candidates.indices)
 
 
+class _ShiftedFloat32Space(_Float32Space):
+    """uint8/int8 rows where int8 GEMMs are slow: the FP32 path on the int8 path's rows (uint8
+    shifted by -128), so both paths share one set of exact int32 norms (`search_sq_norms`), which
+    a bf16 cast of a metric leaves intact; the FP64 re-rank gives exact distances."""
+
+    @staticmethod
+    def prepare(rows: Tensor) -> Tensor:
+        return _Int8Space.prepare(rows).float()  # (M, D8) exact small integers
+
+    @staticmethod
+    def sq_norms(prepared: Tensor) -> Tensor:
+        return prepared.double().square().sum(1).to(torch.int32)  # exact below _MAX_EXACT_INT8_DIMS
+
+    @staticmethod
+    def neg_norm_bias(sq_norms: Tensor) -> Tensor:
+        return sq_norms.to(torch.float32) * -0.5  # rounds above 2^24: only ranking, re-ranked in FP64
+
+    @staticmethod
+    def owns_norms(sq_norms: Tensor) -> bool:
+        return sq_norms.dtype == torch.int32
+
+
 def _onednn_linear():
     """oneDNN's fp32 linear (x @ w.T + b), the op Inductor uses on CPU, or None where absent.
 
@@ -196,14 +222,17 @@ _ONEDNN_LINEAR = _onednn_linear()
 def _int8_matmul(a: Tensor, b: Tensor) -> Tensor:
     """(M, K) int8 @ (N, K)^T int8 -> (M, N) int32, exact.
 
-    `torch._int_mm` is private but the only exact int8 GEMM in torch; on CUDA it also wants
-    M > 16 and N % 8 == 0, so pad with zero rows there and cut them off again. Should a device
-    still reject it, FP64 products of int8 values are exact as well (slower, hence the warning).
+    `torch._int_mm` is private but the only exact int8 GEMM in torch; on CUDA (cuBLAS) it also
+    wants M > 16, K >= 16, K % 8 == 0 and N % 8 == 0, with b passed as the transposed view of a
+    row-major (N, K) matrix, so pad with zero rows/columns there (they add nothing to any dot
+    product) and cut the result back. Should a device still reject it, FP64 products of int8
+    values are exact as well (slower, hence the warning).
     """
     num_a, num_b = a.shape[0], b.shape[0]
     if a.is_cuda:
-        a = _pad_rows(a, max(17, num_a))
-        b = _pad_rows(b, _round_up(num_b, 8))
+        width = max(16, _round_up(a.shape[1], 8))
+        a = _pad_rows(_pad_columns(a, width), max(17, num_a))
+        b = _pad_rows(_pad_columns(b, width), _round_up(num_b, 8))
     try:
         product = torch._int_mm(a, b.T)  # (M', N') int32
     except RuntimeError as error:
@@ -212,10 +241,25 @@ def _int8_matmul(a: Tensor, b: Tensor) -> Tensor:
     return product[:num_a, :num_b]
 
 
-def _int8_gemm_applies(queries: Tensor, reference: Tensor) -> bool:
+def _fast_int8_gemm(device: torch.device) -> bool:
+    """Whether torch._int_mm is a real int8 GEMM here: cuBLAS on CUDA, oneDNN on CPUs with
+    AVX512-VNNI (elsewhere torch runs it as a scalar loop, slower than the FP32 path)."""
+    if not hasattr(torch, "_int_mm"):
+        return False
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and getattr(torch.cpu, "_is_vnni_supported", lambda: False)()
+
+
+def _integer_rows(queries: Tensor, reference: Tensor) -> bool:
     integer_pair = queries.dtype == reference.dtype and queries.dtype in (torch.uint8, torch.int8)
-    supported_device = queries.device.type in ("cpu", "cuda") and hasattr(torch, "_int_mm")
-    return integer_pair and supported_device and queries.shape[1] < _MAX_EXACT_INT8_DIMS
+    return integer_pair and queries.shape[1] < _MAX_EXACT_INT8_DIMS
+
+
+def _space_for(queries: Tensor, reference: Tensor) -> type:
+    if not _integer_rows(queries, reference):
+        return _Float32Space
+    return _Int8Space if _fast_int8_gemm(queries.device) else _ShiftedFloat32Space
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -232,6 +276,62 @@ def _pad_columns(x: Tensor, num_columns: int) -> Tensor:
     if x.shape[1] == num_columns:
         return x
     return torch.cat([x, x.new_zeros(x.shape[0], num_columns - x.shape[1])], dim=1)
+
+
+# --------------------------------------------------------------------------------------------
+# Hamming on CPU: oneDNN int8 linear, bits x signs, -|r| fused
+
+
+def _onednn_qlinear():
+    """oneDNN's int8 linear with an FP32 output (the op Inductor's x86 int8 path uses), or None."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return torch.ops.onednn.qlinear_prepack, torch.ops.onednn.qlinear_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_ONEDNN_QLINEAR = _onednn_qlinear()
+# oneDNN re-reads the packed reference block for every query tile: keeping the block at 4 MiB
+# (4096 codes at 1024 bits, 585 at 7168) leaves it in cache (measured 0.65x -> 0.83-1.0x of faiss
+# at 7168 bits on the 2-core AVX2 box, unchanged at 1024 bits)
+_PACKED_BLOCK_BYTES = 2**22
+
+
+def _negative_hamming_blocks(query_signs: Tensor, reference_signs: Tensor, chunk_size: int, reference_chunk_size: int):
+    """Yield (block_start, scorer) per reference block; scorer(rows) -> (c, b) FP32 -Hamming of those queries.
+
+    Hamming(q, r) = |r| - sum_i q_i s_i for bits q_i in {0, 1} and signs s_i = 2 r_i - 1, so one int8
+    GEMM with the bias -|r| writes the negated distances (higher = nearer) as exact integers.
+    """
+    prepack, linear = _ONEDNN_QLINEAR
+    query_bits = query_signs.gt(0).to(torch.uint8)  # (Q, K) 0/1
+    unit_scale, zero_point = torch.ones(1), torch.zeros(1, dtype=torch.long)
+    reference_chunk_size = min(reference_chunk_size, max(256, _PACKED_BLOCK_BYTES // query_signs.shape[1]))
+    for block_start in range(0, reference_signs.shape[0], reference_chunk_size):
+        block = reference_signs[block_start : block_start + reference_chunk_size].contiguous()  # (b, K)
+        packed = prepack(block, [chunk_size, block.shape[1]])  # oneDNN's blocked weight layout, once per block
+        bias = block.gt(0).sum(1, dtype=torch.int32).neg_().float()  # (b,) -|r|
+
+        def scorer(rows: slice, packed=packed, bias=bias) -> Tensor:
+            return linear(query_bits[rows], 1.0, 0, packed, unit_scale, zero_point, bias, 1.0, 0, torch.float32, "none", [], "")
+
+        yield block_start, scorer
+
+
+def _hamming_top2_onednn(query_signs: Tensor, reference_signs: Tensor, chunk_size: int, reference_chunk_size: int) -> Top2:
+    best: _Candidates | None = None
+    num_queries = query_signs.shape[0]
+    for block_start, scorer in _negative_hamming_blocks(query_signs, reference_signs, chunk_size, reference_chunk_size):
+        found = _top_k_of_query_chunks(scorer, num_queries, chunk_size, 2, block_start)
+        best = found if best is None else _merge_top_k(best, found, 2)
+    return _two_nearest(-best.scores.double(), best.indices)  # (Q, k) Hamming distances, exact
+
+
+def _onednn_hamming_applies(query_signs: Tensor, reference_signs: Tensor) -> bool:
+    on_cpu = query_signs.device.type == "cpu" and reference_signs.device.type == "cpu"
+    return on_cpu and _ONEDNN_QLINEAR is not None and 0 < query_signs.shape[1] < 2**24
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,16 +363,21 @@ def _best_candidates(
             bias = space.neg_norm_bias(reference_sq_norms[block_start : block_start + block.shape[0]])  # (b,)
         else:
             bias = space.neg_norm_bias(space.sq_norms(block))  # (b,)
-        block_k = min(num_candidates, block.shape[0])
-        chunk_scores, chunk_indices = [], []
-        for query_start in range(0, num_queries, chunk_size):
-            scores = space.scores(query_rows[query_start : query_start + chunk_size], block, bias)  # (c, b)
-            top = torch.topk(scores, block_k, dim=1, sorted=False)  # (c, block_k)
-            chunk_scores.append(top.values)
-            chunk_indices.append(top.indices + block_start)
-        found = _Candidates(torch.cat(chunk_scores), torch.cat(chunk_indices))  # (Q, block_k) each
+        scorer = lambda rows, block=block, bias=bias: space.scores(query_rows[rows], block, bias)  # noqa: E731
+        found = _top_k_of_query_chunks(scorer, num_queries, chunk_size, num_candidates, block_start)
         best = found if best is None else _merge_top_k(best, found, num_candidates)
     return best
+
+
+def _top_k_of_query_chunks(scorer, num_queries: int, chunk_size: int, k: int, block_start: int) -> _Candidates:
+    """scorer(rows) -> (c, b) scores of those queries against one reference block; the k best per query."""
+    chunk_scores, chunk_indices = [], []
+    for query_start in range(0, num_queries, chunk_size):
+        scores = scorer(slice(query_start, query_start + chunk_size))  # (c, b)
+        top = torch.topk(scores, min(k, scores.shape[1]), dim=1, sorted=False)  # (c, k)
+        chunk_scores.append(top.values)
+        chunk_indices.append(top.indices + block_start)
+    return _Candidates(torch.cat(chunk_scores), torch.cat(chunk_indices))  # (Q, k) each
 
 
 def _merge_top_k(a: _Candidates, b: _Candidates, k: int) -> _Candidates:
@@ -314,6 +419,13 @@ def _two_nearest(sq_distances: Tensor, candidates: Tensor) -> Top2:
     return Top2(sq_sorted[:, 0], sq_sorted[:, 1], indices[:, 0], indices[:, 1])
 
 
+def _check_pair(queries: Tensor, reference: Tensor) -> None:
+    if queries.ndim != 2 or reference.ndim != 2 or queries.shape[1] != reference.shape[1]:
+        raise ValueError(f"expected (Q, D) queries and (N, D) reference, got {tuple(queries.shape)} and {tuple(reference.shape)}")
+    if reference.shape[0] == 0:
+        raise ValueError("the reference set is empty")
+
+
 def _top2_sq_distances(
     queries: Tensor,
     reference: Tensor,
@@ -323,17 +435,14 @@ def _top2_sq_distances(
     reference_chunk_size: int,
     equal_norms: bool = False,
 ) -> Top2:
-    if queries.ndim != 2 or reference.ndim != 2 or queries.shape[1] != reference.shape[1]:
-        raise ValueError(f"expected (Q, D) queries and (N, D) reference, got {tuple(queries.shape)} and {tuple(reference.shape)}")
-    if reference.shape[0] == 0:
-        raise ValueError("the reference set is empty")
+    _check_pair(queries, reference)
     if rerank_k < 2:
         raise ValueError(f"rerank_k must be >= 2 to find two neighbours, got {rerank_k}")
     num_candidates = min(rerank_k, reference.shape[0])
     if queries.shape[0] == 0:
         empty = torch.zeros(0, dtype=torch.float64, device=queries.device)
         return Top2(empty, empty, empty.long(), empty.long())
-    space = _Int8Space if _int8_gemm_applies(queries, reference) else _Float32Space
+    space = _space_for(queries, reference)
     with torch.no_grad(), strict_fp32_matmul():
         query_rows = space.prepare(queries)  # (Q, D')
         candidates = _best_candidates(
@@ -383,13 +492,23 @@ def hamming_top2(
 
     query_codes (Q, K) and reference_codes (N, K) hold signed bits: int8 in {-1, +1} is used as is;
     any other dtype is binarized with `> 0 -> +1`. Token grids must be unpacked first:
-    `token_codes(tokens, num_bits)`. For +-1 codes ||s - t||^2 = 4 * Hamming(s, t), so this is the
-    L2 search on int8 codes with exact integer (int8 GEMM, or FP32 for K >= 43690) dot products,
-    divided by 4. Among more than two equally near codes, which two are returned is unspecified.
+    `token_codes(tokens, num_bits)`. On CPU (oneDNN): one int8 GEMM of query bits and reference
+    signs writes -Hamming exactly (see the module docstring). Elsewhere, as ||s - t||^2 = 4 *
+    Hamming(s, t) for +-1 codes, the L2 search on the int8 codes with exact integer (int8 GEMM, or
+    FP32) dot products, divided by 4. Among more than two equally near codes, which two are
+    returned is unspecified.
     """
+    query_signs, reference_signs = signed_codes(query_codes), signed_codes(reference_codes)
+    _check_pair(query_signs, reference_signs)
+    if query_signs.shape[0] and _onednn_hamming_applies(query_signs, reference_signs):
+        try:
+            with torch.no_grad():
+                return _hamming_top2_onednn(query_signs, reference_signs, chunk_size, reference_chunk_size)
+        except RuntimeError as error:  # an unusual oneDNN build: the GEMM path below is exact too
+            warnings.warn(f"oneDNN int8 linear failed ({error}); Hamming search falls back to the GEMM path", stacklevel=2)
     top = _top2_sq_distances(
-        signed_codes(query_codes),
-        signed_codes(reference_codes),
+        query_signs,
+        reference_signs,
         reference_sq_norms=None,
         chunk_size=chunk_size,
         rerank_k=2,  # integer scores are exact: the two best are the two nearest
@@ -401,8 +520,8 @@ def hamming_top2(
 
 def search_sq_norms(reference: Tensor) -> Tensor:
     """(N, D) -> (N,) the squared row norms `exact_l2_top2` ranks uint8 / float references with
-    (int32, of the rows shifted by -128, for uint8; FP32 otherwise), for `reference_sq_norms=`."""
-    space = _Int8Space if reference.dtype in (torch.uint8, torch.int8) and reference.shape[1] < _MAX_EXACT_INT8_DIMS else _Float32Space
+    (int32, of the rows shifted by -128, for uint8 / int8; FP32 otherwise), for `reference_sq_norms=`."""
+    space = _Int8Space if _integer_rows(reference, reference) else _Float32Space  # int32 norms serve both integer paths
     with torch.no_grad():
         return space.sq_norms(space.prepare(reference))
 

@@ -117,3 +117,59 @@ def window_indices(height: int, width: int, gamma: int | None, device=None) -> W
     valid = inside.gather(1, order)  # (T, K)
     index = (key_rows * width + key_cols).gather(1, order)  # (T, K)
     return Window(torch.where(valid, index, 0), valid, valid.sum(1))
+
+
+class WindowTiles(NamedTuple):
+    """The γ windows of a raster grid cut into tiles, for exact attention in O(T·γ²) (training path).
+
+    Tile i holds the tile_len consecutive query positions i·tile_len .. (i+1)·tile_len - 1 and the
+    union of their windows as its key list; every query of the tile is scored against that list
+    only, and `visible` masks each query down to exactly its own window. Key *slots* count from
+    the null slot: slot 0 is the always-visible null key, slot 1 + s is position s.
+
+    keys: (n_tiles, L) long key slots; column 0 is the null slot, then the union in raster
+        order, then padding (slot 0 again, never visible) up to a common length L.
+    visible: (n_tiles, tile_len, L) bool, True where that query may attend to that slot.
+    """
+
+    keys: Tensor
+    visible: Tensor
+
+    @property
+    def tile_len(self) -> int:
+        return self.visible.shape[1]
+
+
+def window_tiles(
+    height: int, width: int, gamma: int | None, tile_len: int, align: int = 8, device=None, window: Window | None = None
+) -> WindowTiles:
+    """WindowTiles of a height×width grid; tile_len must divide T, L is rounded up to `align`
+    (fused attention kernels want aligned key lengths; padding slots are masked). `window`:
+    window_indices(height, width, gamma) if already at hand (it is the same for every tile_len)."""
+    num_tokens = height * width
+    if tile_len < 1 or num_tokens % tile_len:
+        raise ValueError(f"tile_len {tile_len} does not divide the {num_tokens} positions of a {height}x{width} grid")
+    num_tiles = num_tokens // tile_len
+    window = window if window is not None else window_indices(height, width, gamma, device)  # (T, K)
+    # union of each tile's windows: sort the tile's window entries, blank repeats, sort the blanks last
+    absent = num_tokens  # sentinel, sorts after every position
+    entries = torch.where(window.valid, window.index, absent).view(num_tiles, -1).sort(dim=1).values  # (n_tiles, Q·K)
+    repeat = torch.cat([torch.zeros_like(entries[:, :1], dtype=torch.bool), entries[:, 1:] == entries[:, :-1]], dim=1)
+    union = torch.where(repeat, absent, entries).sort(dim=1).values  # (n_tiles, Q·K) members first, raster order
+    width_k = -(-(1 + int((union < absent).sum(1).max())) // align) * align  # null + the largest union, aligned
+    union = torch.cat([union, union.new_full((num_tiles, max(0, width_k - 1 - union.shape[1])), absent)], dim=1)[:, : width_k - 1]
+    in_union = torch.cat([torch.zeros_like(union[:, :1], dtype=torch.bool), union < absent], dim=1)  # (n_tiles, L)
+    keys = torch.cat([union.new_zeros(num_tiles, 1), torch.where(union < absent, union + 1, 0)], dim=1)  # (n_tiles, L)
+
+    # visibility from the definition: key position p is seen by query t iff p < t and within γ
+    queries = torch.arange(num_tokens, device=device).view(num_tiles, tile_len, 1)  # (n_tiles, Q, 1)
+    positions = (keys - 1).view(num_tiles, 1, width_k)  # (n_tiles, 1, L)
+    visible = in_union.view(num_tiles, 1, width_k) & (positions < queries)  # (n_tiles, Q, L)
+    if gamma is not None:
+        chebyshev = torch.maximum(
+            (positions // width - queries // width).abs(), (positions % width - queries % width).abs()
+        )
+        visible &= chebyshev <= gamma
+    visible[:, :, 0] = True  # the null slot
+    return WindowTiles(keys, visible)
+

@@ -10,7 +10,8 @@ Position-specific (training tokens are read at the same grid cells); window cell
 are absent. Global γ with small ρ copies a training grid (the context singles it out); small γ lets
 different training grids win in different neighbourhoods.
 
-How it is computed (log space, memory bounded by chunk_size, never (S, N, 2^C)):
+How it is computed (log space; beyond the stored grids, 1 byte a token up to C = 8, memory is bounded by
+chunk_size training grids x query_chunk_size queries, never (S, N, 2^C)):
 1. context weight: Σ_v log q(c_v | z^n_v) = const + ½ log((1-ρ)/ρ) · <c±, z^n±>, the dot
    product of the ±1 bit vectors of the two windows (H = (K·C - <c±, z±>) / 2), so one
    (S, K·C) @ (K·C, n) matmul per chunk;
@@ -23,6 +24,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from networks.gamma_mask import parse_gamma, window_indices
@@ -35,6 +37,7 @@ from networks.window_transformer import (
 )
 
 MAX_KERNEL_BITS = 14  # the (2^C, 2^C) float64 kernel matrix is 2 GiB at C = 14
+QUERY_CHUNK_SIZE = 1024  # queries scored per block: a (1024, chunk_size) float64 block is 32 MiB at chunk 4096
 
 
 def signs(tokens: Tensor, num_bits: int, dtype=torch.float32) -> Tensor:
@@ -74,13 +77,24 @@ class KernelARVM(nn.Module):
         self.register_buffer("kernel", log_flip_kernel(num_bits, flip_prob).exp())  # (V, V) float64 q(x | b)
         # the per-bit log-likelihood ratio of agreeing vs flipped bits, halved for ±1 dot products
         self.dot_scale = 0.5 * math.log((1 - flip_prob) / flip_prob)
-        self.register_buffer("train_tokens", train_tokens.reshape(num_grids, -1).long())  # (N, T)
-        # ±1 bits of the training grids, unpacked once; int8: N·T·C bytes, 4x less than float
-        train_signs = signs(self.train_tokens, num_bits, torch.int8)  # (N, T, C)
-        self.register_buffer("train_signs", train_signs, persistent=False)
+        # compact ids, position-major: the window columns of all N grids are K contiguous rows; a
+        # chunk's ±1 bits come from a (2^C, C) table when it is scored. uint8 (1 byte a token) up
+        # to C = 8, else int32: DDP broadcasts buffers, and gloo has no int16
+        grids = train_tokens.reshape(num_grids, -1).to(torch.uint8 if num_bits <= 8 else torch.int32)  # (N, T)
+        self.register_buffer("tokens_by_position", grids.T.contiguous())  # (T, N)
+        self.register_buffer("sign_table", signs(torch.arange(self.vocab_size), num_bits), persistent=False)  # (V, C)
         window = window_indices(self.height, self.width, self.gamma)
         self.register_buffer("window_index", window.index, persistent=False)  # (T, K)
         self.window_len: list[int] = window.length.tolist()
+
+    @property
+    def num_grids(self) -> int:
+        return self.tokens_by_position.shape[1]
+
+    @property
+    def train_tokens(self) -> Tensor:
+        """(N, T) long training grids (a copy; the estimator keeps them as compact (T, N) ids)."""
+        return self.tokens_by_position.T.long()
 
     @property
     def num_tokens(self) -> int:
@@ -96,14 +110,18 @@ class KernelARVM(nn.Module):
         Up to a constant per row, which the normalisation in log_histogram removes.
         """
         index = self.window_index[t, : self.window_len[t]]  # (K,) earlier positions in W_γ(t)
-        query = signs(context[:, index], self.num_bits).flatten(1)  # (S, K·C)
+        query = F.embedding(context[:, index], self.sign_table).flatten(1)  # (S, K·C) ±1
         log_a = torch.full((context.shape[0], self.vocab_size), -math.inf, dtype=torch.float64, device=context.device)
-        for start in range(0, len(self.train_tokens), self.chunk_size):
+        for start in range(0, self.num_grids, self.chunk_size):
             chunk = slice(start, start + self.chunk_size)
-            keys = self.train_signs[chunk, index].flatten(1).float()  # (n, K·C)
-            with torch.autocast(context.device.type, enabled=False):  # bf16 would round the integers
-                log_w = (query @ keys.T).double() * self.dot_scale  # (S, n); exact integer dot products
-            log_a = torch.logaddexp(log_a, scatter_logsumexp(log_w, self.train_tokens[chunk, t], self.vocab_size))
+            window = self.tokens_by_position[:, chunk].index_select(0, index)  # (K, n) ids: K row pieces, contiguous
+            keys = F.embedding(window.T.long(), self.sign_table).flatten(1)  # (n, K·C) ±1 (embedding: a row gather)
+            values = self.tokens_by_position[t, chunk].long()  # (n,) z^n_t
+            for first in range(0, len(query), QUERY_CHUNK_SIZE):
+                rows = slice(first, first + QUERY_CHUNK_SIZE)
+                with torch.autocast(context.device.type, enabled=False):  # bf16 would round the integers
+                    log_w = (query[rows] @ keys.T).double() * self.dot_scale  # (s, n); exact integer dot products
+                log_a[rows] = torch.logaddexp(log_a[rows], scatter_logsumexp(log_w, values, self.vocab_size))
         return log_a
 
     def log_histogram(self, context_grids: Tensor, t: int) -> Tensor:
@@ -111,7 +129,7 @@ class KernelARVM(nn.Module):
 
         Only the tokens in W_γ(t) are read; position t and later may hold anything.
         """
-        context = context_grids.reshape(context_grids.shape[0], -1).long().to(self.train_tokens.device)
+        context = context_grids.reshape(context_grids.shape[0], -1).long().to(self.sign_table.device)
         log_a = self.log_value_weights(context, t)  # (S, V)
         top = log_a.amax(dim=1, keepdim=True)  # (S, 1) finite: every row has some training token
         mixed = (log_a - top).exp() @ self.kernel.T  # (S, V) Σ_b exp(A_b - top) q(x | b), >= ρ^C > 0
@@ -121,7 +139,7 @@ class KernelARVM(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0, generator: Generators = None) -> Tensor:
         """(n, h, w) token grids drawn in raster order; generator as in window_transformer.draw_uniforms."""
-        device = self.train_tokens.device
+        device = self.sign_table.device
         uniforms = draw_uniforms(n, self.num_tokens, 1, generator, device)  # (n, T, 1)
         tokens = torch.zeros(n, self.num_tokens, dtype=torch.long, device=device)
         for t in range(self.num_tokens):
@@ -132,7 +150,7 @@ class KernelARVM(nn.Module):
     @torch.no_grad()
     def nll_bits(self, tokens: Tensor) -> Tensor:
         """(B, h, w) held-out grids -> (B,) mean per-token NLL in bits (teacher forcing)."""
-        flat = tokens.reshape(tokens.shape[0], -1).long().to(self.train_tokens.device)  # (B, T)
+        flat = tokens.reshape(tokens.shape[0], -1).long().to(self.sign_table.device)  # (B, T)
         nats = torch.zeros(flat.shape[0], dtype=torch.float64, device=flat.device)
         for t in range(self.num_tokens):
             nats -= self.log_histogram(flat, t).gather(1, flat[:, t : t + 1]).squeeze(1)

@@ -14,6 +14,12 @@ So the logits at t are a function of t and the tokens inside W_γ(t) only, and t
 a position depend only on its own token: sampling caches them exactly (`sample(use_cache=True)`)
 and each new token attends over its O(γ²) window instead of recomputing the sequence.
 
+Training and evaluation (`forward`) attend in one of two ways, with the same result:
+- "windowed": tiles of consecutive queries against the union of their windows
+  (networks/tiled_attention.py), O(T·γ²) time and memory;
+- "dense": one T×(1+T) masked attention, O(T²) time; faster for short sequences and wide windows.
+`attention="auto"` picks by `attention_plan`, a cost rule measured on CPU (bench/bench_window.py).
+
 γ = None is the global model: the same network under a plain causal mask.
 
 Heads: "histogram" = 2^C logits (the paper's histogram); "bits" = C independent Bernoulli logits
@@ -31,10 +37,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from networks.bits import bit_weights, popcount_table
-from networks.gamma_mask import gamma_window_mask, parse_gamma, window_indices
+from networks.gamma_mask import WindowTiles, gamma_window_mask, parse_gamma, window_indices, window_tiles
+from networks.tiled_attention import tiled_attention
 
 MAX_HISTOGRAM_BITS = 16  # 2^16 logits per position is the largest softmax we accept
 HeadKind = Literal["histogram", "bits"]
+AttentionKind = Literal["auto", "dense", "windowed"]
 Generators = torch.Generator | Sequence[int] | None
 
 
@@ -95,6 +103,42 @@ def sample_categorical(logits: Tensor, uniform: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
+# which attention the training path uses
+
+# Cost rule, in units of one dense score (a query-key pair of the fused dense kernel, forward and
+# backward). Measured on CPU, fp32, one attention layer (bench/bench_window.py "rule" row): a
+# windowed score costs TILED_SCORE_COST dense ones (gathers, small GEMMs, unfused softmax), and
+# every key slot of a tile adds GATHER_COST / tile_len for copying it in and its gradient out.
+TILED_SCORE_COST = 1.8
+GATHER_COST = 22.0
+MAX_TILE_LEN = 64
+
+
+def windowed_cost(num_keys: int, tile_len: int) -> float:
+    """Predicted cost per query of tiles of tile_len queries over num_keys slots, in dense scores."""
+    return num_keys * (TILED_SCORE_COST + GATHER_COST / tile_len)
+
+
+def attention_plan(height: int, width: int, gamma: int | None, attention: AttentionKind = "auto") -> WindowTiles | None:
+    """The tiles the windowed path uses, or None for the dense path.
+
+    "auto": windowed when its predicted cost is below the dense path's T + 1 scores per query
+    (so global γ, short sequences and windows that cover most of the grid stay dense); the tile
+    length is the divisor of T (at most MAX_TILE_LEN) with the lowest predicted cost.
+    """
+    num_tokens = height * width
+    if attention == "dense" or gamma is None:
+        return None
+    candidates = [n for n in range(1, min(MAX_TILE_LEN, num_tokens) + 1) if num_tokens % n == 0]
+    window = window_indices(height, width, gamma)
+    plans = [window_tiles(height, width, gamma, tile_len, window=window) for tile_len in candidates]
+    best = min(plans, key=lambda tiles: windowed_cost(tiles.keys.shape[1], tiles.tile_len))
+    if attention == "windowed" or windowed_cost(best.keys.shape[1], best.tile_len) < num_tokens + 1:
+        return best
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
 # configuration and modules
 
 
@@ -109,11 +153,16 @@ class WindowedARConfig:
     n_embd: int = 128
     dropout: float = 0.0
     head: HeadKind = "histogram"
+    attention: AttentionKind = "auto"  # training/eval attention: see attention_plan
 
     def __post_init__(self):
         self.gamma = parse_gamma(self.gamma)
         if self.head not in ("histogram", "bits"):
             raise ValueError(f"head must be 'histogram' or 'bits', got {self.head!r}")
+        if self.attention not in ("auto", "dense", "windowed"):
+            raise ValueError(f"attention must be 'auto', 'dense' or 'windowed', got {self.attention!r}")
+        if self.attention == "windowed" and self.gamma is None:
+            raise ValueError("attention='windowed' needs a finite gamma (the global window is every earlier position)")
         if self.head == "histogram" and self.num_bits > MAX_HISTOGRAM_BITS:
             raise ValueError(
                 f"a histogram head over 2^{self.num_bits} values is too large "
@@ -209,12 +258,15 @@ class WindowCrossAttention(nn.Module):
         null = self.null_kv.unsqueeze(1).expand(-1, batch, -1, -1, -1)  # (2, B, H, 1, d/H), no copy
         return null[0], null[1]
 
-    def forward(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-        """x (B, Tq, d); k, v (B, H, S, d/H); mask (Tq, S) bool (True = visible) or None."""
+    def forward(self, x: Tensor, k: Tensor, v: Tensor, visible: Tensor | WindowTiles | None) -> Tensor:
+        """x (B, Tq, d); k, v (B, H, S, d/H) slots; visible: a (Tq, S) bool mask (True = visible),
+        WindowTiles over the slots (the windowed path), or None (every slot)."""
         q = self.split_heads(self.q_proj(x))  # (B, H, Tq, d/H)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        )  # (B, H, Tq, d/H)
+        dropout = self.dropout if self.training else 0.0
+        if isinstance(visible, WindowTiles):
+            y = tiled_attention(q, k, v, visible, dropout)  # (B, H, Tq, d/H)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=visible, dropout_p=dropout)  # (B, H, Tq, d/H)
         y = y.transpose(1, 2).reshape(x.shape)  # (B, Tq, d)
         return self.resid_dropout(self.c_proj(y))
 
@@ -229,8 +281,8 @@ class QueryBlock(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd)
         self.mlp = MLP(config)
 
-    def forward(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-        x = x + self.attn(self.ln_1(x), k, v, mask)
+    def forward(self, x: Tensor, k: Tensor, v: Tensor, visible: Tensor | WindowTiles | None) -> Tensor:
+        x = x + self.attn(self.ln_1(x), k, v, visible)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -249,10 +301,17 @@ class WindowedARTransformer(nn.Module):
         self.ln_f = nn.LayerNorm(config.n_embd)
         self.head = nn.Linear(config.n_embd, config.out_dim)
 
-        # training mask over [null, positions 0..T-1]: the null column is always visible
-        window = gamma_window_mask(config.height, config.width, config.gamma)  # (T, T)
-        always = torch.ones(config.num_tokens, 1, dtype=torch.bool)
-        self.register_buffer("attn_mask", torch.cat([always, window], dim=1), persistent=False)  # (T, 1+T)
+        # training attention over the slots [null, positions 0..T-1]: tiles, or a dense mask whose
+        # null column is always visible
+        tiles = attention_plan(config.height, config.width, config.gamma, config.attention)
+        self.windowed = tiles is not None
+        if self.windowed:
+            self.register_buffer("tile_keys", tiles.keys, persistent=False)  # (n_tiles, L)
+            self.register_buffer("tile_visible", tiles.visible, persistent=False)  # (n_tiles, Q, L)
+        else:
+            window = gamma_window_mask(config.height, config.width, config.gamma)  # (T, T)
+            always = torch.ones(config.num_tokens, 1, dtype=torch.bool)
+            self.register_buffer("attn_mask", torch.cat([always, window], dim=1), persistent=False)  # (T, 1+T)
         # cache slots of every window for cached sampling (finite γ only; global slices a prefix)
         self.window_len: list[int] = []
         if config.gamma is not None:
@@ -291,6 +350,10 @@ class WindowedARTransformer(nn.Module):
 
     # --- training path: all positions in parallel -------------------------------------------
 
+    def training_visibility(self) -> Tensor | WindowTiles:
+        """What every query of the training path sees: the dense (T, 1+T) mask or the tiles."""
+        return WindowTiles(self.tile_keys, self.tile_visible) if self.windowed else self.attn_mask
+
     def forward(self, tokens: Tensor) -> Tensor:
         """(B, T) or (B, h, w) ids -> (B, T, 2^C) histogram logits or (B, T, C) bit logits.
 
@@ -301,11 +364,12 @@ class WindowedARTransformer(nn.Module):
         positions = torch.arange(num_tokens, device=tokens.device)
         context = self.context(tokens, positions)  # (B, T, d)
         x = self.drop(self.query_pos(positions)).expand(batch, -1, -1)  # (B, T, d)
+        visible = self.training_visibility()
         for block in self.blocks:
             k, v = block.attn.context_kv(context)  # (B, H, T, d/H) each
             null_k, null_v = block.attn.null_slot(batch)  # (B, H, 1, d/H) each
-            k, v = torch.cat([null_k, k], dim=2), torch.cat([null_v, v], dim=2)  # (B, H, 1+T, d/H)
-            x = block(x, k, v, self.attn_mask)
+            k, v = torch.cat([null_k, k], dim=2), torch.cat([null_v, v], dim=2)  # (B, H, 1+T, d/H) slots
+            x = block(x, k, v, visible)
         return self.head(self.ln_f(x))
 
     def loss(self, logits: Tensor, tokens: Tensor, flip_prob: float = 0.0) -> Tensor:

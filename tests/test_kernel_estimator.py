@@ -112,3 +112,31 @@ def test_autocast_does_not_round_the_dot_products():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mixed = model.log_histogram(context, 63)  # K·C = 378: bf16 would round the dot products
     assert torch.equal(mixed, model.log_histogram(context, 63))
+
+
+def test_query_blocks_equal_one_block(monkeypatch):
+    train, context = random_grids(30), random_grids(5, seed=3)
+    model = KernelARVM(train, num_bits=4, gamma=2, chunk_size=8)
+    whole = [model.log_histogram(context, t) for t in (0, 7, 15)]
+    monkeypatch.setattr("networks.kernel_estimator.QUERY_CHUNK_SIZE", 2)
+    for t, expected in zip((0, 7, 15), whole):
+        torch.testing.assert_close(model.log_histogram(context, t), expected)
+
+
+@pytest.mark.parametrize("bits,dtype", [(7, torch.uint8), (10, torch.int32)])
+def test_stores_compact_grids_that_gloo_can_broadcast(bits, dtype, tmp_path):
+    train = random_grids(6, bits=bits)
+    model = KernelARVM(train, num_bits=bits, gamma=1)
+    assert model.tokens_by_position.dtype == dtype and model.tokens_by_position.shape == (16, 6)
+    assert torch.equal(model.train_tokens.view(6, 4, 4), train)
+    kernel_bytes = 2 * 4**bits * 8
+    assert sum(b.nbytes for b in model.buffers()) < 6 * 16 * dtype.itemsize + kernel_bytes + 2**bits * bits * 4 + 4096, "no (N, T, C) bit copy"
+    # DDP broadcasts every buffer at setup, and gloo refuses some dtypes (int16): broadcast them for real
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+    finally:
+        dist.destroy_process_group()

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -44,9 +45,19 @@ def with_copies_and_duplicates(queries, reference):
     return queries, reference
 
 
+@pytest.fixture(params=["this machine", "int8 GEMM", "FP32 GEMM"])
+def gemm_path(request, monkeypatch):
+    """Every GEMM flavour on any machine: the int8 one is chosen only where it is fast (VNNI, CUDA)."""
+    import metrics.nn_search as nn_search
+
+    if request.param != "this machine":
+        monkeypatch.setattr(nn_search, "_fast_int8_gemm", lambda device: request.param == "int8 GEMM")
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_exact_l2_top2_matches_fp64_brute_force(dtype, shape):
+def test_exact_l2_top2_matches_fp64_brute_force(dtype, shape, gemm_path):
     generator = torch.Generator().manual_seed(sum(shape))
     num_queries, num_reference, dims = shape
     queries, reference = with_copies_and_duplicates(
@@ -137,8 +148,21 @@ def test_strict_fp32_context_with_the_per_backend_precision_api():
                    env={**os.environ, "PYTHONPATH": str(repo_root)})
 
 
+@pytest.fixture(params=["oneDNN bits x signs", "int8 GEMM", "FP32 GEMM"])
+def hamming_path(request, monkeypatch):
+    import metrics.nn_search as nn_search
+
+    if request.param == "oneDNN bits x signs":
+        if nn_search._ONEDNN_QLINEAR is None:
+            pytest.skip("this torch build has no oneDNN int8 linear")
+    else:
+        monkeypatch.setattr(nn_search, "_ONEDNN_QLINEAR", None)
+        monkeypatch.setattr(nn_search, "_fast_int8_gemm", lambda device: request.param == "int8 GEMM")
+    return request.param
+
+
 @pytest.mark.parametrize("num_bits", [1, 3, 7])
-def test_hamming_top2_matches_packed_popcount(num_bits):
+def test_hamming_top2_matches_packed_popcount(num_bits, hamming_path):
     generator = torch.Generator().manual_seed(num_bits)
     reference = torch.randint(0, 2**num_bits, (300, 5, 3), generator=generator)  # (N, h, w) ids
     queries = torch.randint(0, 2**num_bits, (41, 5, 3), generator=generator)
@@ -151,6 +175,24 @@ def test_hamming_top2_matches_packed_popcount(num_bits):
     assert torch.equal(hamming.gather(1, top.idx1[:, None])[:, 0], top.d1)
     assert torch.equal(hamming.gather(1, top.idx2[:, None])[:, 0], top.d2)
     assert (top.idx1 != top.idx2).all() and top.d1[:3].eq(0).all() and top.d2[1] == 0
+
+
+def test_hamming_at_the_cifar_latent_size_matches_popcount(hamming_path):
+    """7168 bits (32x32x7), odd tile edges, near-copies and an exact duplicate pair."""
+    generator = torch.Generator().manual_seed(11)
+    reference = torch.randint(0, 2, (150, 7168), generator=generator, dtype=torch.uint8)
+    queries = torch.randint(0, 2, (37, 7168), generator=generator, dtype=torch.uint8)
+    queries[:5] = reference[:5]
+    queries[:5, :3] ^= 1  # near-copies at Hamming distance 3
+    reference[9] = reference[4]
+    packed_q, packed_r = (torch.from_numpy(np.packbits(x.numpy(), axis=1)) for x in (queries, reference))
+    popcount = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.float64)
+    hamming = popcount[(packed_q[:, None].long() ^ packed_r[None].long())].sum(-1)  # (Q, N)
+    expected, _ = hamming.sort(dim=1)
+    top = hamming_top2(queries.to(torch.int8) * 2 - 1, reference.to(torch.int8) * 2 - 1, chunk_size=16, reference_chunk_size=100)
+    assert torch.equal(top.d1, expected[:, 0]) and torch.equal(top.d2, expected[:, 1])
+    assert torch.equal(hamming.gather(1, top.idx1[:, None])[:, 0], top.d1)
+    assert top.d1[:5].eq(3).all() and top.d2[4] == 3
 
 
 def test_hamming_accepts_soft_signs():

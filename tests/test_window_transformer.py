@@ -6,6 +6,7 @@ from networks.gamma_mask import gamma_window_mask
 from networks.window_transformer import (
     WindowedARConfig,
     WindowedARTransformer,
+    attention_plan,
     bits_to_tokens,
     draw_uniforms,
     log_flip_kernel,
@@ -51,11 +52,13 @@ def test_forward_shapes(head, out_dim):
         model(torch.zeros(3, 7, dtype=torch.long))
 
 
+@pytest.mark.parametrize("attention", ["dense", "windowed"])
 @pytest.mark.parametrize("head", ["histogram", "bits"])
 @pytest.mark.parametrize("gamma", [1, 2])
-def test_prediction_depends_only_on_the_window(gamma, head):
+def test_prediction_depends_only_on_the_window(gamma, head, attention):
     """The γ guarantee: with several layers, a token outside t's window must not move t's logits."""
-    model = make_model(gamma, head, n_layer=4)
+    model = make_model(gamma, head, n_layer=4, attention=attention)
+    assert model.windowed == (attention == "windowed")
     mask = gamma_window_mask(HEIGHT, WIDTH, gamma)  # (T, T)
     grids = random_tokens(2).view(2, -1)
     base = model(grids)
@@ -82,9 +85,9 @@ def test_global_sees_every_earlier_token():
 
 
 @pytest.mark.parametrize("head", ["histogram", "bits"])
-@pytest.mark.parametrize("gamma", [1, 2, None])
-def test_cached_sampling_equals_full_recompute(gamma, head):
-    model = make_model(gamma, head)
+@pytest.mark.parametrize("gamma,attention", [(1, "dense"), (1, "windowed"), (2, "windowed"), (None, "auto")])
+def test_cached_sampling_equals_full_recompute(gamma, head, attention):
+    model = make_model(gamma, head, attention=attention)
     cached = model.sample(6, temperature=1.3, generator=torch.Generator().manual_seed(5))
     full = model.sample(6, temperature=1.3, generator=torch.Generator().manual_seed(5), use_cache=False)
     assert cached.shape == (6, HEIGHT, WIDTH) and cached.dtype == torch.long
@@ -183,3 +186,39 @@ def test_overfits_two_grids():
         losses.append(loss.item())
     # the floor is the first token's ambiguity between the two grids: ln 2 / T nats per token
     assert losses[-1] < 0.15 * losses[0], losses[::25]
+
+
+@pytest.mark.parametrize("head", ["histogram", "bits"])
+@pytest.mark.parametrize("gamma", [1, 2, 3])
+def test_windowed_and_dense_paths_give_the_same_logits_loss_and_gradients(gamma, head):
+    models = {attention: make_model(gamma, head, attention=attention).train() for attention in ("dense", "windowed")}
+    assert not models["dense"].windowed and models["windowed"].windowed
+    grids = random_tokens(3)
+    results = {}
+    for attention, model in models.items():
+        logits = model(grids)
+        loss = model.loss(logits, grids, flip_prob=0.01)
+        loss.backward()
+        results[attention] = (logits, loss, {name: p.grad for name, p in model.named_parameters()})
+    (dense_logits, dense_loss, dense_grads), (logits, loss, grads) = results["dense"], results["windowed"]
+    torch.testing.assert_close(logits, dense_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(loss, dense_loss)
+    assert dense_grads.keys() == grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, dense_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_attention_plan_rule():
+    assert attention_plan(32, 32, None) is None  # global: dense
+    assert attention_plan(8, 8, 2) is None  # 64 tokens: the dense kernel wins (bench/bench_window.py)
+    tiles = attention_plan(32, 32, 5)  # the CIFAR latent grid, 1024 tokens
+    assert tiles is not None and tiles.tile_len == 16 and tiles.keys.shape[1] == 128  # 128 slots per query, not 1025
+    assert attention_plan(32, 32, 5, "dense") is None
+    assert attention_plan(8, 8, 2, "windowed") is not None
+    with pytest.raises(ValueError, match="finite gamma"):
+        WindowedARConfig(gamma=None, attention="windowed")
+    with pytest.raises(ValueError, match="attention"):
+        WindowedARConfig(attention="sparse")
+    # the network picks by itself: GammaARVM never has to choose
+    model = WindowedARTransformer(WindowedARConfig(height=32, width=32, num_bits=7, gamma=5, n_layer=1, n_head=2, n_embd=16))
+    assert model.windowed and not hasattr(model, "attn_mask")
