@@ -1,0 +1,18 @@
+"""What ``train.py`` and ``sweep.py`` exit with, so that a script or a scheduler can tell the cases apart.
+
+| code | meaning |
+|---|---|
+| 0  | finished |
+| 1  | a fault of the run (non-finite loss, disk full, another rank crashed): look at the error line |
+| 2  | a bad input (a path, a value, a config key, a checkpoint): the error line names it; nothing was written |
+| 75 | stopped early and resumable (SIGTERM, SIGUSR1, Ctrl-C): a checkpoint of the step reached was saved; |
+|    | rerun the same command with ``--ckpt_path last`` (a requeued SLURM job resumes by itself) |
+| 130| a second Ctrl-C: stopped at once; ``last.ckpt`` is whatever was saved before |
+
+75 is ``EX_TEMPFAIL`` of BSD's sysexits.h: "a temporary failure; the user is invited to retry".
+"""
+OK = 0
+FAULT = 1
+BAD_INPUT = 2
+RESUMABLE = 75
+ABORTED = 130
