@@ -264,4 +264,7 @@ def console_main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(console_main())
+    code = console_main()
+    if code == exit_codes.RESUMABLE:
+        exit_codes.exit_now(code)
+    sys.exit(code)

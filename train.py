@@ -271,6 +271,10 @@ def resume_command(argv: list[str], script: str = "train.py") -> str:
     return shlex.join(["python", script, *kept, "--ckpt_path", "last"])
 
 
+_STOPPED_FOR_RESUME = False
+"""Set when this process stopped on a stop request, with the checkpoint saved: its launcher may exit before it."""
+
+
 def stop_when_launcher_dies(poll_s: float = 2.0) -> None:
     """A DDP rank > 0 exits when the process that launched it is gone (rank 0 under Lightning's launcher,
     torchrun's agent, slurmstepd): a killed or crashed rank 0 would otherwise leave it blocked in a
@@ -285,6 +289,8 @@ def stop_when_launcher_dies(poll_s: float = 2.0) -> None:
     def watch() -> None:
         while True:
             time.sleep(poll_s)
+            if os.getppid() != parent and _STOPPED_FOR_RESUME:
+                os._exit(exit_codes.OK)  # rank 0 saved, said so and left first; this rank is only finishing its exit
             if os.getppid() != parent:
                 print(f"error: rank {os.environ.get('RANK', os.environ['LOCAL_RANK'])}: the process that launched it"
                       f" (pid {parent}) is gone, stopping this rank too", file=sys.stderr, flush=True)
@@ -304,10 +310,12 @@ def console_main(argv: list[str] | None = None) -> int:
         with stop_at_once():
             main(None if from_command_line else argv)  # None: LightningCLI reads sys.argv itself
     except Preempted as stop:
+        global _STOPPED_FOR_RESUME
+        _STOPPED_FOR_RESUME = True
         if main_process:
             print(f"{stop} (exit code {exit_codes.RESUMABLE}: resumable)\nto resume: {resume_command(argv)}",
                   file=sys.stderr, flush=True)
-        return exit_codes.RESUMABLE
+        return stop.exit_code
     except (KeyboardInterrupt, SystemExit) as stop:
         interrupted = isinstance(stop, KeyboardInterrupt) or isinstance(stop.__context__, KeyboardInterrupt)
         if not interrupted:
@@ -326,4 +334,7 @@ def console_main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(console_main())
+    code = console_main()
+    if _STOPPED_FOR_RESUME:
+        exit_codes.exit_now(code)
+    sys.exit(code)

@@ -22,25 +22,24 @@ The status file also says ``running`` while training and ``finished`` after a co
 """
 from __future__ import annotations
 
+import contextlib
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
-from lightning.fabric.plugins.environments import SLURMEnvironment
+import torch.distributed as dist
+from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 
 from callbacks.resilience import ResumableRun
 from callbacks.wandb_run import run_dir
+from runtime import exit_codes
 from runtime.errors import Preempted
 from runtime.run_status import write_status
 from runtime.signals import StopRequests
 from runtime.slurm import requeue, slurm_job_key
-
-CHILD_EXIT_WAIT_S = 20.0
-
 
 class Preemption(Callback):
     def __init__(self) -> None:
@@ -120,8 +119,8 @@ class Preemption(Callback):
             _mark_preempting(trainer, name)
             if self.requests.received is not None and self.requests.received == _requeue_signal(trainer) and (job := slurm_job_key()):
                 print(requeue(job), flush=True)
-            _wait_for_children(trainer)
-        raise Preempted(message, name, trainer.global_step, str(path) if path else None)
+        _leave_process_group(trainer)
+        raise Preempted(message, name, trainer.global_step, str(path) if path else None, exit_code=_exit_code(trainer))
 
     @staticmethod
     def _status(trainer: Trainer, state: str, **fields: Any) -> None:
@@ -189,11 +188,18 @@ def _mark_preempting(trainer: Trainer, name: str) -> None:
                 run.summary.update({"preempted_at_step": trainer.global_step, "preempted_by": name})
 
 
-def _wait_for_children(trainer: Trainer) -> None:
-    """Rank 0 of Lightning's launcher waits for the ranks it started, so none is left behind mid-exit."""
-    deadline = time.monotonic() + CHILD_EXIT_WAIT_S
-    for process in getattr(trainer.strategy.launcher, "procs", None) or []:
-        try:
-            process.wait(max(0.0, deadline - time.monotonic()))
-        except Exception:  # still running after the deadline: the launcher watchdog of that rank ends it
-            pass
+def _leave_process_group(trainer: Trainer) -> None:
+    """Every rank is here, at the same step: end the process group now. Left to the interpreter's exit, a
+    gloo group waits about 5 s per process for peers that are gone."""
+    if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+        with contextlib.suppress(Exception):
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def _exit_code(trainer: Trainer) -> int:
+    """75, except on the ranks that Lightning's own launcher started: they exit 0, because the launcher SIGKILLs
+    its main process (rank 0, whose code is the job's, 75) as soon as it sees a rank exit with any other code."""
+    environment = trainer._accelerator_connector.cluster_environment
+    launched_by_lightning = type(environment) is LightningEnvironment and trainer.local_rank > 0
+    return exit_codes.OK if launched_by_lightning else exit_codes.RESUMABLE

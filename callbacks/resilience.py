@@ -39,7 +39,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from callbacks.rank_seed import rank_seed
 from callbacks.wandb_run import run_dir
-from runtime.errors import mark_loop_started
+from runtime.errors import MepsFault, loop_started, mark_loop_started  # noqa: F401  (MepsFault, loop_started: imported from here too)
 
 STATE_VERSION = 1
 

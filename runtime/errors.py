@@ -38,9 +38,12 @@ class Preempted(MepsFault):
 
     exit_code = exit_codes.RESUMABLE
 
-    def __init__(self, message: str, signal_name: str, step: int | None = None, checkpoint: str | None = None):
+    def __init__(self, message: str, signal_name: str, step: int | None = None, checkpoint: str | None = None,
+                 exit_code: int | None = None):
         super().__init__(message)
         self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
+        if exit_code is not None:
+            self.exit_code = exit_code
 
 
 _LOOP_STARTED = False

@@ -298,3 +298,66 @@ def test_token_model_samples_do_not_depend_on_the_number_of_processes(blae_check
     two_processes = torch.cat([model.generate(sample_seeds(100, share)).tokens for share in shares])
     assert torch.equal(one_process, two_processes)
     assert not torch.equal(two_processes[0], two_processes[1])
+
+
+# ------------------------------------------------------------------------------------ stop requests
+
+
+def test_a_stop_request_is_a_flag_and_a_second_ctrl_c_stops_at_once(capsys):
+    import signal
+
+    from runtime.signals import StopRequests
+
+    requests = StopRequests().install()
+    try:
+        assert signal.getsignal(signal.SIGTERM) == requests.handle
+        requests.handle(signal.SIGINT, None)
+        assert requests.name == "SIGINT" and "Ctrl-C again to stop at once" in capsys.readouterr().out
+        requests.handle(signal.SIGTERM, None)
+        assert requests.name == "SIGINT"  # the first request is the one acted on
+        with pytest.raises(KeyboardInterrupt):
+            requests.handle(signal.SIGINT, None)
+    finally:
+        requests.restore()
+    assert signal.getsignal(signal.SIGTERM) != requests.handle
+
+
+def test_before_training_a_stop_request_ends_the_run_at_once():
+    import signal
+
+    from runtime.errors import Preempted
+    from runtime.signals import stop_at_once
+
+    with pytest.raises(Preempted, match="stopped by SIGTERM before training started") as excinfo, stop_at_once():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises first
+    assert excinfo.value.exit_code == 75 and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_the_resume_command_is_the_same_command_with_ckpt_path_last():
+    assert train.resume_command(["fit", "-c", "a b.yaml", "--ckpt_path", "x.ckpt", "--trainer.max_steps=5"]) == \
+        "python train.py fit -c 'a b.yaml' --trainer.max_steps=5 --ckpt_path last"
+
+
+def test_a_mid_epoch_checkpoint_resumes_exactly(tmp_path, monkeypatch):
+    """``ModelCheckpoint(every_n_train_steps)`` writes mid-epoch; with the resumable data order that resumes exactly."""
+    from tests.helpers import InjectedFault
+
+    monkeypatch.chdir(tmp_path)
+
+    def args(steps: str) -> list[str]:
+        return ["fit", "-c", VAE_CONFIG, *QUICK, "--trainer.max_steps", "-1", "--trainer.max_epochs", "2",
+                "--trainer.limit_train_batches", "4", "--trainer.check_val_every_n_epoch", "1",
+                "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+                "--trainer.callbacks.init_args.every_n_train_steps", "1", "--trainer.callbacks.init_args.save_last", "true",
+                "--trainer.callbacks.init_args.dirpath", steps]
+
+    expected = final_metrics(args("steps-a"), tmp_path / "uninterrupted")
+    with pytest.raises(InjectedFault):
+        final_metrics([*args("steps-b"), "--trainer.callbacks+=tests.helpers.FaultInjector", "--trainer.callbacks.init_args.step", "6"],
+                      tmp_path / "crashed")
+    last = torch.load(tmp_path / "steps-b" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 6  # epoch 1, 2 of 4 batches: mid-epoch
+    assert last["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["position"] == 2 * 128
+    resumed = final_metrics([*args("steps-b"), "--ckpt_path", str(tmp_path / "steps-b" / "last.ckpt")], tmp_path / "crashed")
+    assert {k: v for k, v in resumed.items() if k.startswith("val/")} == {k: v for k, v in expected.items() if k.startswith("val/")}
