@@ -97,6 +97,8 @@ class MepsArgumentParser(LightningArgumentParser):
 
 
 class MepsCLI(LightningCLI):
+    """LightningCLI with this project's links, resume rules and one-line input errors (see the module docstring)."""
+
     def __init__(self, *args, **kwargs) -> None:
         self.held_logs = HeldLogs()  # released once the classes are built: an input error is then the only line
         with self.held_logs:

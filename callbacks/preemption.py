@@ -41,9 +41,13 @@ from runtime.run_status import write_status
 from runtime.signals import StopRequests
 from runtime.slurm import requeue, slurm_job_key
 
+
 class Preemption(Callback):
+    """Turns a stop request into a checkpoint of the step reached and ``Preempted`` (see the module docstring)."""
+
     def __init__(self) -> None:
         self.requests = StopRequests()
+        self._training = False
         self._stop_at: str | None = None
         """The hook at which every rank stops, once they agreed to (a step that validates or ends an epoch
         stops after that validation, or after the epoch-end checkpoints)."""
@@ -54,6 +58,7 @@ class Preemption(Callback):
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.requests.install()
+        self._training = True
         self._status(trainer, "running", global_step=trainer.global_step, signal=None, checkpoint=None,
                      resumed_from_step=trainer.global_step if trainer.ckpt_path else None)
         if self._any_rank(trainer, self.requests.received is not None):
@@ -64,7 +69,7 @@ class Preemption(Callback):
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self.requests.restore()
-        if not isinstance(exception, Preempted):
+        if self._training and not isinstance(exception, Preempted):  # an error before training leaves no run behind
             self._status(trainer, "failed", error=" ".join(str(exception).split())[:300])
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

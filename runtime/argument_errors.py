@@ -11,6 +11,7 @@ import difflib
 import importlib
 import inspect
 import re
+import sys
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -21,6 +22,8 @@ from runtime.errors import squeeze
 _NOT_ACCEPTED = re.compile(r"""(?:Option|Key) ['"]([\w.]+)['"] (?:is not accepted|is not expected)(?: before subcommand '(\w+)')?""")
 _UNRECOGNIZED = re.compile(r"unrecognized arguments: (.+)")
 _CLASS_PROBLEM = re.compile(r"Problem with given class_path '([\w.]+)'")
+_NO_ATTRIBUTE = re.compile(r"module '([\w.]+)' has no attribute '(\w+)'")
+_REQUIRED = re.compile(r"the following arguments are required: (.+)")
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
@@ -162,9 +165,19 @@ def argument_error_line(message: str, argv: list[str], top_level: Iterable[str] 
     if match := _NOT_ACCEPTED.search(message):
         key, before_subcommand = match.groups()
         if before_subcommand:
-            return (f"{_culprit_flag(argv, key) or key} comes before the subcommand: write the subcommand first,"
-                    f" e.g. `train.py {before_subcommand} -c CONFIG.yaml --key value`")
+            head = argv[: argv.index(before_subcommand)] if before_subcommand in argv else []
+            early = _culprit_flag(head, key) or " ".join(head) or key
+            return (f"{early} comes before the subcommand: write the subcommand first,"
+                    f" `train.py {before_subcommand} {' '.join(head) or '-c CONFIG.yaml'} ...`")
         return not_accepted_line(key, argv, message, top_level)
+    if match := _NO_ATTRIBUTE.search(message):
+        module_name, name = match.groups()
+        module = sys.modules.get(module_name)
+        classes = [n for n in dir(module) if isinstance(getattr(module, n, None), type)] if module else []
+        flag = next((argv[i - 1] for i, arg in enumerate(argv) if arg.endswith(name) and i and argv[i - 1].startswith("--")), None)
+        return f"{flag + ': ' if flag else ''}{module_name}.{name} does not exist{did_you_mean(name, classes)}"
+    if match := _REQUIRED.search(message):
+        return f"{match.group(1)} required: give a config, e.g. `train.py fit -c configs/blae/digits.yaml`"
     if match := _UNRECOGNIZED.search(message):
         first = match.group(1).split()[0]
         if first.startswith("--"):

@@ -97,7 +97,8 @@ def resume(ckpt_path: str | None, explicit_id: str | None, runs_root: Path, env_
         also = f"; {len(others)} older one(s) there, e.g. {others[0].run_id} ({others[0].describe()})" if others else ""
         return _continue(newest.run_id, runs_root, f", the newest resumable run in {runs_root} ({newest.describe()}{also}),")
     if ckpt_path in LIGHTNING_CKPT_KEYWORDS:
-        return Resume(explicit_id or env_id, ckpt_path)
+        raise ValueError(f"--ckpt_path {ckpt_path} only means something to a Trainer that has fitted already, in the same"
+                         " process; to continue a run: --ckpt_path last, or the path of a .ckpt file")
     require_checkpoint_file(ckpt_path)
     run_id = explicit_id or checkpoint_run_id(ckpt_path) or env_id
     if run_id is None:

@@ -109,6 +109,20 @@ def test_a_typo_in_a_config_key_is_one_line_with_a_suggestion(cli, tmp_path, arg
     assert_nothing_written(tmp_path)
 
 
+@pytest.mark.parametrize("args, culprit, says", [
+    (["fit", "-c", DIGITS_CONFIG, "--model", "lightning_modules.BinaryLatentAutoencodr"],
+     "--model: lightning_modules.BinaryLatentAutoencodr does not exist", ("did you mean 'BinaryLatentAutoencoder'?",)),
+    (["-c", DIGITS_CONFIG, "fit"], f"-c {DIGITS_CONFIG} comes before the subcommand", (f"`train.py fit -c {DIGITS_CONFIG} ...`",)),
+    (["fit"], "fit.data, fit.model required", ("train.py fit -c configs/blae/digits.yaml",)),
+    ([*BLAE, "--ckpt_path", "best"], "--ckpt_path best only means something to a Trainer that has fitted already", ()),
+])
+def test_other_first_day_mistakes(cli, tmp_path, args, culprit, says):
+    code, err = cli(train.console_main, args)
+    assert code == 2
+    assert_one_line(err, culprit, *says, limit=400)
+    assert_nothing_written(tmp_path)
+
+
 def test_a_typo_inside_a_config_file_names_the_file_and_the_key(cli, tmp_path):
     config = tmp_path / "mine.yaml"
     config.write_text("model:\n  init_args:\n    latent_penalty: 0.0\n    straight_through_from_stp: 100\n")
