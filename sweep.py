@@ -4,8 +4,10 @@ Stages, each a `train.py` run (its own W&B run, all in one W&B group):
   1. BL-AE (fit), 2. Gaussian VAE baseline (fit), then for every γ:
   3. kernel γ-ARVM (validate: nothing to train), 4. neural γ-ARVM (fit).
 The tokens are encoded once (the token cache of LatentTokenDataModule, keyed by checkpoint hash).
-Every run writes `results.json`; a finished cell whose arguments did not change is reused, so an
-interrupted sweep resumes. The report (report.json, report.md, plots) is written at the end.
+Every run writes `results.json`; a finished cell whose arguments did not change, and whose results still
+hold what it promises (its checkpoint, its metrics), is reused; a cell stopped by SIGTERM/SIGUSR1/Ctrl-C
+resumes its own run from its checkpoint (exit code 75 until then; see docs/clusters.md), so the same
+command resumes an interrupted sweep. The report (report.json, report.md, plots) is written at the end.
 
 Same override syntax as train.py: --data.path uoft-cs/cifar10, --gammas [1,2,global],
 --trainer.devices 4 (passed through to every run; several devices run each stage in its own
@@ -31,9 +33,9 @@ from networks.gamma_mask import gamma_name, parse_gamma
 from reporting import log_summary_run, write_report
 from runtime import exit_codes
 from runtime.atomic_files import read_json, write_json
-from runtime.errors import BadInput, MepsFault, Preempted, one_line_error
+from runtime.errors import BadInput, Preempted, one_line_error
 from runtime.signals import forward_to, stop_at_once
-from runtime.sweep_cells import attempt, check_sweep_arguments, missing_promise
+from runtime.sweep_cells import CellFailed, attempt, check_sweep_arguments, missing_promise
 
 REPO_ROOT = Path(__file__).resolve().parent
 
@@ -106,14 +108,6 @@ def resolve_config_paths(args: list[str]) -> list[str]:
 
 def override_args(prefix: str, overrides) -> list[str]:
     return [arg for key, value in asdict(overrides).items() if value is not None for arg in (f"--{prefix}.{key}", str(value))]
-
-
-class CellFailed(MepsFault):
-    """A cell's train.py subprocess failed; the sweep exits with its code."""
-
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 class Sweep:

@@ -15,10 +15,18 @@ from pathlib import Path
 from typing import NamedTuple
 
 from runtime.atomic_files import read_json, write_json
-from runtime.errors import BadInput
+from runtime.errors import BadInput, MepsFault
 from runtime.run_status import last_checkpoint, read_status
 
 RUN_FILE = "run.json"
+
+
+class CellFailed(MepsFault):
+    """A cell's ``train.py`` process failed (its own error line is above); the sweep exits with its code."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def check_sweep_arguments(out_dir: str, gammas: list) -> None:
