@@ -19,6 +19,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,19 @@ def fake_scontrol(folder: Path) -> dict:
     return {"PATH": f"{folder}{os.pathsep}{os.environ['PATH']}"}
 
 
+def free_ports(count: int) -> list[str]:
+    """Distinct free ports, one per job that runs at the same time: two DDP jobs launched together can otherwise
+    both take the port the OS handed out first (Lightning picks it by binding port 0, then closes it)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [str(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def val_metrics(record: dict) -> dict:
     return {key: value for key, value in record["metrics"].items() if key.startswith("val/")}
 
@@ -93,8 +107,10 @@ def test_signal_mid_epoch_then_resume_is_exact(scenario, blae_checkpoint, tmp_pa
     processes = 2 if ddp else 1
     record = fault.tried(f"{stop} mid-epoch, {model}, {processes} process(es)" + (", inside a SLURM job" if slurm else ""))
 
-    reference = Run(base, tmp_path / "uninterrupted", **env)
+    reference_port, job_port = free_ports(2)
+    reference = Run(base, tmp_path / "uninterrupted", MASTER_PORT=reference_port, **env)
     command = [*base, *PACE]
+    env = {**env, "MASTER_PORT": job_port}
     first = Run(command, tmp_path / "job", **env)
     first.wait_for_marker("reached")
     first.interrupt() if stop == "SIGINT" else first.send(getattr(signal, stop))
@@ -129,9 +145,9 @@ def test_signal_mid_epoch_then_resume_is_exact(scenario, blae_checkpoint, tmp_pa
     if slurm:
         second = Run(command, job, SLURM_RESTART_COUNT="1", **env)  # the requeued job runs the identical command
     elif stop == "SIGINT":
-        second = Run(shlex.split(printed.removeprefix("to resume: "))[2:], job)
+        second = Run(shlex.split(printed.removeprefix("to resume: "))[2:], job, **env)
     else:
-        second = Run([*command, "--ckpt_path", "last"], job)
+        second = Run([*command, "--ckpt_path", "last"], job, **env)
     assert second.wait() == 0, second.stderr[-4000:]
     if slurm:
         assert f"resume: SLURM job 4242 restarted (SLURM_RESTART_COUNT=1): run {run_id} goes on from" in second.stderr
