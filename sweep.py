@@ -4,8 +4,10 @@ Stages, each a `train.py` run (its own W&B run, all in one W&B group):
   1. BL-AE (fit), 2. Gaussian VAE baseline (fit), then for every γ:
   3. kernel γ-ARVM (validate: nothing to train), 4. neural γ-ARVM (fit).
 The tokens are encoded once (the token cache of LatentTokenDataModule, keyed by checkpoint hash).
-Every run writes `results.json`; a finished cell whose arguments did not change is reused, so an
-interrupted sweep resumes. The report (report.json, report.md, plots) is written at the end.
+Every run writes `results.json`; a finished cell whose arguments did not change, and whose results still
+hold what it promises (its checkpoint, its metrics), is reused; a cell stopped by SIGTERM/SIGUSR1/Ctrl-C
+resumes its own run from its checkpoint (exit code 75 until then; see docs/clusters.md), so the same
+command resumes an interrupted sweep. The report (report.json, report.md, plots) is written at the end.
 
 Same override syntax as train.py: --data.path uoft-cs/cifar10, --gammas [1,2,global],
 --trainer.devices 4 (passed through to every run; several devices run each stage in its own
@@ -16,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -28,6 +31,11 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from callbacks.wandb_run import RUN_ID_ENV
 from networks.gamma_mask import gamma_name, parse_gamma
 from reporting import log_summary_run, write_report
+from runtime import exit_codes
+from runtime.atomic_files import read_json, write_json
+from runtime.errors import BadInput, Preempted, one_line_error
+from runtime.signals import forward_to, stop_at_once
+from runtime.sweep_cells import CellFailed, attempt, check_sweep_arguments, missing_promise
 
 REPO_ROOT = Path(__file__).resolve().parent
 
@@ -77,11 +85,15 @@ class Cell:
     def results_path(self) -> Path:
         return self.folder / "results.json"
 
+    def recorded(self) -> dict | None:
+        """The results of an earlier run of exactly these arguments, complete or not."""
+        record = read_json(self.results_path)
+        return record if isinstance(record, dict) and record.get("cell_key") == self.key else None
+
     def finished(self) -> dict | None:
-        if not self.results_path.is_file():
-            return None
-        record = json.loads(self.results_path.read_text())
-        return record if record.get("cell_key") == self.key else None
+        """The results, when they hold everything the cell promises (``runtime/sweep_cells.py``)."""
+        record = self.recorded()
+        return record if record is not None and missing_promise(record, self.subcommand) is None else None
 
 
 def resolve_config_paths(args: list[str]) -> list[str]:
@@ -101,8 +113,9 @@ def override_args(prefix: str, overrides) -> list[str]:
 class Sweep:
     def __init__(self, out_dir: str, gammas: list, blae: Stage, vae: Stage, kernel: Stage, neural: Stage,
                  data: DataOverrides, trainer: TrainerOverrides, group: str | None, threads: int | None = None):
-        self.out_dir = Path(out_dir).resolve()
         self.gammas = [parse_gamma(g) for g in gammas]
+        check_sweep_arguments(out_dir, self.gammas)
+        self.out_dir = Path(out_dir).resolve()
         self.stages = {"blae": blae, "vae": vae, "kernel": kernel, "neural": neural}
         self.data, self.trainer = data, trainer
         self.group = group or f"sweep-{self.out_dir.name}"
@@ -129,28 +142,33 @@ class Sweep:
         return Cell(name, subcommand, args, folder)
 
     def run(self, cell: Cell) -> dict:
-        """Reuse a finished cell, or run it and record its key beside its metrics."""
+        """Reuse a finished cell, resume an interrupted one, or run it; record its key beside its metrics."""
         done = cell.finished()
         if done is not None:
             self.say(f"{cell.name}: reused (finished earlier)")
             return done
+        if (broken := cell.recorded()) is not None:
+            self.say(f"{cell.name}: rebuilt ({missing_promise(broken, cell.subcommand)})")
         cell.folder.mkdir(parents=True, exist_ok=True)
         start = time.time()
-        self.execute(cell)
+        now = attempt(cell.folder, cell.key, self.out_dir / "runs")
+        if now.message:
+            self.say(f"{cell.name}: {now.message}")
+        self.execute(cell, now.args)
         partial = cell.folder / "results.json.partial"
         if not partial.is_file():
             raise RuntimeError(f"{cell.name}: train.py {cell.subcommand} finished without writing {partial}")
         record = {**json.loads(partial.read_text()), "cell_key": cell.key, "seconds": time.time() - start,
                   "args": [cell.subcommand, *cell.args]}
-        tmp = cell.folder / "results.json.tmp"
-        tmp.write_text(json.dumps(record, indent=2))
-        os.replace(tmp, cell.results_path)
+        if (missing := missing_promise(record, cell.subcommand)) is not None:
+            raise BadInput(f"sweep cell {cell.name}: {missing}")
+        write_json(cell.results_path, record)
         partial.unlink()
         self.say(f"{cell.name}: done in {record['seconds']:.0f} s")
         return record
 
-    def execute(self, cell: Cell) -> None:
-        argv = [cell.subcommand, *cell.args]
+    def execute(self, cell: Cell, extra: list[str] = ()) -> None:
+        argv = [cell.subcommand, *cell.args, *extra]
         if self.in_process:
             import wandb
             import train
@@ -169,7 +187,13 @@ class Sweep:
         env = {k: v for k, v in os.environ.items() if k != RUN_ID_ENV}
         if self.threads:
             env["OMP_NUM_THREADS"] = str(self.threads)
-        subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), *argv], check=True, env=env)
+        process = subprocess.Popen([sys.executable, str(REPO_ROOT / "train.py"), *argv], env=env)
+        with forward_to(process):  # SIGTERM/SIGUSR1: the run checkpoints and exits 75, then so does the sweep
+            code = process.wait()
+        if code == exit_codes.RESUMABLE:
+            raise Preempted(f"sweep cell {cell.name} was stopped with a checkpoint", "a stop request")
+        if code != 0:
+            raise CellFailed(f"sweep cell {cell.name}: train.py {cell.subcommand} exited with {code} (its error is above)", code)
 
     def say(self, line: str) -> None:
         print(f"[sweep {time.time() - self.started:6.0f} s] {line}", flush=True)
@@ -213,5 +237,28 @@ def main(args: list[str] | None = None) -> Path:
                  config.data, config.trainer, config.group, config.threads)()
 
 
+def console_main(argv: list[str] | None = None) -> int:
+    """``python sweep.py ...``: a bad argument or a failed cell is one line; a stop request leaves every finished
+    cell and the interrupted cell's checkpoint, and the same command resumes (exit code 75)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        with stop_at_once():
+            main(argv)
+    except Preempted as stop:
+        print(f"{stop} (exit code {exit_codes.RESUMABLE}: resumable)\nto resume: {shlex.join(['python', 'sweep.py', *argv])}",
+              file=sys.stderr, flush=True)
+        return exit_codes.RESUMABLE
+    except Exception as err:
+        line = None if os.environ.get("MEPS_DEBUG") else one_line_error(err)
+        if line is None:
+            raise
+        print(f"error: {line.message}  [MEPS_DEBUG=1 shows the traceback]", file=sys.stderr, flush=True)
+        return line.exit_code
+    return exit_codes.OK
+
+
 if __name__ == "__main__":
-    main()
+    code = console_main()
+    if code == exit_codes.RESUMABLE:
+        exit_codes.exit_now(code)
+    sys.exit(code)

@@ -20,54 +20,17 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import uuid
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 import torch
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from datamodules.partial_files import process_alive
+from runtime.atomic_files import PARTIAL_SUFFIX, atomic_write
 
 PARTIAL_PREFIX = ".partial-ckpt-"
-PARTIAL_SUFFIX = ".tmp"
-
-
-def _partial_name() -> str:
-    return f"{PARTIAL_PREFIX}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}"
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable (a no-op where folders cannot be opened, e.g. Windows)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then atomically put it in place.
-
-    On any error (disk full, a kill is not an error: it simply never reaches the rename) the
-    temporary file is removed and ``path`` is untouched.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.parent / _partial_name()
-    try:
-        with open(partial, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(partial, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            partial.unlink()
-        raise
-    _fsync_folder(target.parent)
 
 
 def remove_dead_partials(folder: str | os.PathLike) -> list[Path]:
@@ -93,7 +56,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if not _is_local_file_protocol(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
         remove_dead_partials(Path(path).parent)
-        atomic_write(path, lambda file: self.write_payload(checkpoint, file))
+        atomic_write(path, lambda file: self.write_payload(checkpoint, file), prefix=PARTIAL_PREFIX)
 
     def write_payload(self, checkpoint: dict[str, Any], file: BinaryIO) -> None:
         """Serialize ``checkpoint`` into the open temporary file (streamed: no second copy in memory)."""

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from callbacks.resilience import MepsFault
+from runtime.errors import MepsFault
 
 IMAGE_TOLERANCE = 1e-4
 

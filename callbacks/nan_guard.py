@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from callbacks.resilience import MepsFault
+from runtime.errors import MepsFault
 
 
 class NonFiniteLossError(MepsFault):

@@ -1,25 +1,24 @@
-"""Runs that survive a kill: what a checkpoint needs for an exact resume, and which run it continues.
+"""Runs that survive a kill: what a checkpoint needs for an exact resume, and ``last.ckpt`` kept current.
 
-Lightning's checkpoint holds the weights, optimizer and scheduler states, the loop counters and
-the callbacks' states. It does not hold the global random generators, and Lightning 2.6 refreshes
-``last.ckpt`` only when a top-k checkpoint is written (i.e. when the monitored metric improved), so
-after a plateau ``last.ckpt`` can be many epochs old. ``ResumableRun`` (added to every run by
-``train.py``) closes both gaps:
+Lightning's checkpoint holds the weights, optimizer and scheduler states, the loop counters, the
+callbacks' states and the train loader's position (``datamodules/resumable_loader.py``: the epoch's
+seeded order and how far into it the run got). It does not hold the global random generators, and
+Lightning 2.6 refreshes ``last.ckpt`` only when a top-k checkpoint is written (i.e. when the monitored
+metric improved), so after a plateau ``last.ckpt`` can be many epochs old, and a run that stops
+between validations (``max_steps`` mid-epoch) leaves no checkpoint of its final state. ``ResumableRun``
+(added to every run by ``train.py``) closes these gaps:
 
 - **RNG states of every rank** (torch, CUDA of the rank's device, numpy, Python) are gathered into
-  the checkpoint and rank r gets rank r's states back on ``fit --ckpt_path``. With the data order
-  (a plain shuffled DataLoader draws its permutation from the global torch generator; DDP's
-  DistributedSampler derives it from seed + epoch) this makes a resumed run bit-identical to an
+  the checkpoint and rank r gets rank r's states back on ``fit --ckpt_path``. With the loader's
+  position this makes a run resumed from any step, mid-epoch included, bit-identical to an
   uninterrupted one on CPU.
-- **last.ckpt at every training-epoch end**: resuming from an epoch boundary replays the killed
-  partial epoch exactly (Lightning cannot fast-forward a plain DataLoader mid-epoch; a mid-epoch
-  checkpoint, e.g. from ``every_n_train_steps``, still resumes, with a warning that the rest of that
-  epoch gets a fresh order).
+- **last.ckpt at every training-epoch end and at the end of training**.
 - **the run id** (= W&B run id = run folder name), so ``--ckpt_path <run>/checkpoints/last.ckpt``
-  continues that run (see ``train.py``).
+  continues that run (see ``runtime/resume.py``).
 - **validation draws from a copy** of the generators: how often it runs and what it does (sampling
   callbacks, a frozen model built on first use) never shifts the training run's random streams, so a
-  resumed run, which may build such a model at another point, stays on the same streams.
+  resumed run, which may build such a model at another point, stays on the same streams. A checkpoint
+  written during validation stores the training streams, not the copy.
 
 The states are stored as tensors and plain Python values, so the checkpoint still loads with
 ``torch.load(weights_only=True)`` (Lightning's default on torch >= 2.6).
@@ -40,29 +39,9 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from callbacks.rank_seed import rank_seed
 from callbacks.wandb_run import run_dir
+from runtime.errors import MepsFault, loop_started, mark_loop_started  # noqa: F401  (MepsFault, loop_started: imported from here too)
 
 STATE_VERSION = 1
-
-_LOOP_STARTED = False
-"""Set once a fit/validate/test/predict loop has started: errors before it are input errors (see train.py)."""
-
-
-def loop_started() -> bool:
-    return _LOOP_STARTED
-
-
-def mark_loop_started(started: bool = True) -> None:
-    global _LOOP_STARTED
-    _LOOP_STARTED = started
-
-
-class MepsFault(RuntimeError):
-    """A fault this project detects and explains in one line (a non-finite loss, a bad batch...).
-
-    ``exit_code`` is what ``train.py`` exits with: 1 for a fault of the run, 2 for a bad input.
-    """
-
-    exit_code = 1
 
 
 # ------------------------------------------------------------------------------------------------
@@ -197,7 +176,7 @@ class ResumableRun(Callback):
             "world_size": trainer.world_size,
             "global_step": trainer.global_step,
             "mid_epoch": trainer.state.fn == "fit" and not epoch_loop.batch_progress.is_last_batch,
-            "rng": gather_from_ranks(trainer, rng_state()),
+            "rng": gather_from_ranks(trainer, self._training_rng or rng_state()),  # inside validation: the training streams
         }
 
     @staticmethod
@@ -232,12 +211,6 @@ class ResumableRun(Callback):
                 f" {trainer.world_size}: random streams are reseeded per rank, so the resumed run is valid but"
                 " not bit-identical to an uninterrupted one"
             )
-        if state_dict.get("mid_epoch"):
-            rank_zero_warn(
-                f"resuming from a mid-epoch checkpoint (global step {state_dict.get('global_step')}): the rest of this"
-                " epoch gets a fresh data order, so the run is not bit-identical to an uninterrupted one"
-                " (the epoch-end last.ckpt resumes exactly)"
-            )
 
     def _apply(self, trainer: Trainer) -> None:
         state = self._pending
@@ -251,9 +224,10 @@ class ResumableRun(Callback):
             self.restored["rng"] = "reseeded"
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """The generators as they were at the save. Lightning has drawn a data order since (it creates the
-        train iterator before this hook); when the resumed epoch starts afresh it draws it again, from the
-        restored state, in ``on_train_epoch_start``, which is where an uninterrupted run draws it too."""
+        """The generators as they were at the save. A loader that draws its order from the global generator
+        (a plain ``DataLoader(shuffle=True)``; this project's loaders never do) has drawn it since: Lightning
+        creates the train iterator before this hook. When the resumed epoch starts afresh it is drawn again,
+        from the restored state, in ``on_train_epoch_start``, which is where an uninterrupted run draws it too."""
         mark_loop_started()
         if self._pending is not None:
             self._apply(trainer)
@@ -278,99 +252,7 @@ class ResumableRun(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._pending = None
 
-
-def stored_run_id(checkpoint: dict[str, Any]) -> str | None:
-    """The run id ``ResumableRun`` stored in a loaded checkpoint dict, if any."""
-    for key, state in (checkpoint.get("callbacks") or {}).items():
-        if str(key).startswith(ResumableRun.__qualname__) and isinstance(state, dict) and state.get("run_id"):
-            return str(state["run_id"])
-    return None
-
-
-# ------------------------------------------------------------------------------------------------
-# Which run a `fit --ckpt_path` continues (used by train.py before anything is built)
-# ------------------------------------------------------------------------------------------------
-
-LIGHTNING_CKPT_KEYWORDS = ("last", "best", "hpc")
-
-
-def checkpoint_run_id(path: str | Path) -> str | None:
-    """The run id of a checkpoint: stored by ``ResumableRun``, else read from ``<run id>/checkpoints/x.ckpt``.
-
-    Reads the pickle only (``mmap``, ``weights_only``): the tensors are not loaded.
-    """
-    path = Path(path).expanduser()
-    try:
-        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-        run_id = stored_run_id(checkpoint) if isinstance(checkpoint, dict) else None
-        if run_id:
-            return run_id
-    except Exception:  # not a zip checkpoint, unreadable pickle: fall back to the folder layout
-        pass
-    folder = path.resolve().parent
-    if folder.name == "checkpoints" and (folder.parent / "config.yaml").is_file():
-        return folder.parent.name
-    return None
-
-
-def runs_with_last_checkpoint(runs_root: Path, limit: int = 3) -> list[str]:
-    """``"<run id> (<age>)"`` of the newest runs under ``runs_root`` that have a ``last.ckpt``."""
-    import time
-
-    found = []
-    for ckpt in Path(runs_root).glob("*/checkpoints/last*.ckpt"):
-        try:
-            found.append((ckpt.stat().st_mtime, ckpt.parent.parent.name))
-        except OSError:
-            continue
-    newest: dict[str, float] = {}
-    for mtime, run in found:
-        newest[run] = max(mtime, newest.get(run, 0.0))
-    ordered = sorted(newest.items(), key=lambda item: -item[1])[:limit]
-    now = time.time()
-
-    def age(seconds: float) -> str:
-        for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-            if seconds >= size:
-                return f"{seconds / size:.0f} {unit} ago"
-        return "just now"
-
-    return [f"{run} ({age(now - mtime)})" for run, mtime in ordered]
-
-
-def resume_run_id(ckpt_path: str | None, explicit_id: str | None, runs_root: Path, env_id: str | None = None) -> str | None:
-    """The run id that ``fit --ckpt_path`` continues (None: a new run). One-line errors for what cannot work.
-
-    ``explicit_id`` comes from ``--trainer.logger.init_args.id``, ``env_id`` from ``MEPS_RUN_ID``.
-
-    - ``last``: the run named by either; without one there is nothing to look in (a fresh run id has no
-      checkpoints), so it is an error listing the recent runs.
-    - a file: the run stored in the checkpoint (read from the file layout for older checkpoints), unless
-      ``--trainer.logger.init_args.id`` names another (then that run goes on from this checkpoint: a fork).
-    """
-    if not ckpt_path:
-        return explicit_id or env_id
-    if ckpt_path == "last":
-        if explicit_id or env_id:
-            return explicit_id or env_id
-        recent = runs_with_last_checkpoint(runs_root)
-        hint = f"; runs with a last.ckpt in {runs_root}: {', '.join(recent)}" if recent else f"; no run in {runs_root} has a last.ckpt"
-        raise ValueError(
-            "--ckpt_path last needs the run to resume: set MEPS_RUN_ID=<run id> (or --trainer.logger.init_args.id <run id>),"
-            f" or pass --ckpt_path {runs_root}/<run id>/checkpoints/last.ckpt{hint}"
-        )
-    if ckpt_path in LIGHTNING_CKPT_KEYWORDS:
-        return explicit_id or env_id
-    require_checkpoint_file(ckpt_path)
-    return explicit_id or checkpoint_run_id(ckpt_path) or env_id
-
-
-def require_checkpoint_file(ckpt_path: str) -> None:
-    """Fail before anything is created (W&B run, run folder) when --ckpt_path names no file."""
-    if ckpt_path in LIGHTNING_CKPT_KEYWORDS or "://" in ckpt_path:
-        return
-    path = Path(ckpt_path).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"--ckpt_path {ckpt_path!r} does not exist")
-    if path.is_dir():
-        raise IsADirectoryError(f"--ckpt_path {ckpt_path!r} is a folder, not a .ckpt file")
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """The final state as last.ckpt: training may stop between epoch ends (``max_steps``) and validations."""
+        if self.refresh_last_every_n_epochs and not trainer.fast_dev_run:
+            self.refresh_last(trainer)

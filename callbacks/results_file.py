@@ -1,16 +1,18 @@
 """ResultsFile: the run's final scalar metrics as JSON, for scripts (sweep.py) that drive train.py.
 
-Written by global rank 0 when the stage has finished (never after a crash), atomically (temp file + rename), so a reader never sees half
-a file and a crashed run leaves none.
+Written by global rank 0 when the stage has finished (never after a crash or a preemption), atomically
+(temp file + rename), so a reader never sees half a file and an interrupted run leaves none.
+``best_checkpoint`` is the monitored top-1 ("" when the run never validated), ``last_checkpoint`` the
+state at the end (``ResumableRun`` writes it even when training stops between validations).
 """
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+
+from runtime.atomic_files import write_json
 
 
 class ResultsFile(Callback):
@@ -31,10 +33,8 @@ class ResultsFile(Callback):
         if not trainer.is_global_zero:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        record = {"stage": stage, "global_step": trainer.global_step, "metrics": metrics, "best_checkpoint": best,
-                  "last_checkpoint": str(Path(best).with_name("last.ckpt")) if best else ""}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=2))
-        os.replace(tmp, self.path)
+        checkpoint = trainer.checkpoint_callback
+        record = {"stage": stage, "global_step": trainer.global_step, "metrics": metrics,
+                  "best_checkpoint": getattr(checkpoint, "best_model_path", "") or "",
+                  "last_checkpoint": getattr(checkpoint, "last_model_path", "") or ""}
+        write_json(self.path, record)

@@ -67,10 +67,16 @@ def _is_job_main_process() -> bool:
     return all(os.environ.get(var, "0") == "0" for var in ("LOCAL_RANK", "RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
-def ensure_wandb_mode() -> str:
+_OFFLINE_NOTE: list[str] = []
+"""Why this process logs offline, until ``announce_wandb_mode`` says it (once)."""
+
+
+def ensure_wandb_mode(announce: bool = True) -> str:
     """Pick offline mode when there is no API key or the server cannot be reached, so no run waits on
-    a login prompt or a dead network. Says so once (DDP children inherit WANDB_MODE and stay quiet).
-    An explicit WANDB_MODE is respected as it is."""
+    a login prompt or a dead network. Says so once (DDP children inherit WANDB_MODE and stay quiet),
+    right away or, with ``announce=False``, when ``announce_wandb_mode`` is called (``train.py`` does so
+    once the command has parsed, so that a typo's error line comes first). An explicit WANDB_MODE is
+    respected as it is."""
     if "WANDB_MODE" in os.environ:
         return os.environ["WANDB_MODE"]
     if not wandb_key_available():
@@ -80,8 +86,15 @@ def ensure_wandb_mode() -> str:
     if reason is not None:
         os.environ["WANDB_MODE"] = "offline"
         if _is_job_main_process():
-            print(f"W&B: {reason}, logging offline (sync later with `wandb sync <run dir>`)", file=sys.stderr, flush=True)
+            _OFFLINE_NOTE.append(f"W&B: {reason}, logging offline (sync later with `wandb sync <run dir>`)")
+    if announce:
+        announce_wandb_mode()
     return os.environ.get("WANDB_MODE", "online")
+
+
+def announce_wandb_mode() -> None:
+    while _OFFLINE_NOTE:
+        print(_OFFLINE_NOTE.pop(0), file=sys.stderr, flush=True)
 
 
 def job_run_id() -> str:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 from datasets import Dataset, DatasetDict
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from datamodules.decoded import (
@@ -53,6 +55,7 @@ from datamodules.image_sources import (
     select_rows,
     with_undecoded_images,
 )
+from datamodules.resumable_loader import EpochShuffle, ResumableLoader
 from datamodules.transforms import ImageBatchTransform, ImageToUint8
 
 __all__ = ["IN_MEMORY_MAX_BYTES", "DecodedImages", "HFImageDataModule", "IndexedSplit", "collate_rows"]
@@ -220,10 +223,22 @@ class HFImageDataModule(LightningDataModule):
         if self._splits is None:
             self.image_column, self._splits, self._fingerprint = self._built_splits()
 
-    def train_dataloader(self) -> DataLoader:
+    def check_world_size(self, world_size: int) -> None:
+        """Fail before any process, W&B run or folder exists when the global batch cannot be split over ``world_size``."""
+        per_device_batch_size(self.hparams.batch_size, world_size)
+
+    def train_dataloader(self) -> ResumableLoader:
+        """This rank's share of a seeded order per epoch, resumable mid-epoch (``datamodules/resumable_loader.py``).
+
+        The order depends on the run's seed (``seed_everything``) and the epoch only, never on the global
+        random stream, and is the same whatever the number of ranks.
+        """
         train = self._served("train")
+        trainer = self.trainer
+        sampler = EpochShuffle(train, num_replicas=self._world_size(), rank=getattr(trainer, "global_rank", 0),
+                               seed=int(os.environ.get("PL_GLOBAL_SEED", 0)))
         # drop_last keeps batch statistics even, but a split smaller than one global batch would give no step
-        return self._loader(train, shuffle=True, drop_last=len(train) >= self.hparams.batch_size)
+        return self._loader(train, sampler=sampler, drop_last=len(train) >= self.hparams.batch_size, loader=ResumableLoader)
 
     def val_dataloader(self) -> DataLoader | list:
         """The "val" loader; an empty list (Lightning then skips validation) when there is no "val" split."""
@@ -320,16 +335,17 @@ class HFImageDataModule(LightningDataModule):
     def _decoded_cache_file(self, built: BuiltSplits, split: str) -> Path | None:
         return decoded_cache_file(built.splits[split], built.fingerprint, split, self.hparams.cache_dir)
 
-    def _loader(self, dataset: torch.utils.data.Dataset, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
-        """One DataLoader recipe for every stage; Lightning injects the DistributedSampler itself.
+    def _loader(self, dataset: torch.utils.data.Dataset, sampler: torch.utils.data.Sampler | None = None,
+                drop_last: bool = False, loader: type[DataLoader] = DataLoader) -> DataLoader:
+        """One DataLoader recipe for every stage; for evaluation, Lightning injects its DistributedSampler itself.
 
-        A plain DataLoader with ``batch_size``, so Lightning can rebuild it around its
-        DistributedSampler; ``collate_rows`` passes on the batches that ``__getitems__`` builds.
+        A DataLoader with ``batch_size``, so Lightning can rebuild it around its DistributedSampler;
+        ``collate_rows`` passes on the batches that ``__getitems__`` builds.
         """
-        return DataLoader(
+        return loader(
             dataset,
             batch_size=self.per_device_batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             drop_last=drop_last,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
@@ -407,6 +423,9 @@ class HFImageDataModule(LightningDataModule):
 
     def _limit_train_samples(self, train: Dataset) -> Dataset:
         limit = self.hparams.max_train_samples
+        if limit is not None and limit > len(train):
+            rank_zero_warn(f"max_train_samples={limit} but {self._where(self.hparams.train_split)} has {len(train)}"
+                           f" training images (after holding out val/test): training on all {len(train)}")
         if limit is None or limit >= len(train):
             return train
         rows = np.sort(seeded_order(len(train), self.hparams.split_seed, purpose=1)[:limit])

@@ -34,6 +34,7 @@ from jsonargparse import ArgumentParser
 from torch import nn
 
 from lightning_modules.blae import BinaryLatentAutoencoder
+from runtime.checkpoint_file import TORCH_FILE_MAGICS, existing_file, load_error_line
 
 NETWORK_ARGUMENTS = ("encoder", "decoder", "binarizer")
 """BL-AE init arguments that are networks."""
@@ -42,8 +43,6 @@ _NOT_MODEL_ARGUMENTS = ("optimizer", "scheduler")
 """Recorded init arguments a frozen autoencoder does not need (and that may not rebuild outside the CLI)."""
 
 _HASH_CHUNK = 1 << 20
-_TORCH_FILE_MAGICS = (b"PK\x03\x04", b"\x80")
-"""torch.save writes a zip archive (PyTorch >= 1.6) or, legacy, a pickle stream."""
 _TRUSTED_MODULE_PREFIXES = ("networks.", "lightning_modules.", "torch.nn.modules.", "torch.optim.")
 """Where the classes that a checkpoint's hyper-parameters may hold come from (see ``read_checkpoint``)."""
 
@@ -87,15 +86,6 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _existing_file(path: str | Path) -> Path:
-    file = Path(path).expanduser()
-    if not file.exists():
-        raise FileNotFoundError(f"autoencoder checkpoint {str(path)!r} does not exist")
-    if file.is_dir():
-        raise IsADirectoryError(f"autoencoder checkpoint {str(path)!r} is a folder, not a .ckpt file")
-    return file
-
-
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], str]:
     """The checkpoint dict (on CPU) and the sha256 of exactly the bytes it was loaded from.
 
@@ -103,10 +93,10 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], str]:
     classes let through are networks and optimizers of this project, ``torch.nn`` and ``torch.optim``:
     a BL-AE built outside LightningCLI records its network objects in its hyper-parameters.
     """
-    file = _existing_file(path)
+    file = existing_file(path, "autoencoder checkpoint")
     data = file.read_bytes()
     sha256 = hashlib.sha256(data).hexdigest()
-    if not data.startswith(_TORCH_FILE_MAGICS):
+    if not data.startswith(TORCH_FILE_MAGICS):
         raise NotAnAutoencoderCheckpointError(
             f"{str(path)!r} is not a PyTorch checkpoint (neither a torch zip archive nor a pickle; {len(data)} bytes)"
         )
@@ -119,7 +109,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], str]:
             trusted = _trusted_class(_unsupported_global(err))
             if trusted is None or trusted in allowed:
                 raise NotAnAutoencoderCheckpointError(
-                    f"{str(path)!r} is not a checkpoint that torch.load(weights_only=True) can read: {_load_error_line(err)}"
+                    f"{str(path)!r} is not a checkpoint that torch.load(weights_only=True) can read: {load_error_line(err)}"
                 ) from err
             allowed.append(trusted)
 
@@ -136,13 +126,6 @@ def _trusted_class(name: str | None) -> type | None:
     value = _import(name)
     trusted_bases = (nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler)
     return value if isinstance(value, type) and issubclass(value, trusted_bases) else None
-
-
-def _load_error_line(err: Exception) -> str:
-    """The informative line of a torch.load error (weights_only errors start with a long generic preamble)."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    specific = [line for line in lines if "Unsupported global" in line or "Unsupported operand" in line]
-    return " ".join((specific or lines or [type(err).__name__])[0].split())[:300]
 
 
 def _checkpoint_kind(checkpoint: Any) -> str | None:

@@ -175,14 +175,20 @@ class BinaryLatentAutoencoder(InjectedOptimizers, LightningModule):
         self.log(f"{stage}/bin_rate", metrics.bin_rate, prog_bar=True)
 
     def _log_bit_usage(self, stage: str) -> None:
-        """Every rank computes (a collective), then logs the synced scalars."""
+        """Every rank computes (a collective), then logs the synced scalars.
+
+        They are equal on every rank already. ``sync_dist`` with a ``max`` reduction says so to Lightning
+        (which otherwise warns, on a multi-device run, that epoch-level values need ``sync_dist=True``) and
+        returns each value unchanged on any number of ranks: the max of equal numbers is exact, a mean of
+        three equal floats need not be.
+        """
         usage = self.stage_metrics[stage].bit_usage.compute()
         self.log_dict({
             f"{stage}/bit_entropy": usage.mean_entropy,
             f"{stage}/dead_bits": usage.dead_bits.float(),
             f"{stage}/bit_p_one_min": usage.p_one.min(),
             f"{stage}/bit_p_one_max": usage.p_one.max(),
-        })
+        }, sync_dist=True, reduce_fx="max")
         self.stage_metrics[stage].bit_usage.reset()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

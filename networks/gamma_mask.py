@@ -7,7 +7,8 @@ Chebyshev distance γ: max(|row_s - row_t|, |col_s - col_t|) <= γ, i.e. the cau
 every earlier position, a plain causal mask.
 
 One representation everywhere: γ is an int >= 1, or None for global. `parse_gamma` turns config
-values ("global", "3", 3) into it; `check_gamma` guards every entry point.
+values ("global", "3", 3) into it; `check_gamma` guards every entry point, and the mask builders refuse a
+γ larger than the grid (`check_gamma_fits`).
 """
 from __future__ import annotations
 
@@ -25,6 +26,22 @@ def check_gamma(gamma: int | None) -> int | None:
     if gamma is None or (isinstance(gamma, int) and not isinstance(gamma, bool) and gamma >= 1):
         return gamma
     raise ValueError(f"gamma must be an int >= 1 or None (global), got {gamma!r}")
+
+
+def check_gamma_fits(gamma: int | None, height: int, width: int) -> int | None:
+    """Refuse a γ larger than the grid: it would run as a "γ = 50" model that really is global.
+
+    The farthest earlier position is max(height, width) - 1 cells away (Chebyshev), so that γ already
+    sees every earlier token; anything larger only mislabels the global model.
+    """
+    gamma = check_gamma(gamma)
+    reach = max(height, width) - 1
+    if gamma is not None and gamma > reach:
+        raise ValueError(
+            f"gamma={gamma} is larger than the {height}x{width} token grid: gamma={reach} already sees every earlier"
+            f" token (the global window); use gamma=global or a gamma <= {reach}"
+        )
+    return gamma
 
 
 def parse_gamma(value: int | str | None) -> int | None:
@@ -56,7 +73,7 @@ def gamma_window_mask(height: int, width: int, gamma: int | None, device=None) -
     s must be strictly before t (a token never sees itself) and, unless gamma is None, within
     Chebyshev distance gamma on the grid.
     """
-    gamma = check_gamma(gamma)
+    gamma = check_gamma_fits(gamma, height, width)
     rows, cols = grid_coords(height, width, device)
     pos = torch.arange(height * width, device=device)
     mask = pos.view(1, -1) < pos.view(-1, 1)  # (T, T) strictly causal: s < t
@@ -102,7 +119,7 @@ def window_indices(height: int, width: int, gamma: int | None, device=None) -> W
     Cells falling outside the grid are simply absent, so windows near the top/left edges are short.
     """
     num_tokens = height * width
-    if check_gamma(gamma) is None:
+    if check_gamma_fits(gamma, height, width) is None:
         width_k = max(num_tokens - 1, 0)
         index = torch.arange(width_k, device=device).expand(num_tokens, width_k)  # (T, K)
         valid = index < torch.arange(num_tokens, device=device).view(-1, 1)  # (T, K) k < t

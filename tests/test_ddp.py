@@ -12,10 +12,11 @@ DDP_ARGS = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer
 @pytest.mark.slow
 def test_ddp_fit_one_run_distinct_rank_noise_and_validation_equal_to_one_process(in_tmp_dir):
     noise_dir = in_tmp_dir / "rank_noise"
-    run_train(
+    fit = run_train(
         ["fit", "-c", DIGITS_CONFIG, "-c", DEBUG_PRESET, *DDP_ARGS, "--trainer.callbacks+=tests.helpers.RecordRankNoise"],
         in_tmp_dir, RANK_NOISE_DIR=str(noise_dir),
     )
+    assert "sync_dist=True" not in fit.stderr, "epoch-level values of a 2-device run are logged as synced"
     runs = wandb_runs(in_tmp_dir / "outputs")
     assert len(runs) == 1, f"one W&B run per job, got {runs}"
     run_folders = list((in_tmp_dir / "outputs" / "meps-ldh").iterdir())

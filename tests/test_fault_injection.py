@@ -20,8 +20,6 @@ import errno
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -34,7 +32,8 @@ from datasets import Dataset
 import train
 from callbacks.checkpoint_io import PARTIAL_PREFIX
 from lightning_modules.autoencoder_checkpoint import file_sha256
-from tests.helpers import DEBUG_PRESET, DIGITS_CONFIG, REPO_ROOT, InjectedFault, subprocess_env, wandb_runs, wandb_summary
+from tests.helpers import DEBUG_PRESET, DIGITS_CONFIG, REPO_ROOT, InjectedFault, wandb_runs, wandb_summary
+from tests.runs import Run
 
 pytest_plugins = ["tests.fault_report"]
 pytestmark = pytest.mark.slow
@@ -67,52 +66,6 @@ def val_metrics(metrics: dict) -> dict:
 
 def error_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.startswith("error:")]
-
-
-# ------------------------------------------------------------------------------------ subprocesses
-
-
-class Run:
-    """`python train.py ARGS` in `cwd`, output in files (no pipe can fill up), env as a user's shell."""
-
-    def __init__(self, args: list[str], cwd: Path, drop_env: tuple[str, ...] = (), **env: str):
-        cwd.mkdir(parents=True, exist_ok=True)
-        self.cwd, self.started = cwd, time.monotonic()
-        environment = {**subprocess_env(OMP_NUM_THREADS="1"), **env}  # subprocess_env would drop MEPS_RUN_ID
-        for key in drop_env:
-            environment.pop(key, None)
-        self.out, self.err = open(cwd / "stdout.log", "a"), open(cwd / "stderr.log", "a")
-        self.proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "train.py"), *args], cwd=cwd, env=environment,
-                                     stdout=self.out, stderr=self.err)
-
-    def wait(self, timeout: float = 300) -> int:
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            self.out.close(), self.err.close()
-
-    def wait_for_marker(self, name: str, timeout: float = 300) -> None:
-        marker = self.cwd / "markers" / name
-        deadline = time.monotonic() + timeout
-        while not marker.exists():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"run ended (exit {self.proc.returncode}) before {name}:\n{self.stderr[-4000:]}")
-            if time.monotonic() > deadline:
-                self.proc.kill()
-                raise AssertionError(f"no {name} after {timeout} s")
-            time.sleep(0.2)
-
-    def sigkill(self) -> None:
-        self.proc.kill()  # SIGKILL: no handler, no cleanup, like the OOM killer or a preempted node
-        self.wait()
-
-    @property
-    def stderr(self) -> str:
-        return (self.cwd / "stderr.log").read_text()
-
-    @property
-    def seconds(self) -> float:
-        return time.monotonic() - self.started
 
 
 # ------------------------------------------------------------------------------------ kill and resume
@@ -386,7 +339,7 @@ BAD_INPUTS = {
                                                                   "was trained on image_size=8"),
     "γ-ARVM on a missing checkpoint": (["ARVM", "--data.init_args.autoencoder", "missing.ckpt"], 2, "does not exist"),
     "--ckpt_path naming no file": ([*BLAE, "--ckpt_path", "missing.ckpt"], 2, "--ckpt_path 'missing.ckpt' does not exist"),
-    "--ckpt_path last without a run id": ([*BLAE, "--ckpt_path", "last"], 2, "--ckpt_path last needs the run to resume"),
+    "--ckpt_path last with no unfinished run": ([*BLAE, "--ckpt_path", "last"], 2, "--ckpt_path last: no unfinished run of"),
     "config key that does not exist": ([*BLAE, "--model.init_args.no_such_key", "1"], 2, "no_such_key"),
     "Hub id not cached with HF_HUB_OFFLINE=1": ([*BLAE, "--data.init_args.path", "someone/not-cached"], 2, "HF_HUB_OFFLINE=1"),
     "empty split after dropping undecodable images": ([*BLAE, "--data.init_args.path", "BROKEN_FOLDER", "--data.init_args.skip_corrupt",
@@ -421,10 +374,9 @@ def test_bad_input_is_one_line_and_writes_nothing(name, cli, blae_checkpoint, wr
     fault.tried(f"bad input: {name}")
     code, err = cli(args)
     assert code == expected_code and says in err, err[-3000:]
-    assert "Traceback" not in err
-    if name != "config key that does not exist":  # LightningCLI prints its usage, then its error
-        [line] = error_lines(err)
-        assert says in line
+    assert "Traceback" not in err and "usage:" not in err
+    [line] = error_lines(err)
+    assert says in line
     outputs = tmp_path / "outputs"
     assert not list(outputs.rglob("*.ckpt")) and not (outputs / "wandb").exists() and not (outputs / "meps-ldh").exists()
     fault.survived(f"exit {code}: {says}")

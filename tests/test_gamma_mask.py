@@ -13,6 +13,11 @@ from networks.gamma_mask import (
 GRIDS = [(1, 1), (1, 5), (4, 4), (5, 3), (6, 7)]
 
 
+def within_grid(gammas):
+    """(height, width, gamma) of GRIDS x gammas where gamma fits the grid (a larger one is refused)."""
+    return [(h, w, g) for h, w in GRIDS for g in gammas if g is None or g <= max(h, w) - 1]
+
+
 def brute_force_mask(height, width, gamma):
     """(T, T) reference built cell by cell from the definition."""
     num_tokens = height * width
@@ -24,8 +29,7 @@ def brute_force_mask(height, width, gamma):
     return mask
 
 
-@pytest.mark.parametrize("height,width", GRIDS)
-@pytest.mark.parametrize("gamma", [1, 2, 3, None])
+@pytest.mark.parametrize("height,width,gamma", within_grid([1, 2, 3, None]))
 def test_mask_matches_definition(height, width, gamma):
     mask = gamma_window_mask(height, width, gamma)
     assert mask.dtype == torch.bool and mask.shape == (height * width,) * 2
@@ -43,6 +47,17 @@ def test_global_is_plain_causal_and_large_gamma_saturates():
     causal = torch.tril(torch.ones(20, 20, dtype=torch.bool), -1)
     assert torch.equal(gamma_window_mask(4, 5, None), causal)
     assert torch.equal(gamma_window_mask(4, 5, 4), causal)  # γ >= max(h, w) - 1 sees everything
+
+
+@pytest.mark.parametrize("build", [gamma_window_mask, window_indices])
+def test_gamma_larger_than_the_grid_is_refused(build):
+    """γ = 50 on an 8x8 grid would silently be the global model under another name."""
+    with pytest.raises(ValueError) as excinfo:
+        build(8, 8, 50)
+    message = str(excinfo.value)
+    assert "gamma=50 is larger than the 8x8 token grid" in message and "gamma=global" in message and "\n" not in message
+    build(8, 8, 7)  # the largest γ that fits: every earlier token, same as global
+    build(8, 8, None)
 
 
 def test_nothing_beyond_gamma():
@@ -63,8 +78,7 @@ def test_window_offsets(gamma):
     assert offsets.abs().max() == gamma
 
 
-@pytest.mark.parametrize("height,width", GRIDS)
-@pytest.mark.parametrize("gamma", [1, 2, None])
+@pytest.mark.parametrize("height,width,gamma", within_grid([1, 2, None]))
 def test_window_indices_list_the_mask(height, width, gamma):
     mask = gamma_window_mask(height, width, gamma)
     window = window_indices(height, width, gamma)

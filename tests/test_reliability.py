@@ -23,14 +23,18 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 import train
-from callbacks import checkpoint_io, resilience
-from callbacks.checkpoint_io import AtomicCheckpointIO, atomic_write, remove_dead_partials
+from callbacks import checkpoint_io
+from callbacks.checkpoint_io import AtomicCheckpointIO, remove_dead_partials
 from callbacks.input_guard import batch_problem
 from callbacks.measurement import rank_sample_indices
 from callbacks.nan_guard import NonFiniteCheckpointError, NonFiniteGuard
-from callbacks.resilience import ResumableRun, checkpoint_run_id, resume_run_id, rng_state, set_rng_state
+from callbacks.resilience import ResumableRun, rng_state, set_rng_state
 from callbacks.wandb_run import ensure_wandb_mode, keep_previous_config
 from lightning_modules.protocols import sample_seeds
+from runtime import errors
+from runtime.atomic_files import atomic_write
+from runtime.resume import checkpoint_run_id, resume
+from runtime.run_status import write_status
 from tests.helpers import DEBUG_PRESET, DIGITS_CONFIG, REPO_ROOT
 
 VAE_CONFIG = str(REPO_ROOT / "configs" / "vae" / "digits.yaml")
@@ -117,29 +121,51 @@ def test_last_ckpt_stays_current_when_the_metric_plateaus(tmp_path, check_val_ev
 # ------------------------------------------------------------------------------------ which run a resume continues
 
 
-def make_run(root: Path, run_id: str, stored_id: str | None = None) -> Path:
+def make_run(root: Path, run_id: str, stored_id: str | None = None, state: str | None = None,
+             model: str = "lightning_modules.BinaryLatentAutoencoder", age_s: float = 0.0) -> Path:
     folder = root / run_id
     (folder / "checkpoints").mkdir(parents=True)
-    (folder / "config.yaml").write_text("model: {}\n")
+    (folder / "config.yaml").write_text(f"trainer:\n  max_steps: 3\nmodel:\n  class_path: {model}\n  init_args: {{}}\n")
+    if state is not None:
+        write_status(folder, state, run_id=run_id)
     callbacks = {"ResumableRun": {"run_id": stored_id}} if stored_id else {}
-    torch.save({"state_dict": {}, "callbacks": callbacks}, folder / "checkpoints" / "last.ckpt")
-    return folder / "checkpoints" / "last.ckpt"
+    checkpoint = folder / "checkpoints" / "last.ckpt"
+    torch.save({"state_dict": {}, "callbacks": callbacks}, checkpoint)
+    os.utime(checkpoint, (time.time() - age_s, time.time() - age_s))
+    return checkpoint
 
 
-def test_resume_finds_the_run_or_says_how_to_name_it(tmp_path):
+BLAE_CLASS = "lightning_modules.BinaryLatentAutoencoder"
+
+
+def test_resume_finds_the_run_of_a_checkpoint_or_the_one_named(tmp_path):
     runs = tmp_path / "outputs" / "meps-ldh"
     stored = make_run(runs, "aaaa1111", stored_id="aaaa1111")
     moved = make_run(runs, "bbbb2222")  # no stored id: read from the folder layout
-    assert resume_run_id("last", "cccc3333", runs) == "cccc3333" == resume_run_id("last", None, runs, env_id="cccc3333")
-    assert resume_run_id(str(stored), None, runs) == "aaaa1111" == checkpoint_run_id(stored)
-    assert resume_run_id(str(stored), None, runs, env_id="stale999") == "aaaa1111"  # the checkpoint's run wins
-    assert resume_run_id(str(moved), None, runs) == "bbbb2222"
-    assert resume_run_id(str(stored), "fork0001", runs) == "fork0001"  # an explicit --trainer.logger.init_args.id forks
-    with pytest.raises(ValueError, match=r"--ckpt_path last needs the run to resume.*(aaaa1111|bbbb2222)") as excinfo:
-        resume_run_id("last", None, runs)
-    assert "\n" not in str(excinfo.value)
+    assert resume("last", "aaaa1111", runs) == resume("last", None, runs, env_id="aaaa1111")
+    assert resume("last", "aaaa1111", runs).ckpt_path == str(stored)
+    assert "STARTS FROM SCRATCH" in resume("last", "cccc3333", runs).message  # a named run without a checkpoint
+    assert resume(str(stored), None, runs).run_id == "aaaa1111" == checkpoint_run_id(stored)
+    assert resume(str(stored), None, runs, env_id="stale999").run_id == "aaaa1111"  # the checkpoint's run wins
+    assert resume(str(moved), None, runs).run_id == "bbbb2222"
+    assert resume(str(stored), "fork0001", runs).run_id == "fork0001"  # an explicit --trainer.logger.init_args.id forks
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        resume_run_id(str(tmp_path / "nope.ckpt"), None, runs)
+        resume(str(tmp_path / "nope.ckpt"), None, runs)
+
+
+def test_ckpt_path_last_without_a_run_id_takes_the_newest_unfinished_run_of_the_same_model(tmp_path):
+    runs = tmp_path / "outputs" / "meps-ldh"
+    with pytest.raises(FileNotFoundError, match="no unfinished run of .*BinaryLatentAutoencoder") as excinfo:
+        resume("last", None, runs, model_class=BLAE_CLASS)
+    assert "\n" not in str(excinfo.value)
+    make_run(runs, "old00001", state="preempted", age_s=600)
+    make_run(runs, "done0002", state="finished", age_s=10)  # newer, but finished
+    make_run(runs, "vae00003", state="preempted", model="lightning_modules.GaussianVAE", age_s=5)  # newer, another model
+    newest = make_run(runs, "kill0004", state="running", age_s=60)  # SIGKILLed: still "running"
+    choice = resume("last", None, runs, model_class=BLAE_CLASS)
+    assert choice.run_id == "kill0004" and choice.ckpt_path == str(newest)
+    assert "the newest resumable run" in choice.message and "old00001" in choice.message and "\n" not in choice.message
+    assert resume("last", None, runs, model_class="lightning_modules.GaussianVAE").run_id == "vae00003"
 
 
 def test_a_resumed_run_keeps_the_config_of_every_attempt(tmp_path):
@@ -158,14 +184,14 @@ def test_a_resumed_run_keeps_the_config_of_every_attempt(tmp_path):
     (ValueError("gamma must be an int >= 1 or None (global), got 0"), False, 2),
     (FileNotFoundError("autoencoder checkpoint 'x.ckpt' does not exist"), False, 2),
     (OSError(errno.ENOSPC, "No space left on device"), True, 1),
-    (resilience.MepsFault("training loss is nan at global step 4"), True, 1),
+    (errors.MepsFault("training loss is nan at global step 4"), True, 1),
     (RuntimeError("[gloo] Connection closed by peer [127.0.0.1]:1234"), True, 1),
     (ValueError("a bug deep in a metric"), True, None),  # after the loop started: the traceback stays
     (KeyError("bug"), False, None),
 ])
 def test_console_main_turns_input_errors_and_faults_into_one_line(monkeypatch, capsys, error, started, code):
     def failing_main(argv):
-        resilience.mark_loop_started(started)
+        errors.mark_loop_started(started)
         raise error
 
     monkeypatch.setattr(train, "main", failing_main)
@@ -272,3 +298,66 @@ def test_token_model_samples_do_not_depend_on_the_number_of_processes(blae_check
     two_processes = torch.cat([model.generate(sample_seeds(100, share)).tokens for share in shares])
     assert torch.equal(one_process, two_processes)
     assert not torch.equal(two_processes[0], two_processes[1])
+
+
+# ------------------------------------------------------------------------------------ stop requests
+
+
+def test_a_stop_request_is_a_flag_and_a_second_ctrl_c_stops_at_once(capsys):
+    import signal
+
+    from runtime.signals import StopRequests
+
+    requests = StopRequests().install()
+    try:
+        assert signal.getsignal(signal.SIGTERM) == requests.handle
+        requests.handle(signal.SIGINT, None)
+        assert requests.name == "SIGINT" and "Ctrl-C again to stop at once" in capsys.readouterr().out
+        requests.handle(signal.SIGTERM, None)
+        assert requests.name == "SIGINT"  # the first request is the one acted on
+        with pytest.raises(KeyboardInterrupt):
+            requests.handle(signal.SIGINT, None)
+    finally:
+        requests.restore()
+    assert signal.getsignal(signal.SIGTERM) != requests.handle
+
+
+def test_before_training_a_stop_request_ends_the_run_at_once():
+    import signal
+
+    from runtime.errors import Preempted
+    from runtime.signals import stop_at_once
+
+    with pytest.raises(Preempted, match="stopped by SIGTERM before training started") as excinfo, stop_at_once():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises first
+    assert excinfo.value.exit_code == 75 and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_the_resume_command_is_the_same_command_with_ckpt_path_last():
+    assert train.resume_command(["fit", "-c", "a b.yaml", "--ckpt_path", "x.ckpt", "--trainer.max_steps=5"]) == \
+        "python train.py fit -c 'a b.yaml' --trainer.max_steps=5 --ckpt_path last"
+
+
+def test_a_mid_epoch_checkpoint_resumes_exactly(tmp_path, monkeypatch):
+    """``ModelCheckpoint(every_n_train_steps)`` writes mid-epoch; with the resumable data order that resumes exactly."""
+    from tests.helpers import InjectedFault
+
+    monkeypatch.chdir(tmp_path)
+
+    def args(steps: str) -> list[str]:
+        return ["fit", "-c", VAE_CONFIG, *QUICK, "--trainer.max_steps", "-1", "--trainer.max_epochs", "2",
+                "--trainer.limit_train_batches", "4", "--trainer.check_val_every_n_epoch", "1",
+                "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+                "--trainer.callbacks.init_args.every_n_train_steps", "1", "--trainer.callbacks.init_args.save_last", "true",
+                "--trainer.callbacks.init_args.dirpath", steps]
+
+    expected = final_metrics(args("steps-a"), tmp_path / "uninterrupted")
+    with pytest.raises(InjectedFault):
+        final_metrics([*args("steps-b"), "--trainer.callbacks+=tests.helpers.FaultInjector", "--trainer.callbacks.init_args.step", "6"],
+                      tmp_path / "crashed")
+    last = torch.load(tmp_path / "steps-b" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 6  # epoch 1, 2 of 4 batches: mid-epoch
+    assert last["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["position"] == 2 * 128
+    resumed = final_metrics([*args("steps-b"), "--ckpt_path", str(tmp_path / "steps-b" / "last.ckpt")], tmp_path / "crashed")
+    assert {k: v for k, v in resumed.items() if k.startswith("val/")} == {k: v for k, v in expected.items() if k.startswith("val/")}

@@ -1,0 +1,191 @@
+"""A command-line or config mistake as one line that names the culprit first (``did you mean`` where it applies).
+
+jsonargparse answers a typo in a config key with the whole usage (about 50 lines) followed by a
+nested "Does not validate against any of the Union subtypes ..." report. ``argument_error_line``
+turns its message into one line: the offending flag (or config file and key), what is wrong with
+it, and the closest valid names, read from the signature of the class that the key belongs to.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import re
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from runtime.errors import squeeze
+
+_NOT_ACCEPTED = re.compile(r"""(?:Option|Key) ['"]([\w.]+)['"] (?:is not accepted|is not expected)(?: before subcommand '(\w+)')?""")
+_UNRECOGNIZED = re.compile(r"unrecognized arguments: (.+)")
+_CLASS_PROBLEM = re.compile(r"Problem with given class_path '([\w.]+)'")
+_NO_ATTRIBUTE = re.compile(r"module '([\w.]+)' has no attribute '(\w+)'")
+_REQUIRED = re.compile(r"the following arguments are required: (.+)")
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest candidates of ``name``, or ``""``."""
+    close = difflib.get_close_matches(name, sorted(set(candidates)), n=2, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def init_parameter_names(cls: type) -> list[str]:
+    """The keyword arguments ``cls(...)`` takes, following ``**kwargs`` up the class hierarchy."""
+    names: list[str] = []
+    for klass in inspect.getmro(cls):
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            parameters = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):
+            break
+        names += [p.name for p in parameters if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+            break
+    return names
+
+
+def import_class(class_path: str | None) -> type | None:
+    if not class_path or "." not in class_path:
+        return None
+    module_name, _, name = class_path.rpartition(".")
+    try:
+        value = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    return value if isinstance(value, type) else None
+
+
+def config_files(argv: list[str]) -> list[Path]:
+    """The ``-c``/``--config`` files of a command line, in order."""
+    files = []
+    for i, arg in enumerate(argv):
+        if arg in ("-c", "--config") and i + 1 < len(argv):
+            files.append(Path(argv[i + 1]))
+        elif arg.startswith("--config="):
+            files.append(Path(arg.split("=", 1)[1]))
+    return files
+
+
+def _load_yaml(path: Path) -> dict:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _lookup(tree: Any, dotted: str) -> Any:
+    for part in dotted.split(".") if dotted else []:
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def class_path_at(argv: list[str], dotted: str) -> str | None:
+    """The class path that ``dotted`` (e.g. ``model`` or ``model.init_args.encoder``) selects on this command line."""
+    flags = {f"--{dotted}", f"--{dotted}.class_path"}
+    found = None
+    for i, arg in enumerate(argv):  # the command line wins over the files; the last mention wins
+        key, equals, value = arg.partition("=")
+        if key in flags:
+            found = value if equals else (argv[i + 1] if i + 1 < len(argv) else None)
+    if found and not found.startswith(("{", "[")) and not found.endswith((".yaml", ".yml", ".json")):
+        return found
+    class_path = None
+    for path in config_files(argv):
+        node = _lookup(_load_yaml(path), dotted)
+        if isinstance(node, dict) and node.get("class_path"):
+            class_path = node["class_path"]
+        elif isinstance(node, str):
+            class_path = node
+    return class_path
+
+
+def _culprit_flag(argv: list[str], key: str) -> str | None:
+    """The command-line flag that set ``key`` (a dotted key or its last part), as the user typed it."""
+    leaf = key.split(".")[-1]
+    for arg in reversed(argv):
+        flag = arg.split("=", 1)[0]
+        if flag.startswith("--") and (flag[2:] == key or flag[2:].endswith(f".{key}") or flag.endswith(f".{leaf}")):
+            return flag
+    return None
+
+
+def _file_with_key(argv: list[str], leaf: str) -> tuple[Path, str] | None:
+    """The config file, and the dotted key in it, where ``leaf`` is written (the last file that has it)."""
+    def walk(tree: Any, prefix: str):
+        if isinstance(tree, dict):
+            for name, value in tree.items():
+                dotted = f"{prefix}.{name}" if prefix else str(name)
+                if name == leaf:
+                    yield dotted
+                yield from walk(value, dotted)
+
+    found = None
+    for path in config_files(argv):
+        for dotted in walk(_load_yaml(path), ""):
+            found = (path, dotted)
+    return found
+
+
+def _parent_of(dotted: str) -> str:
+    """``model.init_args.encoder.init_args.width`` -> ``model.init_args.encoder``; ``trainer.max_step`` -> ``trainer``."""
+    parts = dotted.split(".")[:-1]
+    if parts and parts[-1] == "init_args":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def not_accepted_line(key: str, argv: list[str], message: str, top_level: Iterable[str]) -> str:
+    """``key`` is not an argument of the class (or section) it was given to."""
+    flag = _culprit_flag(argv, key)
+    in_file = None if flag else _file_with_key(argv, key.split(".")[-1])
+    dotted = flag[2:] if flag else (in_file[1] if in_file else key)
+    leaf = dotted.split(".")[-1]
+    classes = _CLASS_PROBLEM.findall(message)
+    cls = import_class(classes[-1] if classes else class_path_at(argv, _parent_of(dotted)))
+    where = flag or (f"{in_file[0]}: {in_file[1]}" if in_file else repr(key))
+    if cls is not None:
+        return f"{where}: {cls.__module__}.{cls.__qualname__} has no argument {leaf!r}{did_you_mean(leaf, init_parameter_names(cls))}"
+    return f"{where}: no such option{did_you_mean(dotted.split('.')[0], top_level)}"
+
+
+def argument_error_line(message: str, argv: list[str], top_level: Iterable[str] = ()) -> str:
+    """One line for a jsonargparse error ``message`` about the command line ``argv``.
+
+    ``top_level``: the first part of every option the parser knows (``trainer``, ``model``, ``data``, ...).
+    """
+    top_level = list(top_level)
+    if match := _NOT_ACCEPTED.search(message):
+        key, before_subcommand = match.groups()
+        if before_subcommand:
+            head = argv[: argv.index(before_subcommand)] if before_subcommand in argv else []
+            early = _culprit_flag(head, key) or " ".join(head) or key
+            return (f"{early} comes before the subcommand: write the subcommand first,"
+                    f" `train.py {before_subcommand} {' '.join(head) or '-c CONFIG.yaml'} ...`")
+        return not_accepted_line(key, argv, message, top_level)
+    if match := _NO_ATTRIBUTE.search(message):
+        module_name, name = match.groups()
+        module = sys.modules.get(module_name)
+        classes = [n for n in dir(module) if isinstance(getattr(module, n, None), type)] if module else []
+        flag = next((argv[i - 1] for i, arg in enumerate(argv) if arg.endswith(name) and i and argv[i - 1].startswith("--")), None)
+        return f"{flag + ': ' if flag else ''}{module_name}.{name} does not exist{did_you_mean(name, classes)}"
+    if match := _REQUIRED.search(message):
+        return f"{match.group(1)} required: give a config, e.g. `train.py fit -c configs/blae/digits.yaml`"
+    if match := _UNRECOGNIZED.search(message):
+        first = match.group(1).split()[0]
+        if first.startswith("--"):
+            head = first[2:].split("=")[0].split(".")[0]
+            close = difflib.get_close_matches(head, top_level, n=1, cutoff=0.6)
+            return f"{first}: no such option" + (f"; did you mean {first.replace(head, close[0], 1)!r}?" if close else "")
+        return f"unexpected argument {first!r}: options start with --, after the subcommand (fit, validate, test, predict)"
+    lines = [line.strip(" -") for line in str(message).splitlines()]
+    useful = [line for line in lines if line and not line.startswith(("Given value", "Subtypes:", "Errors:", "Does not validate",
+                                                                       "Expected a <class 'NoneType'>"))]
+    return squeeze(" ".join(useful) or message)[:400]

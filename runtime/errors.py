@@ -1,0 +1,108 @@
+"""One line per failure: the exceptions this project raises on purpose, and how any error reads on the command line.
+
+``train.py``/``sweep.py`` print ``error: <line>`` and exit with the code of ``runtime/exit_codes.py``;
+``MEPS_DEBUG=1`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import errno
+from typing import NamedTuple
+
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+from runtime import exit_codes
+
+
+class MepsFault(RuntimeError):
+    """A fault this project detects and explains in one line (a non-finite loss, a bad batch...).
+
+    ``exit_code`` is what ``train.py`` exits with: 1 for a fault of the run, 2 for a bad input.
+    """
+
+    exit_code = exit_codes.FAULT
+
+
+class BadInput(MepsFault, ValueError):
+    """A bad input found by this project's own checks (a checkpoint, a sweep argument, a value an ``__init__``
+    refused): exit code 2. A ``ValueError`` too, so that callers of ``train.main`` catch it as one."""
+
+    exit_code = exit_codes.BAD_INPUT
+
+
+class Preempted(MepsFault):
+    """The run was asked to stop (SIGTERM, SIGUSR1, Ctrl-C) and stopped at a step boundary, resumable.
+
+    ``checkpoint`` is the file that resumes it (None when the request came before training started:
+    nothing to save), ``step`` the global step it holds, ``signal_name`` what was received.
+    """
+
+    exit_code = exit_codes.RESUMABLE
+
+    def __init__(self, message: str, signal_name: str, step: int | None = None, checkpoint: str | None = None,
+                 exit_code: int | None = None):
+        super().__init__(message)
+        self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+_LOOP_STARTED = False
+"""Set once a fit/validate/test/predict loop has started: errors before it are input errors."""
+
+
+def loop_started() -> bool:
+    return _LOOP_STARTED
+
+
+def mark_loop_started(started: bool = True) -> None:
+    global _LOOP_STARTED
+    _LOOP_STARTED = started
+
+
+INPUT_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, MisconfigurationException)
+"""Raised before the loop starts, these are bad inputs (a path, a value, a checkpoint): one line, exit code 2."""
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+PEER_FAILURE_SIGNS = ("Connection closed by peer", "remote worker crash", "Connection reset by peer", "ncclRemoteError")
+
+
+class ErrorLine(NamedTuple):
+    message: str
+    exit_code: int
+
+
+def squeeze(text: str) -> str:
+    """All whitespace runs (newlines included) as single spaces."""
+    return " ".join(str(text).split())
+
+
+def one_line_error(err: BaseException) -> ErrorLine | None:
+    """The line and exit code that stand for ``err`` on the command line, or None to show the traceback."""
+    message = squeeze(err) or type(err).__name__
+    if isinstance(err, MepsFault):
+        return ErrorLine(message, err.exit_code)
+    if isinstance(err, RuntimeError) and any(sign in message for sign in PEER_FAILURE_SIGNS):
+        return ErrorLine(f"another rank of this job failed (its error is above), so this rank stopped too: {message[:200]}", exit_codes.FAULT)
+    if isinstance(err, OSError) and err.errno in DISK_FULL:
+        return ErrorLine(f"{message} (disk full: nothing partial was kept; free space and run again)", exit_codes.FAULT)
+    if isinstance(err, INPUT_ERRORS) and not loop_started():
+        return ErrorLine(message, exit_codes.BAD_INPUT)
+    return None
+
+
+_WRAPPER_SIGNS = ("Does not validate against any of the Union subtypes", "Problem with given class_path", "Parser key ")
+
+
+def root_cause(err: BaseException) -> BaseException:
+    """The exception our own code raised, beneath the ones jsonargparse wraps it in while instantiating.
+
+    jsonargparse reports a ``ValueError`` from a model's ``__init__`` as a new ``ValueError`` listing every
+    Union subtype it tried plus a dump of the settings; the original is on the ``__context__`` chain.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if not any(sign in str(current) for sign in _WRAPPER_SIGNS) and type(current).__module__.split(".")[0] != "jsonargparse":
+            return current
+        current = current.__cause__ or current.__context__
+    return err

@@ -1,0 +1,57 @@
+"""SLURM: which job this is, a run id that a requeued job finds again, and requeueing.
+
+Detection is Lightning's (``SLURMEnvironment.detect``: launched by ``srun``, not an interactive job).
+The run id of a job is derived from the job id and the command (see ``slurm_run_id``), so every task of
+a multi-task job agrees on it without talking to the others, and the same command in the requeued job
+(same job id, ``SLURM_RESTART_COUNT`` + 1) lands in the same run folder and resumes it.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from lightning.fabric.plugins.environments import SLURMEnvironment
+
+from runtime.run_status import read_status
+
+
+def slurm_job_key() -> str | None:
+    """``<array job>_<task>`` for an array task, else the job id; None outside a (non-interactive) SLURM job."""
+    if not SLURMEnvironment.detect() or SLURMEnvironment.job_id() is None:
+        return None
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array_job}_{task}" if array_job and task else str(SLURMEnvironment.job_id())
+
+
+def restart_count() -> int:
+    """How often SLURM has requeued this job (0 on its first start)."""
+    try:
+        return int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+    except ValueError:
+        return 0
+
+
+def slurm_run_id(job_key: str, fingerprint: str, runs_root: Path) -> str:
+    """The run id of this command in this job: the same on every task and after a requeue.
+
+    A run of the same command that already finished in this job (a script that runs it twice) is
+    skipped, so a second run gets an id of its own instead of appending to a finished W&B run.
+    """
+    for attempt in range(1000):
+        run_id = hashlib.sha256(f"{job_key}/{fingerprint}/{attempt}".encode()).hexdigest()[:8]
+        if read_status(Path(runs_root) / run_id).get("state") != "finished":
+            return run_id
+    raise RuntimeError(f"SLURM job {job_key} already finished 1000 runs of this command")
+
+
+def requeue(job_key: str) -> str:
+    """``scontrol requeue <job>`` (what Lightning's own SIGUSR1 handler runs); a line saying how it went."""
+    if shutil.which("scontrol") is None:
+        return f"cannot requeue SLURM job {job_key}: scontrol not found"
+    result = subprocess.run(["scontrol", "requeue", job_key], capture_output=True, text=True)
+    if result.returncode == 0:
+        return f"requeued SLURM job {job_key}"
+    return f"requeueing SLURM job {job_key} failed (scontrol exit {result.returncode}: {' '.join(result.stderr.split())[:200]})"

@@ -1,0 +1,75 @@
+"""The sweep on a cluster (slow lane): stopped in the middle of a cell it resumes that cell (same run, same W&B run),
+a cell whose results no longer hold what they promise is rebuilt, and a stage that never validates is refused."""
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+import yaml
+
+from tests.helpers import REPO_ROOT, wandb_runs
+from tests.runs import Run
+
+pytestmark = pytest.mark.slow
+
+QUICK = ["-c", "configs/presets/debug.yaml"]
+PACE = ["--trainer.callbacks+=tests.preemption_helpers.SlowFrom", "--trainer.callbacks.init_args.step", "2",
+        "--trainer.callbacks.init_args.delay_s", "1.0"]
+
+
+def one_gamma_sweep(tmp_path, neural_extra: list[str] = ()) -> str:
+    config = yaml.safe_load((REPO_ROOT / "configs" / "sweeps" / "digits.yaml").read_text())
+    config["out_dir"] = str(tmp_path / "sweep")
+    config["gammas"] = [1]
+    for stage in ("blae", "vae", "kernel", "neural"):
+        config[stage]["args"] = QUICK + config[stage].get("args", [])
+    config["neural"]["args"] += list(neural_extra)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def test_sweep_stopped_in_a_cell_resumes_that_cell_and_rebuilds_a_broken_one(tmp_path):
+    config = one_gamma_sweep(tmp_path, PACE)
+    first = Run(["-c", config], tmp_path / "job", script="sweep.py")
+    first.wait_for_marker("reached")  # the neural γ-ARVM cell, mid-epoch (4 steps, paced from step 2)
+    first.send(signal.SIGTERM)
+    assert first.wait(timeout=120) == 75, first.stderr[-4000:]
+    assert first.seconds_since_signal() <= 30
+    assert f"to resume: python sweep.py -c {config}" in first.stderr
+    cells = tmp_path / "sweep" / "cells"
+    assert all((cells / name / "results.json").is_file() for name in ("blae", "vae", "kernel-gamma-1"))
+    assert not (cells / "neural-gamma-1" / "results.json").exists()
+    run_id = json.loads((cells / "neural-gamma-1" / "run.json").read_text())["run_id"]
+
+    second = Run(["-c", config], tmp_path / "job", script="sweep.py")
+    assert second.wait(timeout=600) == 0, second.stderr[-4000:]
+    out = (tmp_path / "job" / "stdout.log").read_text()
+    assert out.count("reused (finished earlier)") == 3
+    assert f"neural-gamma-1: resuming its interrupted run {run_id} (preempted at step" in out
+    record = json.loads((cells / "neural-gamma-1" / "results.json").read_text())
+    assert record["global_step"] == 4 and record["metrics"]["val/nll_bits"] > 0
+    attempts = [run for run in wandb_runs(tmp_path / "sweep" / "runs") if run.name.endswith(run_id)]
+    assert len(attempts) == 2  # one W&B run, two attempts
+    assert (tmp_path / "sweep" / "report.json").is_file()
+
+    vae = cells / "vae" / "results.json"  # as an older version wrote it: no checkpoint recorded
+    vae.write_text(json.dumps({**json.loads(vae.read_text()), "best_checkpoint": "", "last_checkpoint": ""}))
+    third = Run(["-c", config], tmp_path / "job3", script="sweep.py")
+    assert third.wait(timeout=600) == 0, third.stderr[-4000:]
+    out = (tmp_path / "job3" / "stdout.log").read_text()
+    assert "vae: rebuilt (it recorded no checkpoint)" in out and out.count("reused (finished earlier)") == 3
+    assert json.loads(vae.read_text())["best_checkpoint"]
+
+
+def test_a_stage_that_never_validates_is_refused_and_not_recorded(tmp_path):
+    config = yaml.safe_load((REPO_ROOT / "configs" / "sweeps" / "digits.yaml").read_text())
+    config["out_dir"] = str(tmp_path / "sweep")
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run = Run(["-c", str(path), "--blae.args+=--trainer.max_steps=5"], tmp_path, script="sweep.py")
+    assert run.wait(timeout=300) == 2, run.stderr[-4000:]
+    [line] = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert "sweep cell blae: train.py fit stopped at step 5 before it ever validated" in line
+    assert not (tmp_path / "sweep" / "cells" / "blae" / "results.json").exists()  # the next run rebuilds it
