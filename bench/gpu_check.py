@@ -61,7 +61,7 @@ CUDA = Sizes(blae_width=512, blae_blocks=4, blae_batch=256, blae_steps=20, n_lay
              arvm_batch=64, arvm_steps=10, samples=256, grid=32, references=50_000, queries=10_000, check_queries=64,
              repeats=3)
 TINY = Sizes(blae_width=16, blae_blocks=1, blae_batch=4, blae_steps=3, n_layer=1, n_head=2, n_embd=16,
-             arvm_batch=2, arvm_steps=2, samples=2, grid=4, references=300, queries=40, check_queries=8, repeats=1)
+             arvm_batch=2, arvm_steps=2, samples=2, grid=6, references=300, queries=40, check_queries=8, repeats=1)
 BITS, GAMMA, IMAGE_CHANNELS = 7, 5, 3
 
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from networks.gamma_mask import gamma_window_mask, window_tiles
 from networks.tiled_attention import TiledAttention, sdpa_tiles, tiled_attention
 
-GRIDS = [(1, 1, 1, 1), (4, 5, 1, 5), (5, 5, 2, 5), (6, 4, 3, 8), (6, 7, None, 7), (3, 8, 2, 2)]
+GRIDS = [(1, 1, None, 1), (2, 2, 1, 2), (4, 5, 1, 5), (5, 5, 2, 5), (6, 4, 3, 8), (6, 7, None, 7), (3, 8, 2, 2)]
 
 
 def dense_visibility(height, width, gamma):
