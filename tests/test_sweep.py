@@ -52,11 +52,12 @@ def test_bad_sweep_options_are_named(tmp_path):
         Sweep(str(tmp_path), [1], stage, stage, stage, stage, DataOverrides(), TrainerOverrides(devices=2), None, workers=2)
 
 
-def memorization_with_inception(tmp_path) -> dict:
-    """The demo's memorization callback, on fewer Inception images (the real network, ~0.3 s per image)."""
-    return {"class_path": "callbacks.memorization.MemorizationCallback",
-            "init_args": {"num_samples": 100, "every_n_val_epochs": None, "fid_feature": {"class_path": "metrics.fid.InceptionFeatures"},
-                          "quality_reference_limit": 16, "max_novel_scored": 8, "feature_cache_dir": str(tmp_path / "features")}}
+def measurements(tmp_path) -> list[dict]:
+    """The demo's measurements, on fewer samples and Inception images (the real network, ~0.3 s per image)."""
+    end_of_fit = {"num_samples": 100, "every_n_val_epochs": None}
+    return [{"class_path": "callbacks.memorization.MemorizationCallback", "init_args": end_of_fit},
+            {"class_path": "callbacks.sample_quality.NovelSampleQualityCallback",
+             "init_args": {**end_of_fit, "reference_limit": 16, "max_novel": 8, "feature_cache_dir": str(tmp_path / "features")}}]
 
 
 def overlay(tmp_path, name: str, callbacks: list) -> list[str]:
@@ -74,10 +75,9 @@ def reduced_sweep(tmp_path) -> str:
                   spread_cells=["kernel-global"], spread_seeds=[5])
     config["blae"]["args"] = config["blae"]["args"] + ["--trainer.max_steps", "400", "--trainer.val_check_interval", "200"]
     config["vae"]["args"] = QUICK + config["vae"]["args"]
-    memorization = memorization_with_inception(tmp_path)
-    config["kernel"]["args"] = overlay(tmp_path, "kernel", [memorization])
+    config["kernel"]["args"] = overlay(tmp_path, "kernel", measurements(tmp_path))
     plateau = {"class_path": "callbacks.train_to_plateau.TrainToPlateau", "init_args": {"window": 10}}
-    config["neural"]["args"] = [*overlay(tmp_path, "neural", [plateau, memorization]),
+    config["neural"]["args"] = [*overlay(tmp_path, "neural", [plateau, *measurements(tmp_path)]),
                                 "--trainer.max_steps", "30", "--trainer.val_check_interval", "30"]
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(config))
