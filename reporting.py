@@ -459,8 +459,8 @@ def phase_table(report: dict) -> str:
             lines.append(f"| {model} | {gamma} | " + " | ".join(values) + " |")
     floors = {r["train_size"]: r["floor_mem_psnr25"] for r in rows}
     lines.append("| floor (held-out) | | " + " | ".join(fmt(floors.get(n), 3) for n in sizes) + " |")
-    return ("## Phase diagram: memorization over γ × training-set size\n\nmem_psnr25 of each (γ, N) cell, the first N "
-            "training images (a seeded subset).\n\n" + "\n".join(lines) + "\n\n![phase diagram](phase_diagram.png)\n\n")
+    return ("## Phase diagram: memorization over γ × training-set size\n\nmem_psnr25 of each (γ, N) cell: N training images, a "
+            "seeded random subset (each smaller subset lies inside the larger ones).\n\n" + "\n".join(lines) + "\n\n![phase diagram](phase_diagram.png)\n\n")
 
 
 def excess_table(report: dict) -> str:

@@ -363,6 +363,8 @@ class Sweep:
                  "workers": self.workers, "threads": self.threads}
         report = write_report(self.out_dir, self.results, self.gammas, costs)
         summary_run = log_summary_run(self.out_dir, self.group)
+        cells_cpu = json.loads((self.out_dir / "report.json").read_text())["costs"]["cells_cpu_s"]
+        self.say(f"wall {costs['wall_s']:.0f} s; CPU of the cells {cells_cpu:.0f} s, of the sweep itself {costs['sweep_cpu_s']:.0f} s")
         self.say(f"report: {report}")
         self.say(f"W&B summary run (group {self.group}): {summary_run}")
         return report

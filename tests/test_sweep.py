@@ -34,7 +34,7 @@ def test_the_demo_plan_names_every_cell_and_reuses_a_phase_size_the_main_cells_h
     phase = plan["kernel-gamma-4-n300"].build(results)
     assert phase.subcommand == "validate" and phase.role == {"stage": "kernel", "model": "kernel", "gamma": "4", "kind": "phase", "train_size": 300}
     args = " ".join(phase.args)
-    assert "--data.init_args.max_train_samples 300" in args and "digits_kernel_phase.yaml" in args
+    assert "--data.init_args.max_train_samples 300" in args and "memorization_only.yaml" in args
     assert "--data.init_args.autoencoder /ckpt/blae.ckpt" in args and "--model.init_args.gamma 4" in args
     assert "--data.init_args.max_train_samples null" in " ".join(plan["kernel-gamma-4-nall"].build(results).args)
     seed = plan["neural-gamma-global-seed2"].build(results)
