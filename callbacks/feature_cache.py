@@ -8,9 +8,15 @@ network never does. A network without a `cache_key` is never cached. Files are w
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock, a second process may compute the same features
+    fcntl = None
 
 import torch
 from torch import Tensor, nn
@@ -40,13 +46,35 @@ def cached_features(feature: nn.Module, images: Tensor, cache_dir: str | Path | 
     if images.dtype != torch.uint8:
         raise ValueError(f"cached_features takes uint8 images (their bytes are the cache key), got {images.dtype}")
     key = feature_key(images, feature) if cache_dir is not None else None
-    path = Path(cache_dir).expanduser() / f"{key}.pt" if key is not None else None
-    if path is not None and path.is_file():
-        return torch.load(path, map_location="cpu", weights_only=True)
-    chunks = [feature(chunk.to(device)).float().cpu() for chunk in images.split(batch_size)]
-    features = torch.cat(chunks) if chunks else torch.zeros(0, getattr(feature, "num_features", 0))
-    if path is not None and write:
-        buffer = io.BytesIO()
-        torch.save(features, buffer)
-        atomic_write(path, lambda file: file.write(buffer.getvalue()))
+    if key is None:
+        return compute_features(feature, images, batch_size, device)
+    path = Path(cache_dir).expanduser() / f"{key}.pt"
+    with computing(path) if write else contextlib.nullcontext():
+        if path.is_file():
+            return torch.load(path, map_location="cpu", weights_only=True)
+        features = compute_features(feature, images, batch_size, device)
+        if write:
+            buffer = io.BytesIO()
+            torch.save(features, buffer)
+            atomic_write(path, lambda file: file.write(buffer.getvalue()))
     return features
+
+
+def compute_features(feature: nn.Module, images: Tensor, batch_size: int, device) -> Tensor:
+    chunks = [feature(chunk.to(device)).float().cpu() for chunk in images.split(batch_size)]
+    return torch.cat(chunks) if chunks else torch.zeros(0, getattr(feature, "num_features", 0))
+
+
+@contextlib.contextmanager
+def computing(path: Path):
+    """An exclusive lock beside `path` (released when the holder exits, even killed): one writer at a time."""
+    if fcntl is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -179,3 +179,31 @@ def test_feature_cache_computes_once_per_image_set_and_network(tmp_path):
     assert feature.calls == 4
     with pytest.raises(ValueError, match="uint8"):
         cached_features(feature, images.float(), tmp_path)
+
+
+def test_a_second_process_waits_for_the_first_ones_features_instead_of_computing_them(tmp_path):
+    import multiprocessing
+
+    images = torch.randint(0, 256, (5, 1, 4, 4), dtype=torch.uint8)
+    context = multiprocessing.get_context("fork")  # a copy of this process: no imports to wait for
+    started, done = context.Event(), context.Event()
+    holder = context.Process(target=hold_the_lock, args=(tmp_path, images, started, done))
+    holder.start()
+    assert started.wait(300)
+    feature = CountingFeatures()
+    features = cached_features(feature, images, tmp_path)  # blocks until the holder has written its file
+    holder.join(300)
+    assert done.is_set() and feature.calls == 0 and features.shape == (5, 4)
+
+
+def hold_the_lock(folder, images, started, done):
+    from callbacks.feature_cache import computing, feature_key
+
+    path = folder / f"{feature_key(images, CountingFeatures())}.pt"
+    with computing(path):
+        started.set()
+        import time
+
+        time.sleep(1.0)
+        torch.save(images.float().flatten(1)[:, :4], path)
+        done.set()
