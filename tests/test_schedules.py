@@ -120,3 +120,13 @@ def test_a_fit_that_ends_between_validations_warns_that_its_figures_are_stale():
 def test_every_n_val_epochs_must_be_positive():
     with pytest.raises(ValueError, match="every_n_val_epochs"):
         RecordSteps(every_n_val_epochs=0)
+
+
+def test_a_spent_cpu_budget_stops_the_fit_as_not_fitted():
+    model = ScriptedLoss(lambda step: 4.0 * math.exp(-step / 30))  # never plateaus
+    plateau = TrainToPlateau(window=10, max_cpu_seconds=0.0)  # spent at the first window
+    record = RecordSteps(every_n_val_epochs=None)
+    trainer = fit(model, [plateau, record], max_steps=400, val_check_interval=1000)
+    assert trainer.global_step == 10 and not plateau.plateaued
+    assert trainer.callback_metrics["fit/plateaued"] == 0.0 and trainer.callback_metrics["fit/cpu_s"] > 0
+    assert record.steps == [10]  # measured at the budget's end

@@ -44,6 +44,24 @@ def test_the_demo_plan_names_every_cell_and_reuses_a_phase_size_the_main_cells_h
     assert seed.key != plan["neural-gamma-global"].build(results).key  # the seed is part of the cell's identity
 
 
+def test_the_blae_runs_alone_then_two_cells_at_a_time_in_plan_order(tmp_path):
+    sweep = sweep_from_config(tmp_path)
+    pending = sweep.plan()
+    first = sweep.next_ready(pending, {})
+    assert first.name == "blae"  # nothing else is ready or may run beside it
+    blae_cell = first.build({})
+    assert blae_cell.alone and sweep.next_ready([p for p in pending if p is not first], {0: (None, blae_cell)}) is None
+    sweep.results["blae"] = {"best_checkpoint": "/ckpt/blae.ckpt", "last_checkpoint": ""}
+    rest = [p for p in pending if p is not first]
+    second = sweep.next_ready(rest, {})
+    assert second.name == "vae-beta-0.1"
+    running = {0: (None, second.build(sweep.results))}
+    third = sweep.next_ready([p for p in rest if p is not second], running)
+    assert third.name == "vae-beta-1"
+    running[1] = (None, third.build(sweep.results))
+    assert sweep.next_ready([p for p in rest if p not in (second, third)], running) is None  # both workers busy
+
+
 def test_bad_sweep_options_are_named(tmp_path):
     with pytest.raises(ValueError, match="spread cells"):
         sweep_from_config(tmp_path, spread_cells=["vae-global"])
