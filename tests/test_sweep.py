@@ -89,7 +89,7 @@ def reduced_sweep(tmp_path) -> str:
     kernel model at γ = 1 and global (the phenomenon itself), a neural model whose budget is far too
     short (it must be reported as not fitted), two VAEs, a phase-diagram size, a seed repeat."""
     config = yaml.safe_load((REPO_ROOT / "configs" / "sweeps" / "digits.yaml").read_text())
-    config.update(out_dir=str(tmp_path / "sweep"), gammas=[1, "global"], vae_betas=[0.1, 5.0], train_sizes=[300],
+    config.update(out_dir=str(tmp_path / "sweep"), gammas=[1, "global"], vae_betas=[0.1, 5.0], train_sizes=[100, 300],
                   spread_cells=["kernel-global"], spread_seeds=[5])
     config["blae"]["args"] = config["blae"]["args"] + ["--trainer.max_steps", "400", "--trainer.val_check_interval", "200"]
     config["vae"]["args"] = QUICK + config["vae"]["args"]
@@ -133,9 +133,10 @@ def test_reduced_sweep_measures_the_phenomenon_reports_honestly_and_resumes(tmp_
     assert report["reference"]["kid"] is not None and report["reference"]["fid"] > 0
     assert report["reference"]["fid"] < kernel_1["fid_novel"]  # reconstructions of held-out images beat γ = 1 samples
 
-    # the phase diagram: the main cells give N = 100, the extra size its own cells
+    # the phase diagram: the main cells give N = 100 (not run twice), the extra size its own cells
     phase = {(r["gamma"], r["train_size"]) for r in report["memorization_vs_train_size"]}
     assert phase == {(1, 100.0), (1, 300.0), ("global", 100.0), ("global", 300.0)}
+    assert first.stdout.count("the same as kernel-gamma-") == 2
     # the seed spread of a training-free estimator with fixed sampling seeds is exactly zero
     spread = report["seed_spread"][0]
     assert (spread["model"], spread["gamma"], spread["seeds"]) == ("kernel", "global", [None, 5]) and spread["range"] == 0
