@@ -30,6 +30,7 @@ GENERATES_AT_MOST = 0.05  # memorization at γ = 1: "generates"
 MEMORIZER_SHARE = 0.9  # global context: at least this share of the ceiling is "a pure memorizer"
 BLAE_OVERLAP_AT_MOST = 1e-3  # mutually exclusive latent laws
 VAE_OVERLAP_FACTOR = 10.0  # the VAE's overlap against the BL-AE's
+FRONTIER_MIN_NOVEL = 10  # KID of fewer novel samples is too noisy to draw on the frontier (it stays in the table)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -430,7 +431,7 @@ def spread_table(report: dict) -> str:
     lines = ["| model | γ | seeds | mem_psnr25 per seed | train nll per seed | range | 95 % sampling interval width |",
              "|---|---|---|---|---|---|---|"]
     for s in report["seed_spread"]:
-        lines.append(f"| {s['model']} | {s['gamma']} | {', '.join(str(x) for x in s['seeds'])} | "
+        lines.append(f"| {s['model']} | {s['gamma']} | {', '.join('config' if x is None else str(x) for x in s['seeds'])} | "
                      f"{', '.join(fmt(x, 3) for x in s['mem_psnr25'])} | {', '.join(fmt(x, 3) for x in s['train_nll_bits'])} | "
                      f"{fmt(s['range'], 3)} | {fmt(s['sampling_interval_width'], 3)} |")
     return ("## Seed-to-seed spread\n\nThe same cell trained from other seeds (same samples' seeds); the range is read against "
@@ -488,8 +489,9 @@ def markdown(report: dict) -> str:
         "the first n) against held-out images, with the shipped Inception.\n\n"
         + main_table(report) + "\n" + references_table(report)
         + "\n![memorization vs gamma](memorization_vs_gamma.png)\n\n"
-        "## Generation–memorization frontier\n\nOne point per γ: memorization against the KID of the novel samples; the "
-        "dashed line is the BL-AE's reconstructions of held-out images, the best any model scores through this decoder.\n\n"
+        "## Generation–memorization frontier\n\nOne point per γ: memorization against the KID of the novel samples (γ with "
+        f"at least {FRONTIER_MIN_NOVEL} novel samples: a memorizer leaves too few to score); the dashed line is the BL-AE's "
+        "reconstructions of held-out images, the best any model scores through this decoder.\n\n"
         "![frontier](frontier.png)\n\n"
         + spread_table(report) + vae_table(report) + excess_table(report) + phase_table(report)
         + "## Verdicts\n\nEach computed from the numbers above by the rule stated with it.\n\n"
@@ -525,17 +527,19 @@ def plot_memorization(report: dict, path: Path) -> None:
 
 
 def plot_frontier(report: dict, path: Path) -> None:
+    """Memorization against the KID of the novel samples, one point per γ with enough novel samples."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for model, marker in zip(MODELS, "os"):
-        rows = [r for r in model_rows(report, model) if r["kid_novel"] is not None]
+        rows = [r for r in model_rows(report, model) if r["kid_novel"] is not None and (r["novel_scored"] or 0) >= FRONTIER_MIN_NOVEL]
         if rows:
             ax.plot([r["mem_psnr25"] for r in rows], [r["kid_novel"] for r in rows], marker=marker, label=f"{model} γ-ARVM")
             for r in rows:
-                ax.annotate(f"γ={r['gamma']}", (r["mem_psnr25"], r["kid_novel"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                ax.annotate(f"γ={r['gamma']} (n={int(r['novel_scored'])})", (r["mem_psnr25"], r["kid_novel"]), fontsize=7,
+                            xytext=(3, 3), textcoords="offset points")
     if report["reference"]["kid"] is not None:
         ax.axhline(report["reference"]["kid"], color="black", linestyle="--", linewidth=1, label="BL-AE reconstructions (reference)")
     ax.set(xlabel="memorization (mem_psnr25)", ylabel="KID of the novel samples vs held-out", xlim=(-0.02, 1.02),
-           title="Generation–memorization frontier")
+           title=f"Generation–memorization frontier (γ with ≥ {FRONTIER_MIN_NOVEL} novel samples)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
