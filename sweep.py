@@ -21,6 +21,7 @@ train.py once, its output in cells/<name>/log.txt; `--workers 1` runs them in th
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import multiprocessing
 import os
@@ -410,12 +411,14 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def main(args: list[str] | None = None) -> Path:
+def sweep_from_args(args: list[str] | None = None) -> Sweep:
     parser = build_parser()
     config = parser.instantiate(parser.parse_args(args))
-    return Sweep(config.out_dir, config.gammas, config.blae, config.vae, config.kernel, config.neural,
-                 config.data, config.trainer, config.group, config.threads, config.workers, config.vae_betas,
-                 config.spread_cells, config.spread_seeds, config.train_sizes, config.phase_models, config.phase_args)()
+    return Sweep(**{name: config[name] for name in inspect.signature(Sweep).parameters})
+
+
+def main(args: list[str] | None = None) -> Path:
+    return sweep_from_args(args)()
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from metrics.fid import build_fid
+from metrics.fid import NovelSampleQuality, build_fid
 from metrics.memorization import NNMemorization
 from metrics.mutual_information import TokenMutualInformation
 from metrics.overlap import PairwiseOverlap
@@ -50,6 +50,7 @@ def build_metrics(data):
         "overlap_binary_empty_rank": PairwiseOverlap("binary_gaussian", sigma=0.5),
         "mutual_information": TokenMutualInformation(NUM_BITS, max_distance=2),
         "fid": build_fid(TinyFeatures()),
+        "novel_quality_empty_rank": NovelSampleQuality(data["samples"].flatten(1)[:, :8] + 1),  # features of a reference set
     }
 
 
@@ -64,6 +65,7 @@ def feed(metrics, data, indices, with_empty_rank_metrics):
         metrics["fid"].update(-samples, real=True)
         if with_empty_rank_metrics:
             metrics["memorization_empty_rank"].update(samples)
+            metrics["novel_quality_empty_rank"].update(samples.flatten(1)[:, :8])
             metrics["overlap_binary_empty_rank"].update(data["codes"][batch])
 
 

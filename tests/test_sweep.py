@@ -4,7 +4,7 @@ import json
 import pytest
 import yaml
 
-from sweep import DataOverrides, Stage, Sweep, TrainerOverrides, build_parser
+from sweep import DataOverrides, Stage, Sweep, TrainerOverrides, sweep_from_args
 from tests.helpers import REPO_ROOT, run_script
 
 QUICK = ["-c", "configs/presets/debug.yaml"]
@@ -13,13 +13,8 @@ ROW_KEYS = {"model", "gamma", "mem_psnr25", "mem_ratio13", "latent_copy", "nn_ps
 
 
 def sweep_from_config(tmp_path, **overrides) -> Sweep:
-    parser = build_parser()
-    config = parser.parse_args(["-c", str(REPO_ROOT / "configs" / "sweeps" / "digits.yaml"), "--out_dir", str(tmp_path / "s"),
-                                *[a for k, v in overrides.items() for a in (f"--{k}", json.dumps(v))]])
-    config = parser.instantiate(config)
-    return Sweep(config.out_dir, config.gammas, config.blae, config.vae, config.kernel, config.neural, config.data,
-                 config.trainer, config.group, config.threads, config.workers, config.vae_betas, config.spread_cells,
-                 config.spread_seeds, config.train_sizes, config.phase_models, config.phase_args)
+    return sweep_from_args(["-c", str(REPO_ROOT / "configs" / "sweeps" / "digits.yaml"), "--out_dir", str(tmp_path / "s"),
+                            *[a for k, v in overrides.items() for a in (f"--{k}", json.dumps(v))]])
 
 
 def test_the_demo_plan_names_every_cell_and_reuses_a_phase_size_the_main_cells_have(tmp_path):
