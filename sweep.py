@@ -106,16 +106,24 @@ class Cell:
 
 
 @dataclass
+class Skip:
+    """What `Planned.build` returns for a cell that would tell nothing (and why)."""
+
+    reason: str
+
+
+@dataclass
 class Planned:
     """A cell to run once the cells it `needs` have finished; `build` makes it from their records.
 
-    `build` may return the name of a finished cell instead: this one is that one (nothing to run).
+    `build` may return the name of a finished cell instead (this one is that one: nothing to run),
+    or a `Skip`.
     """
 
     name: str
     stage: str
     needs: tuple[str, ...]
-    build: Callable[[dict[str, dict]], Cell | str]
+    build: Callable[[dict[str, dict]], Cell | str | Skip]
 
 
 def resolve_config_paths(args: list[str]) -> list[str]:
@@ -282,10 +290,11 @@ class Sweep:
         for spread in self.spread_cells:
             model, label = spread.split("-", 1)
             gamma = parse_gamma(label)
+            main = f"{model}-gamma-{gamma_name(gamma)}"
             for seed in self.spread_seeds:
-                name = f"{model}-gamma-{gamma_name(gamma)}-seed{seed}"
-                plan.append(Planned(name, model, ("blae",), lambda results, m=model, g=gamma, n=name, s=seed:
-                                    self.token_cell(results, m, g, n, ["--seed_everything", str(s)], kind="spread", seed=s)))
+                name = f"{main}-seed{seed}"
+                plan.append(Planned(name, model, ("blae", main), lambda results, m=model, g=gamma, n=name, s=seed, main=main:
+                                    self.spread_cell(results, m, g, n, s, main)))
         for model in self.phase_models:
             for gamma in self.gammas:
                 main = f"{model}-gamma-{gamma_name(gamma)}"
@@ -294,6 +303,13 @@ class Sweep:
                     plan.append(Planned(name, model, ("blae", main), lambda results, m=model, g=gamma, n=name, size=size, main=main:
                                         self.phase_cell(results, m, g, n, size, main)))
         return plan
+
+    def spread_cell(self, results: dict, model: str, gamma, name: str, seed: int, main: str) -> Cell | Skip:
+        """The main cell from another seed, unless the main cell did not fit (a spread of unfitted models says nothing)."""
+        plateaued = results[main].get("metrics", {}).get("fit/plateaued")
+        if model == "neural" and plateaued is not None and plateaued < 1:
+            return Skip(f"{main} did not plateau within its budget")
+        return self.token_cell(results, model, gamma, name, ["--seed_everything", str(seed)], kind="spread", seed=seed)
 
     def phase_cell(self, results: dict, model: str, gamma, name: str, size: int | None, main: str) -> Cell | str:
         """A cell of the phase diagram, or the main cell's name where that one already learned from `size` images."""
@@ -362,6 +378,9 @@ class Sweep:
     def resolve(self, planned: Planned) -> Cell | None:
         """The cell to run, or None where it is already known (reused, or the same as another cell)."""
         cell = planned.build(self.results)
+        if isinstance(cell, Skip):
+            self.say(f"{planned.name}: skipped ({cell.reason})")
+            return None
         if isinstance(cell, str):  # a phase-diagram size the main cell already has
             same = self.results[cell]
             self.results[planned.name] = {**same, "role": {**same.get("role", {}), "kind": "phase", "same_as": cell}}

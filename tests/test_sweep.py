@@ -32,11 +32,14 @@ def test_the_demo_plan_names_every_cell_and_reuses_a_phase_size_the_main_cells_h
     assert "--data.init_args.max_train_samples 300" in args and "memorization_only.yaml" in args
     assert "--data.init_args.autoencoder /ckpt/blae.ckpt" in args and "--model.init_args.gamma 4" in args
     assert "--data.init_args.max_train_samples null" in " ".join(plan["kernel-gamma-4-nall"].build(results).args)
+    results["neural-gamma-global"] = {"metrics": {"fit/plateaued": 1.0}}
     seed = plan["neural-gamma-global-seed2"].build(results)
     assert "--seed_everything 2" in " ".join(seed.args) and seed.role["kind"] == "spread" and seed.subcommand == "fit"
     vae = plan["vae-beta-5"].build(results)
     assert "--model.init_args.kl_weight 5.0" in " ".join(vae.args) and vae.role["beta"] == 5.0
     assert seed.key != plan["neural-gamma-global"].build(results).key  # the seed is part of the cell's identity
+    results["neural-gamma-global"] = {"metrics": {"fit/plateaued": 0.0}}  # not fitted: its spread would say nothing
+    assert "did not plateau" in plan["neural-gamma-global-seed2"].build(results).reason
 
 
 def test_the_blae_runs_alone_then_two_cells_at_a_time_in_plan_order(tmp_path):
