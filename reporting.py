@@ -538,8 +538,8 @@ def plot_frontier(report: dict, path: Path) -> None:
                             xytext=(3, 3), textcoords="offset points")
     if report["reference"]["kid"] is not None:
         ax.axhline(report["reference"]["kid"], color="black", linestyle="--", linewidth=1, label="BL-AE reconstructions (reference)")
-    ax.set(xlabel="memorization (mem_psnr25)", ylabel="KID of the novel samples vs held-out", xlim=(-0.02, 1.02),
-           title=f"Generation–memorization frontier (γ with ≥ {FRONTIER_MIN_NOVEL} novel samples)", fontsize=9)
+    ax.set(xlabel="memorization (mem_psnr25)", ylabel="KID of the novel samples vs held-out", xlim=(-0.02, 1.02))
+    ax.set_title(f"Generation–memorization frontier (γ with ≥ {FRONTIER_MIN_NOVEL} novel samples)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -72,7 +72,6 @@ class TrainerOverrides:
 class Stage:
     config: str
     args: list[str] = field(default_factory=list)
-    alone: bool = False  # with --workers N: no other cell beside this stage's, which gets N x --threads threads
 
 
 @dataclass
@@ -84,7 +83,6 @@ class Cell:
     args: list[str]
     folder: Path
     role: dict = field(default_factory=dict)  # {"stage", "model", "gamma", "beta", "seed", "train_size"}: for the report
-    alone: bool = False  # run with no other cell beside it (and the threads of every worker)
 
     @property
     def key(self) -> str:
@@ -121,7 +119,6 @@ class Planned:
     """
 
     name: str
-    stage: str
     needs: tuple[str, ...]
     build: Callable[[dict[str, dict]], Cell | str | Skip]
 
@@ -266,7 +263,7 @@ class Sweep:
         ]
         if not self.in_process or self.workers > 1:
             args += ["--trainer.enable_progress_bar", "false"]  # a log file, not a terminal
-        return Cell(name, SUBCOMMAND[stage], args, folder, {"stage": stage, **(role or {})}, alone=spec.alone)
+        return Cell(name, SUBCOMMAND[stage], args, folder, {"stage": stage, **(role or {})})
 
     def token_cell(self, results: dict, model: str, gamma, name: str, extra: list[str] = (), **role) -> Cell:
         blae = results["blae"]
@@ -276,16 +273,16 @@ class Sweep:
 
     def plan(self) -> list[Planned]:
         """Every cell of the sweep in the order they are started (independent ones side by side)."""
-        plan = [Planned("blae", "blae", (), lambda results: self.cell("blae", "blae", role={"kind": "autoencoder"}))]
+        plan = [Planned("blae", (), lambda results: self.cell("blae", "blae", role={"kind": "autoencoder"}))]
         for beta in self.vae_betas:
             name = "vae" if beta is None else f"vae-beta-{beta:g}"
             extra = [] if beta is None else ["--model.init_args.kl_weight", str(beta)]
-            plan.append(Planned(name, "vae", (), lambda results, n=name, e=extra, b=beta: self.cell(n, "vae", e, {"kind": "vae", "beta": b})))
+            plan.append(Planned(name, (), lambda results, n=name, e=extra, b=beta: self.cell(n, "vae", e, {"kind": "vae", "beta": b})))
         # kernel cells first: they are quick, and the first one computes the held-out features the others reuse
         for model in TOKEN_MODELS:
             for gamma in self.gammas:
                 name = f"{model}-gamma-{gamma_name(gamma)}"
-                plan.append(Planned(name, model, ("blae",), lambda results, m=model, g=gamma, n=name:
+                plan.append(Planned(name, ("blae",), lambda results, m=model, g=gamma, n=name:
                                     self.token_cell(results, m, g, n, kind="gamma")))
         for spread in self.spread_cells:
             model, label = spread.split("-", 1)
@@ -293,14 +290,14 @@ class Sweep:
             main = f"{model}-gamma-{gamma_name(gamma)}"
             for seed in self.spread_seeds:
                 name = f"{main}-seed{seed}"
-                plan.append(Planned(name, model, ("blae", main), lambda results, m=model, g=gamma, n=name, s=seed, main=main:
+                plan.append(Planned(name, ("blae", main), lambda results, m=model, g=gamma, n=name, s=seed, main=main:
                                     self.spread_cell(results, m, g, n, s, main)))
         for model in self.phase_models:
             for gamma in self.gammas:
                 main = f"{model}-gamma-{gamma_name(gamma)}"
                 for size in self.train_sizes:
                     name = f"{main}-n{size_label(size)}"
-                    plan.append(Planned(name, model, ("blae", main), lambda results, m=model, g=gamma, n=name, size=size, main=main:
+                    plan.append(Planned(name, ("blae", main), lambda results, m=model, g=gamma, n=name, size=size, main=main:
                                         self.phase_cell(results, m, g, n, size, main)))
         return plan
 
@@ -344,11 +341,10 @@ class Sweep:
                     self.results[cell.name] = self.run_here(cell)
                     self.say(f"{cell.name}: done in {self.results[cell.name]['seconds']:.0f} s")
                     continue
-                threads = self.threads * self.workers if cell.alone and self.threads else self.threads
-                process = context.Process(target=worker_main, args=(cell, threads), name=cell.name)
+                process = context.Process(target=worker_main, args=(cell, self.threads), name=cell.name)
                 process.start()
                 running[process.sentinel] = (process, cell)
-                self.say(f"{cell.name}: started{' alone' if cell.alone else ''} (log: {cell.folder / 'log.txt'})")
+                self.say(f"{cell.name}: started (log: {cell.folder / 'log.txt'})")
             if not running:
                 if pending and not failures:
                     raise RuntimeError(f"cells wait for cells that never ran: {[p.name for p in pending]}")
@@ -367,13 +363,10 @@ class Sweep:
                                "finished cells are kept: run the sweep again to go on")
 
     def next_ready(self, pending: list[Planned], running: dict) -> Planned | None:
-        """The first pending cell whose needs are met, if a worker is free for it (an `alone` stage needs all)."""
-        if len(running) >= self.workers or any(cell.alone for _, cell in running.values()):
+        """The first pending cell (in plan order) whose needs are met, if a worker is free for it."""
+        if len(running) >= self.workers:
             return None
-        planned = next((p for p in pending if all(n in self.results for n in p.needs)), None)
-        if planned is not None and running and self.stages[planned.stage].alone:
-            return None
-        return planned
+        return next((p for p in pending if all(n in self.results for n in p.needs)), None)
 
     def resolve(self, planned: Planned) -> Cell | None:
         """The cell to run, or None where it is already known (reused, or the same as another cell)."""
