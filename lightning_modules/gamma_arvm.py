@@ -35,8 +35,9 @@ class GammaARVM(InjectedOptimizers, LatentTokenModel):
         channels: int = 1,
         sample_seed: int = 0,
         temperature: float = 1.0,
+        train_nll_grids: int | None = 1000,
     ):
-        super().__init__(autoencoder, gamma, image_size, channels, sample_seed, temperature)
+        super().__init__(autoencoder, gamma, image_size, channels, sample_seed, temperature, train_nll_grids)
         self.save_hyperparameters(logger=False)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         height, width = self.grid_shape

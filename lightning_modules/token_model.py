@@ -25,7 +25,8 @@ Gamma = int | Literal["global"]
 class LatentTokenModel(LightningModule):
     """Base of the γ-ARVMs. Subclasses implement `sample(n, temperature, generator)` and `nll_bits(tokens)`."""
 
-    def __init__(self, autoencoder: str | None, gamma: Gamma, image_size: int, channels: int, sample_seed: int, temperature: float):
+    def __init__(self, autoencoder: str | None, gamma: Gamma, image_size: int, channels: int, sample_seed: int, temperature: float,
+                 train_nll_grids: int | None = 1000):
         super().__init__()
         if autoencoder is None:
             raise ValueError(f"{type(self).__name__} needs a BL-AE checkpoint: pass --data.init_args.autoencoder PATH.ckpt")
@@ -36,8 +37,9 @@ class LatentTokenModel(LightningModule):
         self.num_bits, self.grid_shape = spec.num_bits, spec.grid_shape
         self.sample_seed, self.temperature = sample_seed, temperature
         self._frozen = {"autoencoder": None}  # a dict keeps it out of the module tree
+        self.train_nll_grids = train_nll_grids
         self.val_nll_bits, self.val_acc = MeanMetric(), MeanMetric()
-        self.test_nll_bits = MeanMetric()
+        self.train_nll_bits, self.test_nll_bits = MeanMetric(), MeanMetric()
 
     @property
     def gamma_label(self) -> str:
@@ -100,6 +102,27 @@ class LatentTokenModel(LightningModule):
         if predicted is not None:
             self.val_acc.update((predicted == tokens.flatten(1)).float())
             self.log("val/acc", self.val_acc)
+
+    def on_validation_epoch_end(self) -> None:
+        """`train/nll_bits`: the model's NLL of its own training grids, measured like val/nll_bits.
+
+        The fit of the training set, beside the held-out nll: a memorizer drives it to the floor
+        (log2(N) / T bits per token for N distinct grids of T tokens) while its val nll rises. Not
+        the running training loss (that one averages over a changing model, in train mode). Over the
+        first `train_nll_grids` training grids (None: all), each rank its share (the metric syncs).
+        """
+        if self.train_nll_grids == 0 or self.trainer.sanity_checking:
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not hasattr(datamodule, "train_tokens"):
+            return
+        grids = datamodule.train_tokens()[: self.train_nll_grids][self.trainer.global_rank :: self.trainer.world_size]
+        batch_size = getattr(datamodule, "batch_size", None) or 256
+        for chunk in grids.split(batch_size):
+            self.train_nll_bits.update(self.nll_bits(chunk.long().to(self.device))[0])
+        if not len(grids):  # a rank with no share still takes part in the sync
+            self.train_nll_bits.update(torch.empty(0, device=self.device))
+        self.log("train/nll_bits", self.train_nll_bits)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self.test_nll_bits.update(self.nll_bits(batch["tokens"])[0])

