@@ -1,5 +1,7 @@
 """Test environment: nothing reaches the network, every test writes into its own tmp dir."""
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -9,6 +11,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Read at import time by datasets / huggingface_hub, so set them before anything imports those.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="meps-hf-home-")
+atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)  # a test session leaves no cache behind
 os.environ["HF_DATASETS_CACHE"] = os.path.join(os.environ["HF_HOME"], "datasets")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ["WANDB_MODE"] = "offline"
