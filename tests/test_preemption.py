@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import train
 from tests.fault_report import FaultLog
@@ -82,6 +83,11 @@ def val_metrics(record: dict) -> dict:
     return {key: value for key, value in record["metrics"].items() if key.startswith("val/")}
 
 
+def config_batch_size(config: str) -> int:
+    """The loader position counts samples: the config's batch size times the steps into the epoch."""
+    return yaml.safe_load(Path(config).read_text())["data"]["init_args"]["batch_size"]
+
+
 SCENARIOS = {
     "blae-1-process-SIGTERM": ("blae", False, "SIGTERM"),
     "arvm-1-process-SIGUSR1-slurm-requeue": ("arvm", False, "SIGUSR1"),
@@ -95,12 +101,12 @@ def test_signal_mid_epoch_then_resume_is_exact(scenario, blae_checkpoint, tmp_pa
     model, ddp, stop = SCENARIOS[scenario]
     if model == "blae":
         base = ["fit", "-c", DIGITS_CONFIG, *COMMON]
-        global_batch = 32
+        global_batch = config_batch_size(DIGITS_CONFIG)
     else:
         base = ["fit", "-c", ARVM_CONFIG, *COMMON, "--data.init_args.autoencoder", blae_checkpoint,
                 "--data.init_args.token_cache_dir", str(tmp_path / "tokens"), "--model.init_args.gamma", "2",
                 "--model.init_args.dropout", "0.1"]
-        global_batch = 16
+        global_batch = config_batch_size(ARVM_CONFIG)
     base += DDP if ddp else []
     slurm = stop == "SIGUSR1"
     env = {**SLURM_JOB, **fake_scontrol(tmp_path / "bin")} if slurm else {}
