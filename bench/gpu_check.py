@@ -14,7 +14,7 @@ Prints one table (bench.run_all's format):
 A failed check makes the exit status 1. Without CUDA it prints one line and exits 0.
 
 `--device cpu --tiny` (not in --help) runs every section at toy sizes on the CPU, so the logic of
-this script is tested where no GPU exists (tests/test_bench_smoke.py).
+this script is tested where no GPU exists (tests/bench/test_bench_smoke.py).
 """
 from __future__ import annotations
 

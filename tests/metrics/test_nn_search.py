@@ -143,7 +143,7 @@ assert torch.backends.mkldnn.matmul.fp32_precision == "bf16"
 @pytest.mark.skipif(not hasattr(torch.backends.cuda.matmul, "fp32_precision"), reason="torch < 2.9 has no per-backend API")
 def test_strict_fp32_context_with_the_per_backend_precision_api():
     # a subprocess: once the per-backend API is used, this process could no longer read the legacy flags
-    repo_root = Path(__file__).resolve().parents[1]
+    repo_root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", PER_BACKEND_API_SCRIPT], cwd=repo_root, check=True, timeout=120,
                    env={**os.environ, "PYTHONPATH": str(repo_root)})
 

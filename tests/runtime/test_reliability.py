@@ -1,4 +1,4 @@
-"""The survival machinery, piece by piece (fast lane); tests/test_fault_injection.py runs the faults end to end.
+"""The survival machinery, piece by piece (fast lane); tests/e2e/test_fault_injection.py runs the faults end to end.
 
 Atomic checkpoint writes, RNG states in checkpoints, last.ckpt kept current, which run a resume
 continues, one-line errors, the W&B probe, batch and NaN guards, and determinism: the same seed

@@ -18,7 +18,7 @@ from metrics.fid import NovelSampleQuality, build_fid
 from metrics.memorization import NNMemorization
 from metrics.mutual_information import TokenMutualInformation
 from metrics.overlap import PairwiseOverlap
-from tests.test_metrics_fid import TinyFeatures
+from tests.metrics.test_fid import TinyFeatures
 
 NUM_BITS = 3
 NUM_SAMPLES = 7

@@ -8,7 +8,7 @@ import yaml
 
 from train import main
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 MODEL_CONFIGS = sorted(p for p in CONFIG_DIR.glob("*/*.yaml") if p.parent.name not in ("presets", "sweeps"))
 PRESETS = sorted((CONFIG_DIR / "presets").glob("*.yaml"))
 
