@@ -195,10 +195,9 @@ def check_row(name: str, check: Callable[[], str]) -> Row:
 
 def checks(sizes: Sizes, device: torch.device, inputs) -> list[Row]:
     from metrics.nn_search import _int8_matmul, exact_l2_top2, hamming_top2, token_codes
-    from networks.bits import pack_bits, popcount_table, unpack_bits
+    from networks.bits import pack_bits, popcount_table, token_bits, unpack_bits
     from networks.gamma_mask import window_tiles
     from networks.tiled_attention import sdpa_tiles, tiled_attention
-    from networks.window_transformer import token_bits
 
     cpu = torch.device("cpu")
     generator = torch.Generator().manual_seed(1)

@@ -9,7 +9,8 @@ from torch import Tensor
 
 from lightning_modules.base import InjectedOptimizers
 from lightning_modules.token_model import Gamma, LatentTokenModel
-from networks.window_transformer import WindowedARConfig, WindowedARTransformer, bits_to_tokens
+from networks.bits import bits_to_tokens
+from networks.window_transformer import WindowedARConfig, WindowedARTransformer
 
 
 class GammaARVM(InjectedOptimizers, LatentTokenModel):

@@ -30,7 +30,7 @@ class KernelGammaARVM(LatentTokenModel):
 
     def setup(self, stage: str) -> None:
         if self.estimator is None:
-            self.fit_to(self.trainer.datamodule.train_tokens())
+            self.fit_to(self.trainer.datamodule.token_grids())
 
     def fit_to(self, train_tokens: Tensor) -> "KernelGammaARVM":
         """Store the training token grids (the estimator's whole state)."""

@@ -209,4 +209,4 @@ def test_max_train_samples_larger_than_the_dataset_says_so():
         warnings.simplefilter("error")  # a limit the data can meet is no news
         quiet.prepare_data()
     quiet.setup("fit")
-    assert len(quiet.train_images_uint8()) == 100
+    assert len(quiet.images_uint8()) == 100

@@ -25,9 +25,10 @@ import datamodules.decoded as decoded
 import datamodules.hf_images as hf_images
 import datamodules.image_sources as image_sources
 from datamodules import HFImageDataModule
-from datamodules.decoded import DecodedImages, collate_rows
+from datamodules.decoded import DecodedImages
+from datamodules.rows import IndexedSplit, collate_rows
 from datamodules.digits import digits_to_uint8
-from datamodules.hf_images import IndexedSplit, per_device_batch_size
+from datamodules.hf_images import per_device_batch_size
 from datamodules.transforms import (
     ImageBatchTransform,
     ImageToUint8,
@@ -112,7 +113,7 @@ def one_line_error(excinfo) -> str:
 
 def test_digits_source_has_all_1797_images_scaled_to_uint8():
     datamodule = ready("sklearn-digits", val_fraction=0.1, batch_size=64)
-    train, val = datamodule.train_images_uint8("train"), datamodule.train_images_uint8("val")
+    train, val = datamodule.images_uint8("train"), datamodule.images_uint8("val")
     assert train.shape[1:] == (1, 8, 8) and train.dtype == torch.uint8
     assert len(train) + len(val) == 1797 and len(val) == 180
     assert int(torch.cat([train, val]).max()) == 255 and int(torch.cat([train, val]).min()) == 0
@@ -124,7 +125,7 @@ def test_digits_source_has_all_1797_images_scaled_to_uint8():
 def test_image_folder_with_mixed_modes_and_sizes(tmp_path, channels):
     datamodule = ready(write_image_folder(tmp_path / "images"), image_size=6, channels=channels, val_fraction=0.25)
     assert len(datamodule.dataset("train")) == 9 and len(datamodule.dataset("val")) == 3
-    assert datamodule.train_images_uint8().shape == (9, channels, 6, 6)
+    assert datamodule.images_uint8().shape == (9, channels, 6, 6)
     assert_batch_contract(next(iter(datamodule.val_dataloader())), channels, 6)
 
 
@@ -134,7 +135,7 @@ def test_single_parquet_file_without_hf_metadata(tmp_path):
     pq.write_table(table, tmp_path / "images.parquet")
     datamodule = ready(tmp_path / "images.parquet", val_fraction=0.2)
     assert datamodule.image_column == "pixels"
-    assert datamodule.train_images_uint8().shape == (8, 1, 8, 8)
+    assert datamodule.images_uint8().shape == (8, 1, 8, 8)
 
 
 def test_arrow_stream_file(tmp_path):
@@ -161,7 +162,7 @@ def test_save_to_disk_dataset(tmp_path):
     hf_image_dataset(6).save_to_disk(tmp_path / "saved")
     datamodule = ready(tmp_path / "saved", image_size=4, channels=3, val_fraction=0.0)
     assert datamodule.split_names == ["train"] and datamodule.val_dataloader() == []
-    assert datamodule.train_images_uint8().shape == (6, 3, 4, 4)
+    assert datamodule.images_uint8().shape == (6, 3, 4, 4)
 
 
 def test_save_to_disk_dataset_dict_uses_its_validation_split(tmp_path):
@@ -176,8 +177,8 @@ def test_explicit_image_column_overrides_auto_detection(tmp_path):
     Dataset.from_dict({"first": [black] * 4, "second": [white] * 4}, features=features).save_to_disk(tmp_path / "saved")
     auto = ready(tmp_path / "saved", val_fraction=0.0)
     explicit = ready(tmp_path / "saved", val_fraction=0.0, image_column="second")
-    assert auto.image_column == "first" and int(auto.train_images_uint8().max()) == 0
-    assert explicit.image_column == "second" and int(explicit.train_images_uint8().min()) == 255
+    assert auto.image_column == "first" and int(auto.images_uint8().max()) == 0
+    assert explicit.image_column == "second" and int(explicit.images_uint8().min()) == 255
     assert auto.source_fingerprint() != explicit.source_fingerprint()
 
 
@@ -202,7 +203,6 @@ def test_image_folder_split_subfolders_and_file_names_still_become_splits(tmp_pa
         (["test_01.png"], True),
         (["img.val.png"], True),
         (["data/foo-00000-of-00001.png"], True),
-        (["task.toml", "a.png"], True),
     ],
 )
 def test_names_a_split_is_a_superset_of_the_datasets_split_rules(tmp_path, names, expected):
@@ -271,9 +271,9 @@ def test_undecodable_image_error_names_the_file(tmp_path):
 def test_split_is_deterministic_across_instances_and_depends_on_the_seed():
     first, second = ready("sklearn-digits"), ready("sklearn-digits")
     other_seed = ready("sklearn-digits", split_seed=1)
-    assert torch.equal(first.train_images_uint8("val"), second.train_images_uint8("val"))
+    assert torch.equal(first.images_uint8("val"), second.images_uint8("val"))
     assert first.source_fingerprint() == second.source_fingerprint() != other_seed.source_fingerprint()
-    assert not torch.equal(first.train_images_uint8("val"), other_seed.train_images_uint8("val"))
+    assert not torch.equal(first.images_uint8("val"), other_seed.images_uint8("val"))
 
 
 def test_max_train_samples_keeps_a_seeded_subset():
@@ -300,7 +300,7 @@ def test_split_smaller_than_a_batch_keeps_its_last_batch(tmp_path):
 
 def test_dataloader_with_two_workers_matches_the_reference_images():
     datamodule = ready("sklearn-digits", batch_size=32, num_workers=2, max_train_samples=96)
-    reference = datamodule.train_images_uint8()
+    reference = datamodule.images_uint8()
     loader = datamodule.train_dataloader()
     assert loader.persistent_workers
     seen = []
@@ -369,7 +369,7 @@ def test_in_memory_batches_equal_the_lazy_batches(tmp_path, source):
             assert ours["index"].dtype == theirs["index"].dtype == torch.int64
             assert torch.equal(ours["image"], theirs["image"]) and torch.equal(ours["index"], theirs["index"])
     for split in ("train", "val"):
-        assert torch.equal(memory.train_images_uint8(split), lazy.train_images_uint8(split))
+        assert torch.equal(memory.images_uint8(split), lazy.images_uint8(split))
     single = memory.train_dataloader().dataset[2]  # per-example access, e.g. through a wrapper dataset
     assert single["index"] == 2 and torch.equal(single["image"], lazy.dataset("train")[2]["image"])
     every_value = torch.arange(256, dtype=torch.uint8).reshape(1, 1, 16, 16)
@@ -384,7 +384,7 @@ def test_in_memory_by_default_when_the_split_fits_the_budget(monkeypatch):
     assert isinstance(datamodule.val_dataloader().dataset, DecodedImages)
 
 
-def test_split_is_decoded_once_and_train_images_uint8_is_the_served_tensor(monkeypatch):
+def test_split_is_decoded_once_and_images_uint8_is_the_served_tensor(monkeypatch):
     decoded_rows, decode = [], decoded.decode_split
 
     def counting(dataset, *args):
@@ -398,7 +398,7 @@ def test_split_is_decoded_once_and_train_images_uint8_is_the_served_tensor(monke
         for _batch in datamodule.train_dataloader():
             pass
     served = datamodule.train_dataloader().dataset
-    assert datamodule.train_images_uint8() is served.images and datamodule.train_images_uint8() is served.images
+    assert datamodule.images_uint8() is served.images and datamodule.images_uint8() is served.images
     datamodule.val_dataloader()
     assert decoded_rows == [1617, 180]
 
@@ -424,7 +424,7 @@ def test_splits_on_disk_are_decoded_once_per_machine_and_reused(tmp_path, monkey
     assert served.path == files / "train.npy"
     for ours, theirs in zip(all_batches(second.train_dataloader()), reference, strict=True):
         assert torch.equal(ours["image"], theirs["image"]) and torch.equal(ours["index"], theirs["index"])
-    assert torch.equal(second.train_images_uint8("val"), first.train_images_uint8("val"))
+    assert torch.equal(second.images_uint8("val"), first.images_uint8("val"))
 
 
 def test_unusable_decoded_cache_is_decoded_again(tmp_path):
@@ -435,7 +435,7 @@ def test_unusable_decoded_cache_is_decoded_again(tmp_path):
     (tmp_path / "other.npy").replace(train_file)  # never in place: ``first`` maps the file
     with pytest.warns(UserWarning, match="decoding again"):
         second = ready(folder, cache, val_fraction=0.25)
-    assert torch.equal(second.train_images_uint8(), first.train_images_uint8())
+    assert torch.equal(second.images_uint8(), first.images_uint8())
     assert np.load(train_file).shape == (9, 1, 8, 8)
 
 
@@ -455,7 +455,7 @@ def test_failed_cache_write_leaves_no_file_and_serves_from_memory(tmp_path, monk
     assert served.path is None and len(served) == 12
     monkeypatch.setattr(decoded.np, "save", save)
     lazy = ready(folder, cache, val_fraction=0.0, in_memory=False)
-    assert torch.equal(served.images, lazy.train_images_uint8())
+    assert torch.equal(served.images, lazy.images_uint8())
 
 
 def test_decoded_images_pickle_as_tensor_or_as_file(tmp_path):
@@ -478,7 +478,7 @@ def test_spawned_workers_map_the_decoded_cache(tmp_path):
         served.dataset, batch_size=4, num_workers=1, collate_fn=served.collate_fn, multiprocessing_context="spawn"
     )
     batches = list(loader)
-    reference = datamodule.train_images_uint8()
+    reference = datamodule.images_uint8()
     assert torch.equal(torch.cat([b["index"] for b in batches]), torch.arange(12))
     assert torch.equal(torch.cat([b["image"] for b in batches]), reference.float() / 127.5 - 1)
 
@@ -510,7 +510,7 @@ class RecordRows(LightningModule):
         self.rows = {"train": [], "val": []}
 
     def _record(self, split: str, batch: dict) -> torch.Tensor:
-        reference = self.trainer.datamodule.train_images_uint8(split)
+        reference = self.trainer.datamodule.images_uint8(split)
         assert torch.equal(batch["image"], reference[batch["index"]].float() / 127.5 - 1)
         self.rows[split] += batch["index"].tolist()
         return ((batch["image"] - self.weight) ** 2).mean()
@@ -632,7 +632,7 @@ def test_corrupt_image_is_skipped_with_a_count_and_the_check_is_cached(tmp_path,
     corrupt_folder(tmp_path / "images")
     with pytest.warns(UserWarning, match="dropped 1 undecodable image"):
         datamodule = ready(tmp_path / "images", skip_corrupt=True, val_fraction=0.0)
-    assert len(datamodule.train_images_uint8()) == 11
+    assert len(datamodule.images_uint8()) == 11
 
     def scan_again(*args):
         raise AssertionError("the decodability check should come from its cache")

@@ -9,6 +9,7 @@ way LightningCLI does (configs in the hparams), as module objects (built in Pyth
 from __future__ import annotations
 
 import pickle
+import socket
 import subprocess
 import sys
 import warnings
@@ -22,15 +23,11 @@ import yaml
 from datasets import Dataset
 from lightning.pytorch import LightningModule, Trainer
 
+from checkpoints.autoencoder import NotAnAutoencoderCheckpointError, autoencoder_spec, load_token_encoder, read_checkpoint
 import datamodules.decoded as decoded
 import datamodules.latent_tokens as latent_tokens
 from datamodules import HFImageDataModule, LatentTokenDataModule
-from lightning_modules.autoencoder_checkpoint import (
-    NotAnAutoencoderCheckpointError,
-    autoencoder_spec,
-    load_autoencoder,
-    read_checkpoint,
-)
+from lightning_modules.autoencoder_checkpoint import load_autoencoder
 from lightning_modules.blae import BinaryLatentAutoencoder
 from networks.autoencoder import PatchMLPDecoder, PatchMLPEncoder
 from networks.binarizer import TanhBinarizer
@@ -157,10 +154,10 @@ def test_tokens_are_the_blae_tokens_of_the_same_rows(trained, blae_ckpt, tmp_pat
     datamodule = ready(blae_ckpt, tmp_path / "tokens")
     assert datamodule.num_bits == NUM_BITS and datamodule.grid_shape == (8, 8) and datamodule.vocab_size == 16
     for split in ("train", "val"):
-        tokens = datamodule.train_tokens(split)
+        tokens = datamodule.token_grids(split)
         assert tokens.dtype == torch.int64 and tokens.shape == (len(datamodule.dataset(split)), 8, 8)
-        assert torch.equal(tokens, trained.model.tokens(images_as_input(datamodule.train_images_uint8(split))))
-    assert datamodule.train_tokens().unique().numel() > 1  # not a degenerate all-equal grid
+        assert torch.equal(tokens, trained.model.tokens(images_as_input(datamodule.images_uint8(split))))
+    assert datamodule.token_grids().unique().numel() > 1  # not a degenerate all-equal grid
     meta = datamodule.token_meta
     assert meta["autoencoder_sha256"] == datamodule.autoencoder_sha256 == autoencoder_spec(blae_ckpt).sha256
     assert meta["source_fingerprint"] == datamodule.source_fingerprint() and meta["token_dtype"] == "uint8"
@@ -169,9 +166,9 @@ def test_tokens_are_the_blae_tokens_of_the_same_rows(trained, blae_ckpt, tmp_pat
     stored = datasets.load_from_disk(str(datamodule.cache_folder()))["train"]
     assert stored.features["tokens"] == datasets.Array2D((8, 8), "uint8")
 
-    autoencoder = datamodule.load_autoencoder()
-    assert not autoencoder.training and not any(p.requires_grad for p in autoencoder.parameters())
-    assert torch.equal(autoencoder.tokens(images_as_input(datamodule.train_images_uint8("val"))), datamodule.train_tokens("val"))
+    encoder = datamodule.load_token_encoder()
+    assert not encoder.training and not any(p.requires_grad for p in encoder.parameters())
+    assert torch.equal(encoder.tokens(images_as_input(datamodule.images_uint8("val"))), datamodule.token_grids("val"))
 
 
 def test_loaders_serve_long_token_grids_with_their_row_index(blae_ckpt, tmp_path):
@@ -183,7 +180,7 @@ def test_loaders_serve_long_token_grids_with_their_row_index(blae_ckpt, tmp_path
     assert datamodule.split_names == ["train", "val", "test"]
     train = datamodule.train_dataloader()
     assert train.batch_size == 32 and train.drop_last
-    reference = datamodule.train_tokens()
+    reference = datamodule.token_grids()
     batch = next(iter(train))
     assert set(batch) == {"tokens", "index"}
     assert batch["tokens"].dtype == torch.int64 and batch["tokens"].shape == (32, 8, 8)
@@ -192,11 +189,11 @@ def test_loaders_serve_long_token_grids_with_their_row_index(blae_ckpt, tmp_path
     for loader, split in ((datamodule.val_dataloader(), "val"), (datamodule.test_dataloader(), "test")):
         rows = torch.cat([b["index"] for b in loader])
         assert torch.equal(rows, torch.arange(len(datamodule.dataset(split))))
-        assert torch.equal(torch.cat([b["tokens"] for b in loader]), datamodule.train_tokens(split))
+        assert torch.equal(torch.cat([b["tokens"] for b in loader]), datamodule.token_grids(split))
     requests = list(datamodule.predict_dataloader())  # predict asks a token model for num_samples samples
     assert torch.equal(torch.cat([b["index"] for b in requests]), torch.arange(10)) and set(requests[0]) == {"index"}
     restored = pickle.loads(pickle.dumps(datamodule.token_dataset("val")))  # DataLoader workers under spawn
-    assert torch.equal(restored[3]["tokens"], datamodule.train_tokens("val")[3])
+    assert torch.equal(restored[3]["tokens"], datamodule.token_grids("val")[3])
 
 
 def test_lightning_trainer_prepares_and_trains_on_tokens(blae_ckpt, tmp_path):
@@ -227,11 +224,11 @@ def test_images_are_decoded_once_for_the_encoding_and_the_reference_set(blae_ckp
 
     monkeypatch.setattr(decoded, "decode_split", counting)
     datamodule = ready(blae_ckpt, tmp_path / "tokens")  # prepare_data encodes from the decoded images
-    reference = datamodule.train_images_uint8()
-    assert datamodule.train_images_uint8() is reference and len(datamodule.train_images_uint8("val")) == 180
+    reference = datamodule.images_uint8()
+    assert datamodule.images_uint8() is reference and len(datamodule.images_uint8("val")) == 180
     assert decoded_rows == [1617, 180]
     lazy = ready(blae_ckpt, tmp_path / "tokens", in_memory=False)  # same rows and pixels: the same cache
-    assert lazy.cache_folder() == datamodule.cache_folder() and torch.equal(lazy.train_images_uint8(), reference)
+    assert lazy.cache_folder() == datamodule.cache_folder() and torch.equal(lazy.images_uint8(), reference)
 
 
 # ------------------------------------------------------------------------------------ the cache
@@ -243,7 +240,7 @@ def test_cache_is_reused_without_encoding_again(blae_ckpt, tmp_path, encode_call
     before = snapshot(tmp_path / "tokens")
     second = ready(blae_ckpt, tmp_path / "tokens", batch_size=8)  # batch size is not part of the key
     assert encode_calls == [1617, 180] and snapshot(tmp_path / "tokens") == before
-    assert torch.equal(first.train_tokens(), second.train_tokens())
+    assert torch.equal(first.token_grids(), second.token_grids())
 
 
 def test_another_checkpoint_gets_its_own_cache(trained, blae_ckpt, tmp_path, encode_calls):
@@ -252,14 +249,14 @@ def test_another_checkpoint_gets_its_own_cache(trained, blae_ckpt, tmp_path, enc
     other = ready(other_ckpt, tmp_path / "tokens")
     assert len(encode_calls) == 4 and other.autoencoder_sha256 != first.autoencoder_sha256
     assert other.cache_folder() != first.cache_folder() and first.cache_folder().is_dir()
-    assert not torch.equal(other.train_tokens(), first.train_tokens())
+    assert not torch.equal(other.token_grids(), first.token_grids())
 
 
 def test_same_checkpoint_on_other_images_gets_its_own_cache(blae_ckpt, tmp_path, encode_calls):
     first = ready(blae_ckpt, tmp_path / "tokens")
     subset = ready(blae_ckpt, tmp_path / "tokens", max_train_samples=100)
     assert encode_calls == [1617, 180, 100, 180] and subset.cache_folder() != first.cache_folder()
-    assert len(subset.train_tokens()) == len(subset.train_images_uint8()) == 100
+    assert len(subset.token_grids()) == len(subset.images_uint8()) == 100
 
 
 def test_cache_with_stale_meta_is_rebuilt_in_prepare_and_refused_in_setup(blae_ckpt, tmp_path, encode_calls):
@@ -295,13 +292,13 @@ def test_interrupted_write_leaves_no_cache_that_is_reused(blae_ckpt, tmp_path, m
     # a process killed mid-write leaves its partial folder: ignored, and removed once its pid is dead
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     folder = datamodule.cache_folder(datamodule._build_splits()[2])
-    leftover = cache / f".partial-{folder.name}-{latent_tokens.socket.gethostname()}-{finished.stdout.strip()}-deadbeef"
+    leftover = cache / f".partial-{folder.name}-{socket.gethostname()}-{finished.stdout.strip()}-deadbeef"
     (leftover / "train").mkdir(parents=True)
     (leftover / "meta.json").write_text("{}")
     datamodule.prepare_data()
     datamodule.setup("fit")
     assert sorted(path.name for path in cache.iterdir()) == [folder.name]
-    assert len(encode_calls) == 4 and len(datamodule.train_tokens()) == 1617
+    assert len(encode_calls) == 4 and len(datamodule.token_grids()) == 1617
 
 
 def test_default_token_cache_dir(blae_ckpt, tmp_path, monkeypatch):
@@ -320,9 +317,10 @@ def test_spec_and_model_come_from_the_checkpoint_alone(trained, tmp_path, record
     spec = autoencoder_spec(ckpt)
     assert (spec.num_bits, spec.grid_height, spec.grid_width, spec.image_size, spec.channels) == (4, 8, 8, 8, 1)
     assert spec.vocab_size == 16 and spec.grid_shape == (8, 8) and len(spec.sha256) == 64
-    model = load_autoencoder(ckpt)
+    model, encoder = load_autoencoder(ckpt), load_token_encoder(ckpt)
     images = torch.rand(5, 1, 8, 8) * 2 - 1
     assert torch.equal(model.tokens(images), trained.model.tokens(images)) and not model.training
+    assert torch.equal(encoder.tokens(images), trained.model.tokens(images)) and not encoder.training
 
 
 def test_checkpoint_without_recorded_networks_is_named(trained, tmp_path):
@@ -383,7 +381,7 @@ def test_changed_checkpoint_file_is_refused_when_loading_the_autoencoder(trained
     datamodule = ready(blae_ckpt, tmp_path / "tokens")
     torch.save(perturbed(read_checkpoint(blae_ckpt)[0]), blae_ckpt)  # e.g. last.ckpt overwritten
     with pytest.raises(ValueError) as excinfo:
-        datamodule.load_autoencoder()
+        datamodule.load_token_encoder()
     assert "changed on disk" in one_line_error(excinfo)
 
 

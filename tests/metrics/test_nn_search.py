@@ -15,10 +15,10 @@ from metrics.nn_search import (
     hamming_top2,
     search_sq_norms,
     signed_codes,
-    strict_fp32_matmul,
     token_codes,
 )
 from networks.bits import token_hamming
+from networks.precision import strict_fp32
 
 SHAPES = [(37, 101, 13), (300, 700, 64), (5, 3, 7), (20, 2, 3)]
 
@@ -114,7 +114,7 @@ def test_strict_fp32_context_overrides_and_restores_reduced_precision():
     before = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("medium")  # would allow bf16 GEMMs (oneDNN) / TF32 (CUDA)
     try:
-        with strict_fp32_matmul():
+        with strict_fp32():
             assert torch.get_float32_matmul_precision() == "highest"
             assert not torch.backends.cuda.matmul.allow_tf32
         assert torch.get_float32_matmul_precision() == "medium"
@@ -125,27 +125,6 @@ def test_strict_fp32_context_overrides_and_restores_reduced_precision():
         assert torch.equal(top.idx1, indices[:, 0]) and torch.equal(top.d2, distances[:, 1])
     finally:
         torch.set_float32_matmul_precision(before)
-
-
-PER_BACKEND_API_SCRIPT = """
-import torch
-from metrics.nn_search import strict_fp32_matmul
-torch.backends.cuda.matmul.fp32_precision = "tf32"  # after this, reading the legacy flags raises
-torch.backends.mkldnn.matmul.fp32_precision = "bf16"
-with strict_fp32_matmul():
-    assert torch.backends.cuda.matmul.fp32_precision == "ieee"
-    assert torch.backends.mkldnn.matmul.fp32_precision == "ieee"
-assert torch.backends.cuda.matmul.fp32_precision == "tf32"
-assert torch.backends.mkldnn.matmul.fp32_precision == "bf16"
-"""
-
-
-@pytest.mark.skipif(not hasattr(torch.backends.cuda.matmul, "fp32_precision"), reason="torch < 2.9 has no per-backend API")
-def test_strict_fp32_context_with_the_per_backend_precision_api():
-    # a subprocess: once the per-backend API is used, this process could no longer read the legacy flags
-    repo_root = Path(__file__).resolve().parents[2]
-    subprocess.run([sys.executable, "-c", PER_BACKEND_API_SCRIPT], cwd=repo_root, check=True, timeout=120,
-                   env={**os.environ, "PYTHONPATH": str(repo_root)})
 
 
 @pytest.fixture(params=["oneDNN bits x signs", "int8 GEMM", "FP32 GEMM"])

@@ -2,26 +2,6 @@ import pytest
 import torch
 
 from networks.binarizer import TanhBinarizer, hard_sign, straight_through_sign, triangular_noise, unit_noise
-from networks.bits import pack_bits, popcount_table, token_hamming, unpack_bits
-
-
-@pytest.mark.parametrize("num_bits", [1, 6, 7, 12])
-def test_pack_unpack_round_trip(num_bits):
-    signs = torch.randint(0, 2, (3, num_bits, 4, 5)).float() * 2 - 1
-    ids = pack_bits(signs)
-    assert ids.shape == (3, 4, 5) and ids.min() >= 0 and ids.max() < 2**num_bits
-    assert torch.equal(unpack_bits(ids, num_bits), signs)
-    assert torch.equal(pack_bits(unpack_bits(ids, num_bits)), ids)
-
-
-def test_channel_zero_is_most_significant():
-    signs = torch.tensor([1.0, -1.0, -1.0]).view(1, 3, 1, 1)
-    assert pack_bits(signs).item() == 4
-
-
-def test_hamming_of_ids_counts_differing_bits():
-    assert popcount_table(3).tolist() == [0, 1, 1, 2, 1, 2, 2, 3]
-    assert token_hamming(torch.tensor([0, 7, 5]), torch.tensor([7, 7, 2]), 3).tolist() == [3, 0, 3]
 
 
 def test_eval_mode_gives_hard_signs_and_train_mode_adds_noise():

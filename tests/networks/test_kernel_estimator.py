@@ -6,7 +6,7 @@ import torch
 from networks.bits import token_hamming
 from networks.gamma_mask import gamma_window_mask
 from networks.kernel_estimator import KernelARVM
-from networks.window_transformer import log_flip_kernel
+from networks.sampling import log_flip_kernel
 
 
 

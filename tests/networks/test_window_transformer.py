@@ -2,15 +2,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from networks.bits import token_bits
 from networks.gamma_mask import gamma_window_mask
+from networks.sampling import draw_uniforms, log_flip_kernel
 from networks.window_transformer import (
     WindowedARConfig,
     WindowedARTransformer,
     attention_plan,
-    bits_to_tokens,
-    draw_uniforms,
-    log_flip_kernel,
-    token_bits,
 )
 
 HEIGHT, WIDTH, BITS = 5, 5, 4
@@ -155,13 +153,6 @@ def test_bits_head_loss_and_nll():
     expected_soft = F.binary_cross_entropy_with_logits(logits, soft, reduction="none").sum(-1).mean()
     torch.testing.assert_close(model.loss(logits, grids, flip_prob=0.01), expected_soft)
     assert model.nll_bits(logits, grids).shape == (3, HEIGHT * WIDTH)
-
-
-def test_token_bits_round_trip():
-    ids = torch.arange(2**BITS)
-    bits = token_bits(ids, BITS)
-    assert bits[1].tolist() == [False, False, False, True]  # channel 0 = most significant
-    assert torch.equal(bits_to_tokens(bits), ids)
 
 
 def test_large_codebook_bits_head_samples():
