@@ -42,7 +42,7 @@ from typing import Callable
 import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from callbacks.wandb_run import RUN_ID_ENV
+from runtime.wandb_run import RUN_ID_ENV
 from networks.gamma_mask import gamma_name, parse_gamma
 from reporting import log_summary_run, write_report
 from runtime import exit_codes

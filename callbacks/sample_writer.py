@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from callbacks.media import make_grid, save_png, to_uint8
-from callbacks.wandb_run import run_dir
+from runtime.wandb_run import run_dir
 
 
 class SampleWriter(BasePredictionWriter):

@@ -30,7 +30,7 @@ import torch
 from datasets import Dataset
 
 import train
-from callbacks.checkpoint_io import PARTIAL_PREFIX
+from runtime.checkpoint_io import PARTIAL_PREFIX
 from checkpoints.autoencoder import file_sha256
 from tests.helpers import DEBUG_PRESET, DIGITS_CONFIG, REPO_ROOT, InjectedFault, wandb_runs, wandb_summary
 from tests.runs import Run

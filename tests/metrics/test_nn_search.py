@@ -1,8 +1,4 @@
 """Exact NN search: parity with a brute-force FP64 search, ties, duplicates, precision guard."""
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import socket
 import subprocess
 import sys
 import time
@@ -23,16 +24,18 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 import train
-from callbacks import checkpoint_io
-from callbacks.checkpoint_io import AtomicCheckpointIO, remove_dead_partials
+from runtime import checkpoint_io
+from runtime.checkpoint_io import AtomicCheckpointIO, remove_dead_checkpoint_partials
 from callbacks.input_guard import batch_problem
 from callbacks.measurement import rank_sample_indices
 from callbacks.nan_guard import NonFiniteCheckpointError, NonFiniteGuard
-from callbacks.resilience import ResumableRun, rng_state, set_rng_state
-from callbacks.wandb_run import ensure_wandb_mode, keep_previous_config
+from callbacks.resumable_run import ResumableRun
+from runtime.rng_state import rng_state, set_rng_state
+from runtime.wandb_run import ensure_wandb_mode, keep_previous_config
 from lightning_modules.protocols import sample_seeds
 from runtime import errors
-from runtime.atomic_files import atomic_write
+from runtime.atomic_files import PARTIAL_SUFFIX, atomic_write
+from runtime.console import resume_command
 from runtime.resume import checkpoint_run_id, resume
 from runtime.run_status import write_status
 from tests.helpers import DEBUG_PRESET, DIGITS_CONFIG, REPO_ROOT
@@ -63,14 +66,14 @@ def test_checkpoint_io_round_trip_and_temporaries_of_dead_processes(tmp_path):
     io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "global_step": 7}, tmp_path / "ckpts" / "last.ckpt")
     assert io.load_checkpoint(tmp_path / "ckpts" / "last.ckpt", weights_only=True)["global_step"] == 7
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
-    host = checkpoint_io.socket.gethostname()
-    leftover = tmp_path / "ckpts" / f"{checkpoint_io.PARTIAL_PREFIX}{host}-{dead}-abcd1234{checkpoint_io.PARTIAL_SUFFIX}"
-    mine = tmp_path / "ckpts" / f"{checkpoint_io.PARTIAL_PREFIX}{host}-{os.getpid()}-abcd1234{checkpoint_io.PARTIAL_SUFFIX}"
+    host = socket.gethostname()
+    leftover = tmp_path / "ckpts" / f"{checkpoint_io.PARTIAL_PREFIX}{host}-{dead}-abcd1234{PARTIAL_SUFFIX}"
+    mine = tmp_path / "ckpts" / f"{checkpoint_io.PARTIAL_PREFIX}{host}-{os.getpid()}-abcd1234{PARTIAL_SUFFIX}"
     leftover.write_bytes(b"half")
     mine.write_bytes(b"being written")
     # Lightning's `--ckpt_path last` takes `last*.ckpt` files: a temporary file is never taken for a checkpoint
     assert not leftover.name.endswith(".ckpt") and "last" not in leftover.name
-    assert remove_dead_partials(tmp_path / "ckpts") == [leftover]
+    assert remove_dead_checkpoint_partials(tmp_path / "ckpts") == [leftover]
     assert mine.exists() and not leftover.exists()
 
 
@@ -335,7 +338,7 @@ def test_before_training_a_stop_request_ends_the_run_at_once():
 
 
 def test_the_resume_command_is_the_same_command_with_ckpt_path_last():
-    assert train.resume_command(["fit", "-c", "a b.yaml", "--ckpt_path", "x.ckpt", "--trainer.max_steps=5"]) == \
+    assert resume_command(["fit", "-c", "a b.yaml", "--ckpt_path", "x.ckpt", "--trainer.max_steps=5"]) == \
         "python train.py fit -c 'a b.yaml' --trainer.max_steps=5 --ckpt_path last"
 
 

@@ -1,7 +1,7 @@
 """One W&B run per job: offline when there is no key or no server, the full CLI config in the run, a run folder.
 
 The run folder `<save_dir>/<project>/<run id>/` holds `config.yaml` and `checkpoints/` (Lightning's
-ModelCheckpoint puts them there for a WandbLogger), so two runs never collide on config.yaml (P3).
+ModelCheckpoint puts them there for a WandbLogger), so two runs never collide on config.yaml.
 A resumed run (`fit --ckpt_path`, same run id) continues the same W&B run and keeps the config of
 each earlier attempt as `config.attempt-<n>.yaml`.
 """
@@ -20,6 +20,8 @@ from pathlib import Path
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
+
+from runtime.ranks import is_main_process
 
 RUN_ID_ENV = "MEPS_RUN_ID"
 
@@ -63,10 +65,6 @@ def wandb_unreachable_reason(timeout: float | None = None) -> str | None:
     return None
 
 
-def _is_job_main_process() -> bool:
-    return all(os.environ.get(var, "0") == "0" for var in ("LOCAL_RANK", "RANK", "NODE_RANK", "SLURM_PROCID"))
-
-
 _OFFLINE_NOTE: list[str] = []
 """Why this process logs offline, until ``announce_wandb_mode`` says it (once)."""
 
@@ -85,7 +83,7 @@ def ensure_wandb_mode(announce: bool = True) -> str:
         reason = wandb_unreachable_reason()
     if reason is not None:
         os.environ["WANDB_MODE"] = "offline"
-        if _is_job_main_process():
+        if is_main_process():
             _OFFLINE_NOTE.append(f"W&B: {reason}, logging offline (sync later with `wandb sync <run dir>`)")
     if announce:
         announce_wandb_mode()
@@ -121,7 +119,7 @@ def wandb_files_dir(trainer: Trainer) -> Path | None:
 
 
 class WandbSaveConfigCallback(SaveConfigCallback):
-    """Writes the resolved config into the run folder and into the W&B run's config (C7, P4)."""
+    """Writes the resolved config into the run folder and into the W&B run's config."""
 
     def __init__(self, parser, config, config_filename: str = "config.yaml", overwrite: bool = True, multifile: bool = False):
         super().__init__(parser, config, config_filename, overwrite, multifile, save_to_log_dir=False)

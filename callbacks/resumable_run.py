@@ -26,71 +26,19 @@ The states are stored as tensors and plain Python values, so the checkpoint stil
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.distributed as dist
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 
-from callbacks.rank_seed import rank_seed
-from callbacks.wandb_run import run_dir
-from runtime.errors import MepsFault, loop_started, mark_loop_started  # noqa: F401  (MepsFault, loop_started: imported from here too)
+from runtime.errors import mark_loop_started
+from runtime.rng_state import gather_from_ranks, resume_seed, rng_state, set_rng_state
+from runtime.wandb_run import run_dir
 
 STATE_VERSION = 1
-
-
-# ------------------------------------------------------------------------------------------------
-# RNG states (weights_only-safe: tensors, ints, floats, lists)
-# ------------------------------------------------------------------------------------------------
-
-
-def rng_state() -> dict[str, Any]:
-    """This process's global generators: torch CPU, CUDA (current device), numpy, Python."""
-    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
-    version, python_state, gauss = random.getstate()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
-        "python": {"version": int(version), "state": list(python_state), "gauss": gauss},
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    numpy_state = state["numpy"]
-    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
-                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
-    python_state = state["python"]
-    random.setstate((python_state["version"], tuple(python_state["state"]), python_state["gauss"]))
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-def gather_from_ranks(trainer: Trainer, value: Any) -> list[Any]:
-    """``value`` of every global rank, in rank order (a collective when there are several)."""
-    if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
-        values: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(values, value)
-        return values
-    return [value]
-
-
-def _seed_for(base_seed: int, rank: int, step: int) -> int:
-    return rank_seed(base_seed, rank) + 104_729 * step
-
-
-# ------------------------------------------------------------------------------------------------
-# The callback
-# ------------------------------------------------------------------------------------------------
 
 
 class ResumableRun(Callback):
@@ -220,7 +168,7 @@ class ResumableRun(Callback):
             self.restored["rng"] = "restored"
         else:
             base = int(os.environ.get("PL_GLOBAL_SEED", 0))
-            torch.manual_seed(_seed_for(base, trainer.global_rank, int(state.get("global_step") or 0)))
+            torch.manual_seed(resume_seed(base, trainer.global_rank, int(state.get("global_step") or 0)))
             self.restored["rng"] = "reseeded"
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

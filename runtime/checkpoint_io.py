@@ -12,14 +12,12 @@ fsyncs the folder. A kill at any moment leaves either the previous file or the n
 names (``.partial-ckpt-<host>-<pid>-<random>.tmp``) are never mistaken for checkpoints (Lightning's
 ``--ckpt_path last`` looks for ``last*.ckpt``) and are removed once the process that wrote them is dead.
 
-``train.py`` installs it for every run whose strategy uses the plain ``TorchCheckpointIO`` (so a user's
+``runtime/cli.py`` installs it for every run whose strategy uses the plain ``TorchCheckpointIO`` (so a user's
 own ``--trainer.plugins`` CheckpointIO is respected). Remote paths (``s3://`` ...) keep Lightning's writer.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -27,24 +25,14 @@ import torch
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from datamodules.partial_files import process_alive
-from runtime.atomic_files import PARTIAL_SUFFIX, atomic_write
+from runtime.atomic_files import atomic_write, remove_dead_partials
 
 PARTIAL_PREFIX = ".partial-ckpt-"
 
 
-def remove_dead_partials(folder: str | os.PathLike) -> list[Path]:
+def remove_dead_checkpoint_partials(folder: str | os.PathLike) -> list[Path]:
     """Delete temporary checkpoint files that processes of this host left when they were killed."""
-    prefix = f"{PARTIAL_PREFIX}{socket.gethostname()}-"
-    removed = []
-    with contextlib.suppress(OSError):
-        for partial in Path(folder).glob(f"{prefix}*{PARTIAL_SUFFIX}"):
-            pid = partial.name[len(prefix):].split("-")[0]
-            if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
-                with contextlib.suppress(OSError):
-                    partial.unlink()
-                    removed.append(partial)
-    return removed
+    return remove_dead_partials(folder, PARTIAL_PREFIX)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -55,7 +43,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} does not take storage_options")
         if not _is_local_file_protocol(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        remove_dead_partials(Path(path).parent)
+        remove_dead_checkpoint_partials(Path(path).parent)
         atomic_write(path, lambda file: self.write_payload(checkpoint, file), prefix=PARTIAL_PREFIX)
 
     def write_payload(self, checkpoint: dict[str, Any], file: BinaryIO) -> None:
