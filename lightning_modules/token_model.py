@@ -1,6 +1,6 @@
 """What the two γ-ARVMs (neural and kernel) share: the frozen BL-AE, γ, sampling to images, metrics.
 
-The frozen BL-AE is held outside the module tree (pitfall 18): it is not in the state_dict (the
+The frozen BL-AE is held outside the module tree (a submodule would be trained, saved and wrapped): it is not in the state_dict (the
 checkpoint stores its path and sha256 instead), Lightning's `.train()` cannot flip it back, and DDP
 never sees its parameters.
 """

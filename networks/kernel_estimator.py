@@ -1,4 +1,4 @@
-"""Training-free γ-ARVM: the authors' Nadaraya-Watson next-token histogram (paper-spec §4.2).
+"""Training-free γ-ARVM: the authors' Nadaraya-Watson next-token histogram (docs/models.md).
 
 Every training token is a random variable whose C bits flip independently with probability ρ:
 q(a | b) = ρ^H(a,b) (1-ρ)^(C-H(a,b)). At position t, with already drawn context c in the γ window

@@ -1,8 +1,8 @@
-"""γ-ARVM network: a transformer whose next-token histogram sees only the γ window (paper-spec §4).
+"""γ-ARVM network: a transformer whose next-token histogram sees only the γ window (docs/models.md).
 
 Why not a plain masked decoder: when every layer of a stacked transformer masks attention to the
-γ window, information hops one window per layer, so L layers see ~L·γ (calibration.md, "Findings
-that change designs"). Here the context is never mixed:
+γ window, information hops one window per layer, so L layers see ~L·γ (docs/models.md,
+neural γ-ARVM). Here the context is never mixed:
 
 - every context token is embedded *pointwise* (token + position embedding, then an MLP);
 - a separate *query stream* per target position t starts from t's position embedding and runs L
@@ -319,7 +319,7 @@ class WindowedARTransformer(nn.Module):
         """Mean next-token cross-entropy in nats per token.
 
         flip_prob = ρ > 0 replaces the one-hot target by the bit-flip kernel q(x | z_t) =
-        ρ^H (1-ρ)^(C-H) (paper-spec §4.2), i.e. each training token is treated as a random variable.
+        ρ^H (1-ρ)^(C-H) (docs/models.md), i.e. each training token is treated as a random variable.
         For the bits head this is the per-bit BCE against targets 1-ρ / ρ, summed over the C bits
         (so both heads report nats per token).
         """

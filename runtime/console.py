@@ -58,12 +58,18 @@ def run_command(main: Callable[[list[str] | None], Any], argv: list[str] | None 
                   f"to resume: {resume_command(argv)}", file=sys.stderr, flush=True)
         return exit_codes.ABORTED
     except Exception as err:
-        line = None if os.environ.get("MEPS_DEBUG") else one_line_error(err)
-        if line is None:
-            raise
-        print(f"error: {line.message}  [MEPS_DEBUG=1 shows the traceback]", file=sys.stderr, flush=True)
-        return line.exit_code
+        return report_error(err)
     return exit_codes.OK
+
+
+def report_error(err: Exception) -> int:
+    """Print ``err`` as one ``error:`` line and return its exit code; re-raise it when it has no line
+    (a bug: its own traceback) or when ``MEPS_DEBUG`` is set."""
+    line = None if os.environ.get("MEPS_DEBUG") else one_line_error(err)
+    if line is None:
+        raise err
+    print(f"error: {line.message}  [MEPS_DEBUG=1 shows the traceback]", file=sys.stderr, flush=True)
+    return line.exit_code
 
 
 def exit_with(code: int) -> None:
