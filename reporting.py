@@ -4,7 +4,7 @@ Every verdict is computed from the report's own numbers by the rule printed next
 model that the claim is about. A claim that the numbers do not support reads "disagrees"; a claim
 about a cell whose training loss had not plateaued reads "not fitted"; one whose figures are
 missing reads "not measured". `verdicts(report)` is a pure function of report.json, so it can be
-fed reports that agree and reports that disagree (tests/test_reporting.py).
+fed reports that agree and reports that disagree (tests/sweep/test_reporting.py).
 """
 from __future__ import annotations
 

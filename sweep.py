@@ -42,14 +42,15 @@ from typing import Callable
 import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from callbacks.wandb_run import RUN_ID_ENV
 from networks.gamma_mask import gamma_name, parse_gamma
 from reporting import log_summary_run, write_report
 from runtime import exit_codes
 from runtime.atomic_files import read_json, write_json
+from runtime.console import report_error
 from runtime.errors import BadInput, Preempted, one_line_error
 from runtime.signals import STOP_SIGNALS, StopRequests, forward_to, stop_at_once
 from runtime.sweep_cells import CellFailed, attempt, check_sweep_arguments, missing_promise
+from runtime.wandb_run import RUN_ID_ENV
 
 REPO_ROOT = Path(__file__).resolve().parent
 TOKEN_MODELS = ("kernel", "neural")
@@ -535,11 +536,7 @@ def console_main(argv: list[str] | None = None) -> int:
               file=sys.stderr, flush=True)
         return exit_codes.RESUMABLE
     except Exception as err:
-        line = None if os.environ.get("MEPS_DEBUG") else one_line_error(err)
-        if line is None:
-            raise
-        print(f"error: {line.message}  [MEPS_DEBUG=1 shows the traceback]", file=sys.stderr, flush=True)
-        return line.exit_code
+        return report_error(err)
     return exit_codes.OK
 
 

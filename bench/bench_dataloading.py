@@ -73,7 +73,7 @@ def write_png_folder(folder: Path, count: int, size: int = 32, seed: int = 0) ->
 
 def decoded_twin(datamodule: HFImageDataModule) -> DataLoader:
     """A loader over the same pixels, already decoded into one tensor, with the datamodule's loader settings."""
-    images = datamodule.train_images_uint8("train").float().div_(127.5).sub_(1.0)
+    images = datamodule.images_uint8("train").float().div_(127.5).sub_(1.0)
     reference = datamodule.train_dataloader()
     return DataLoader(
         TensorDataset(images, torch.arange(len(images))), batch_size=reference.batch_size, shuffle=True,

@@ -23,8 +23,9 @@ import torch
 
 from bench import harness
 from bench.common import Row
-from datamodules.latent_tokens import encode_tokens, full_float32
-from lightning_modules.autoencoder_checkpoint import freeze
+from datamodules.token_encoding import encode_tokens
+from networks.precision import strict_fp32
+from checkpoints.autoencoder import freeze
 from lightning_modules.blae import BinaryLatentAutoencoder
 from networks.autoencoder import PatchMLPDecoder, PatchMLPEncoder
 
@@ -69,7 +70,7 @@ def plain_tokens(encoder: torch.nn.Module, images: torch.Tensor) -> torch.Tensor
 
 def encode_batches(encode, batches: list[torch.Tensor]) -> torch.Tensor:
     """Tokens of every batch under the cache's numerics (fp32, no TF32, no autocast), concatenated on the CPU."""
-    with full_float32(), torch.autocast(batches[0].device.type, enabled=False):
+    with strict_fp32(), torch.autocast(batches[0].device.type, enabled=False):
         return torch.cat([encode(batch).cpu() for batch in batches])
 
 

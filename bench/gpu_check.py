@@ -14,7 +14,7 @@ Prints one table (bench.run_all's format):
 A failed check makes the exit status 1. Without CUDA it prints one line and exits 0.
 
 `--device cpu --tiny` (not in --help) runs every section at toy sizes on the CPU, so the logic of
-this script is tested where no GPU exists (tests/test_bench_smoke.py).
+this script is tested where no GPU exists (tests/bench/test_bench_smoke.py).
 """
 from __future__ import annotations
 
@@ -195,10 +195,9 @@ def check_row(name: str, check: Callable[[], str]) -> Row:
 
 def checks(sizes: Sizes, device: torch.device, inputs) -> list[Row]:
     from metrics.nn_search import _int8_matmul, exact_l2_top2, hamming_top2, token_codes
-    from networks.bits import pack_bits, popcount_table, unpack_bits
+    from networks.bits import pack_bits, popcount_table, token_bits, unpack_bits
     from networks.gamma_mask import window_tiles
     from networks.tiled_attention import sdpa_tiles, tiled_attention
-    from networks.window_transformer import token_bits
 
     cpu = torch.device("cpu")
     generator = torch.Generator().manual_seed(1)

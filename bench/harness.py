@@ -276,4 +276,4 @@ def digits_datamodule(batch_size: int = 128):
 
 def digits_train_images() -> Tensor:
     """Every digits training image, decoded once: float32 (N, 1, 8, 8) in [-1, 1], exactly the loader's pixels."""
-    return digits_datamodule().train_images_uint8("train").float().div_(127.5).sub_(1.0)
+    return digits_datamodule().images_uint8("train").float().div_(127.5).sub_(1.0)

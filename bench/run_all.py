@@ -15,7 +15,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ import torch
 
 from bench.common import Row
 from bench.harness import failure_note, machine_description
+from runtime.atomic_files import atomic_write
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_OUT = BENCH_DIR / "results.json"
@@ -75,18 +75,9 @@ def run_modules(names: Sequence[str], smoke: bool) -> dict[str, list[Row]]:
 
 
 def write_json_atomically(payload: dict, path: Path) -> None:
-    """Write to a temporary file beside ``path``, then rename: the file is the old one or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(handle, 0o644)  # mkstemp makes 0600; results are meant to be read by others
-        with os.fdopen(handle, "w") as file:
-            json.dump(payload, file, indent=2, ensure_ascii=False, allow_nan=False)
-            file.write("\n")
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
+    """The file is the old one or the new one, never half (``runtime/atomic_files``)."""
+    text = json.dumps(payload, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    atomic_write(path, lambda file: file.write(text.encode()))
 
 
 def finite_or_none(value: float | None) -> float | None:

@@ -21,7 +21,7 @@ except ImportError:  # not POSIX: no lock, a second process may compute the same
 import torch
 from torch import Tensor, nn
 
-from callbacks.checkpoint_io import atomic_write
+from runtime.atomic_files import atomic_write
 
 DEFAULT_CACHE_DIR = "~/.cache/meps_ldh/features"
 

@@ -66,7 +66,7 @@ def generated_samples(pl_module: LightningModule, trainer: Trainer, num_samples:
 
 def reference_images(trainer: Trainer, split: str, limit: int | None = None) -> Tensor:
     """uint8 (N, C, H, W) images of a split of the data module (the first `limit` rows)."""
-    images = trainer.datamodule.train_images_uint8(split)
+    images = trainer.datamodule.images_uint8(split)
     return images if limit is None else images[:limit]
 
 
@@ -78,7 +78,7 @@ def training_tokens(trainer: Trainer, pl_module: LightningModule, limit: int | N
     """
     if not hasattr(pl_module, "num_bits"):
         return None
-    cached = getattr(trainer.datamodule, "train_tokens", None)
+    cached = getattr(trainer.datamodule, "token_grids", None)
     if cached is not None:
         return cached()[:limit]
     images = reference_images(trainer, "train", limit)

@@ -91,8 +91,7 @@ class OverlapCallback(MeasurementCallback):
         `mc_samples` draws (default the callback's) where a law has no closed form; a collective:
         call on every rank. `per_dimension`: also `per_bit`, the costly part for Gaussian noise."""
         if self.images is None:
-            with torch.random.fork_rng(devices=[]):  # reading a split may draw from the global RNG: training must not see it
-                self.images = reference_images(trainer, "val", self.num_images)[trainer.global_rank :: trainer.world_size]
+            self.images = reference_images(trainer, "val", self.num_images)[trainer.global_rank :: trainer.world_size]
         # this rank holds global images rank, rank + W, ...: those below `limit` are a prefix of its share
         count = len(range(trainer.global_rank, min(limit or self.num_images, self.num_images), trainer.world_size))
         x = uint8_to_model_images(self.images[:count], pl_module.device)

@@ -33,8 +33,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 
-from callbacks.resilience import ResumableRun
-from callbacks.wandb_run import run_dir
+from callbacks.resumable_run import ResumableRun
+from runtime.wandb_run import run_dir
 from runtime import exit_codes
 from runtime.errors import Preempted
 from runtime.run_status import write_status

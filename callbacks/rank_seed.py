@@ -1,6 +1,6 @@
 """Give every DDP rank its own RNG stream (training noise, dropout, sampling).
 
-LightningCLI seeds every rank with the same seed (C24/P8), so without this all ranks would
+LightningCLI seeds every rank with the same seed, so without this all ranks would
 inject identical latent noise. The DistributedSampler is unaffected: it seeds itself from
 PL_GLOBAL_SEED, which we leave alone so all ranks still agree on the data order.
 """
@@ -11,12 +11,7 @@ import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-RANK_SEED_STRIDE = 7919  # a prime, so rank streams of nearby base seeds do not collide
-
-
-def rank_seed(base_seed: int, global_rank: int) -> int:
-    return base_seed + RANK_SEED_STRIDE * global_rank
-
+from runtime.rng_state import rank_seed
 
 class PerRankSeed(Callback):
     def __init__(self, base_seed: int | None = None):

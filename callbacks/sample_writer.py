@@ -12,7 +12,8 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from callbacks.media import make_grid, save_png, to_uint8
-from callbacks.wandb_run import run_dir
+from datamodules.transforms import uint8_to_signed_unit
+from runtime.wandb_run import run_dir
 
 
 class SampleWriter(BasePredictionWriter):
@@ -48,6 +49,6 @@ class SampleWriter(BasePredictionWriter):
         np.savez(folder / "samples.npz", **merged)
         for r in range(world_size):
             (folder / f"shard_rank{r}.npz").unlink()
-        images = torch.from_numpy(merged["images"][: self.grid_images]).float() / 127.5 - 1
+        images = uint8_to_signed_unit(torch.from_numpy(merged["images"][: self.grid_images]))
         save_png(make_grid(images), folder / "samples.png", scale=4)
         print(f"samples: {folder / 'samples.npz'} ({len(order)} samples), grid: {folder / 'samples.png'}", flush=True)

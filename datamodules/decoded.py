@@ -19,10 +19,7 @@ nodes on a shared file system); only a file found unusable is replaced.
 
 from __future__ import annotations
 
-import os
-import socket
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,27 +28,16 @@ import numpy as np
 import torch
 from datasets import Dataset
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import DataLoader, default_collate
 
-from datamodules.partial_files import process_alive
+from datamodules.rows import IndexedSplit, ordered_loader
 from datamodules.transforms import ImageBatchTransform, uint8_to_signed_unit
+from runtime.atomic_files import PARTIAL_PREFIX, atomic_write, remove_dead_partials
 
 IN_MEMORY_MAX_BYTES = 2 * 1024**3
 """``in_memory=None`` decodes a split when its uint8 pixels take at most this much (2 GiB per split)."""
 
 DECODE_BATCH = 512
 _DECODED_SUBDIR = Path("meps_ldh") / "decoded"
-_PARTIAL_MARK = ".partial-"
-
-
-def collate_rows(data: Any) -> Any:
-    """The DataLoaders' ``collate_fn``: a batch that ``__getitems__`` already built passes through.
-
-    ``DecodedImages``/``IndexedTokens`` return one dict of batched tensors; any other dataset
-    (``IndexedSplit``, a wrapper that only has ``__getitem__``) returns a list of examples, which
-    gets PyTorch's ``default_collate``.
-    """
-    return data if isinstance(data, Mapping) else default_collate(data)
 
 
 _SIGNED_UNIT = uint8_to_signed_unit(torch.arange(256, dtype=torch.uint8)).numpy()
@@ -100,12 +86,9 @@ class DecodedImages(torch.utils.data.Dataset):
 
 def decode_split(dataset: Dataset, image_column: str, image_size: int, channels: int, num_workers: int = 0) -> torch.Tensor:
     """Every image of ``dataset`` as uint8 (N, C, H, W), row i = row i, decoded by ``num_workers`` DataLoader workers."""
-    from datamodules.hf_images import IndexedSplit  # hf_images imports this module
-
     rows = dataset.with_transform(ImageBatchTransform(image_column, image_size, channels, as_uint8=True), columns=[image_column])
     images = torch.empty((len(rows), channels, image_size, image_size), dtype=torch.uint8)
-    loader = DataLoader(IndexedSplit(rows), batch_size=DECODE_BATCH, num_workers=num_workers, collate_fn=collate_rows)
-    for batch in loader:
+    for batch in ordered_loader(IndexedSplit(rows), DECODE_BATCH, num_workers):
         images[batch["index"]] = batch["image"]
     return images
 
@@ -152,42 +135,11 @@ def _map_file(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def _save_atomically(images: torch.Tensor, path: Path, replace: bool = False) -> None:
-    """``np.save`` to a temporary name beside ``path``, fsync, publish: ``path`` is complete or absent.
+    """``np.save`` through ``runtime/atomic_files``: ``path`` is complete or absent.
 
-    Published with a hard link, which fails when ``path`` exists: a file that another process
-    published meanwhile (same pixels) stays, as it may be mapped. ``replace`` renames over it.
+    Published with a hard link, which keeps a file that another process published meanwhile (same
+    pixels): it may be mapped. ``replace`` renames over it.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_dead_partials(path)
-    partial = path.with_name(f"{_PARTIAL_MARK}{path.name}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(partial, "wb") as file:
-            np.save(file, images.numpy(), allow_pickle=False)
-            file.flush()
-            os.fsync(file.fileno())
-        _publish(partial, path, replace)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
-def _publish(partial: Path, path: Path, replace: bool) -> None:
-    if replace:
-        os.replace(partial, path)
-        return
-    try:
-        os.link(partial, path)
-    except FileExistsError:
-        pass  # another process was first; its file holds the same pixels
-    except OSError:  # a file system without hard links
-        if not path.exists():
-            os.replace(partial, path)
-
-
-def _remove_dead_partials(path: Path) -> None:
-    """Temporary files that crashed processes of this host left for ``path`` (never read anyway)."""
-    prefix = f"{_PARTIAL_MARK}{path.name}-{socket.gethostname()}-"
-    for partial in path.parent.glob(f"{prefix}*"):
-        pid = partial.name[len(prefix) :].split("-")[0]
-        if pid.isdigit() and not process_alive(int(pid)):
-            partial.unlink(missing_ok=True)
-
+    prefix = f"{PARTIAL_PREFIX}{path.name}-"
+    remove_dead_partials(path.parent, prefix)
+    atomic_write(path, lambda file: np.save(file, images.numpy(), allow_pickle=False), prefix=prefix, replace=replace)

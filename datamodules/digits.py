@@ -1,7 +1,7 @@
 """scikit-learn's bundled 8x8 digits as a Hugging Face ``Dataset``: the default, offline image source.
 
 The digits ship inside the scikit-learn wheel, so this source needs no network and no cache. It
-is what tests, smoke runs and the calibration prototype (``docs/calibration.md``) train on.
+is what tests, smoke runs and the demo sweep train on.
 """
 
 from __future__ import annotations

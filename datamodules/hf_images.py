@@ -5,7 +5,7 @@ Batch contract (train/val/test/predict DataLoaders)::
     {"image": float32 (B, C, H, W) in [-1, 1],   # C = channels, H = W = image_size
      "index": int64 (B,)}                         # row of each image within its split
 
-``index`` is the row in ``dataset(split)`` and in ``train_images_uint8(split)``, so metrics can
+``index`` is the row in ``dataset(split)`` and in ``images_uint8(split)``, so metrics can
 deduplicate the padding that DistributedSampler adds to val/test and can point at the training
 image an output copies.
 
@@ -30,7 +30,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -42,7 +42,6 @@ from torch.utils.data import DataLoader
 from datamodules.decoded import (
     IN_MEMORY_MAX_BYTES,
     DecodedImages,
-    collate_rows,
     decode_split,
     decoded_cache_file,
     load_or_decode,
@@ -56,9 +55,9 @@ from datamodules.image_sources import (
     with_undecoded_images,
 )
 from datamodules.resumable_loader import EpochShuffle, ResumableLoader
+from datamodules.rows import IndexedSplit, collate_rows
 from datamodules.transforms import ImageBatchTransform, ImageToUint8
 
-__all__ = ["IN_MEMORY_MAX_BYTES", "DecodedImages", "HFImageDataModule", "IndexedSplit", "collate_rows"]
 
 SPLITS = ("train", "val", "test")
 SOURCE_SPLIT_ALIASES = {"val": ("validation", "valid", "val"), "test": ("test",)}
@@ -71,28 +70,6 @@ class BuiltSplits(NamedTuple):
     image_column: str
     splits: dict[str, Dataset]
     fingerprint: str
-
-
-class IndexedSplit(torch.utils.data.Dataset):
-    """The lazy path: a transformed split that also returns each example's row index (``"index"``).
-
-    A wrapper, because a ``datasets`` transform never sees row numbers and adding an index column
-    would rewrite a held-out split's data on disk. It implements ``__getitems__`` so the DataLoader
-    still fetches a whole batch with one Arrow read and one call of the batched transform.
-    """
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return {**self.dataset[index], "index": index}
-
-    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
-        batch = self.dataset[list(indices)]
-        return [{**{key: values[i] for key, values in batch.items()}, "index": index} for i, index in enumerate(indices)]
 
 
 def per_device_batch_size(global_batch_size: int, world_size: int) -> int:
@@ -163,7 +140,7 @@ class HFImageDataModule(LightningDataModule):
             under ``<cache_dir>/meps_ldh/decoded`` (see ``datamodules/decoded.py``).
 
     After ``setup``: ``image_column`` (the resolved column), ``per_device_batch_size``,
-    ``split_names``, ``dataset(split)``, ``train_images_uint8(split)``, ``source_fingerprint()``.
+    ``split_names``, ``dataset(split)``, ``images_uint8(split)``, ``source_fingerprint()``.
     """
 
     def __init__(
@@ -209,7 +186,7 @@ class HFImageDataModule(LightningDataModule):
         state: their ``setup`` loads everything from these caches. This process keeps what it
         built, so that its own ``setup`` does not load the source a second time.
         """
-        built = self._built_splits()
+        built = self._memoized_splits()
         for split in built.splits:
             if self._serves_decoded(built, split) and self._decoded_cache_file(built, split) is not None:
                 self._image_rows(split)
@@ -221,7 +198,7 @@ class HFImageDataModule(LightningDataModule):
         """
         self.per_device_batch_size = per_device_batch_size(self.hparams.batch_size, self._world_size())
         if self._splits is None:
-            self.image_column, self._splits, self._fingerprint = self._built_splits()
+            self.image_column, self._splits, self._fingerprint = self._memoized_splits()
 
     def check_world_size(self, world_size: int) -> None:
         """Fail before any process, W&B run or folder exists when the global batch cannot be split over ``world_size``."""
@@ -263,7 +240,7 @@ class HFImageDataModule(LightningDataModule):
         """The split as a ``datasets.Dataset`` whose rows are ``{"image": float32 (C, H, W) in [-1, 1]}``."""
         return self._split(split)
 
-    def train_images_uint8(self, split: str = "train") -> torch.Tensor:
+    def images_uint8(self, split: str = "train") -> torch.Tensor:
         """Every image of ``split`` as uint8 (N, C, H, W), row i = ``index`` i: the memorization reference set.
 
         Same pixels as the DataLoaders (``x / 127.5 - 1`` of these gives their batches exactly).
@@ -272,7 +249,7 @@ class HFImageDataModule(LightningDataModule):
         every call, so call it once and keep the result.
         """
         dataset = self._split(split)
-        if self._serves_decoded(self._built_splits(), split):
+        if self._serves_decoded(self._memoized_splits(), split):
             return self._image_rows(split).images
         return decode_split(dataset, self.image_column, self.image_size, self.channels, self.hparams.num_workers)
 
@@ -317,7 +294,7 @@ class HFImageDataModule(LightningDataModule):
 
         Works before ``setup`` too (``prepare_data`` of this class and of the token datamodule).
         """
-        built = self._built_splits()
+        built = self._memoized_splits()
         if not self._serves_decoded(built, split):
             return IndexedSplit(built.splits[split])
         if split not in self._decoded:
@@ -353,7 +330,7 @@ class HFImageDataModule(LightningDataModule):
             collate_fn=collate_rows,
         )
 
-    def _built_splits(self) -> BuiltSplits:
+    def _memoized_splits(self) -> BuiltSplits:
         """``_build_splits()``, once per process: ``prepare_data`` and ``setup`` share one build."""
         if self._built is None:
             self._built = self._build_splits()
@@ -363,7 +340,7 @@ class HFImageDataModule(LightningDataModule):
         """Load the source, check its images, assign "train"/"val"/"test", attach the transform.
 
         Returns the image column, the splits and their fingerprint. Pure (no ``self.x =``); use
-        ``_built_splits`` for the memoized result.
+        ``_memoized_splits`` for the memoized result.
         """
         hp = self.hparams
         source = load_image_source(hp.path, hp.cache_dir)

@@ -35,6 +35,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from datamodules.digits import DIGITS_SOURCE, load_digits_dataset
 from datamodules.transforms import UndecodableImageError, decode_image, describe_image_value, one_line
+from runtime.atomic_files import atomic_write
 
 TABLE_FORMATS = {".parquet": "parquet", ".arrow": "arrow"}
 """File suffix -> ``datasets`` packaged builder, for single table files and folders of them."""
@@ -53,7 +54,6 @@ except ImportError:  # pragma: no cover - moved in some release; this is the lis
     _SPLIT_WORDS = ["validation", "evaluation", "training", "testing", "train", "valid", "test", "eval", "dev", "val"]
 _SPLIT_WORD_IN_NAME = re.compile(rf"(?:^|[-._ 0-9])(?:{'|'.join(_SPLIT_WORDS)})(?:[-._ 0-9]|$)", re.IGNORECASE)
 _SHARD_NAME = re.compile(r"-[0-9]{5}-of-[0-9]{5}")
-_OTHER_SPLIT_MARKERS = frozenset({"task.toml", "instruction.md"})  # ``datasets`` turns these into a "test" split
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,15 +117,12 @@ def names_a_split(folder: Path) -> bool:
     """Whether ``datasets`` could infer any split but "train" from the names under ``folder`` (one walk).
 
     A superset of its rules (``datasets.data_files``): a split word (train, val, test, ...) between
-    separators in any folder or file name, a ``-00000-of-00001`` shard name, or a ``.eval`` /
-    ``task.toml`` / ``instruction.md`` file. Only when none occurs is the folder loaded as
+    separators in any folder or file name, a ``-00000-of-00001`` shard name, or a ``.eval`` file. Only when none occurs is the folder loaded as
     ``{"train": "**"}`` directly; otherwise ``datasets`` resolves the splits itself, as before.
     """
     for _root, dirs, files in os.walk(folder):
         for name in (*dirs, *files):
             if _SPLIT_WORD_IN_NAME.search(name) or _SHARD_NAME.search(name) or name.endswith(".eval"):
-                return True
-            if name in _OTHER_SPLIT_MARKERS:
                 return True
     return False
 
@@ -232,10 +229,8 @@ def cached_undecodable_rows(dataset: Dataset, image_column: str, cache_dir: str 
         return [UndecodableRow(**row) for row in json.loads(cache_file.read_text())["undecodable"]]
     failures = scan_undecodable_rows(dataset, image_column)
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(json.dumps({"rows": len(dataset), "undecodable": [asdict(row) for row in failures]}))
-        os.replace(partial, cache_file)
+        record = {"rows": len(dataset), "undecodable": [asdict(row) for row in failures]}
+        atomic_write(cache_file, lambda file: file.write(json.dumps(record).encode()))
     return failures
 
 

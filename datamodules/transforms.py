@@ -1,7 +1,8 @@
 """Deterministic image decoding and preprocessing, as picklable classes (no lambdas or closures).
 
 Picklable callables survive DataLoader workers under spawn/forkserver, ``persistent_workers`` and
-``ddp_spawn``, and they give Hugging Face ``datasets`` a stable fingerprint (ecosystem pitfall 13).
+``ddp_spawn``, and they give Hugging Face ``datasets`` a stable fingerprint (a transform ``datasets`` cannot hash gets a random
+fingerprint, and every cache built on it is rebuilt each run; see the ``datasets`` docs on fingerprinting).
 
 The pipeline for one image is:
 

@@ -1,4 +1,4 @@
-"""What the trainable LightningModules share: optimizer/scheduler injection (C3)."""
+"""What the trainable LightningModules share: optimizer/scheduler injection (LightningCLI's ``OptimizerCallable``/``LRSchedulerCallable``)."""
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 

@@ -9,13 +9,14 @@ from torch import Tensor
 
 from lightning_modules.base import InjectedOptimizers
 from lightning_modules.token_model import Gamma, LatentTokenModel
-from networks.window_transformer import WindowedARConfig, WindowedARTransformer, bits_to_tokens
+from networks.bits import bits_to_tokens
+from networks.window_transformer import WindowedARConfig, WindowedARTransformer
 
 
 class GammaARVM(InjectedOptimizers, LatentTokenModel):
     """Predicts the histogram over all 2^C values of the next token from the tokens within γ.
 
-    `flip_prob` > 0 trains against the bit-flip-kernel soft target (paper-spec §4.2): every
+    `flip_prob` > 0 trains against the bit-flip-kernel soft target (docs/models.md, kernel γ-ARVM): every
     training token is treated as a random variable rather than a label.
     """
 

@@ -1,4 +1,4 @@
-"""KernelGammaARVM: the training-free γ-ARVM (paper-spec §4.2) behind the same CLI and metrics.
+"""KernelGammaARVM: the training-free γ-ARVM (docs/models.md) behind the same CLI and metrics.
 
 Nothing is fitted: its "training set" is the token grids of the data module's train split, read
 in `setup`. Use it with `validate` (val/nll_bits), `predict` (samples) or the sweep.
@@ -30,7 +30,7 @@ class KernelGammaARVM(LatentTokenModel):
 
     def setup(self, stage: str) -> None:
         if self.estimator is None:
-            self.fit_to(self.trainer.datamodule.train_tokens())
+            self.fit_to(self.trainer.datamodule.token_grids())
 
     def fit_to(self, train_tokens: Tensor) -> "KernelGammaARVM":
         """Store the training token grids (the estimator's whole state)."""

@@ -1,6 +1,6 @@
 """What the two γ-ARVMs (neural and kernel) share: the frozen BL-AE, γ, sampling to images, metrics.
 
-The frozen BL-AE is held outside the module tree (pitfall 18): it is not in the state_dict (the
+The frozen BL-AE is held outside the module tree (a submodule would be trained, saved and wrapped): it is not in the state_dict (the
 checkpoint stores its path and sha256 instead), Lightning's `.train()` cannot flip it back, and DDP
 never sees its parameters.
 """
@@ -13,7 +13,8 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from lightning_modules.autoencoder_checkpoint import autoencoder_spec, check_fits_data, load_autoencoder
+from checkpoints.autoencoder import autoencoder_spec, check_fits_data
+from lightning_modules.autoencoder_checkpoint import load_autoencoder
 from lightning_modules.blae import BinaryLatentAutoencoder
 from lightning_modules.protocols import Generated, LatentDistribution, sample_seeds
 from networks.bits import unpack_bits
@@ -114,9 +115,9 @@ class LatentTokenModel(LightningModule):
         if self.train_nll_grids == 0 or self.trainer.sanity_checking:
             return
         datamodule = getattr(self.trainer, "datamodule", None)
-        if not hasattr(datamodule, "train_tokens"):
+        if not hasattr(datamodule, "token_grids"):
             return
-        grids = datamodule.train_tokens()[: self.train_nll_grids][self.trainer.global_rank :: self.trainer.world_size]
+        grids = datamodule.token_grids()[: self.train_nll_grids][self.trainer.global_rank :: self.trainer.world_size]
         batch_size = getattr(datamodule, "batch_size", None) or 256
         for chunk in grids.split(batch_size):
             self.train_nll_bits.update(self.nll_bits(chunk.long().to(self.device))[0])

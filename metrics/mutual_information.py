@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from metrics._per_sample import PerSampleMetric
-from networks.window_transformer import token_bits
+from networks.bits import token_bits
 
 MAX_TOKEN_VALUES = 256  # beyond this the (V, V) joint tables get too large to be worth it
 AXES = (2, 1)  # horizontal (along a row, dim w), vertical (along a column, dim h) of (B, h, w)

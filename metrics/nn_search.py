@@ -13,7 +13,7 @@ GEMM flavours, picked from the input dtypes and the device:
 - Hamming on CPU: query bits (uint8 0/1) times reference signs (int8 +-1) through oneDNN's int8
   linear with an FP32 output and the bias -|r| fused in, i.e. the GEMM writes -Hamming directly
   (exact: every value is an integer below 2^24; products <= 1 cannot saturate AVX2's 16-bit pairs);
-- anything else: an FP32 GEMM with TF32/bf16 shortcuts forced off (`strict_fp32_matmul`), whose
+- anything else: an FP32 GEMM with TF32/bf16 shortcuts forced off (`networks/precision.strict_fp32`), whose
   rounding can only reorder near-ties; an FP64 re-rank of the top `rerank_k` candidates then
   gives exact distances (TF32/bf16 errors would flip borderline 1/3-ratio and PSNR cases).
 
@@ -22,13 +22,13 @@ Ties between equally distant rows resolve to the lower reference index among the
 from __future__ import annotations
 
 import warnings
-from contextlib import contextmanager
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from networks.bits import unpack_bits
+from networks.precision import strict_fp32
 
 # the int8 path scores 2 q.r - ||r||^2 in int32: per dimension |2 q_i r_i| <= 2^15 and r_i^2 <= 2^14,
 # so the score is exact below this many dimensions (larger rows take the FP32 path)
@@ -54,46 +54,6 @@ class UniqueRows(NamedTuple):
 class _Candidates(NamedTuple):
     scores: Tensor  # (Q, k) GEMM scores, higher = nearer
     indices: Tensor  # (Q, k) long reference rows
-
-
-# --------------------------------------------------------------------------------------------
-# precision guard
-
-
-@contextmanager
-def strict_fp32_matmul() -> Iterator[None]:
-    """FP32 matmuls stay FP32 inside (no TF32 on CUDA, no bf16 on oneDNN); flags restored after.
-
-    Lightning setups often call `torch.set_float32_matmul_precision("high")`, which silently gives
-    distance GEMMs 10 mantissa bits. torch >= 2.9 refuses to *read* the legacy flags once the
-    per-backend `fp32_precision` API was used, so fall back to that API in that case.
-    """
-    try:
-        saved = (torch.backends.cuda.matmul.allow_tf32, torch.get_float32_matmul_precision())
-    except RuntimeError:
-        with _strict_fp32_per_backend():
-            yield
-        return
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.set_float32_matmul_precision("highest")
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, precision = saved
-        torch.set_float32_matmul_precision(precision)
-
-
-@contextmanager
-def _strict_fp32_per_backend() -> Iterator[None]:
-    backends = [torch.backends.cuda.matmul, torch.backends.mkldnn.matmul]
-    saved = [backend.fp32_precision for backend in backends]
-    for backend in backends:
-        backend.fp32_precision = "ieee"
-    try:
-        yield
-    finally:
-        for backend, precision in zip(backends, saved, strict=True):
-            backend.fp32_precision = precision
 
 
 # --------------------------------------------------------------------------------------------
@@ -158,7 +118,7 @@ class _Float32Space:
     @staticmethod
     def scores(queries: Tensor, block: Tensor, neg_sq_norms: Tensor | None) -> Tensor:
         """(c, D) x (b, D) -> (c, b) q.r - ||r||^2 / 2 (higher = nearer), bias fused into the GEMM.
-        Called under `strict_fp32_matmul` (see `_top2_sq_distances`)."""
+        Called under `strict_fp32` (see `_top2_sq_distances`)."""
         if queries.device.type == "cpu" and _ONEDNN_LINEAR is not None:
             return _ONEDNN_LINEAR(queries, block, neg_sq_norms, "none", [], "")  # (c, b)
         if neg_sq_norms is None:
@@ -206,7 +166,7 @@ def _onednn_linear():
 
     Private, but worth it: its JIT kernels pick AVX-512 on any x86 vendor, while MKL's sgemm (what
     addmm calls) runs its AVX2 path on AMD; on the 2-core EPYC CI machine that is ~145 vs ~75
-    GFLOP/s per core. It honours the fp32 precision setting, which `strict_fp32_matmul` pins to IEEE.
+    GFLOP/s per core. It honours the fp32 precision setting, which `strict_fp32` pins to IEEE.
     """
     if not torch.backends.mkldnn.is_available():
         return None
@@ -443,7 +403,7 @@ def _top2_sq_distances(
         empty = torch.zeros(0, dtype=torch.float64, device=queries.device)
         return Top2(empty, empty, empty.long(), empty.long())
     space = _space_for(queries, reference)
-    with torch.no_grad(), strict_fp32_matmul():
+    with torch.no_grad(), strict_fp32():
         query_rows = space.prepare(queries)  # (Q, D')
         candidates = _best_candidates(
             space, query_rows, reference, num_candidates, reference_sq_norms, chunk_size, reference_chunk_size, equal_norms

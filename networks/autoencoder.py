@@ -1,9 +1,9 @@
 """Encoder/decoder families of the BL-AE (pure torch).
 
-- Patch-MLP (the authors' design, paper-spec §2.2): every pixel's k×k neighbourhood -> 1×1 convs
+- Patch-MLP (the authors' follow-up design, docs/models.md): every pixel's k×k neighbourhood -> 1×1 convs
   with residual 1×1 blocks -> C latent channels; no downsampling, so the latent grid is the image
   grid. (Unfold k×k followed by a 1×1 conv is exactly a k×k conv, which is what we run.)
-- Conv ResNet: downsampling by 2^levels for images of 32 px and more (paper-spec §2.4, a guess).
+- Conv ResNet: downsampling by 2^levels for images of 32 px and more (this project's choice, docs/models.md).
 
 Every encoder/decoder exposes `image_channels`, `latent_channels` and `downsample` so the
 LightningModule can check them against the data and derive the latent grid shape.

@@ -1,6 +1,6 @@
 """The BL-AE binarizer: tanh latents, injected noise while training, hard sign at inference.
 
-MEPS (paper-spec §1): a deterministic decoder can only reconstruct every image if the latent
+MEPS (Zhao & Basu, arXiv 2506.21731; docs/models.md): a deterministic decoder can only reconstruct every image if the latent
 distributions of distinct images do not overlap. Noise added to the tanh latent during training
 makes overlap costly, so the encoder learns to push latents to the saturated corners ±1; at
 inference the hard sign then loses (almost) nothing.
@@ -15,7 +15,7 @@ NoiseKind = Literal["gaussian", "triangular", "uniform", "none"]
 
 
 def triangular_noise(shape, kappa: float = 2.0, *, device=None, dtype=None, generator=None) -> Tensor:
-    """Tri(kappa) on [-1, 1], density (kappa/2)(1 - |e|)^(kappa - 1) (paper-spec §2.3).
+    """Tri(kappa) on [-1, 1], density (kappa/2)(1 - |e|)^(kappa - 1) (docs/models.md).
 
     Inverse-CDF sampling: U ~ U(-1, 1), e = sign(U) * (1 - |U|^(1/kappa)).
     """

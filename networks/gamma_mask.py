@@ -1,4 +1,4 @@
-"""The γ observation window of γ-ARVM on a 2-D token grid (paper-spec §3, §4.3).
+"""The γ observation window of γ-ARVM on a 2-D token grid (docs/models.md).
 
 Tokens are visited in raster order (row by row, left to right); position t = row * width + col.
 The window of t holds the positions s that are (a) strictly before t in raster order and (b) within

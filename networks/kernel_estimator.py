@@ -1,4 +1,4 @@
-"""Training-free γ-ARVM: the authors' Nadaraya-Watson next-token histogram (paper-spec §4.2).
+"""Training-free γ-ARVM: the authors' Nadaraya-Watson next-token histogram (docs/models.md).
 
 Every training token is a random variable whose C bits flip independently with probability ρ:
 q(a | b) = ρ^H(a,b) (1-ρ)^(C-H(a,b)). At position t, with already drawn context c in the γ window
@@ -28,21 +28,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from networks.gamma_mask import parse_gamma, window_indices
-from networks.window_transformer import (
-    Generators,
-    draw_uniforms,
-    log_flip_kernel,
-    sample_categorical,
-    token_bits,
-)
+from networks.bits import token_signs
+from networks.sampling import Generators, draw_uniforms, log_flip_kernel, sample_categorical
 
 MAX_KERNEL_BITS = 14  # the (2^C, 2^C) float64 kernel matrix is 2 GiB at C = 14
 QUERY_CHUNK_SIZE = 1024  # queries scored per block: a (1024, chunk_size) float64 block is 32 MiB at chunk 4096
-
-
-def signs(tokens: Tensor, num_bits: int, dtype=torch.float32) -> Tensor:
-    """(..., K) ids -> (..., K, C) ±1 bits."""
-    return token_bits(tokens, num_bits).to(dtype) * 2 - 1
 
 
 def scatter_logsumexp(log_w: Tensor, groups: Tensor, num_groups: int) -> Tensor:
@@ -82,7 +72,7 @@ class KernelARVM(nn.Module):
         # to C = 8, else int32: DDP broadcasts buffers, and gloo has no int16
         grids = train_tokens.reshape(num_grids, -1).to(torch.uint8 if num_bits <= 8 else torch.int32)  # (N, T)
         self.register_buffer("tokens_by_position", grids.T.contiguous())  # (T, N)
-        self.register_buffer("sign_table", signs(torch.arange(self.vocab_size), num_bits), persistent=False)  # (V, C)
+        self.register_buffer("sign_table", token_signs(torch.arange(self.vocab_size), num_bits), persistent=False)  # (V, C)
         window = window_indices(self.height, self.width, self.gamma)
         self.register_buffer("window_index", window.index, persistent=False)  # (T, K)
         self.window_len: list[int] = window.length.tolist()

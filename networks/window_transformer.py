@@ -1,8 +1,8 @@
-"""γ-ARVM network: a transformer whose next-token histogram sees only the γ window (paper-spec §4).
+"""γ-ARVM network: a transformer whose next-token histogram sees only the γ window (docs/models.md).
 
 Why not a plain masked decoder: when every layer of a stacked transformer masks attention to the
-γ window, information hops one window per layer, so L layers see ~L·γ (calibration.md, "Findings
-that change designs"). Here the context is never mixed:
+γ window, information hops one window per layer, so L layers see ~L·γ (docs/models.md,
+neural γ-ARVM). Here the context is never mixed:
 
 - every context token is embedded *pointwise* (token + position embedding, then an MLP);
 - a separate *query stream* per target position t starts from t's position embedding and runs L
@@ -28,7 +28,6 @@ Heads: "histogram" = 2^C logits (the paper's histogram); "bits" = C independent 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -36,70 +35,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from networks.bits import bit_weights, popcount_table
+from networks.bits import bits_to_tokens, token_bits, token_signs
 from networks.gamma_mask import WindowTiles, gamma_window_mask, parse_gamma, window_indices, window_tiles
+from networks.sampling import Generators, draw_uniforms, log_flip_kernel, sample_categorical
 from networks.tiled_attention import tiled_attention
 
 MAX_HISTOGRAM_BITS = 16  # 2^16 logits per position is the largest softmax we accept
 HeadKind = Literal["histogram", "bits"]
 AttentionKind = Literal["auto", "dense", "windowed"]
-Generators = torch.Generator | Sequence[int] | None
-
-
-# ---------------------------------------------------------------------------------------------
-# token <-> bits, the bit-flip kernel and inverse-CDF sampling (shared with kernel_estimator.py)
-
-
-def token_bits(tokens: Tensor, num_bits: int) -> Tensor:
-    """(...) ids -> (..., C) bits in {0, 1}, most significant first."""
-    return (tokens.unsqueeze(-1) & bit_weights(num_bits, tokens.device)) != 0
-
-
-def bits_to_tokens(bits: Tensor) -> Tensor:
-    """(..., C) bits in {0, 1} (bool or int), most significant first -> (...) long ids."""
-    return (bits.long() * bit_weights(bits.shape[-1], bits.device)).sum(-1)
-
-
-def flip_log_prob(hamming: Tensor, num_bits: int, flip_prob: float) -> Tensor:
-    """log q(a | b) = H log ρ + (C - H) log(1 - ρ) for Hamming distance H = H(a, b)."""
-    if not 0.0 < flip_prob < 0.5:
-        raise ValueError(f"flip_prob must lie in (0, 0.5), got {flip_prob!r}")
-    hamming = hamming.to(torch.float64)  # float64: ρ^C underflows float32 for C ≳ 14
-    return hamming * math.log(flip_prob) + (num_bits - hamming) * math.log1p(-flip_prob)
-
-
-def log_flip_kernel(num_bits: int, flip_prob: float, device=None) -> Tensor:
-    """(2^C, 2^C) float64 log q(a | b) of the independent bit-flip kernel; symmetric in (a, b)."""
-    ids = torch.arange(2**num_bits, device=device)
-    hamming = popcount_table(num_bits, device)[ids.view(-1, 1) ^ ids.view(1, -1)]  # (V, V)
-    return flip_log_prob(hamming, num_bits, flip_prob)
-
-
-def draw_uniforms(n: int, steps: int, draws: int, generator: Generators = None, device=None) -> Tensor:
-    """(n, steps, draws) U[0, 1) numbers, drawn up front so a sampler's randomness is fixed.
-
-    generator: None (torch's global RNG), one torch.Generator for the whole batch, or a sequence of
-    n integer seeds, one private CPU generator per sample: sample i then depends only on its seed,
-    not on the batch it was drawn in (how a caller seeds per rank / per sample index).
-    """
-    if generator is None or isinstance(generator, torch.Generator):
-        rng_device = generator.device if generator is not None else device
-        return torch.rand(n, steps, draws, generator=generator, device=rng_device).to(device)
-    if len(generator) != n:
-        raise ValueError(f"got {len(generator)} seeds for {n} samples")
-    per_sample = [torch.rand(steps, draws, generator=torch.Generator().manual_seed(int(s))) for s in generator]
-    return torch.stack(per_sample).to(device)
-
-
-def sample_categorical(logits: Tensor, uniform: Tensor) -> Tensor:
-    """(n, V) unnormalised log-probs, (n,) uniforms -> (n,) ids by inverse CDF.
-
-    Inverse CDF (rather than torch.multinomial) consumes exactly one uniform per draw, so two
-    samplers whose logits agree to rounding pick the same token from the same uniform.
-    """
-    cdf = torch.softmax(logits, dim=-1).cumsum(-1)  # (n, V)
-    ids = torch.searchsorted(cdf, uniform.to(cdf.dtype).contiguous().view(-1, 1))  # (n, 1)
-    return ids.squeeze(-1).clamp_max(logits.shape[-1] - 1)  # cdf[-1] may round below 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,7 +149,7 @@ class TokenEmbedding(nn.Module):
     def forward(self, tokens: Tensor) -> Tensor:
         if self.use_table:
             return self.table(tokens)
-        signs = token_bits(tokens, self.num_bits).float() * 2 - 1  # (..., C)
+        signs = token_signs(tokens, self.num_bits)  # (..., C)
         return self.from_bits(signs)
 
 
@@ -376,7 +319,7 @@ class WindowedARTransformer(nn.Module):
         """Mean next-token cross-entropy in nats per token.
 
         flip_prob = ρ > 0 replaces the one-hot target by the bit-flip kernel q(x | z_t) =
-        ρ^H (1-ρ)^(C-H) (paper-spec §4.2), i.e. each training token is treated as a random variable.
+        ρ^H (1-ρ)^(C-H) (docs/models.md), i.e. each training token is treated as a random variable.
         For the bits head this is the per-bit BCE against targets 1-ρ / ρ, summed over the C bits
         (so both heads report nats per token).
         """

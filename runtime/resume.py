@@ -17,7 +17,7 @@ from runtime.run_status import last_checkpoint, read_status, resumable_runs
 
 LIGHTNING_CKPT_KEYWORDS = ("last", "best", "hpc")
 RESUMABLE_STATE_KEY = "ResumableRun"
-"""Callback-state key under which ``callbacks/resilience.ResumableRun`` stores the run id in a checkpoint."""
+"""Callback-state key under which ``callbacks/resumable_run.ResumableRun`` stores the run id in a checkpoint."""
 
 
 class Resume(NamedTuple):

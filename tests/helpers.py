@@ -64,7 +64,7 @@ class RecordRankNoise(Callback):
 
 
 # ------------------------------------------------------------------------------------------------
-# Fault injection (tests/test_fault_injection.py): faults a test selects with --trainer.callbacks+=
+# Fault injection (tests/e2e/test_fault_injection.py): faults a test selects with --trainer.callbacks+=
 # ------------------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,50 @@
+"""The one strict-FP32 guard: inside it, float32 matmuls and convolutions really run in IEEE float32.
+
+Lightning setups often call ``torch.set_float32_matmul_precision("high")``, which gives GEMMs TF32's
+10 mantissa bits on CUDA (bf16 passes on oneDNN), and cuDNN convolutions use TF32 by default. Two
+places cannot afford that: a hard sign of an encoder output flips on tiny rounding near 0 (token
+encoding), and distance GEMMs would reorder near-ties (nearest-neighbour search). See PyTorch's
+"TensorFloat-32 (TF32) on Ampere (and later) devices" notes.
+
+torch >= 2.9 refuses to *read* the legacy flags once the per-backend ``fp32_precision`` API was used,
+so the guard falls back to that API in that case. Every flag is restored on exit.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+
+@contextmanager
+def strict_fp32() -> Iterator[None]:
+    """FP32 matmuls and cuDNN convolutions stay FP32 inside (no TF32, no bf16); flags restored after."""
+    cudnn = torch.backends.cudnn
+    try:
+        saved = (torch.backends.cuda.matmul.allow_tf32, torch.get_float32_matmul_precision(), cudnn.allow_tf32)
+    except RuntimeError:
+        with _strict_fp32_per_backend():
+            yield
+        return
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, precision, cudnn.allow_tf32 = saved
+        torch.set_float32_matmul_precision(precision)
+
+
+@contextmanager
+def _strict_fp32_per_backend() -> Iterator[None]:
+    backends = [torch.backends.cuda.matmul, torch.backends.mkldnn.matmul, torch.backends.cudnn.conv]
+    saved = [backend.fp32_precision for backend in backends]
+    for backend in backends:
+        backend.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        for backend, precision in zip(backends, saved, strict=True):
+            backend.fp32_precision = precision

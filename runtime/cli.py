@@ -1,0 +1,214 @@
+"""The project's LightningCLI: links between data and model, which run a resume continues, one-line input errors.
+
+``MepsCLI`` is LightningCLI in subclass mode (every model and data module is chosen by ``class_path``)
+with these additions, each a small method:
+
+- ``add_arguments_to_parser``: values that must agree between data and model are linked
+  (``image_size``, ``channels``); ``share_autoencoder_path`` gives a token model the BL-AE of its data.
+- ``parse_arguments`` / ``settle_checkpoint``: ``--ckpt_path`` is resolved to the run it continues
+  (``runtime/resume.py``) and a checkpoint of another model is refused, before LightningCLI reads the
+  checkpoint's hyper-parameters into the config.
+- ``instantiate_classes``: an error raised in a model's or data module's ``__init__`` is one line,
+  the culprit first (``runtime/errors.py``).
+- ``instantiate_trainer``: atomic checkpoint writes (``runtime/checkpoint_io.py``) and the data
+  module's world-size check, before any process, W&B run or folder exists.
+
+``MepsArgumentParser`` turns a parse error into one line naming the culprit. ``train.py`` builds the
+CLI with the project's defaults; see docs/design.md and docs/reliability.md.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from lightning.pytorch import Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from runtime import exit_codes
+from runtime.argument_errors import argument_error_line
+from runtime.checkpoint_file import model_mismatch, plain, read_checkpoint_metadata
+from runtime.checkpoint_io import AtomicCheckpointIO
+from runtime.errors import INPUT_ERRORS, BadInput, MepsFault, root_cause, squeeze
+from runtime.held_logs import HeldLogs
+from runtime.ranks import is_main_process
+from runtime.resume import LIGHTNING_CKPT_KEYWORDS, Resume, require_checkpoint_file, resume, slurm_resume
+from runtime.run_status import command_fingerprint
+from runtime.slurm import restart_count, slurm_job_key, slurm_run_id
+from runtime.wandb_run import RUN_ID_ENV, announce_wandb_mode, job_run_id, run_dir, wandb_files_dir
+
+DEFAULT_LOGGER = {
+    "class_path": "lightning.pytorch.loggers.WandbLogger",
+    "init_args": {"project": "meps-ldh", "save_dir": "outputs"},
+}
+
+
+def share_autoencoder_path(config) -> None:
+    """`--data.init_args.autoencoder` also tells a token model which BL-AE it decodes with.
+
+    A link would not do: links apply to every model class, and only the γ-ARVMs have this argument.
+    """
+    data_args, model_args = config.data.get("init_args"), config.model.get("init_args")
+    if not data_args or not model_args or "autoencoder" not in data_args or "autoencoder" not in model_args:
+        return
+    if model_args.autoencoder is None:
+        model_args.autoencoder = data_args.autoencoder
+    elif data_args.autoencoder is not None and model_args.autoencoder != data_args.autoencoder:
+        raise ValueError(
+            f"--model.init_args.autoencoder={model_args.autoencoder} and --data.init_args.autoencoder="
+            f"{data_args.autoencoder} differ: the tokens and the decoder must come from the same BL-AE"
+        )
+
+
+class MepsArgumentParser(LightningArgumentParser):
+    """A parse error is one line naming the culprit (``did you mean``), not the usage followed by a nested report.
+
+    Exits with 2 like any argparse error (``MEPS_DEBUG=1``: jsonargparse's own usage and report).
+    """
+
+    def error(self, message: str, ex: Exception | None = None):
+        if not self.exit_on_error or os.environ.get("MEPS_DEBUG"):  # jsonargparse's nested parsers catch these
+            return super().error(message, ex)
+        argv = list(getattr(self, "args", None) or sys.argv[1:])
+        known = sorted({action.dest.split(".")[0] for action in self._actions if action.dest and action.dest != "help"})
+        print(f"error: {argument_error_line(message, argv, known)}", file=sys.stderr, flush=True)
+        raise SystemExit(exit_codes.BAD_INPUT)
+
+
+class MepsCLI(LightningCLI):
+    """LightningCLI with this project's links, resume rules and one-line input errors (see the module docstring)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.held_logs = HeldLogs()  # released once the classes are built: an input error is then the only line
+        with self.held_logs:
+            super().__init__(*args, **kwargs)
+
+    def after_instantiate_classes(self) -> None:
+        self.held_logs.release()
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.init_args.image_size", "model.init_args.image_size")
+        parser.link_arguments("data.init_args.channels", "model.init_args.channels")
+
+    def parse_arguments(self, parser, args) -> None:
+        """Parse, then settle which run and checkpoint this command continues, before LightningCLI reads the
+        checkpoint's hyper-parameters into the config (which would otherwise swap in another model)."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
+            self.settle_checkpoint(self.config[subcommand], subcommand, argv)
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        share_autoencoder_path(config)
+        self.share_run_id(config)
+
+    @staticmethod
+    def wandb_logger_args(config) -> list:
+        loggers = config.trainer.logger
+        return [logger.init_args for logger in (loggers if isinstance(loggers, list) else [loggers])
+                if getattr(logger, "class_path", "").endswith("WandbLogger")]
+
+    @classmethod
+    def settle_checkpoint(cls, config, subcommand: str, argv: list[str]) -> None:
+        """Resolve ``--ckpt_path`` to the run it continues and refuse a file that is not this command's model."""
+        share_autoencoder_path(config)
+        loggers = cls.wandb_logger_args(config) if subcommand == "fit" else []
+        choice = cls.resolve_resume(config, loggers, argv) if loggers else Resume(None, config.get("ckpt_path"))
+        check_checkpoint_fits(choice.ckpt_path, config.model)
+        if choice.run_id is not None:
+            for init_args in loggers:
+                init_args["id"] = choice.run_id
+            os.environ[RUN_ID_ENV] = choice.run_id  # DDP children inherit it
+        config.ckpt_path = choice.ckpt_path
+        if choice.message and is_main_process():
+            print(choice.message, file=sys.stderr, flush=True)
+
+    @staticmethod
+    def resolve_resume(config, loggers: list, argv: list[str]) -> Resume:
+        """``fit``: the run id (so the run folder and the W&B run) and the checkpoint it goes on from."""
+        explicit = next((str(a.get("id") or a.get("version")) for a in loggers if a.get("id") or a.get("version")), None)
+        runs_root = Path(loggers[0].get("save_dir") or "outputs") / str(loggers[0].get("project") or "lightning_logs")
+        ckpt_path = config.get("ckpt_path")
+        env_id = os.environ.get(RUN_ID_ENV)
+        job = slurm_job_key()
+        if job and not explicit and not env_id and not ckpt_path:
+            return slurm_resume(slurm_run_id(job, command_fingerprint(argv), runs_root), runs_root, job, restart_count())
+        model_class = plain(config.model).get("class_path") if config.get("model") else None
+        return resume(str(ckpt_path) if ckpt_path else None, explicit, runs_root, env_id=env_id, model_class=model_class)
+
+    @staticmethod
+    def share_run_id(config) -> None:
+        """Give the job's WandbLogger the run id that every DDP rank shares."""
+        loggers = config.trainer.logger
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            if getattr(logger, "class_path", "").endswith("WandbLogger"):
+                init_args = logger.init_args
+                if not (init_args.get("id") or init_args.get("version")):
+                    init_args["id"] = job_run_id()
+
+    def instantiate_classes(self) -> None:
+        """An error raised in a model's or data module's ``__init__`` as one line: the class, then its message."""
+        try:
+            super().instantiate_classes()
+        except Exception as err:
+            cause = root_cause(err)
+            if cause is err:
+                raise
+            if not isinstance(cause, (*INPUT_ERRORS, MepsFault)):
+                raise cause from None  # a bug: its own traceback, not jsonargparse's wrapper
+            raise BadInput(f"{self.culprit(str(err))}{squeeze(cause)}") from cause
+
+    def culprit(self, wrapper_message: str) -> str:
+        """``"--data datamodules.HFImageDataModule: "`` for an error jsonargparse reports under that subtype."""
+        group = "data" if "LightningDataModule" in wrapper_message else "model" if "LightningModule" in wrapper_message else None
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        class_path = plain(config.get(group)).get("class_path") if group and config.get(group) else None
+        return f"--{group} {class_path}: " if class_path else (f"--{group}: " if group else "")
+
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        install_atomic_checkpoint_io(trainer)
+        if callable(check := getattr(self.datamodule, "check_world_size", None)):
+            check(trainer.world_size)  # before any process, W&B run or folder exists
+        return trainer
+
+    def before_fit(self) -> None:
+        announce_wandb_mode()
+
+    before_validate = before_test = before_predict = before_fit
+
+    def after_fit(self) -> None:
+        self.report_where_things_are()
+
+    def report_where_things_are(self) -> None:
+        trainer = self.trainer
+        if not trainer.is_global_zero:
+            return
+        lines = []
+        if any(isinstance(lg, WandbLogger) for lg in trainer.loggers):
+            lines.append(f"W&B run: {wandb_files_dir(trainer)}")
+        if (folder := run_dir(trainer)) is not None:
+            lines.append(f"run folder (config.yaml, checkpoints/): {folder}")
+        if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_path:
+            lines.append(f"best checkpoint: {trainer.checkpoint_callback.best_model_path}")
+        print("\n".join(lines), flush=True)
+
+
+def check_checkpoint_fits(ckpt_path, model_config) -> None:
+    """A ``--ckpt_path`` file must be a checkpoint of the model this command builds (class and settings)."""
+    if not ckpt_path or str(ckpt_path) in LIGHTNING_CKPT_KEYWORDS or "://" in str(ckpt_path):
+        return
+    require_checkpoint_file(str(ckpt_path))
+    problem = model_mismatch(read_checkpoint_metadata(ckpt_path), model_config)
+    if problem:
+        raise BadInput(f"--ckpt_path {str(ckpt_path)!r}: {problem}")
+
+
+def install_atomic_checkpoint_io(trainer: Trainer) -> None:
+    """Atomic, fsynced checkpoint writes, unless the user configured a CheckpointIO of their own."""
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
