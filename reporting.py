@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from networks.gamma_mask import gamma_name  # noqa: E402
+from reporting_probes import PROBE_PLOTS, probe_sections, probe_tables, probes_markdown, write_probe_plots  # noqa: E402
 
 MODELS = ("kernel", "neural")
 RATE_KEYS = {"mem_psnr25": "mem/psnr25_rate", "mem_ratio13": "mem/ratio13_rate", "nn_psnr_median": "mem/nn_psnr_median"}
@@ -240,6 +241,7 @@ def build_report(results: dict, gammas: list, costs: dict | None = None) -> dict
         "mi_excess": excess,
         "seed_spread": seed_spread(results),
         "memorization_vs_train_size": phase_rows(results),
+        **probe_sections(results),
         "wall_s": costs.get("wall_s"),
         "costs": costs,
     }
@@ -493,7 +495,7 @@ def markdown(report: dict) -> str:
         f"at least {FRONTIER_MIN_NOVEL} novel samples: a memorizer leaves too few to score); the dashed line is the BL-AE's "
         "reconstructions of held-out images, the best any model scores through this decoder.\n\n"
         "![frontier](frontier.png)\n\n"
-        + spread_table(report) + vae_table(report) + excess_table(report) + phase_table(report)
+        + spread_table(report) + vae_table(report) + excess_table(report) + phase_table(report) + probes_markdown(report)
         + "## Verdicts\n\nEach computed from the numbers above by the rule stated with it.\n\n"
         + "\n".join(verdict_line(v) for v in report["verdicts"]) + "\n"
     )
@@ -587,6 +589,7 @@ def write_report(out_dir: Path, results: dict, gammas: list, costs: dict | None 
     for name, draw in PLOTS.items():
         if name != "phase_diagram.png" or report["memorization_vs_train_size"]:
             draw(report, out_dir / name)
+    write_probe_plots(report, out_dir)
     copy_sample_grids(out_dir, results)
     path = out_dir / "report.md"
     path.write_text(markdown(report))
@@ -606,7 +609,8 @@ def log_summary_run(out_dir: Path, group: str) -> Path:
     if report["memorization_vs_train_size"]:
         media["report/memorization_vs_train_size"] = table(
             wandb, ["model", "gamma", "train_size", "mem_psnr25", "mem_ratio13", "latent_copy", "fitted"], report["memorization_vs_train_size"])
-    plots = [name for name in PLOTS if (out_dir / name).is_file()]
+    media.update(probe_tables(wandb, report))
+    plots = [name for name in [*PLOTS, *PROBE_PLOTS] if (out_dir / name).is_file()]
     media.update({f"report/{Path(name).stem}": wandb.Image(str(out_dir / name)) for name in plots})
     run.log(media)
     run.summary.update({

@@ -7,6 +7,8 @@ Cells, each a `train.py` run (its own W&B run, all in one W&B group), each with 
   <model>-gamma-<γ>-seed<s>   the same cell at another seed, for --spread_cells x --spread_seeds
   <model>-gamma-<γ>-n<N>      the same cell on N training images, for --phase_models x γ x --train_sizes
                               (the phase diagram; a size the main cells already use is not run twice)
+  probes-<model>-gamma-<γ>    prefix extraction and forward-backward (validate) on the main cell's model, for
+                              --probe_models x γ when --probes is given (configs/sweeps/probes.yaml, docs/probes.md)
 The tokens are encoded once (the token cache of LatentTokenDataModule, keyed by checkpoint hash).
 Every run writes `results.json` (its metrics, role, CPU seconds); a finished cell whose arguments did not
 change, and whose results still hold what it promises (its checkpoint, its metrics), is reused; a cell stopped
@@ -34,7 +36,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.connection import wait as wait_for_processes
 from pathlib import Path
 from typing import Callable
@@ -288,7 +290,8 @@ class Sweep:
                  data: DataOverrides, trainer: TrainerOverrides, group: str | None, threads: int | None = None,
                  workers: int = 1, vae_betas: list[float] | None = None, spread_cells: list[str] = (),
                  spread_seeds: list[int] = (), train_sizes: list[int | None] = (), phase_models: list[str] = ("kernel",),
-                 phase_args: dict[str, list[str]] | None = None):
+                 phase_args: dict[str, list[str]] | None = None, probes: Stage | None = None,
+                 probe_models: list[str] = TOKEN_MODELS):
         self.gammas = [parse_gamma(g) for g in gammas]
         check_sweep_arguments(out_dir, self.gammas)
         self.out_dir = Path(out_dir).resolve()
@@ -306,13 +309,14 @@ class Sweep:
         self.spread_cells, self.spread_seeds = list(spread_cells), list(spread_seeds)
         self.train_sizes, self.phase_models = list(train_sizes), list(phase_models)
         self.phase_args = phase_args or {}
+        self.probes, self.probe_models = probes, list(probe_models)
         for name in self.spread_cells:
             if name.split("-")[0] not in TOKEN_MODELS or "-" not in name:
                 raise ValueError(f"--spread_cells {name!r}: spread cells are <model>-<γ>, model one of {TOKEN_MODELS}")
             parse_gamma(name.split("-", 1)[1])
-        for name in self.phase_models:
+        for name in [*self.phase_models, *self.probe_models]:
             if name not in TOKEN_MODELS:
-                raise ValueError(f"--phase_models {name!r}: phase models are one of {TOKEN_MODELS}")
+                raise ValueError(f"--phase_models / --probe_models {name!r}: models are one of {TOKEN_MODELS}")
         self.results: dict[str, dict] = {}
         self.started, self.cpu_started = time.time(), cpu_seconds()
         self.cpu_in_cells = 0.0  # CPU seconds of the cells run in this process (counted in cpu_seconds() too)
@@ -372,7 +376,21 @@ class Sweep:
                     name = f"{main}-n{size_label(size)}"
                     plan.append(Planned(name, ("blae", main), lambda results, m=model, g=gamma, n=name, size=size, main=main:
                                         self.phase_cell(results, m, g, n, size, main)))
+        for model in self.probe_models if self.probes is not None else ():
+            for gamma in self.gammas:
+                main = f"{model}-gamma-{gamma_name(gamma)}"
+                plan.append(Planned(f"probes-{main}", ("blae", main), lambda results, m=model, g=gamma, main=main:
+                                    self.probe_cell(results, m, g, main)))
         return plan
+
+    def probe_cell(self, results: dict, model: str, gamma, main: str) -> Cell:
+        """`validate` with the probes on the main cell's model: the kernel estimator of the same data, the neural
+        model from the main cell's final checkpoint (the fitted model its memorization was measured on)."""
+        extra = resolve_config_paths(["-c", self.probes.config, *self.probes.args])
+        if model == "neural":
+            extra += ["--ckpt_path", results[main].get("last_checkpoint") or results[main]["best_checkpoint"]]
+        cell = self.token_cell(results, model, gamma, f"probes-{main}", extra, kind="probe", of=main)
+        return replace(cell, subcommand="validate")
 
     def spread_cell(self, results: dict, model: str, gamma, name: str, seed: int, main: str) -> Cell | Skip:
         """The main cell from another seed, unless the main cell did not fit (a spread of unfitted models says nothing)."""
@@ -507,6 +525,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--phase_models", type=list[str], default=["kernel"], help="the models of the phase diagram")
     parser.add_argument("--phase_args", type=dict[str, list[str]], default={},
                         help="extra train.py arguments of the phase-diagram cells, per model")
+    parser.add_argument("--probes", type=Stage | None, default=None,
+                        help="probe cells (validate) on every main token cell: the preset and its extra arguments")
+    parser.add_argument("--probe_models", type=list[str], default=list(TOKEN_MODELS), help="the models the probes run on")
     for stage in ("blae", "vae", "kernel", "neural"):
         parser.add_argument(f"--{stage}", type=Stage, required=True)
     parser.add_argument("--data", type=DataOverrides, default=DataOverrides())

@@ -50,6 +50,12 @@ class GammaARVM(InjectedOptimizers, LatentTokenModel):
     def sample(self, n: int, temperature: float = 1.0, generator=None) -> Tensor:
         return self.net.sample(n, temperature, generator)
 
+    @torch.no_grad()
+    def resample(self, tokens: Tensor, redraw: Tensor, seeds: list[int], conditioning: str = "causal") -> Tensor:
+        """Causal only: a cell's conditional given later cells is not something this network outputs."""
+        self.check_conditioning(conditioning)
+        return self.net.resample(tokens.to(self.device), redraw.to(self.device), self.temperature, seeds)
+
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         tokens = batch["tokens"]
         loss = self.net.loss(self.net(tokens), tokens, self.hparams.flip_prob)

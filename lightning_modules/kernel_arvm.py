@@ -48,5 +48,11 @@ class KernelGammaARVM(LatentTokenModel):
     def sample(self, n: int, temperature: float = 1.0, generator=None) -> Tensor:
         return self.estimator.sample(n, temperature, generator).to(self.device)
 
+    conditionings = ("window", "causal")
+
+    def resample(self, tokens: Tensor, redraw: Tensor, seeds: list[int], conditioning: str = "window") -> Tensor:
+        self.check_conditioning(conditioning)
+        return self.estimator.resample(tokens, redraw, self.temperature, seeds, full_window=conditioning == "window").to(self.device)
+
     def nll_bits(self, tokens: Tensor) -> tuple[Tensor, None]:
         return self.estimator.nll_bits(tokens), None

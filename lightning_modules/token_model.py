@@ -75,6 +75,19 @@ class LatentTokenModel(LightningModule):
         tokens = self.sample(len(seeds), self.temperature, generator=seeds)
         return Generated(tokens, self.decode_tokens(tokens))
 
+    #: how `resample` may condition a redrawn cell, the model's richest first (callbacks/probes.py)
+    conditionings: tuple[str, ...] = ("causal",)
+
+    def resample(self, tokens: Tensor, redraw: Tensor, seeds: list[int], conditioning: str = "causal") -> Tensor:
+        """(n, h, w) grids with the `redraw` cells ((n, h, w) bool) drawn anew in raster order, one seed
+        per grid (as `generate`): "causal" from the γ window before each cell, "window" (the kernel
+        model) from every visible cell around it. Prefix completion and forward-backward restoration."""
+        raise NotImplementedError
+
+    def check_conditioning(self, conditioning: str) -> None:
+        if conditioning not in self.conditionings:
+            raise ValueError(f"{type(self).__name__} resamples with conditioning {self.conditionings}, not {conditioning!r}")
+
     def reconstruct(self, images: Tensor) -> Generated:
         return self.autoencoder.reconstruct(images)
 

@@ -136,6 +136,23 @@ def window_indices(height: int, width: int, gamma: int | None, device=None) -> W
     return Window(torch.where(valid, index, 0), valid, valid.sum(1))
 
 
+def neighbourhood_indices(height: int, width: int, gamma: int | None, device=None) -> Window:
+    """The full (non-causal) γ neighbourhood of every position: every other cell within Chebyshev
+    distance γ, before or after it in raster order (global: every other cell). Same layout as
+    `window_indices` (valid entries first, raster order, padding = 0); the causal window is its
+    part before the position. What a conditional given any visible cells reads (docs/probes.md).
+    """
+    gamma = check_gamma_fits(gamma, height, width)
+    rows, cols = grid_coords(height, width, device)
+    chebyshev = torch.maximum((rows.view(-1, 1) - rows.view(1, -1)).abs(), (cols.view(-1, 1) - cols.view(1, -1)).abs())  # (T, T)
+    inside = chebyshev > 0 if gamma is None else (chebyshev > 0) & (chebyshev <= gamma)  # (T, T)
+    order = torch.sort((~inside).to(torch.uint8), dim=1, stable=True).indices  # (T, T): members first, raster order
+    length = inside.sum(1)  # (T,)
+    width_k = int(length.max()) if len(length) else 0
+    valid = inside.gather(1, order)[:, :width_k]  # (T, K)
+    return Window(torch.where(valid, order[:, :width_k], 0), valid, length)
+
+
 class WindowTiles(NamedTuple):
     """The γ windows of a raster grid cut into tiles, for exact attention in O(T·γ²) (training path).
 

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from networks.gamma_mask import parse_gamma, window_indices
 from networks.bits import token_signs
+from networks.gamma_mask import neighbourhood_indices, parse_gamma, window_indices
 from networks.sampling import Generators, draw_uniforms, log_flip_kernel, sample_categorical
 
 MAX_KERNEL_BITS = 14  # the (2^C, 2^C) float64 kernel matrix is 2 GiB at C = 14
@@ -76,6 +76,9 @@ class KernelARVM(nn.Module):
         window = window_indices(self.height, self.width, self.gamma)
         self.register_buffer("window_index", window.index, persistent=False)  # (T, K)
         self.window_len: list[int] = window.length.tolist()
+        around = neighbourhood_indices(self.height, self.width, self.gamma)  # the non-causal conditional's cells
+        self.register_buffer("neighbourhood_index", around.index, persistent=False)  # (T, K')
+        self.neighbourhood_len: list[int] = around.length.tolist()
 
     @property
     def num_grids(self) -> int:
@@ -94,13 +97,21 @@ class KernelARVM(nn.Module):
     def vocab_size(self) -> int:
         return 2**self.num_bits
 
-    def log_value_weights(self, context: Tensor, t: int) -> Tensor:
+    def log_value_weights(self, context: Tensor, t: int, visible: Tensor | None = None) -> Tensor:
         """(S, T) context ids -> (S, 2^C) float64 A_b = log Σ_{n: z^n_t = b} Π_v q(c_v | z^n_v).
 
-        Up to a constant per row, which the normalisation in log_histogram removes.
+        Up to a constant per row, which the normalisation in log_histogram removes. v runs over the
+        causal window W_γ(t), or, with `visible` ((S, T) bool), over the visible cells of the full
+        neighbourhood N_γ(t) (the non-causal conditional, docs/probes.md): a hidden cell's bits are 0
+        in the ±1 query, so it adds nothing to the dot product (and its constant cancels per row).
         """
-        index = self.window_index[t, : self.window_len[t]]  # (K,) earlier positions in W_γ(t)
-        query = F.embedding(context[:, index], self.sign_table).flatten(1)  # (S, K·C) ±1
+        if visible is None:
+            index = self.window_index[t, : self.window_len[t]]  # (K,) earlier positions in W_γ(t)
+            query = F.embedding(context[:, index], self.sign_table).flatten(1)  # (S, K·C) ±1
+        else:
+            index = self.neighbourhood_index[t, : self.neighbourhood_len[t]]  # (K',) every other cell within γ
+            shown = visible[:, index].unsqueeze(-1).to(self.sign_table.dtype)  # (S, K', 1) 1 = visible
+            query = (F.embedding(context[:, index], self.sign_table) * shown).flatten(1)  # (S, K'·C) ±1 or 0
         log_a = torch.full((context.shape[0], self.vocab_size), -math.inf, dtype=torch.float64, device=context.device)
         for start in range(0, self.num_grids, self.chunk_size):
             chunk = slice(start, start + self.chunk_size)
@@ -114,13 +125,16 @@ class KernelARVM(nn.Module):
                 log_a[rows] = torch.logaddexp(log_a[rows], scatter_logsumexp(log_w, values, self.vocab_size))
         return log_a
 
-    def log_histogram(self, context_grids: Tensor, t: int) -> Tensor:
+    def log_histogram(self, context_grids: Tensor, t: int, visible: Tensor | None = None) -> Tensor:
         """(S, h, w) or (S, T) grids -> (S, 2^C) float64 normalised log h_t(x).
 
-        Only the tokens in W_γ(t) are read; position t and later may hold anything.
+        Only the tokens in W_γ(t) are read; position t and later may hold anything. With `visible`
+        ((S, T) bool): the non-causal conditional given the visible cells of N_γ(t), on either side of t.
         """
         context = context_grids.reshape(context_grids.shape[0], -1).long().to(self.sign_table.device)
-        log_a = self.log_value_weights(context, t)  # (S, V)
+        if visible is not None:
+            visible = visible.reshape(context.shape).to(context.device)
+        log_a = self.log_value_weights(context, t, visible)  # (S, V)
         top = log_a.amax(dim=1, keepdim=True)  # (S, 1) finite: every row has some training token
         mixed = (log_a - top).exp() @ self.kernel.T  # (S, V) Σ_b exp(A_b - top) q(x | b), >= ρ^C > 0
         log_h = mixed.log() + top
@@ -128,14 +142,34 @@ class KernelARVM(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0, generator: Generators = None) -> Tensor:
-        """(n, h, w) token grids drawn in raster order; generator as in window_transformer.draw_uniforms."""
+        """(n, h, w) token grids drawn in raster order; generator as in networks.sampling.draw_uniforms."""
+        tokens = torch.zeros(n, self.num_tokens, dtype=torch.long, device=self.sign_table.device)
+        return self.resample(tokens, torch.ones_like(tokens, dtype=torch.bool), temperature, generator)
+
+    @torch.no_grad()
+    def resample(self, tokens: Tensor, redraw: Tensor, temperature: float = 1.0, generator: Generators = None,
+                 full_window: bool = False) -> Tensor:
+        """(n, h, w) grids, (n, h, w) bool `redraw` -> (n, h, w): the redrawn cells drawn in raster order.
+
+        Causal (default): each redrawn cell from h_t given its window W_γ(t) as it stands (kept cells
+        and cells redrawn before it), exactly as `sample` draws it. full_window: from the non-causal
+        conditional given every visible cell of N_γ(t), visible = kept or already redrawn (cells still
+        to redraw are hidden), so later kept cells count too. One uniform per position, as `sample`.
+        """
         device = self.sign_table.device
-        uniforms = draw_uniforms(n, self.num_tokens, 1, generator, device)  # (n, T, 1)
-        tokens = torch.zeros(n, self.num_tokens, dtype=torch.long, device=device)
+        flat = tokens.reshape(tokens.shape[0], -1).long().to(device).clone()  # (n, T)
+        redraw = redraw.reshape(flat.shape).to(device)  # (n, T) bool
+        visible = ~redraw if full_window else None  # (n, T) bool, grows as cells are redrawn
+        uniforms = draw_uniforms(flat.shape[0], self.num_tokens, 1, generator, device)  # (n, T, 1)
         for t in range(self.num_tokens):
-            logits = self.log_histogram(tokens, t) / temperature  # (n, V)
-            tokens[:, t] = sample_categorical(logits, uniforms[:, t, 0])
-        return tokens.view(n, self.height, self.width)
+            rows = redraw[:, t].nonzero().flatten()  # (s,) the grids that redraw t (exact per row: integer dot products)
+            if not len(rows):
+                continue
+            logits = self.log_histogram(flat[rows], t, None if visible is None else visible[rows]) / temperature  # (s, V)
+            flat[rows, t] = sample_categorical(logits, uniforms[rows, t, 0])
+            if visible is not None:
+                visible[rows, t] = True
+        return flat.view(-1, self.height, self.width)
 
     @torch.no_grad()
     def nll_bits(self, tokens: Tensor) -> Tensor:

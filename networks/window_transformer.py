@@ -399,18 +399,36 @@ class WindowedARTransformer(nn.Module):
         uniforms are drawn up front, so cached and uncached sampling pick the same tokens.
         use_cache=False recomputes the full forward for every token (the slow reference).
         """
+        device = self.head.weight.device
+        tokens = torch.zeros(n, self.config.num_tokens, dtype=torch.long, device=device)
+        return self.resample(tokens, torch.ones_like(tokens, dtype=torch.bool), temperature, generator, use_cache)
+
+    @torch.no_grad()
+    def resample(
+        self, tokens: Tensor, redraw: Tensor, temperature: float = 1.0, generator: Generators = None, use_cache: bool = True
+    ) -> Tensor:
+        """(n, h, w) grids, (n, h, w) bool `redraw` -> (n, h, w): the redrawn cells drawn in raster order.
+
+        Each redrawn cell comes from the model's causal conditional given its γ window as it stands
+        (kept cells and cells redrawn before it); kept cells stay as they are. A prefix completion
+        redraws every cell after the prefix; `sample` redraws everything. Uniforms as in `sample`
+        (one per position, drawn up front), so a redrawn cell uses the same uniform as in `sample`.
+        """
         config = self.config
         device = self.head.weight.device
+        tokens = self.flat_tokens(tokens).to(device).clone()  # (n, T)
+        redraw = redraw.reshape(tokens.shape).to(device)  # (n, T) bool
+        n = tokens.shape[0]
         draws = config.num_bits if config.head == "bits" else 1
         uniforms = draw_uniforms(n, config.num_tokens, draws, generator, device)  # (n, T, draws)
-        tokens = torch.zeros(n, config.num_tokens, dtype=torch.long, device=device)
         was_training = self.training
         self.eval()
         try:
             cache = self.empty_cache(n) if use_cache else None
             for t in range(config.num_tokens):
-                logits = self.step_logits(cache, t) if use_cache else self(tokens)[:, t]  # (n, out_dim)
-                tokens[:, t] = self.draw(logits, uniforms[:, t], temperature)
+                if redraw[:, t].any():
+                    logits = self.step_logits(cache, t) if use_cache else self(tokens)[:, t]  # (n, out_dim)
+                    tokens[:, t] = torch.where(redraw[:, t], self.draw(logits, uniforms[:, t], temperature), tokens[:, t])
                 if use_cache:
                     self.write_cache(cache, tokens[:, t], t)
         finally:
