@@ -3,6 +3,8 @@
 ``path`` may be, in the order they are tried:
 
 - ``"sklearn-digits"``: the bundled digits (``digits.py``), no network;
+- ``"sample-photos-32"``: 32×32 RGB crops of photographs that installed packages ship, split by
+  region into train/validation (``photo_crops.py``), no network;
 - a ``.parquet`` / ``.arrow`` file, or a folder of them (split names come from the file names,
   e.g. ``train-00000-of-00001.parquet`` and ``test-*.parquet``; otherwise everything is "train");
 - a folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``;
@@ -34,6 +36,7 @@ from datasets.packaged_modules.imagefolder.imagefolder import IMAGE_EXTENSIONS
 from lightning.pytorch.utilities import rank_zero_warn
 
 from datamodules.digits import DIGITS_SOURCE, load_digits_dataset
+from datamodules.photo_crops import PHOTO_CROPS_SOURCE, load_photo_crops_dataset
 from datamodules.transforms import UndecodableImageError, decode_image, describe_image_value, one_line
 from runtime.atomic_files import atomic_write
 
@@ -65,6 +68,8 @@ def load_image_source(path: str, cache_dir: str | None = None) -> DatasetDict:
     """Load ``path`` (see the module docstring) as a ``DatasetDict``; a bare ``Dataset`` becomes split "train"."""
     if path == DIGITS_SOURCE:
         return DatasetDict({"train": load_digits_dataset()})
+    if path == PHOTO_CROPS_SOURCE:
+        return load_photo_crops_dataset()
     local = Path(path).expanduser()
     if local.exists():
         loaded = _load_local(local, cache_dir)
