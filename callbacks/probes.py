@@ -85,7 +85,7 @@ class ProbesCallback(MeasurementCallback):
     # --- prefix extraction ----------------------------------------------------------------------
     def sources(self, trainer: Trainer, split: str, limit: int | None):
         """(tokens (N, h, w), uint8 images (N, C, H, W)) of a split's first `limit` rows, aligned."""
-        tokens = trainer.datamodule.train_tokens(split)[:limit]
+        tokens = trainer.datamodule.token_grids(split)[:limit]
         return tokens, reference_images(trainer, split, limit)
 
     def extraction(self, trainer: Trainer, pl_module: LightningModule) -> dict:
@@ -120,7 +120,7 @@ class ProbesCallback(MeasurementCallback):
         height, width = pl_module.grid_shape
         conditioning = self.conditioning or pl_module.conditionings[0]
         pl_module.check_conditioning(conditioning)
-        tokens = trainer.datamodule.train_tokens("train")[: self.fb_sources]
+        tokens = trainer.datamodule.token_grids("train")[: self.fb_sources]
         metrics = nn.ModuleList([ChangeCorrelation(height, width, self.max_distance) for _ in self.noise_levels]).to(pl_module.device)
         share = rank_sample_indices(len(tokens), trainer.global_rank, trainer.world_size)
         for start in range(share.start, share.stop, self.batch_size):

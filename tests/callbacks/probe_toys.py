@@ -27,10 +27,10 @@ class ToyData:
     def __init__(self, splits: dict[str, Tensor], num_bits: int):
         self.splits, self.num_bits = splits, num_bits
 
-    def train_tokens(self, split: str = "train") -> Tensor:
+    def token_grids(self, split: str = "train") -> Tensor:
         return self.splits[split].long()
 
-    def train_images_uint8(self, split: str = "train") -> Tensor:
+    def images_uint8(self, split: str = "train") -> Tensor:
         return toy_images(self.splits[split], self.num_bits)
 
 
