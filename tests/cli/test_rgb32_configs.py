@@ -10,7 +10,7 @@ import pytest
 from datasets import ClassLabel, Dataset, Features, Image, Value
 from PIL import Image as PILImage
 
-from tests.test_cli import CONFIG_DIR, print_config
+from tests.cli.test_cli import CONFIG_DIR, print_config
 from train import main
 
 IMAGE_CONFIGS = [CONFIG_DIR / "blae" / "rgb32.yaml", CONFIG_DIR / "vae" / "rgb32.yaml"]

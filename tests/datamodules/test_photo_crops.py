@@ -95,9 +95,9 @@ def test_the_datamodule_serves_it_as_32px_rgb_with_the_region_split_as_val():
     data.prepare_data()
     data.setup("fit")
     assert data.split_names == ["train", "val"]  # the source's validation split, not a random hold-out
-    images = data.train_images_uint8("train")
+    images = data.images_uint8("train")
     assert images.shape == (TRAIN_TILES, 3, 32, 32) and images.dtype.is_floating_point is False
     assert str(images.dtype) == "torch.uint8" and len(data.dataset("val")) == VAL_TILES
     batch = next(iter(data.val_dataloader()))
     assert batch["image"].shape == (16, 3, 32, 32) and batch["image"].min() >= -1 and batch["image"].max() <= 1
-    assert data.train_images_uint8("val").float().std() > 30  # photographs, not a blank
+    assert data.images_uint8("val").float().std() > 30  # photographs, not a blank
