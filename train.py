@@ -58,6 +58,10 @@ from runtime.run_status import command_fingerprint
 from runtime.signals import stop_at_once
 from runtime.slurm import restart_count, slurm_job_key, slurm_run_id
 
+NETWORKS_SEEING_IMAGES = ("encoder", "decoder")
+"""Injected networks (of the autoencoders) whose ``image_channels`` is linked from ``--data.init_args.channels``;
+a model without them (the token models) is left alone by the link."""
+
 DEFAULT_LOGGER = {
     "class_path": "lightning.pytorch.loggers.WandbLogger",
     "init_args": {"project": "meps-ldh", "save_dir": "outputs"},
@@ -110,14 +114,18 @@ class MepsCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.init_args.image_size", "model.init_args.image_size")
         parser.link_arguments("data.init_args.channels", "model.init_args.channels")
+        for network in NETWORKS_SEEING_IMAGES:  # the networks' image channels follow the data (one source)
+            parser.link_arguments("data.init_args.channels", f"model.init_args.{network}.init_args.image_channels")
 
     def parse_arguments(self, parser, args) -> None:
         """Parse, then settle which run and checkpoint this command continues, before LightningCLI reads the
         checkpoint's hyper-parameters into the config (which would otherwise swap in another model)."""
+        argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
+        if given := next((arg for arg in argv if ".image_channels" in arg), None):
+            parser.error(f"{given.split('=')[0]}: the networks' image channels follow --data.init_args.channels; set that instead")
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if subcommand:
-            argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
             self.settle_checkpoint(self.config[subcommand], subcommand, argv)
 
     def before_instantiate_classes(self) -> None:
