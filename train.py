@@ -30,11 +30,13 @@ from pathlib import Path
 from jsonargparse import set_parsing_settings
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from callbacks.checkpoint_io import AtomicCheckpointIO
 from callbacks.input_guard import BatchGuard
+from callbacks.line_progress import LineProgress
 from callbacks.nan_guard import NonFiniteGuard
 from callbacks.preemption import Preemption
 from callbacks.rank_seed import PerRankSeed
@@ -53,7 +55,9 @@ from runtime.argument_errors import argument_error_line
 from runtime.checkpoint_file import model_mismatch, plain, read_checkpoint_metadata
 from runtime.errors import INPUT_ERRORS, BadInput, MepsFault, Preempted, mark_loop_started, one_line_error, root_cause, squeeze
 from runtime.held_logs import HeldLogs
+from runtime.quiet import quiet_known_noise
 from runtime.resume import LIGHTNING_CKPT_KEYWORDS, Resume, require_checkpoint_file, resume, slurm_resume
+from runtime.run_location import DEFAULT_ROOT_DIR, prepare_wandb_init, place_run_folders, wandb_logger_args
 from runtime.run_status import command_fingerprint
 from runtime.signals import stop_at_once
 from runtime.slurm import restart_count, slurm_job_key, slurm_run_id
@@ -64,7 +68,7 @@ a model without them (the token models) is left alone by the link."""
 
 DEFAULT_LOGGER = {
     "class_path": "lightning.pytorch.loggers.WandbLogger",
-    "init_args": {"project": "meps-ldh", "save_dir": "outputs"},
+    "init_args": {"project": "meps-ldh", "save_dir": None},  # None: --trainer.default_root_dir (runtime/run_location.py)
 }
 
 
@@ -131,19 +135,15 @@ class MepsCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         share_autoencoder_path(config)
+        place_run_folders(config)
         self.share_run_id(config)
-
-    @staticmethod
-    def wandb_logger_args(config) -> list:
-        loggers = config.trainer.logger
-        return [logger.init_args for logger in (loggers if isinstance(loggers, list) else [loggers])
-                if getattr(logger, "class_path", "").endswith("WandbLogger")]
 
     @classmethod
     def settle_checkpoint(cls, config, subcommand: str, argv: list[str]) -> None:
         """Resolve ``--ckpt_path`` to the run it continues and refuse a file that is not this command's model."""
         share_autoencoder_path(config)
-        loggers = cls.wandb_logger_args(config) if subcommand == "fit" else []
+        place_run_folders(config)
+        loggers = wandb_logger_args(config) if subcommand == "fit" else []
         choice = cls.resolve_resume(config, loggers, argv) if loggers else Resume(None, config.get("ckpt_path"))
         check_checkpoint_fits(choice.ckpt_path, config.model)
         if choice.run_id is not None:
@@ -158,7 +158,7 @@ class MepsCLI(LightningCLI):
     def resolve_resume(config, loggers: list, argv: list[str]) -> Resume:
         """``fit``: the run id (so the run folder and the W&B run) and the checkpoint it goes on from."""
         explicit = next((str(a.get("id") or a.get("version")) for a in loggers if a.get("id") or a.get("version")), None)
-        runs_root = Path(loggers[0].get("save_dir") or "outputs") / str(loggers[0].get("project") or "lightning_logs")
+        runs_root = Path(loggers[0].get("save_dir") or DEFAULT_ROOT_DIR) / str(loggers[0].get("project") or "lightning_logs")
         ckpt_path = config.get("ckpt_path")
         env_id = os.environ.get(RUN_ID_ENV)
         job = slurm_job_key()
@@ -197,8 +197,10 @@ class MepsCLI(LightningCLI):
         return f"--{group} {class_path}: " if class_path else (f"--{group}: " if group else "")
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
+        kwargs.update(progress_for_a_log_file(self.config_init[self.subcommand] if self.subcommand else self.config_init))
         trainer = super().instantiate_trainer(**kwargs)
         install_atomic_checkpoint_io(trainer)
+        prepare_wandb_init(trainer)
         if callable(check := getattr(self.datamodule, "check_world_size", None)):
             check(trainer.world_size)  # before any process, W&B run or folder exists
         return trainer
@@ -216,17 +218,19 @@ class MepsCLI(LightningCLI):
         if not trainer.is_global_zero:
             return
         lines = []
-        if any(isinstance(lg, WandbLogger) for lg in trainer.loggers):
-            lines.append(f"W&B run: {wandb_files_dir(trainer)}")
+        if any(isinstance(lg, WandbLogger) for lg in trainer.loggers) and (files := wandb_files_dir(trainer)) is not None:
+            offline = os.environ.get("WANDB_MODE") == "offline"
+            lines.append(f"W&B run: {files.resolve()}" + (f"  (offline: `wandb sync {files.resolve()}`)" if offline else ""))
         if (folder := run_dir(trainer)) is not None:
-            lines.append(f"run folder (config.yaml, checkpoints/): {folder}")
+            lines.append(f"run folder (config.yaml, checkpoints/): {folder.resolve()}")
         if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_path:
-            lines.append(f"best checkpoint: {trainer.checkpoint_callback.best_model_path}")
+            lines.append(f"best checkpoint: {Path(trainer.checkpoint_callback.best_model_path).resolve()}")
         print("\n".join(lines), flush=True)
 
 
 def main(args: ArgsType = None, run: bool = True) -> MepsCLI:
     ensure_wandb_mode(announce=False)
+    quiet_known_noise()
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
     return MepsCLI(
         LightningModule,
@@ -240,7 +244,7 @@ def main(args: ArgsType = None, run: bool = True) -> MepsCLI:
         auto_configure_optimizers=False,
         trainer_defaults={
             "logger": DEFAULT_LOGGER,
-            "default_root_dir": "outputs",
+            "default_root_dir": DEFAULT_ROOT_DIR,
             "callbacks": [PerRankSeed(), ResumableRun(), NonFiniteGuard(), BatchGuard(), Preemption()],
         },
         args=args,
@@ -256,6 +260,16 @@ def check_checkpoint_fits(ckpt_path, model_config) -> None:
     problem = model_mismatch(read_checkpoint_metadata(ckpt_path), model_config)
     if problem:
         raise BadInput(f"--ckpt_path {str(ckpt_path)!r}: {problem}")
+
+
+def progress_for_a_log_file(config) -> dict:
+    """Lightning's progress bar in a terminal; in a log file (stdout not a TTY) a line every N steps instead
+    (``callbacks/line_progress.py``), unless the progress bar is off or the config names one of its own."""
+    trainer = config.get("trainer") or {}
+    callbacks = list(trainer.get("callbacks") or [])
+    if trainer.get("enable_progress_bar") is False or sys.stdout.isatty() or any(isinstance(c, ProgressBar) for c in callbacks):
+        return {}
+    return {"callbacks": [*callbacks, LineProgress()]}
 
 
 def install_atomic_checkpoint_io(trainer: Trainer) -> None:
