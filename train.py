@@ -66,6 +66,13 @@ NETWORKS_SEEING_IMAGES = ("encoder", "decoder")
 """Injected networks (of the autoencoders) whose ``image_channels`` is linked from ``--data.init_args.channels``;
 a model without them (the token models) is left alone by the link."""
 
+HELP_FIRST = """{what} This project's options are --model and --data, each a class (with -c CONFIG they are
+filled in; `--model.help lightning_modules.BinaryLatentAutoencoder`, `--model.help
+lightning_modules.GammaARVM`, `--data.help datamodules.HFImageDataModule`, `--data.help
+datamodules.LatentTokenDataModule` list a class's arguments). Experiments: configs/{{blae,vae,arvm}}/*.yaml,
+built from configs/data/, configs/model/, configs/callbacks/; stack configs/presets/*.yaml with more -c.
+`--print_config` prints the resolved config. Docs: README.md, docs/. Below: Lightning's Trainer options."""
+
 DEFAULT_LOGGER = {
     "class_path": "lightning.pytorch.loggers.WandbLogger",
     "init_args": {"project": "meps-ldh", "save_dir": None},  # None: --trainer.default_root_dir (runtime/run_location.py)
@@ -239,7 +246,10 @@ def main(args: ArgsType = None, run: bool = True) -> MepsCLI:
         subclass_mode_data=True,
         save_config_callback=WandbSaveConfigCallback,
         parser_class=MepsArgumentParser,
-        parser_kwargs={"parser_mode": "omegaconf+"},
+        parser_kwargs={"parser_mode": "omegaconf+", **{
+            subcommand: {"description": HELP_FIRST.format(what=f"`train.py {subcommand}`: {what}"),
+                         "usage": f"train.py {subcommand} -c CONFIG [-c PRESET ...] [--KEY VALUE ...]"}
+            for subcommand, what in SUBCOMMAND_SUMMARY.items()}},
         seed_everything_default=1234,
         auto_configure_optimizers=False,
         trainer_defaults={
@@ -250,6 +260,14 @@ def main(args: ArgsType = None, run: bool = True) -> MepsCLI:
         args=args,
         run=run,
     )
+
+
+SUBCOMMAND_SUMMARY = {
+    "fit": "train a model (BL-AE, VAE, neural γ-ARVM).",
+    "validate": "measure a model on the validation split (the kernel γ-ARVM's run: nothing to train).",
+    "test": "measure a model on the test split.",
+    "predict": "sample a token model (samples.npz, samples.png).",
+}
 
 
 def check_checkpoint_fits(ckpt_path, model_config) -> None:
