@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from networks.gamma_mask import gamma_name  # noqa: E402
+from report_charts import native_charts  # noqa: E402
 
 MODELS = ("kernel", "neural")
 RATE_KEYS = {"mem_psnr25": "mem/psnr25_rate", "mem_ratio13": "mem/ratio13_rate", "nn_psnr_median": "mem/nn_psnr_median"}
@@ -608,6 +609,7 @@ def log_summary_run(out_dir: Path, group: str) -> Path:
             wandb, ["model", "gamma", "train_size", "mem_psnr25", "mem_ratio13", "latent_copy", "fitted"], report["memorization_vs_train_size"])
     plots = [name for name in PLOTS if (out_dir / name).is_file()]
     media.update({f"report/{Path(name).stem}": wandb.Image(str(out_dir / name)) for name in plots})
+    media.update(native_charts(wandb, report, FRONTIER_MIN_NOVEL))
     run.log(media)
     run.summary.update({
         "report/wall_s": report["wall_s"], "report/cells_cpu_s": report["costs"].get("cells_cpu_s"),
