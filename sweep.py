@@ -18,7 +18,9 @@ Same override syntax as train.py: --data.path uoft-cs/cifar10, --gammas [1,2,glo
 --train_sizes [100,300,null], --trainer.devices 4 (passed through to every run; several devices
 run each cell in its own `python train.py`, one after the other). On one device, `--workers N` runs N
 independent cells side by side, each in a fresh process forked from a server that imported
-train.py once, its output in cells/<name>/log.txt; `--workers 1` runs them in this process.
+train.py once; `--workers 1` runs them in this process. Every way, a cell's whole output goes to
+cells/<name>/log.txt and the console shows one line per cell (its time and headline figure) with the
+overall progress (runtime/sweep_console.py).
 """
 from __future__ import annotations
 
