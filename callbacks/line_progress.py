@@ -6,13 +6,15 @@ from __future__ import annotations
 import sys
 import time
 
+import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 
 
 def format_metrics(metrics: dict) -> str:
-    """``{"train/loss": 0.01234, "v_num": "ab"}`` -> ``"train/loss=0.0123"`` (numbers only, 4 significant digits)."""
-    numbers = {k: float(v) for k, v in metrics.items() if k != "v_num" and isinstance(v, (int, float))}
+    """``{"train/loss": tensor(0.01234), "v_num": "ab"}`` -> ``"train/loss=0.01234"`` (scalars only, 4 significant digits)."""
+    numbers = {k: float(v) for k, v in metrics.items()
+               if k != "v_num" and (isinstance(v, (int, float)) or (isinstance(v, torch.Tensor) and v.numel() == 1))}
     return " ".join(f"{key}={value:.4g}" for key, value in numbers.items())
 
 
@@ -54,7 +56,8 @@ class LineProgress(ProgressBar):
         now = time.monotonic()
         rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
         self.last_time, self.last_step = now, step
-        metrics = format_metrics(self.get_metrics(trainer, pl_module))
+        logged = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+        metrics = format_metrics({**logged, **self.get_metrics(trainer, pl_module)})
         self.say(f"epoch {trainer.current_epoch} step {step}/{self.total_steps(trainer)} ({rate:.1f} steps/s) {metrics}".rstrip())
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
