@@ -9,8 +9,8 @@ fed reports that agree and reports that disagree (tests/test_reporting.py).
 from __future__ import annotations
 
 import json
-import math
 import shutil
+import math
 from pathlib import Path
 
 import matplotlib
@@ -620,8 +620,9 @@ def log_summary_run(out_dir: Path, group: str) -> Path:
         **{f"report/ceiling_{k}": v for k, v in report["ceiling"].items()},
         **{f"report/verdict/{v['claim']}{' (' + v['model'] + ')' if v['model'] else ''}": v["outcome"] for v in report["verdicts"]},
     })
-    for name in ("report.md", "report.json", *plots):
-        run.save(str(out_dir / name), base_path=str(out_dir), policy="now")
+    for name in ("report.md", "report.json", *plots):  # copied into the run (a file outside it is symlinked, with a warning)
+        shutil.copyfile(out_dir / name, Path(run.dir) / name)
+        run.save(str(Path(run.dir) / name), base_path=run.dir, policy="now")
     folder = Path(run.dir).parent
     run.finish()
     return folder

@@ -22,7 +22,7 @@ def table_data(run_dir, summary, key) -> list[list]:
     return json.loads((run_dir / "files" / summary["summary"][key]["path"]).read_text())["data"]
 
 
-def test_summary_run_holds_the_line_plot_and_the_frontier(tmp_path, monkeypatch):
+def test_summary_run_holds_the_line_plot_and_the_frontier(tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("WANDB_MODE", "offline")
     out = tmp_path / "sweep"
     out.mkdir()
@@ -37,6 +37,8 @@ def test_summary_run_holds_the_line_plot_and_the_frontier(tmp_path, monkeypatch)
     log = next(run_dir.glob("run-*.wandb")).read_bytes()
     assert b"wandb/line/v0" in log and b"wandb/scatter/v0" in log  # the chart specs, not only their tables
     assert "report/table" in summary["summary"] and "report/frontier" in summary["summary"]  # the image and table stay
+    assert (run_dir / "files" / "report.md").read_text() == (out / "report.md").read_text()
+    assert "WARNING" not in capfd.readouterr().err
 
 
 def test_no_frontier_chart_without_scored_novel_samples(tmp_path, monkeypatch):
