@@ -9,8 +9,8 @@ fed reports that agree and reports that disagree (tests/test_reporting.py).
 from __future__ import annotations
 
 import json
-import shutil
 import math
+import shutil
 from pathlib import Path
 
 import matplotlib
