@@ -600,6 +600,7 @@ def log_summary_run(out_dir: Path, group: str) -> Path:
 
     report = json.loads((out_dir / "report.json").read_text())
     run = wandb.init(project="meps-ldh", group=group, name="summary", job_type="report",
+                     settings=wandb.Settings(silent=True),  # the sweep prints where the run is
                      dir=str(out_dir / "runs"), config={"gammas": list(dict.fromkeys(str(r["gamma"]) for r in report["rows"]))})
     columns = ["model", "gamma", "fitted", "mem_psnr25", "mem_psnr25_low", "mem_psnr25_high", "mem_ratio13", "latent_copy",
                "nn_psnr_median", "train_nll_bits", "nll_bits", "kid_novel", "fid_novel", "novel_scored"]
