@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from networks.gamma_mask import gamma_name  # noqa: E402
+from report_charts import native_charts  # noqa: E402
 from reporting_probes import PROBE_PLOTS, probe_sections, probe_tables, probes_markdown, write_probe_plots  # noqa: E402
 
 MODELS = ("kernel", "neural")
@@ -602,6 +603,7 @@ def log_summary_run(out_dir: Path, group: str) -> Path:
 
     report = json.loads((out_dir / "report.json").read_text())
     run = wandb.init(project="meps-ldh", group=group, name="summary", job_type="report",
+                     settings=wandb.Settings(silent=True),  # the sweep prints where the run is
                      dir=str(out_dir / "runs"), config={"gammas": list(dict.fromkeys(str(r["gamma"]) for r in report["rows"]))})
     columns = ["model", "gamma", "fitted", "mem_psnr25", "mem_psnr25_low", "mem_psnr25_high", "mem_ratio13", "latent_copy",
                "nn_psnr_median", "train_nll_bits", "nll_bits", "kid_novel", "fid_novel", "novel_scored"]
@@ -612,6 +614,7 @@ def log_summary_run(out_dir: Path, group: str) -> Path:
     media.update(probe_tables(wandb, report))
     plots = [name for name in [*PLOTS, *PROBE_PLOTS] if (out_dir / name).is_file()]
     media.update({f"report/{Path(name).stem}": wandb.Image(str(out_dir / name)) for name in plots})
+    media.update(native_charts(wandb, report, FRONTIER_MIN_NOVEL))
     run.log(media)
     run.summary.update({
         "report/wall_s": report["wall_s"], "report/cells_cpu_s": report["costs"].get("cells_cpu_s"),
@@ -622,8 +625,9 @@ def log_summary_run(out_dir: Path, group: str) -> Path:
         **{f"report/ceiling_{k}": v for k, v in report["ceiling"].items()},
         **{f"report/verdict/{v['claim']}{' (' + v['model'] + ')' if v['model'] else ''}": v["outcome"] for v in report["verdicts"]},
     })
-    for name in ("report.md", "report.json", *plots):
-        run.save(str(out_dir / name), base_path=str(out_dir), policy="now")
+    for name in ("report.md", "report.json", *plots):  # copied into the run (a file outside it is symlinked, with a warning)
+        shutil.copyfile(out_dir / name, Path(run.dir) / name)
+        run.save(str(Path(run.dir) / name), base_path=run.dir, policy="now")
     folder = Path(run.dir).parent
     run.finish()
     return folder

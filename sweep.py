@@ -20,7 +20,9 @@ Same override syntax as train.py: --data.path uoft-cs/cifar10, --gammas [1,2,glo
 --train_sizes [100,300,null], --trainer.devices 4 (passed through to every run; several devices
 run each cell in its own `python train.py`, one after the other). On one device, `--workers N` runs N
 independent cells side by side, each in a fresh process forked from a server that imported
-train.py once, its output in cells/<name>/log.txt; `--workers 1` runs them in this process.
+train.py once; `--workers 1` runs them in this process. Every way, a cell's whole output goes to
+cells/<name>/log.txt and the console shows one line per cell (its time and headline figure) with the
+overall progress (runtime/sweep_console.py).
 """
 from __future__ import annotations
 
@@ -52,7 +54,9 @@ from runtime.console import report_error
 from runtime.errors import BadInput, Preempted, one_line_error
 from runtime.signals import STOP_SIGNALS, StopRequests, forward_to, stop_at_once
 from runtime.sweep_cells import CellFailed, attempt, check_sweep_arguments, missing_promise
-from runtime.wandb_run import RUN_ID_ENV
+from runtime.quiet import quiet_known_noise
+from runtime.sweep_console import cell_line, output_to
+from runtime.wandb_run import RUN_ID_ENV, ensure_wandb_mode
 
 REPO_ROOT = Path(__file__).resolve().parent
 TOKEN_MODELS = ("kernel", "neural")
@@ -74,6 +78,8 @@ class DataOverrides:
 class TrainerOverrides:
     """Passed through to every run (None = keep the stage config's value)."""
 
+    max_steps: int | None = None
+    max_epochs: int | None = None
     accelerator: str | None = None
     devices: int | str | None = None
     num_nodes: int | None = None
@@ -191,10 +197,13 @@ def run_as_script(cell: Cell, threads: int | None, extra: list[str] = ()) -> Non
     env = {k: v for k, v in os.environ.items() if k != RUN_ID_ENV}
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "train.py"), cell.subcommand, *cell.args, *extra], env=env)
-    with forward_to(process):  # the run checkpoints and exits 75, then so does the sweep
-        code = process.wait()
-    check_exit_code(cell, code)
+    log = cell.folder / "log.txt"
+    with open(log, "a", buffering=1) as sink:
+        process = subprocess.Popen([sys.executable, str(REPO_ROOT / "train.py"), cell.subcommand, *cell.args, *extra], env=env,
+                                   stdout=sink, stderr=subprocess.STDOUT)
+        with forward_to(process):  # the run checkpoints and exits 75, then so does the sweep
+            code = process.wait()
+    check_exit_code(cell, code, log)
 
 
 def check_exit_code(cell: Cell, code: int | None, log: Path | None = None) -> None:
@@ -318,6 +327,7 @@ class Sweep:
             if name not in TOKEN_MODELS:
                 raise ValueError(f"--phase_models / --probe_models {name!r}: models are one of {TOKEN_MODELS}")
         self.results: dict[str, dict] = {}
+        self.planned, self.skipped = 0, 0  # cells in the plan, and skipped ones (the progress on each console line)
         self.started, self.cpu_started = time.time(), cpu_seconds()
         self.cpu_in_cells = 0.0  # CPU seconds of the cells run in this process (counted in cpu_seconds() too)
 
@@ -338,8 +348,6 @@ class Sweep:
             "--trainer.callbacks.init_args.local_dir", str(folder / "images"),
             "--trainer.callbacks.init_args.max_images", "64",
         ]
-        if not self.in_process or self.workers > 1:
-            args += ["--trainer.enable_progress_bar", "false"]  # a log file, not a terminal
         return Cell(name, SUBCOMMAND[stage], args, folder, {"stage": stage, **(role or {})})
 
     def token_cell(self, results: dict, model: str, gamma, name: str, extra: list[str] = (), **role) -> Cell:
@@ -409,11 +417,18 @@ class Sweep:
 
     # --- running --------------------------------------------------------------------------------
     def say(self, line: str) -> None:
-        print(f"[sweep {time.time() - self.started:6.0f} s] {line}", flush=True)
+        """One console line, with the overall progress (cells settled of the plan, elapsed)."""
+        print(f"[sweep {len(self.results) + self.skipped:2d}/{self.planned} cells {time.time() - self.started:5.0f} s] {line}", flush=True)
 
     def run_here(self, cell: Cell, extra: list[str]) -> dict:
+        """One cell in this process (or its `python train.py`), its output in the cell's log.txt."""
         start, cpu_start = time.time(), cpu_seconds()
-        (run_in_process if self.in_process else run_as_script)(cell, self.threads, extra)
+        run = run_in_process if self.in_process else run_as_script
+        if self.in_process:
+            with output_to(cell.folder / "log.txt"):
+                run(cell, self.threads, extra)
+        else:
+            run(cell, self.threads, extra)
         record = seal(cell, time.time() - start, cpu_seconds() - cpu_start)
         self.cpu_in_cells += record["cpu_s"]
         return record
@@ -438,12 +453,11 @@ class Sweep:
                         self.say(f"{cell.name}: {now.message}")
                     if context is None:
                         self.results[cell.name] = self.run_here(cell, now.args)
-                        self.say(f"{cell.name}: done in {self.results[cell.name]['seconds']:.0f} s")
+                        self.say(cell_line(cell.name, self.results[cell.name]))
                         continue
                     process = context.Process(target=worker_main, args=(cell, self.threads, now.args), name=cell.name)
                     process.start()
                     running[process.sentinel] = (process, cell)
-                    self.say(f"{cell.name}: started (log: {cell.folder / 'log.txt'})")
                 if not running:
                     if pending and not failures and not stopped and stop.received is None:
                         raise RuntimeError(f"cells wait for cells that never ran: {[p.name for p in pending]}")
@@ -453,7 +467,7 @@ class Sweep:
                     process.join()
                     if process.exitcode == 0 and (done := cell.finished()) is not None:
                         self.results[cell.name] = done
-                        self.say(f"{cell.name}: done in {done['seconds']:.0f} s ({done['cpu_s']:.0f} CPU s)")
+                        self.say(cell_line(cell.name, done))
                     elif process.exitcode == exit_codes.RESUMABLE:
                         stopped.append(cell)
                         self.say(f"{cell.name}: stopped with a checkpoint (it resumes on the next run)")
@@ -479,6 +493,7 @@ class Sweep:
         """The cell to run, or None where it is already known (reused, or the same as another cell)."""
         cell = planned.build(self.results)
         if isinstance(cell, Skip):
+            self.skipped += 1
             self.say(f"{planned.name}: skipped ({cell.reason})")
             return None
         if isinstance(cell, str):  # a phase-diagram size the main cell already has
@@ -496,7 +511,11 @@ class Sweep:
         return cell
 
     def __call__(self) -> Path:
-        self.execute(self.plan())
+        plan = self.plan()
+        self.planned = len(plan)
+        self.say(f"{self.planned} cells, at most {self.workers} at a time; each one's full output: "
+                 f"{self.out_dir / 'cells' / '<name>' / 'log.txt'}")
+        self.execute(plan)
         costs = {"wall_s": time.time() - self.started, "sweep_cpu_s": cpu_seconds() - self.cpu_started - self.cpu_in_cells,
                  "workers": self.workers, "threads": self.threads}
         report = write_report(self.out_dir, self.results, self.gammas, costs)
@@ -542,7 +561,12 @@ def sweep_from_args(args: list[str] | None = None) -> Sweep:
 
 
 def main(args: list[str] | None = None) -> Path:
-    return sweep_from_args(args)()
+    quiet_known_noise()
+    sweep = sweep_from_args(args)
+    # W&B mode decided once, here: the cells (forked workers, subprocesses) inherit it, and so does the summary
+    # run this process starts at the end (without a key and no WANDB_MODE, wandb.init would ask for a login)
+    ensure_wandb_mode()
+    return sweep()
 
 
 def console_main(argv: list[str] | None = None) -> int:

@@ -21,17 +21,21 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import ArgsType
 
 from callbacks.input_guard import BatchGuard
+from callbacks.line_progress import LineProgress
 from callbacks.nan_guard import NonFiniteGuard
 from callbacks.preemption import Preemption
 from callbacks.rank_seed import PerRankSeed
 from callbacks.resumable_run import ResumableRun
-from runtime.cli import DEFAULT_LOGGER, MepsArgumentParser, MepsCLI
+from runtime.cli import DEFAULT_LOGGER, MepsArgumentParser, MepsCLI, help_first
 from runtime.console import exit_with, run_command
+from runtime.quiet import quiet_known_noise
+from runtime.run_location import DEFAULT_ROOT_DIR
 from runtime.wandb_run import WandbSaveConfigCallback, ensure_wandb_mode
 
 
 def main(args: ArgsType = None, run: bool = True) -> MepsCLI:
     ensure_wandb_mode(announce=False)
+    quiet_known_noise()
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
     return MepsCLI(
         LightningModule,
@@ -40,16 +44,17 @@ def main(args: ArgsType = None, run: bool = True) -> MepsCLI:
         subclass_mode_data=True,
         save_config_callback=WandbSaveConfigCallback,
         parser_class=MepsArgumentParser,
-        parser_kwargs={"parser_mode": "omegaconf+"},
+        parser_kwargs={"parser_mode": "omegaconf+", **help_first()},
         seed_everything_default=1234,
         auto_configure_optimizers=False,
         trainer_defaults={
             "logger": DEFAULT_LOGGER,
-            "default_root_dir": "outputs",
+            "default_root_dir": DEFAULT_ROOT_DIR,
             "callbacks": [PerRankSeed(), ResumableRun(), NonFiniteGuard(), BatchGuard(), Preemption()],
         },
         args=args,
         run=run,
+        log_file_progress=LineProgress,
     )
 
 

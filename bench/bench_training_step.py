@@ -34,11 +34,11 @@ ARVM_NAME = "train step, γ-ARVM digits: Lightning vs plain loop"
 ROWS = ((BLAE_NAME, "images/s", GOAL), (ARVM_NAME, "tokens/s", GOAL))
 ROW_NAMES = [name + suffix for suffix in ("", harness.GPU_SUFFIX) for name, _, _ in ROWS]
 """Every row ``run`` returns, on any machine (the [gpu] ones as placeholders without a GPU)."""
-BLAE_LR = 2e-3  # configs/blae/digits.yaml
+BLAE_LR = 2e-3  # configs/model/blae_digits.yaml
 
 
 def arvm_optimizer(params):
-    """configs/arvm/digits.yaml: AdamW, lr 1e-3, no weight decay."""
+    """AdamW without weight decay, as configs/model/arvm_digits.yaml (whose lr is 3e-3; the ratio does not depend on it)."""
     return torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
 
 

@@ -21,6 +21,7 @@ import math
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
@@ -90,8 +91,8 @@ def wandb_loggers(trainer: Trainer) -> list[WandbLogger]:
 
 
 def is_final_validation(trainer: Trainer) -> bool:
-    """Is this validation the last one of the fit (see the module docstring)?"""
-    if trainer.should_stop:
+    """Is this validation the last one of the fit (see the module docstring)? A `validate` run has only one."""
+    if trainer.state.fn == TrainerFn.VALIDATING or trainer.should_stop:
         return True
     if trainer.max_steps is not None and trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
         return True

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import Callback, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -35,14 +36,40 @@ from runtime.errors import INPUT_ERRORS, BadInput, MepsFault, root_cause, squeez
 from runtime.held_logs import HeldLogs
 from runtime.ranks import is_main_process
 from runtime.resume import LIGHTNING_CKPT_KEYWORDS, Resume, require_checkpoint_file, resume, slurm_resume
+from runtime.run_location import DEFAULT_ROOT_DIR, place_run_folders, prepare_wandb_init, wandb_logger_args
 from runtime.run_status import command_fingerprint
 from runtime.slurm import restart_count, slurm_job_key, slurm_run_id
 from runtime.wandb_run import RUN_ID_ENV, announce_wandb_mode, job_run_id, run_dir, wandb_files_dir
 
 DEFAULT_LOGGER = {
     "class_path": "lightning.pytorch.loggers.WandbLogger",
-    "init_args": {"project": "meps-ldh", "save_dir": "outputs"},
+    "init_args": {"project": "meps-ldh", "save_dir": None},  # None: --trainer.default_root_dir (runtime/run_location.py)
 }
+
+NETWORKS_SEEING_IMAGES = ("encoder", "decoder")
+"""Injected networks (of the autoencoders) whose ``image_channels`` is linked from ``--data.init_args.channels``;
+a model without them (the token models) is left alone by the link."""
+
+HELP_FIRST = """{what} This project's options are --model and --data, each a class (with -c CONFIG they are
+filled in; `--model.help lightning_modules.BinaryLatentAutoencoder`, `--model.help
+lightning_modules.GammaARVM`, `--data.help datamodules.HFImageDataModule`, `--data.help
+datamodules.LatentTokenDataModule` list a class's arguments). Experiments: configs/{{blae,vae,arvm}}/*.yaml,
+built from configs/data/, configs/model/, configs/callbacks/; stack configs/presets/*.yaml with more -c.
+`--print_config` prints the resolved config. Docs: README.md, docs/. Below: Lightning's Trainer options."""
+
+SUBCOMMAND_SUMMARY = {
+    "fit": "train a model (BL-AE, VAE, neural γ-ARVM).",
+    "validate": "measure a model on the validation split (the kernel γ-ARVM's run: nothing to train).",
+    "test": "measure a model on the test split.",
+    "predict": "sample a token model (samples.npz, samples.png).",
+}
+
+
+def help_first() -> dict:
+    """Parser settings per subcommand: a short usage and the project's own options before Lightning's Trainer's."""
+    return {subcommand: {"description": HELP_FIRST.format(what=f"`train.py {subcommand}`: {what}"),
+                         "usage": f"train.py {subcommand} -c CONFIG [-c PRESET ...] [--KEY VALUE ...]"}
+            for subcommand, what in SUBCOMMAND_SUMMARY.items()}
 
 
 def share_autoencoder_path(config) -> None:
@@ -80,7 +107,8 @@ class MepsArgumentParser(LightningArgumentParser):
 class MepsCLI(LightningCLI):
     """LightningCLI with this project's links, resume rules and one-line input errors (see the module docstring)."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, log_file_progress: type[Callback] | None = None, **kwargs) -> None:
+        self.log_file_progress = log_file_progress  # the progress callback when stdout is a log file, not a terminal
         self.held_logs = HeldLogs()  # released once the classes are built: an input error is then the only line
         with self.held_logs:
             super().__init__(*args, **kwargs)
@@ -91,32 +119,32 @@ class MepsCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.init_args.image_size", "model.init_args.image_size")
         parser.link_arguments("data.init_args.channels", "model.init_args.channels")
+        for network in NETWORKS_SEEING_IMAGES:  # the networks' image channels follow the data (one source)
+            parser.link_arguments("data.init_args.channels", f"model.init_args.{network}.init_args.image_channels")
 
     def parse_arguments(self, parser, args) -> None:
         """Parse, then settle which run and checkpoint this command continues, before LightningCLI reads the
         checkpoint's hyper-parameters into the config (which would otherwise swap in another model)."""
+        argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
+        if given := next((arg for arg in argv if ".image_channels" in arg), None):
+            parser.error(f"{given.split('=')[0]}: the networks' image channels follow --data.init_args.channels; set that instead")
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if subcommand:
-            argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
             self.settle_checkpoint(self.config[subcommand], subcommand, argv)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         share_autoencoder_path(config)
+        place_run_folders(config)
         self.share_run_id(config)
-
-    @staticmethod
-    def wandb_logger_args(config) -> list:
-        loggers = config.trainer.logger
-        return [logger.init_args for logger in (loggers if isinstance(loggers, list) else [loggers])
-                if getattr(logger, "class_path", "").endswith("WandbLogger")]
 
     @classmethod
     def settle_checkpoint(cls, config, subcommand: str, argv: list[str]) -> None:
         """Resolve ``--ckpt_path`` to the run it continues and refuse a file that is not this command's model."""
         share_autoencoder_path(config)
-        loggers = cls.wandb_logger_args(config) if subcommand == "fit" else []
+        place_run_folders(config)
+        loggers = wandb_logger_args(config) if subcommand == "fit" else []
         choice = cls.resolve_resume(config, loggers, argv) if loggers else Resume(None, config.get("ckpt_path"))
         check_checkpoint_fits(choice.ckpt_path, config.model)
         if choice.run_id is not None:
@@ -131,7 +159,7 @@ class MepsCLI(LightningCLI):
     def resolve_resume(config, loggers: list, argv: list[str]) -> Resume:
         """``fit``: the run id (so the run folder and the W&B run) and the checkpoint it goes on from."""
         explicit = next((str(a.get("id") or a.get("version")) for a in loggers if a.get("id") or a.get("version")), None)
-        runs_root = Path(loggers[0].get("save_dir") or "outputs") / str(loggers[0].get("project") or "lightning_logs")
+        runs_root = Path(loggers[0].get("save_dir") or DEFAULT_ROOT_DIR) / str(loggers[0].get("project") or "lightning_logs")
         ckpt_path = config.get("ckpt_path")
         env_id = os.environ.get(RUN_ID_ENV)
         job = slurm_job_key()
@@ -170,8 +198,12 @@ class MepsCLI(LightningCLI):
         return f"--{group} {class_path}: " if class_path else (f"--{group}: " if group else "")
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
+        if self.log_file_progress is not None:
+            config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+            kwargs.update(progress_for_a_log_file(config, self.log_file_progress))
         trainer = super().instantiate_trainer(**kwargs)
         install_atomic_checkpoint_io(trainer)
+        prepare_wandb_init(trainer)
         if callable(check := getattr(self.datamodule, "check_world_size", None)):
             check(trainer.world_size)  # before any process, W&B run or folder exists
         return trainer
@@ -189,12 +221,13 @@ class MepsCLI(LightningCLI):
         if not trainer.is_global_zero:
             return
         lines = []
-        if any(isinstance(lg, WandbLogger) for lg in trainer.loggers):
-            lines.append(f"W&B run: {wandb_files_dir(trainer)}")
+        if any(isinstance(lg, WandbLogger) for lg in trainer.loggers) and (files := wandb_files_dir(trainer)) is not None:
+            offline = os.environ.get("WANDB_MODE") == "offline"
+            lines.append(f"W&B run: {files.resolve()}" + (f"  (offline: `wandb sync {files.resolve()}`)" if offline else ""))
         if (folder := run_dir(trainer)) is not None:
-            lines.append(f"run folder (config.yaml, checkpoints/): {folder}")
+            lines.append(f"run folder (config.yaml, checkpoints/): {folder.resolve()}")
         if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_path:
-            lines.append(f"best checkpoint: {trainer.checkpoint_callback.best_model_path}")
+            lines.append(f"best checkpoint: {Path(trainer.checkpoint_callback.best_model_path).resolve()}")
         print("\n".join(lines), flush=True)
 
 
@@ -206,6 +239,16 @@ def check_checkpoint_fits(ckpt_path, model_config) -> None:
     problem = model_mismatch(read_checkpoint_metadata(ckpt_path), model_config)
     if problem:
         raise BadInput(f"--ckpt_path {str(ckpt_path)!r}: {problem}")
+
+
+def progress_for_a_log_file(config, progress: type[Callback]) -> dict:
+    """Lightning's progress bar in a terminal; in a log file (stdout not a TTY) a line every N steps instead
+    (``progress``), unless the progress bar is off or the config names one of its own."""
+    trainer = config.get("trainer") or {}
+    callbacks = list(trainer.get("callbacks") or [])
+    if trainer.get("enable_progress_bar") is False or sys.stdout.isatty() or any(isinstance(c, ProgressBar) for c in callbacks):
+        return {}
+    return {"callbacks": [*callbacks, progress()]}
 
 
 def install_atomic_checkpoint_io(trainer: Trainer) -> None:

@@ -47,8 +47,11 @@ def offline_hf_cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def in_tmp_dir(tmp_path, monkeypatch):
-    """Run a test from an empty folder so outputs/ and wandb/ land in tmp."""
+    """Run a test from an empty folder so outputs/ (run folders and their W&B files) land in tmp.
+
+    No WANDB_DIR: train.py honours it (tests/cli/test_run_location.py), and these tests read the W&B runs
+    from under their run folders' root."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.delenv("WANDB_DIR", raising=False)
     monkeypatch.delenv("MEPS_RUN_ID", raising=False)
     return tmp_path

@@ -9,7 +9,8 @@ import yaml
 from train import main
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-MODEL_CONFIGS = sorted(p for p in CONFIG_DIR.glob("*/*.yaml") if p.parent.name not in ("presets", "sweeps"))
+GROUPS = ("data", "model", "callbacks")  # pieces the experiment configs below reference by path
+MODEL_CONFIGS = sorted(p for p in CONFIG_DIR.glob("*/*.yaml") if p.parent.name not in ("presets", "sweeps", *GROUPS))
 PRESETS = sorted((CONFIG_DIR / "presets").glob("*.yaml"))
 
 
@@ -36,6 +37,13 @@ def test_presets_stack_on_a_model_config(preset):
     overrides = yaml.safe_load(preset.read_text())["trainer"]
     printed = print_config("-c", str(CONFIG_DIR / "blae" / "digits.yaml"), "-c", str(preset))
     assert overrides
+    if "callbacks+" in overrides:  # appended to the config's own list, each entry a group file
+        appended = [yaml.safe_load((preset.parent / entry).read_text())["class_path"] for entry in overrides.pop("callbacks+")]
+        assert [c["class_path"] for c in printed["trainer"]["callbacks"]][-len(appended):] == appended
+        assert len(printed["trainer"]["callbacks"]) == len(model_config["trainer"]["callbacks"]) + len(appended)
+    if "callbacks" in overrides:  # replaces the list; entries may be group files
+        overrides["callbacks"] = [yaml.safe_load((preset.parent / entry).read_text()) if isinstance(entry, str) else entry
+                                  for entry in overrides["callbacks"]]
     assert {key: printed["trainer"][key] for key in overrides if key != "callbacks"} == {
         key: value for key, value in overrides.items() if key != "callbacks"}
     for given, got in zip(overrides.get("callbacks", []), printed["trainer"]["callbacks"] if "callbacks" in overrides else [], strict=True):

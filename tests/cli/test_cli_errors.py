@@ -134,8 +134,8 @@ def test_a_typo_inside_a_config_file_names_the_file_and_the_key(cli, tmp_path):
 
 @pytest.mark.parametrize("args, culprit, says", [
     (["--data.init_args.batch_size", "0"], "--data datamodules.HFImageDataModule: batch_size must be >= 1, got 0", ()),
-    (["--data.init_args.channels", "3"], "--model lightning_modules.BinaryLatentAutoencoder:",
-     ("image_channels=1 does not match data.channels=3",)),
+    (["--model.init_args.decoder.init_args.latent_channels", "5"], "--model lightning_modules.BinaryLatentAutoencoder:",
+     ("encoder latent_channels=6 != decoder latent_channels=5",)),
 ])
 def test_an_error_in_an_init_is_the_class_then_its_message(cli, tmp_path, args, culprit, says):
     code, err = cli(train.console_main, [*BLAE, *args])

@@ -23,4 +23,4 @@ def test_fit_logs_metrics_config_images_and_checkpoint(in_tmp_dir):
     saved = yaml.safe_load((run_folder / "config.yaml").read_text())
     assert saved["model"]["init_args"]["binarizer"]["init_args"]["noise_rate"] == 0.6
     assert (run_folder / "checkpoints" / "last.ckpt").is_file()
-    assert f"best checkpoint: outputs/meps-ldh/{summary['run_id']}/checkpoints/" in proc.stdout
+    assert f"best checkpoint: {(in_tmp_dir / 'outputs' / 'meps-ldh').resolve()}/{summary['run_id']}/checkpoints/" in proc.stdout

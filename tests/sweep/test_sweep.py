@@ -140,6 +140,14 @@ def test_reduced_sweep_measures_the_phenomenon_reports_honestly_and_resumes(tmp_
     assert len(summary_runs) == 1 and (summary_runs[0] / "files" / "frontier.png").is_file()
 
     cells = first.stdout.count("done in")
+    # the console: one line per cell and a few of the sweep's own; each cell's full output in its log
+    console = first.stdout.splitlines()
+    settled = len(list((out / "cells").iterdir()))
+    assert len(console) <= settled + 2 * 6 + 8, first.stdout  # + the phase diagram's "same as" lines, the report lines
+    assert "it/s" not in first.stdout and "\r" not in first.stdout and max(map(len, console)) < 400
+    assert [w for w in ("litlogger", "anonymous", "git root", "Find logs at") if w in first.stdout + first.stderr] == []
+    assert all((folder / "log.txt").stat().st_size > 0 for folder in (out / "cells").iterdir() if (folder / "results.json").is_file())
+    assert "val/psnr" in next(line for line in console if "] blae: done in" in line)
     second = run_script("sweep.py", ["-c", config], tmp_path, timeout=300)
     assert second.stdout.count("reused (finished earlier)") == cells, second.stdout
     assert "done in" not in second.stdout and "started" not in second.stdout

@@ -1,0 +1,28 @@
+"""`train.py fit --help` leads with the project's own options; `--model.help CLASS` lists a model's arguments."""
+import contextlib
+import io
+
+import pytest
+
+from train import main
+
+
+def help_text(*args) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    assert exit_info.value.code in (0, None)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "validate", "predict"])
+def test_help_points_at_the_project_options_before_the_trainer(subcommand):
+    head = "\n".join(help_text(subcommand, "--help").splitlines()[:16])
+    for pointer in ("--model.help", "--data.help", "configs/", "docs/", "--print_config"):
+        assert pointer in head, pointer
+    assert "--trainer.accelerator" not in head
+
+
+def test_model_help_lists_the_class_arguments():
+    text = help_text("fit", "--model.help", "lightning_modules.GammaARVM")
+    assert "--model.gamma" in text and "--model.n_layer" in text and "--trainer." not in text
