@@ -5,6 +5,7 @@ import errno
 import io as io_module
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -149,3 +150,10 @@ class _Rescaled(torch.utils.data.Dataset):
         row = dict(self.inner[index])
         row["image"] = (row["image"] + 1) * 127.5
         return row
+
+
+def free_port() -> int:
+    """A TCP port free right now on 127.0.0.1, for a gloo rendezvous of spawned test ranks."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -6,7 +6,6 @@ of the others for the gather). The token MI gets its grids dealt round-robin wit
 indices (rank 0: 0, 2, 4, 6; rank 1: 1, 3, 5), which the one process feeds in order: its
 permutation null must not depend on the split.
 """
-import socket
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from metrics.fid import NovelSampleQuality, build_fid
 from metrics.memorization import NNMemorization
 from metrics.mutual_information import TokenMutualInformation
 from metrics.overlap import PairwiseOverlap
+from tests.helpers import free_port
 from tests.metrics.test_fid import TinyFeatures
 
 NUM_BITS = 3
@@ -104,12 +104,6 @@ def worker(rank, port, out_dir):
         torch.save(results(metrics), Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.slow

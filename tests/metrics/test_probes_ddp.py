@@ -4,7 +4,6 @@ Training sources 0..2 split 2 + 1, the single control grid 1 + 0 (rank 1 has no 
 takes part in every collective). Per-sample seeds: the completions, hence the figures, must not
 depend on the number of ranks.
 """
-import socket
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ import torch.multiprocessing as mp
 
 from callbacks.probes import ProbesCallback
 from tests.callbacks.probe_toys import ToyData, iid_grids, kernel_model, toy_trainer
+from tests.helpers import free_port
 
 C, H, W = 3, 6, 6
 
@@ -38,12 +38,6 @@ def worker(rank, port, out_dir):
         torch.save(both_probes(rank, 2), Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.slow
