@@ -14,6 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from networks.gamma_mask import parse_gamma  # noqa: E402
+
 MODELS = ("kernel", "neural")
 CONDITIONING = {1.0: "full window", 0.0: "causal window"}
 
@@ -98,7 +100,9 @@ def _f(value, digits: int = 3) -> str:
 
 
 def _gammas(rows: list[dict], model: str) -> list:
-    return list(dict.fromkeys(r["gamma"] for r in rows if r["model"] == model))
+    """The model's γ values in increasing order, global last (cells finish in any order)."""
+    gammas = dict.fromkeys(r["gamma"] for r in rows if r["model"] == model)
+    return sorted(gammas, key=lambda g: (parse_gamma(g) is None, parse_gamma(g) or 0))
 
 
 def extraction_table(rows: list[dict]) -> str:
