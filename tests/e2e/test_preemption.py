@@ -85,7 +85,10 @@ def val_metrics(record: dict) -> dict:
 
 def config_batch_size(config: str) -> int:
     """The loader position counts samples: the config's batch size times the steps into the epoch."""
-    return yaml.safe_load(Path(config).read_text())["data"]["init_args"]["batch_size"]
+    data = yaml.safe_load(Path(config).read_text())["data"]
+    if isinstance(data, str):  # a config group named by path, relative to the experiment config
+        data = yaml.safe_load((Path(config).parent / data).read_text())
+    return data["init_args"]["batch_size"]
 
 
 SCENARIOS = {
