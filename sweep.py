@@ -439,6 +439,7 @@ class Sweep:
         A stop request (SIGTERM/SIGUSR1 to the sweep) is passed on to the running workers, which checkpoint and
         exit 75; no new cell starts, and the sweep then stops with 75 too (the same command resumes)."""
         pending, running, failures, stopped = list(plan), {}, [], []
+        codes: list[int | None] = []  # the exit code of each failed worker (2: a bad input, said in one line)
         context = worker_context() if self.workers > 1 else None
         guard = forward_to_workers(running) if context is not None else contextlib.nullcontext(StopRequests(()))
         with guard as stop:  # in this process, train.py's own handlers act on a stop request
@@ -473,11 +474,13 @@ class Sweep:
                         self.say(f"{cell.name}: stopped with a checkpoint (it resumes on the next run)")
                     else:
                         failures.append(cell)
+                        codes.append(process.exitcode)
                         self.say(f"{cell.name}: FAILED (exit code {process.exitcode}): {last_error(cell)}")
         if failures:
             first = failures[0]
             raise CellFailed(f"sweep cells failed: {', '.join(c.name for c in failures)} ({first.name}: "
-                             f"{last_error(first)}); finished cells are kept: run the sweep again to go on", exit_codes.FAULT)
+                             f"{last_error(first)}); finished cells are kept: run the sweep again to go on",
+                             codes[0] if isinstance(codes[0], int) and codes[0] > 0 else exit_codes.FAULT)
         if stopped or stop.received is not None:
             names = ", ".join(c.name for c in stopped) or "no cell was running"
             raise Preempted(f"sweep stopped by {stop.name or 'a stop request'} ({names} stopped with a checkpoint)",

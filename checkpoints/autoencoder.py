@@ -200,7 +200,7 @@ def recorded_networks(checkpoint: dict[str, Any], path: str | Path) -> dict[str,
     """
     hparams = checkpoint.get("hyper_parameters") or {}
     if _is_network(hparams.get("encoder")) and _is_network(hparams.get("decoder")):
-        return {name: hparams.get(name) for name in NETWORK_ARGUMENTS}
+        return _with_image_channels({name: hparams.get(name) for name in NETWORK_ARGUMENTS}, hparams.get("channels"))
     for config_file in _run_config_files(Path(path).expanduser()):
         if not config_file.is_file():
             continue
@@ -210,11 +210,24 @@ def recorded_networks(checkpoint: dict[str, Any], path: str | Path) -> dict[str,
             continue  # the config of another run that shares the folder
         init_args = model.get("init_args") or {}
         if _is_class_config(init_args.get("encoder")) and _is_class_config(init_args.get("decoder")):
-            return {name: init_args.get(name) for name in NETWORK_ARGUMENTS}
+            return _with_image_channels({name: init_args.get(name) for name in NETWORK_ARGUMENTS}, hparams.get("channels"))
     raise NotAnAutoencoderCheckpointError(
         f"{str(path)!r} does not record its encoder/decoder: neither its hyper_parameters nor a run config.yaml"
         f" ({', '.join(str(f) for f in _run_config_files(Path(path).expanduser()))}) name them"
     )
+
+
+def _with_image_channels(networks: dict[str, Any], channels: int | None) -> dict[str, Any]:
+    """The networks' image channels follow the data (a CLI link), so a recorded encoder/decoder config may
+    leave them out: they are the model's recorded ``channels``."""
+    if channels is None:
+        return networks
+    filled = dict(networks)
+    for name in ("encoder", "decoder"):
+        network = networks.get(name)
+        if _is_class_config(network) and "image_channels" not in (network.get("init_args") or {}):
+            filled[name] = {**network, "init_args": {**(network.get("init_args") or {}), "image_channels": int(channels)}}
+    return filled
 
 
 def instantiate_network(network: dict[str, Any] | nn.Module) -> nn.Module:

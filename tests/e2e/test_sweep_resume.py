@@ -23,7 +23,7 @@ def one_gamma_sweep(tmp_path, neural_extra: list[str] = ()) -> str:
     config["out_dir"] = str(tmp_path / "sweep")
     config["gammas"] = [1]
     for stage in ("blae", "vae", "kernel", "neural"):
-        config[stage]["args"] = QUICK + config[stage].get("args", [])
+        config[stage]["args"] = config[stage].get("args", []) + QUICK  # last: the stage's own cadence must not win
     config["neural"]["args"] += list(neural_extra)
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(config))
