@@ -22,6 +22,8 @@ def one_gamma_sweep(tmp_path, neural_extra: list[str] = ()) -> str:
     config = yaml.safe_load((REPO_ROOT / "configs" / "sweeps" / "digits.yaml").read_text())
     config["out_dir"] = str(tmp_path / "sweep")
     config["gammas"] = [1]
+    # one cell at a time, one VAE, no seed or phase cells: the signal lands in the neural cell, after the others
+    config.update(workers=1, vae_betas=None, spread_cells=[], spread_seeds=[], train_sizes=[])
     for stage in ("blae", "vae", "kernel", "neural"):
         config[stage]["args"] = config[stage].get("args", []) + QUICK  # last: the stage's own cadence must not win
     config["neural"]["args"] += list(neural_extra)
