@@ -354,7 +354,7 @@ def conflict_verdict(report: dict) -> dict:
     rule = "as β grows, the overlap does not fall and the PSNR does not rise, and the overlap at the largest β exceeds the smallest β's"
     rows = [r for r in report.get("vae_betas", []) if r["beta"] is not None and r["ovl_mean"] is not None and r["psnr"] is not None]
     if len(rows) < 2:
-        evidence = f"{len(rows)} β value(s) measured (stack configs/sweeps/vae_tradeoff.yaml on the sweep for three)"
+        evidence = f"{len(rows)} β value(s) measured (the sweep's --vae_betas, e.g. [0.1, 1, 5])"
         return verdict(claim, rule, evidence, "not measured")
     overlaps, psnrs = [r["ovl_mean"] for r in rows], [r["psnr"] for r in rows]
     monotone = all(b >= a for a, b in zip(overlaps, overlaps[1:])) and all(b <= a for a, b in zip(psnrs, psnrs[1:]))

@@ -18,7 +18,7 @@ def sweep_from_config(tmp_path, **overrides) -> Sweep:
 
 
 def test_the_demo_plan_names_every_cell_and_reuses_a_phase_size_the_main_cells_have(tmp_path):
-    sweep = sweep_from_config(tmp_path)
+    sweep = sweep_from_config(tmp_path, gammas=[1, 2, 4, "global"], vae_betas=[0.1, 1.0, 5.0])
     plan = {p.name: p for p in sweep.plan()}
     assert {"blae", "vae-beta-0.1", "vae-beta-1", "vae-beta-5", "kernel-gamma-1", "neural-gamma-global",
             "neural-gamma-global-seed2", "kernel-gamma-4-n300", "kernel-gamma-global-nall"} <= plan.keys()
@@ -42,16 +42,32 @@ def test_the_demo_plan_names_every_cell_and_reuses_a_phase_size_the_main_cells_h
     assert "did not plateau" in plan["neural-gamma-global-seed2"].build(results).reason
 
 
-def test_cells_start_two_at_a_time_in_plan_order_once_their_needs_are_met(tmp_path):
-    sweep = sweep_from_config(tmp_path)
+def test_cells_start_two_at_a_time_longest_chain_first_once_their_needs_are_met(tmp_path):
+    sweep = sweep_from_config(tmp_path, vae_betas=[0.1, 1.0, 5.0])
     pending = sweep.plan()
     blae, vae = sweep.next_ready(pending, {}), sweep.next_ready(pending[1:], {0: None})
-    assert (blae.name, vae.name) == ("blae", "vae-beta-0.1")  # independent: side by side
+    assert (blae.name, vae.name) == ("blae", "vae-beta-0.1")  # independent: side by side, the BL-AE's chain first
     assert sweep.next_ready(pending[2:], {0: None, 1: None}) is None  # both workers busy
     waiting = [p for p in pending if p.needs]  # every token cell needs the BL-AE
     assert sweep.next_ready(waiting, {0: None}) is None
     sweep.results["blae"] = {"best_checkpoint": "/ckpt/blae.ckpt", "last_checkpoint": ""}
-    assert sweep.next_ready(waiting, {0: None}).name == "kernel-gamma-1"
+    order = []
+    while (ready := sweep.next_ready(waiting, {})) is not None:  # as if each cell finished at once
+        waiting.remove(ready)
+        order.append(ready.name)
+        sweep.results[ready.name] = {"metrics": {"fit/plateaued": 1.0}}
+    # the neural global cell first (its seed-spread cell waits on it), then the other neural cells (equals:
+    # plan order), then the quick kernel cells, each before the phase-diagram cells that wait on it
+    assert order[:4] == ["neural-gamma-global", "neural-gamma-1", "neural-gamma-2", "neural-gamma-global-seed2"]
+    assert order[4:7] == ["kernel-gamma-1", "kernel-gamma-2", "kernel-gamma-global"]
+    assert set(order[7:]) == {p.name for p in pending if p.needs and p.name.startswith("kernel") and "-n" in p.name}
+
+
+def test_critical_paths_add_the_longest_chain_of_waiting_cells():
+    from sweep import Planned, critical_paths
+    cells = [Planned("a", (), None, 1.0), Planned("b", ("a",), None, 5.0), Planned("c", ("a",), None, 2.0),
+             Planned("d", ("c",), None, 4.0), Planned("e", (), None, 3.0)]
+    assert critical_paths(cells) == {"a": 7.0, "b": 5.0, "c": 6.0, "d": 4.0, "e": 3.0}
 
 
 def test_bad_sweep_options_are_named(tmp_path):
