@@ -16,7 +16,7 @@ VAE_CONFIG = str(REPO_ROOT / "configs" / "vae" / "digits.yaml")
 ARVM_CONFIG = str(REPO_ROOT / "configs" / "arvm" / "digits.yaml")
 SWEEP_CONFIG = str(REPO_ROOT / "configs" / "sweeps" / "digits.yaml")
 QUICK = ["-c", DEBUG_PRESET, "--trainer.enable_model_summary", "false"]
-NARROW = ["--model.init_args.encoder.init_args.width", "64", "--model.init_args.decoder.init_args.width", "64"]
+NARROW = ["--model.init_args.encoder.init_args.width", "32", "--model.init_args.decoder.init_args.width", "32"]
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_a_checkpoint_of_another_shape_is_refused_and_its_own_shape_resumes(cli,
     code, err = cli(train.console_main, [*BLAE, "--ckpt_path", checkpoints["narrow"]])
     assert code == 2
     assert_one_line(err, f"--ckpt_path {checkpoints['narrow']!r}: it was trained with other settings",
-                    "model.init_args.encoder.init_args.width=64 in the checkpoint, 128 in this command", limit=500)
+                    "model.init_args.encoder.init_args.width=32 in the checkpoint, 64 in this command", limit=500)
     assert_nothing_written(tmp_path)
     code, err = cli(train.console_main, [*BLAE, *NARROW, "--trainer.logger", "false", "--ckpt_path", checkpoints["narrow"]])
     assert code == 0, err[-3000:]  # the same settings: the check lets it through
