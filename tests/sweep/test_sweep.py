@@ -99,7 +99,7 @@ def reduced_sweep(tmp_path) -> str:
     config = yaml.safe_load((REPO_ROOT / "configs" / "sweeps" / "digits.yaml").read_text())
     config.update(out_dir=str(tmp_path / "sweep"), gammas=[1, "global"], vae_betas=[0.1, 5.0], train_sizes=[100, 300],
                   spread_cells=["kernel-global"], spread_seeds=[5])
-    config["blae"]["args"] = config["blae"]["args"] + ["--trainer.max_steps", "400", "--trainer.val_check_interval", "200"]
+    config["blae"]["args"] = config["blae"]["args"] + ["--trainer.max_steps", "1200", "--trainer.val_check_interval", "600"]
     config["vae"]["args"] = QUICK + config["vae"]["args"]
     config["kernel"]["args"] = overlay(tmp_path, "kernel", measurements(tmp_path))
     plateau = {"class_path": "callbacks.train_to_plateau.TrainToPlateau", "init_args": {"window": 10}}
