@@ -517,7 +517,6 @@ class Sweep:
         chain = critical_paths(pending)
         return max(ready, key=lambda p: chain[p.name])  # max keeps the first of equals: plan order
 
-
     def resolve(self, planned: Planned) -> Cell | None:
         """The cell to run, or None where it is already known (reused, or the same as another cell)."""
         cell = planned.build(self.results)
