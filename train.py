@@ -2,7 +2,8 @@
 
 LightningCLI in subclass mode (``runtime/cli.py``): every model and data module of the project is
 chosen by ``class_path`` in the config, networks and optimizers are injected through typed __init__
-arguments, and values that must agree between data and model are linked.
+arguments, and values that must agree between data and model are linked (``LINKS``). The help text and
+the links name the project's classes here, so that ``runtime/`` names none.
 
 Every run also gets: per-rank seeds, ``ResumableRun`` (RNG states of every rank and the run id in
 each checkpoint, ``last.ckpt`` kept current), ``NonFiniteGuard`` and ``BatchGuard``, ``Preemption``
@@ -20,17 +21,36 @@ from jsonargparse import set_parsing_settings
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import ArgsType
 
-from callbacks.input_guard import BatchGuard
-from callbacks.line_progress import LineProgress
-from callbacks.nan_guard import NonFiniteGuard
-from callbacks.preemption import Preemption
-from callbacks.rank_seed import PerRankSeed
-from callbacks.resumable_run import ResumableRun
+from callbacks.run.input_guard import BatchGuard
+from callbacks.run.line_progress import LineProgress
+from callbacks.run.nan_guard import NonFiniteGuard
+from callbacks.run.preemption import Preemption
+from callbacks.run.rank_seed import PerRankSeed
+from callbacks.run.resumable_run import ResumableRun
 from runtime.cli import DEFAULT_LOGGER, MepsArgumentParser, MepsCLI, help_first
 from runtime.console import exit_with, run_command
 from runtime.quiet import quiet_known_noise
 from runtime.run_location import DEFAULT_ROOT_DIR
 from runtime.wandb_run import WandbSaveConfigCallback, ensure_wandb_mode
+
+HELP_INTRO = """{what} This project's options are --model and --data, each a class (with -c CONFIG they are
+filled in; `--model.help lightning_modules.BinaryLatentAutoencoder`, `--model.help
+lightning_modules.GammaARVM`, `--data.help datamodules.HFImageDataModule`, `--data.help
+datamodules.LatentTokenDataModule` list a class's arguments). Experiments: configs/{{blae,vae,arvm}}/*.yaml,
+built from configs/data/, configs/model/, configs/callbacks/; stack configs/presets/*.yaml with more -c.
+`--print_config` prints the resolved config. Docs: README.md, docs/. Below: Lightning's Trainer options."""
+SUBCOMMANDS = {
+    "fit": "train a model (BL-AE, VAE, neural γ-ARVM).",
+    "validate": "measure a model on the validation split (the kernel γ-ARVM's run: nothing to train).",
+    "test": "measure a model on the test split.",
+    "predict": "sample a token model (samples.npz, samples.png).",
+}
+LINKS = {  # target: source; what data and model must agree on has one source, the data
+    "model.init_args.image_size": "data.init_args.image_size",
+    "model.init_args.channels": "data.init_args.channels",
+    **{f"model.init_args.{network}.init_args.image_channels": "data.init_args.channels" for network in ("encoder", "decoder")},
+}
+SHARED_INIT_ARGS = {"autoencoder": "the tokens and the decoder must come from the same BL-AE"}  # a token model's BL-AE
 
 
 def main(args: ArgsType = None, run: bool = True) -> MepsCLI:
@@ -44,7 +64,7 @@ def main(args: ArgsType = None, run: bool = True) -> MepsCLI:
         subclass_mode_data=True,
         save_config_callback=WandbSaveConfigCallback,
         parser_class=MepsArgumentParser,
-        parser_kwargs={"parser_mode": "omegaconf+", **help_first()},
+        parser_kwargs={"parser_mode": "omegaconf+", **help_first(HELP_INTRO, SUBCOMMANDS)},
         seed_everything_default=1234,
         auto_configure_optimizers=False,
         trainer_defaults={
@@ -54,6 +74,8 @@ def main(args: ArgsType = None, run: bool = True) -> MepsCLI:
         },
         args=args,
         run=run,
+        links=LINKS,
+        shared_init_args=SHARED_INIT_ARGS,
         log_file_progress=LineProgress,
     )
 

@@ -23,9 +23,9 @@ import torch
 
 from bench import harness
 from bench.common import Row
-from datamodules.token_encoding import encode_tokens
+from datamodules.token_cache import encode_tokens
 from networks.precision import strict_fp32
-from checkpoints.autoencoder import freeze
+from autoencoder_checkpoint.tokens import freeze
 from lightning_modules.blae import BinaryLatentAutoencoder
 from networks.autoencoder import PatchMLPDecoder, PatchMLPEncoder
 

@@ -1,11 +1,11 @@
-"""Exact top-2 NN search (metrics/nn_search.py) vs faiss-cpu brute force, on this machine.
+"""Exact top-2 NN search (nn_search/) vs faiss-cpu brute force, on this machine.
 
 Rows: (a) L2 on float32 rows vs `IndexFlatL2`, (b) Hamming on signed bits vs `IndexBinaryFlat`
 (packed codes, popcount) at 1024 bits and at 7168 bits (32x32x7, the CIFAR latent). Unit
 queries/s, goal 1.0 = as fast as faiss with identical neighbours.
 Timings interleave ours / faiss / the plain GEMMs so a noisy shared machine hits all of them
 alike (bench.harness); medians over `repeats`, warm-up excluded. faiss is a benchmark-only
-dependency (extra [bench]); metrics/ never imports it.
+dependency (extra [bench]); nn_search/ never imports it.
 
     python -m bench.bench_nn_search            # full sizes (~1 min on 2 cores)
     python -m bench.bench_nn_search --smoke    # same shapes, fewer rows: seconds
@@ -23,7 +23,7 @@ import torch
 from bench.common import Row, rss_growth_mib
 from bench.harness import interleaved_medians, timed
 from bench.run_all import format_table
-from metrics.nn_search import exact_l2_top2, hamming_top2
+from nn_search import exact_l2_top2, hamming_top2
 
 FAISS_MISSING = "not run: faiss-cpu missing"
 L2_ROW = "exact L2 top-2 vs faiss IndexFlatL2 (fp32)"

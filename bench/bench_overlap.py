@@ -1,6 +1,6 @@
 """PairwiseOverlap("diag_gaussian") compute(): GEMM Monte Carlo vs the elementwise (pairs, M, K) estimator.
 
-The validation callback (callbacks/overlap.py) runs this on every validation: N = 200 VAE
+The validation callback (callbacks/measurements/overlap.py) runs this on every validation: N = 200 VAE
 posteriors of K = 6 x 8 x 8 = 384 dims, M = 256 draws, i.e. 19,900 pairs. Ours is the whole
 ``compute()`` (MC OVL as one (pairs, 2K) @ (2K, M) GEMM per side, Bhattacharyya, per-dimension
 closed-form OVL); the baseline is the estimator it replaced: z = mu + sigma eps materialized over

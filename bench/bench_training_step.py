@@ -26,7 +26,7 @@ from bench.common import Row
 from lightning_modules.blae import BinaryLatentAutoencoder
 from lightning_modules.gamma_arvm import GammaARVM
 from networks.autoencoder import PatchMLPDecoder, PatchMLPEncoder
-from networks.binarizer import TanhBinarizer
+from networks.binarizer import NoiseInjectionBinarizer
 
 GOAL = 0.95
 BLAE_NAME = "train step, BL-AE digits: Lightning vs plain loop"
@@ -72,7 +72,7 @@ def blae_networks(sizes: Sizes) -> dict[str, dict]:
     return {
         "encoder": {"class_path": "networks.autoencoder.PatchMLPEncoder", "init_args": net_args},
         "decoder": {"class_path": "networks.autoencoder.PatchMLPDecoder", "init_args": net_args},
-        "binarizer": {"class_path": "networks.binarizer.TanhBinarizer", "init_args": {"noise": "gaussian", "noise_rate": 0.5}},
+        "binarizer": {"class_path": "networks.binarizer.NoiseInjectionBinarizer", "init_args": {"noise": "gaussian", "noise_rate": 0.5}},
     }
 
 
@@ -81,7 +81,7 @@ def build_blae(sizes: Sizes) -> BinaryLatentAutoencoder:
     with harness.quiet_lightning():  # save_hyperparameters warns that the networks are modules
         return BinaryLatentAutoencoder(
             PatchMLPEncoder(**configs["encoder"]["init_args"]), PatchMLPDecoder(**configs["decoder"]["init_args"]),
-            TanhBinarizer(**configs["binarizer"]["init_args"]),
+            NoiseInjectionBinarizer(**configs["binarizer"]["init_args"]),
             optimizer=lambda params: torch.optim.Adam(params, lr=BLAE_LR), image_size=IMAGE_SIZE, channels=1,
         )
 

@@ -1,6 +1,6 @@
 """DataModules shared by all models: ``HFImageDataModule`` serves images, ``LatentTokenDataModule`` their BL-AE tokens."""
 
-from datamodules.hf_images import HFImageDataModule
-from datamodules.latent_tokens import LatentTokenDataModule
+from datamodules.image_datamodule import HFImageDataModule
+from datamodules.token_datamodule import LatentTokenDataModule
 
 __all__ = ["HFImageDataModule", "LatentTokenDataModule"]

@@ -1,19 +1,31 @@
-"""The token cache on disk: one ``DatasetDict`` folder with a ``meta.json`` per (images, checkpoint).
+"""The token cache: every image split encoded once by a frozen BL-AE, kept on disk as one folder per (images, checkpoint).
 
-A folder is a cache only when it is complete and its ``meta.json`` matches what the data module
-expects (``cache_problem`` says why not otherwise). It is written through ``runtime/atomic_files``:
-under a temporary name, renamed when complete, so a crash or a full disk never leaves a folder
-that a later run would take for a cache.
+A cache folder holds a ``DatasetDict`` with a ``tokens`` column (``Array2D (h, w)``, uint8 for
+C <= 8 bits, else int32) and a ``meta.json``; ``LatentTokenDataModule.cache_folder`` names it
+``<token_cache_dir>/<source fingerprint>--ae-<checkpoint sha256[:16]>-v<TOKEN_CACHE_VERSION>``.
+
+``prepare_data`` (one process per node) reuses a folder only when it is complete and its
+``meta.json`` matches what the data module expects (``cache_problem`` says why not otherwise);
+else it encodes every split (``encode_tokens``, strict FP32) and writes the folder through
+``runtime/atomic_files``: under a temporary name, renamed when complete, so a crash or a full disk
+never leaves a folder that a later run would take for a cache; temporary folders of dead
+processes are removed. ``setup`` (every rank) only reads it (``read_token_cache``).
 """
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from datasets import Array2D, Dataset, DatasetDict, Features
+import torch
+from datasets import Array2D, Dataset, DatasetDict, Features, load_from_disk
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from datamodules.rows import IndexedSplit, ordered_loader
+from networks.precision import strict_fp32
 from runtime.atomic_files import PARTIAL_PREFIX, atomic_folder, remove_dead_partials
 
 TOKEN_CACHE_VERSION = 1
@@ -44,6 +56,18 @@ def cache_problem(folder: Path, expected: dict[str, Any]) -> str | None:
     return f"split folder(s) {missing} incomplete" if missing else None
 
 
+def reusable_cache(folder: Path, expected: dict[str, Any]) -> bool:
+    """Whether ``folder`` is a usable cache; a stale one is removed (with a warning) so that it is rebuilt."""
+    remove_dead_cache_partials(folder)
+    problem = cache_problem(folder, expected)
+    if problem is None:
+        return True
+    if folder.exists():
+        rank_zero_warn(f"rebuilding the token cache {folder}: {problem}")
+        shutil.rmtree(folder)
+    return False
+
+
 def _partial_prefix(folder: Path) -> str:
     return f"{PARTIAL_PREFIX}{folder.name}-"
 
@@ -51,6 +75,48 @@ def _partial_prefix(folder: Path) -> str:
 def remove_dead_cache_partials(folder: Path) -> None:
     """Temporary folders that this host's crashed processes left for this cache (never read anyway)."""
     remove_dead_partials(folder.parent, _partial_prefix(folder))
+
+
+# -------------------------------------------------------------------------------------------- building
+
+
+@torch.no_grad()
+def encode_tokens(
+    autoencoder, images: Dataset | torch.utils.data.Dataset, batch_size: int, num_workers: int, device: torch.device
+) -> np.ndarray:
+    """Hard-sign token ids (N, h, w) of every image of a split, in row order (``autoencoder.tokens``).
+
+    Strict FP32: a hard sign flips on rounding near 0. ``images``: a transformed ``datasets`` split,
+    or what ``HFImageDataModule`` serves for it (``DecodedImages``/``IndexedSplit``: rows ``{"image", "index"}``).
+    """
+    rows = IndexedSplit(images) if isinstance(images, Dataset) else images
+    grids = []
+    with strict_fp32(), torch.autocast(device.type, enabled=False):
+        for batch in ordered_loader(rows, batch_size, num_workers):
+            grids.append(autoencoder.tokens(batch["image"].to(device)).cpu())
+    return torch.cat(grids).numpy()
+
+
+def build_token_cache(
+    folder: Path,
+    meta: dict[str, Any],
+    encoder: Any,
+    image_rows: Callable[[str], torch.utils.data.Dataset],
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+    autoencoder: str,
+) -> None:
+    """Encode the images of every split of ``meta["split_sizes"]`` (``image_rows(split)``) and write the cache."""
+    height, width = meta["grid_height"], meta["grid_width"]
+    rank_zero_info(f"encoding {meta['split_sizes']} images into tokens with {autoencoder} on {device}")
+    grids = {}
+    for split in meta["split_sizes"]:
+        grids[split] = encode_tokens(encoder, image_rows(split), batch_size, num_workers, device)
+        if grids[split].shape[1:] != (height, width):
+            raise RuntimeError(f"the autoencoder made {grids[split].shape[1:]} grids, its checkpoint says {(height, width)}")
+    if not write_token_cache(folder, grids, meta):
+        rank_zero_info(f"token cache {folder} was written meanwhile by another process; using it")
 
 
 def write_token_cache(folder: Path, grids: dict[str, np.ndarray], meta: dict[str, Any]) -> bool:
@@ -71,3 +137,24 @@ def write_token_cache(folder: Path, grids: dict[str, np.ndarray], meta: dict[str
     if not published and (problem := cache_problem(folder, meta)) is not None:
         raise RuntimeError(f"token cache {folder} was written meanwhile by another process and is not usable: {problem}")
     return published
+
+
+# -------------------------------------------------------------------------------------------- reading
+
+
+def read_token_cache(folder: Path, splits: Iterable[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The stored (N, h, w) grids of ``splits`` (in their stored dtype) and the ``meta.json`` of the cache ``folder``."""
+    tokens = load_from_disk(str(folder))
+    grids = {split: torch.from_numpy(tokens_as_numpy(tokens[split])) for split in splits}
+    return grids, json.loads((folder / META_FILE).read_text())
+
+
+def tokens_as_numpy(tokens: Dataset) -> np.ndarray:
+    """The whole ``tokens`` column as one (N, h, w) array, straight from Arrow (no per-row Python)."""
+    if tokens._indices is not None:
+        tokens = tokens.flatten_indices()
+    height, width = tokens.features["tokens"].shape
+    chunks = [chunk.storage if hasattr(chunk, "storage") else chunk for chunk in tokens.data.column("tokens").chunks]
+    flat = [chunk.flatten().flatten().to_numpy(zero_copy_only=False) for chunk in chunks]
+    dtype = np.dtype(tokens.features["tokens"].dtype)
+    return (np.concatenate(flat) if flat else np.zeros(0, dtype)).reshape(-1, height, width)

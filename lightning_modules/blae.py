@@ -8,10 +8,11 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_modules.base import InjectedOptimizers
+from lightning_modules.model_outputs import Generated, LatentDistribution
 from metrics.reconstruction import BinRate, BitUsage, image_psnr
-from networks.binarizer import TanhBinarizer, hard_sign
-from lightning_modules.protocols import Generated, LatentDistribution
+from networks.binarizer import NoiseInjectionBinarizer, hard_sign
 from networks.bits import pack_bits, unpack_bits
+from networks.token_encoder import encoder_tokens
 
 
 def check_autoencoder_fits(encoder: nn.Module, decoder: nn.Module, channels: int, image_size: int) -> None:
@@ -49,7 +50,7 @@ class BinaryLatentAutoencoder(InjectedOptimizers, LightningModule):
         self,
         encoder: nn.Module,
         decoder: nn.Module,
-        binarizer: TanhBinarizer | None = None,
+        binarizer: NoiseInjectionBinarizer | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
         latent_penalty: float = 0.0,
@@ -62,7 +63,7 @@ class BinaryLatentAutoencoder(InjectedOptimizers, LightningModule):
         self.save_hyperparameters(logger=False)  # under LightningCLI this stores the networks' configs
         check_autoencoder_fits(encoder, decoder, channels, image_size)
         self.encoder, self.decoder = encoder, decoder
-        self.binarizer = binarizer if binarizer is not None else TanhBinarizer()
+        self.binarizer = binarizer if binarizer is not None else NoiseInjectionBinarizer()
         self.num_bits = encoder.latent_channels
         self.grid_size = image_size // encoder.downsample
         self.stage_metrics = nn.ModuleDict({stage: ReconstructionMetrics(self.num_bits) for stage in ("val", "test")})
@@ -83,7 +84,7 @@ class BinaryLatentAutoencoder(InjectedOptimizers, LightningModule):
     @torch.no_grad()
     def tokens(self, x: Tensor) -> Tensor:
         """(B, channels, H, W) images -> (B, h, w) token ids in [0, 2^C) of their hard codes."""
-        return pack_bits(self.encoder(x))  # tanh keeps the sign, so it is skipped
+        return encoder_tokens(self.encoder, x)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.decode(self.binarize(self.encode(x)))

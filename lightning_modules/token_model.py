@@ -13,10 +13,11 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from checkpoints.autoencoder import autoencoder_spec, check_fits_data
-from lightning_modules.autoencoder_checkpoint import load_autoencoder
+from autoencoder_checkpoint.tokens import autoencoder_spec, check_fits_data
 from lightning_modules.blae import BinaryLatentAutoencoder
-from lightning_modules.protocols import Generated, LatentDistribution, sample_seeds
+from lightning_modules.frozen_autoencoder import load_autoencoder
+from lightning_modules.model_outputs import Generated, LatentDistribution
+from lightning_modules.sample_seeds import sample_seeds
 from networks.bits import unpack_bits
 from networks.gamma_mask import gamma_name, parse_gamma
 
@@ -75,7 +76,7 @@ class LatentTokenModel(LightningModule):
         tokens = self.sample(len(seeds), self.temperature, generator=seeds)
         return Generated(tokens, self.decode_tokens(tokens))
 
-    #: how `resample` may condition a redrawn cell, the model's richest first (callbacks/probes.py)
+    #: how `resample` may condition a redrawn cell, the model's richest first (callbacks/measurements/probes.py)
     conditionings: tuple[str, ...] = ("causal",)
 
     def resample(self, tokens: Tensor, redraw: Tensor, seeds: list[int], conditioning: str = "causal") -> Tensor:

@@ -17,7 +17,8 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_modules.base import InjectedOptimizers
-from lightning_modules.protocols import Generated, LatentDistribution, per_seed_randn
+from lightning_modules.model_outputs import Generated, LatentDistribution
+from lightning_modules.sample_seeds import per_seed_randn
 from metrics.reconstruction import image_psnr
 
 

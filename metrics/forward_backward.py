@@ -5,7 +5,7 @@ After Sclocchi et al., "Probing the latent hierarchical structure of data via di
 and look at the cells whose restored token differs from the clean one. Here the forward process
 erases a fraction p of the cells, chosen uniformly (round(p·T) of the T cells of each grid, a
 seeded random order per grid whose first cells are erased: the cells erased at a lower p are erased
-at every higher p too); the model redraws exactly those cells (callbacks/probes.py says how each
+at every higher p too); the model redraws exactly those cells (callbacks/measurements/probes.py says how each
 model conditions). docs/probes.md.
 
 Measured, over all restored grids:

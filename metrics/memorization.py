@@ -13,7 +13,7 @@ Three tests share one exact NN search each:
   of Hamming distances against 1/3 would be a looser rule with another name). docs/metrics.md.
 
 Images are compared as saved uint8 images would be: the quantization can only merge nearly equal
-pixels, and uint8 on both sides gives an exact integer search (metrics/nn_search.py).
+pixels, and uint8 on both sides gives an exact integer search (nn_search/).
 """
 from __future__ import annotations
 
@@ -23,17 +23,11 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from imaging.pixels import signed_unit_to_uint8
 from metrics._per_sample import PerSampleMetric
-from metrics.nn_search import deduplicate_rows, exact_l2_top2, first_occurrence, hamming_top2, search_sq_norms, token_codes
+from nn_search import deduplicate_rows, exact_l2_top2, first_occurrence, hamming_top2, search_sq_norms, token_codes
 
 PSNR_CAP_DB = 100.0  # reported for exact copies (MSE = 0)
-
-
-def quantize_images(images: Tensor) -> Tensor:
-    """Float images in [-1, 1] -> uint8 as a saved image would hold them; uint8 passes through."""
-    if images.dtype == torch.uint8:
-        return images
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def psnr_from_distance(l2_distance: Tensor, num_values: int) -> Tensor:
@@ -129,7 +123,7 @@ class NNMemorization(PerSampleMetric):
         if self.with_tokens != (tokens is not None):
             raise ValueError("pass tokens exactly when the metric was built with reference_tokens")
         codes = self._codes(tokens) if self.with_tokens else None  # (B, C*h*w) int8, validated first
-        pixels = quantize_images(images.to(self.reference_pixels.device)).flatten(1)  # (B, C*H*W) uint8
+        pixels = signed_unit_to_uint8(images.to(self.reference_pixels.device)).flatten(1)  # (B, C*H*W) uint8
         top = exact_l2_top2(pixels, self.reference_pixels, self.reference_sq_norms, chunk_size=self.chunk_size)
         self.append_per_sample(
             nn_psnr=psnr_from_distance(top.d1, pixels.shape[1]),

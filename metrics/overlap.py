@@ -4,7 +4,7 @@ OVL(p, q) = integral of min(p, q) = E_p[min(1, q/p)] (Inman & Bradley 1989). MEP
 arXiv 2506.21731) says that a deterministic decoder can reconstruct every image under latent noise
 only if the per-image latent laws barely overlap; the overlaps imply a lower bound on the
 reconstruction MSE (`ovl_reconstruction_lower_bound`). The laws measured are the ones the decoder is
-trained on (`lightning_modules.protocols.LatentDistribution`):
+trained on (`lightning_modules.model_outputs.LatentDistribution`):
 - isotropic Gaussian noise around any latent: closed form 2 Phi(-||z_i - z_j|| / (2 sigma));
 - bounded noise with iid Tri(kappa) coordinates of half-width a: exactly 0 when the supports are
   disjoint in some coordinate (|z_ik - z_jk| >= 2a), the closed form prod_k (1 - |dz_k| / (2a)) for

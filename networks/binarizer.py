@@ -1,9 +1,10 @@
-"""The BL-AE binarizer: tanh latents, injected noise while training, hard sign at inference.
+"""The BL-AE binarizer: injected noise (or a straight-through sign) while training, hard sign at inference.
 
 MEPS (Zhao & Basu, arXiv 2506.21731; docs/models.md): a deterministic decoder can only reconstruct every image if the latent
 distributions of distinct images do not overlap. Noise added to the tanh latent during training
 makes overlap costly, so the encoder learns to push latents to the saturated corners ±1; at
-inference the hard sign then loses (almost) nothing.
+inference the hard sign then loses (almost) nothing. The tanh itself is the BL-AE's
+(``BinaryLatentAutoencoder.encode`` in lightning_modules/blae.py): the binarizer receives its output.
 """
 import math
 from typing import Literal
@@ -46,8 +47,8 @@ def straight_through_sign(z: Tensor) -> Tensor:
     return z + (hard_sign(z) - z).detach()
 
 
-class TanhBinarizer(nn.Module):
-    """tanh(h) + rate * noise while training; hard sign in eval mode.
+class NoiseInjectionBinarizer(nn.Module):
+    """z + rate * noise while training (z: the tanh latent); hard sign in eval mode.
 
     `straight_through=True` (or the `straight_through` call argument, which a LightningModule can
     switch on late in training) replaces the noisy latent with a straight-through hard sign, so
@@ -83,3 +84,7 @@ class TanhBinarizer(nn.Module):
         if self.straight_through if straight_through is None else straight_through:
             return straight_through_sign(z)
         return z + self.noise_rate * unit_noise(self.noise, z.shape, self.kappa, device=z.device, dtype=z.dtype)
+
+
+TanhBinarizer = NoiseInjectionBinarizer
+"""The class's former name: BL-AE checkpoints written before the rename record it by this class path."""

@@ -1,21 +1,23 @@
 """A command-line or config mistake as one line that names the culprit first (``did you mean`` where it applies).
 
 jsonargparse answers a typo in a config key with the whole usage (about 50 lines) followed by a
-nested "Does not validate against any of the Union subtypes ..." report. ``argument_error_line``
-turns its message into one line: the offending flag (or config file and key), what is wrong with
-it, and the closest valid names, read from the signature of the class that the key belongs to.
+nested "Does not validate against any of the Union subtypes ..." report, and its error carries no
+more than that text. ``argument_error_line`` turns the message into one line: the offending flag (or
+config file and key), what is wrong with it, and the closest valid names (Python 3.11's argparse makes
+no suggestions), which jsonargparse itself resolves from the class that its message names.
 """
 from __future__ import annotations
 
-import difflib
 import importlib
-import inspect
+
+import difflib
 import re
 import sys
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
+from jsonargparse import ArgumentParser
 
 from runtime.errors import squeeze
 
@@ -33,23 +35,22 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
 
 
 def init_parameter_names(cls: type) -> list[str]:
-    """The keyword arguments ``cls(...)`` takes, following ``**kwargs`` up the class hierarchy."""
-    names: list[str] = []
-    for klass in inspect.getmro(cls):
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        try:
-            parameters = inspect.signature(init).parameters.values()
-        except (TypeError, ValueError):
-            break
-        names += [p.name for p in parameters if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
-            break
-    return names
+    """The keyword arguments ``cls(...)`` takes, as jsonargparse resolves them (``**kwargs`` followed up the classes)."""
+    parser = ArgumentParser(exit_on_error=False)
+    try:
+        parser.add_class_arguments(cls, fail_untyped=False)
+        keys = parser.get_defaults().keys()
+    except Exception:  # a class jsonargparse cannot describe: no suggestion
+        return []
+    return list(dict.fromkeys(key.split(".")[0] for key in keys))
 
 
 def import_class(class_path: str | None) -> type | None:
+    """The class at a dotted ``class_path``, or None when there is none (or its module fails to import).
+
+    The module is imported by name, not walked attribute by attribute (``pydoc.locate`` would): a package need
+    not expose its submodules, e.g. ``torch.optim`` has no attribute ``adam``, yet ``torch.optim.adam.Adam`` exists.
+    """
     if not class_path or "." not in class_path:
         return None
     module_name, _, name = class_path.rpartition(".")
@@ -79,34 +80,6 @@ def _load_yaml(path: Path) -> dict:
     return loaded if isinstance(loaded, dict) else {}
 
 
-def _lookup(tree: Any, dotted: str) -> Any:
-    for part in dotted.split(".") if dotted else []:
-        if not isinstance(tree, dict) or part not in tree:
-            return None
-        tree = tree[part]
-    return tree
-
-
-def class_path_at(argv: list[str], dotted: str) -> str | None:
-    """The class path that ``dotted`` (e.g. ``model`` or ``model.init_args.encoder``) selects on this command line."""
-    flags = {f"--{dotted}", f"--{dotted}.class_path"}
-    found = None
-    for i, arg in enumerate(argv):  # the command line wins over the files; the last mention wins
-        key, equals, value = arg.partition("=")
-        if key in flags:
-            found = value if equals else (argv[i + 1] if i + 1 < len(argv) else None)
-    if found and not found.startswith(("{", "[")) and not found.endswith((".yaml", ".yml", ".json")):
-        return found
-    class_path = None
-    for path in config_files(argv):
-        node = _lookup(_load_yaml(path), dotted)
-        if isinstance(node, dict) and node.get("class_path"):
-            class_path = node["class_path"]
-        elif isinstance(node, str):
-            class_path = node
-    return class_path
-
-
 def _culprit_flag(argv: list[str], key: str) -> str | None:
     """The command-line flag that set ``key`` (a dotted key or its last part), as the user typed it."""
     leaf = key.split(".")[-1]
@@ -134,22 +107,14 @@ def _file_with_key(argv: list[str], leaf: str) -> tuple[Path, str] | None:
     return found
 
 
-def _parent_of(dotted: str) -> str:
-    """``model.init_args.encoder.init_args.width`` -> ``model.init_args.encoder``; ``trainer.max_step`` -> ``trainer``."""
-    parts = dotted.split(".")[:-1]
-    if parts and parts[-1] == "init_args":
-        parts = parts[:-1]
-    return ".".join(parts)
-
-
 def not_accepted_line(key: str, argv: list[str], message: str, top_level: Iterable[str]) -> str:
     """``key`` is not an argument of the class (or section) it was given to."""
     flag = _culprit_flag(argv, key)
     in_file = None if flag else _file_with_key(argv, key.split(".")[-1])
     dotted = flag[2:] if flag else (in_file[1] if in_file else key)
     leaf = dotted.split(".")[-1]
-    classes = _CLASS_PROBLEM.findall(message)
-    cls = import_class(classes[-1] if classes else class_path_at(argv, _parent_of(dotted)))
+    classes = _CLASS_PROBLEM.findall(message)  # jsonargparse names the class whose argument it is, innermost last
+    cls = import_class(classes[-1]) if classes else None
     where = flag or (f"{in_file[0]}: {in_file[1]}" if in_file else repr(key))
     if cls is not None:
         return f"{where}: {cls.__module__}.{cls.__qualname__} has no argument {leaf!r}{did_you_mean(leaf, init_parameter_names(cls))}"
@@ -185,7 +150,7 @@ def argument_error_line(message: str, argv: list[str], top_level: Iterable[str] 
             close = difflib.get_close_matches(head, top_level, n=1, cutoff=0.6)
             return f"{first}: no such option" + (f"; did you mean {first.replace(head, close[0], 1)!r}?" if close else "")
         return f"unexpected argument {first!r}: options start with --, after the subcommand (fit, validate, test, predict)"
-    lines = [line.strip(" -") for line in str(message).splitlines()]
+    lines = [line.strip().removeprefix("- ") for line in str(message).splitlines()]  # bullets, not a flag's dashes
     useful = [line for line in lines if line and not line.startswith(("Given value", "Subtypes:", "Errors:", "Does not validate",
                                                                        "Expected a <class 'NoneType'>"))]
     return squeeze(" ".join(useful) or message)[:400]

@@ -4,8 +4,8 @@ A kill at any moment leaves either the previous file or the new one, never half 
 is atomic on POSIX within one file system, and the temporary file lives in the target's own folder).
 Temporary names carry the writer's host and pid (``<prefix><host>-<pid>-<random>.tmp``), so the
 leftovers of a killed writer are recognised and removed (``remove_dead_partials``) while a live
-writer's are kept. The one implementation of this pattern: checkpoints, decoded image caches, token
-caches, run status and sweep records all write through it.
+writer's are kept. The one implementation of this pattern: checkpoints, data caches, run status and
+sweep records all write through it.
 """
 from __future__ import annotations
 

@@ -3,18 +3,20 @@
 ``MepsCLI`` is LightningCLI in subclass mode (every model and data module is chosen by ``class_path``)
 with these additions, each a small method:
 
-- ``add_arguments_to_parser``: values that must agree between data and model are linked
-  (``image_size``, ``channels``); ``share_autoencoder_path`` gives a token model the BL-AE of its data.
-- ``parse_arguments`` / ``settle_checkpoint``: ``--ckpt_path`` is resolved to the run it continues
+- ``add_arguments_to_parser``: the ``links`` that ``train.py`` gives (values that must agree between
+  data and model have one source); ``share_init_args`` gives the model an argument of its data.
+- ``parse_arguments`` / ``settle_checkpoint``: a link target given on the command line is refused (it
+  would be silently replaced); ``--ckpt_path`` is resolved to the run it continues
   (``runtime/resume.py``) and a checkpoint of another model is refused, before LightningCLI reads the
   checkpoint's hyper-parameters into the config.
 - ``instantiate_classes``: an error raised in a model's or data module's ``__init__`` is one line,
   the culprit first (``runtime/errors.py``).
-- ``instantiate_trainer``: atomic checkpoint writes (``runtime/checkpoint_io.py``) and the data
+- ``instantiate_trainer``: atomic checkpoint writes (``runtime/checkpoint_files.py``) and the data
   module's world-size check, before any process, W&B run or folder exists.
 
-``MepsArgumentParser`` turns a parse error into one line naming the culprit. ``train.py`` builds the
-CLI with the project's defaults; see docs/design.md and docs/reliability.md.
+``MepsArgumentParser`` turns a parse error into one line naming the culprit. Nothing here names a model
+or a data module: ``train.py`` builds the CLI with the project's links, help text and defaults; see
+docs/design.md and docs/reliability.md.
 """
 from __future__ import annotations
 
@@ -30,8 +32,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from runtime import exit_codes
 from runtime.argument_errors import argument_error_line
-from runtime.checkpoint_file import model_mismatch, plain, read_checkpoint_metadata
-from runtime.checkpoint_io import AtomicCheckpointIO
+from runtime.checkpoint_files import AtomicCheckpointIO, model_mismatch, plain, read_checkpoint_metadata
 from runtime.errors import INPUT_ERRORS, BadInput, MepsFault, root_cause, squeeze
 from runtime.held_logs import HeldLogs
 from runtime.ranks import is_main_process
@@ -39,54 +40,42 @@ from runtime.resume import LIGHTNING_CKPT_KEYWORDS, Resume, require_checkpoint_f
 from runtime.run_location import DEFAULT_ROOT_DIR, place_run_folders, prepare_wandb_init, wandb_logger_args
 from runtime.run_status import command_fingerprint
 from runtime.slurm import restart_count, slurm_job_key, slurm_run_id
-from runtime.wandb_run import RUN_ID_ENV, announce_wandb_mode, job_run_id, run_dir, wandb_files_dir
+from runtime.wandb_run import PROJECT, RUN_ID_ENV, announce_wandb_mode, job_run_id, run_dir, wandb_files_dir
 
 DEFAULT_LOGGER = {
     "class_path": "lightning.pytorch.loggers.WandbLogger",
-    "init_args": {"project": "meps-ldh", "save_dir": None},  # None: --trainer.default_root_dir (runtime/run_location.py)
-}
-
-NETWORKS_SEEING_IMAGES = ("encoder", "decoder")
-"""Injected networks (of the autoencoders) whose ``image_channels`` is linked from ``--data.init_args.channels``;
-a model without them (the token models) is left alone by the link."""
-
-HELP_FIRST = """{what} This project's options are --model and --data, each a class (with -c CONFIG they are
-filled in; `--model.help lightning_modules.BinaryLatentAutoencoder`, `--model.help
-lightning_modules.GammaARVM`, `--data.help datamodules.HFImageDataModule`, `--data.help
-datamodules.LatentTokenDataModule` list a class's arguments). Experiments: configs/{{blae,vae,arvm}}/*.yaml,
-built from configs/data/, configs/model/, configs/callbacks/; stack configs/presets/*.yaml with more -c.
-`--print_config` prints the resolved config. Docs: README.md, docs/. Below: Lightning's Trainer options."""
-
-SUBCOMMAND_SUMMARY = {
-    "fit": "train a model (BL-AE, VAE, neural γ-ARVM).",
-    "validate": "measure a model on the validation split (the kernel γ-ARVM's run: nothing to train).",
-    "test": "measure a model on the test split.",
-    "predict": "sample a token model (samples.npz, samples.png).",
+    "init_args": {"project": PROJECT, "save_dir": None},  # None: --trainer.default_root_dir (runtime/run_location.py)
 }
 
 
-def help_first() -> dict:
-    """Parser settings per subcommand: a short usage and the project's own options before Lightning's Trainer's."""
-    return {subcommand: {"description": HELP_FIRST.format(what=f"`train.py {subcommand}`: {what}"),
-                         "usage": f"train.py {subcommand} -c CONFIG [-c PRESET ...] [--KEY VALUE ...]"}
-            for subcommand, what in SUBCOMMAND_SUMMARY.items()}
+def help_first(intro: str, summaries: dict[str, str], script: str = "train.py") -> dict:
+    """Parser settings per subcommand: a short usage, then ``intro`` (the project's own options, before
+    Lightning's Trainer's); ``intro``'s ``{what}`` becomes ``summaries[subcommand]``."""
+    return {subcommand: {"description": intro.format(what=f"`{script} {subcommand}`: {what}"),
+                         "usage": f"{script} {subcommand} -c CONFIG [-c PRESET ...] [--KEY VALUE ...]"}
+            for subcommand, what in summaries.items()}
 
 
-def share_autoencoder_path(config) -> None:
-    """`--data.init_args.autoencoder` also tells a token model which BL-AE it decodes with.
+def share_init_args(config, shared: dict[str, str]) -> None:
+    """Each ``--data.init_args.<name>`` of ``shared`` also goes to the model, when both take it; a model
+    given another value is refused with the reason ``shared[name]``.
 
-    A link would not do: links apply to every model class, and only the γ-ARVMs have this argument.
+    A link would not do: links apply to every model class, and only some models take such an argument.
     """
     data_args, model_args = config.data.get("init_args"), config.model.get("init_args")
-    if not data_args or not model_args or "autoencoder" not in data_args or "autoencoder" not in model_args:
-        return
-    if model_args.autoencoder is None:
-        model_args.autoencoder = data_args.autoencoder
-    elif data_args.autoencoder is not None and model_args.autoencoder != data_args.autoencoder:
-        raise ValueError(
-            f"--model.init_args.autoencoder={model_args.autoencoder} and --data.init_args.autoencoder="
-            f"{data_args.autoencoder} differ: the tokens and the decoder must come from the same BL-AE"
-        )
+    for name, reason in shared.items():
+        if not data_args or not model_args or name not in data_args or name not in model_args:
+            continue
+        if model_args[name] is None:
+            model_args[name] = data_args[name]
+        elif data_args[name] is not None and model_args[name] != data_args[name]:
+            raise ValueError(f"--model.init_args.{name}={model_args[name]} and --data.init_args.{name}="
+                             f"{data_args[name]} differ: {reason}")
+
+
+def without_init_args(key: str) -> str:
+    """``model.init_args.net.init_args.x`` -> ``model.net.x``: the forms jsonargparse takes for one key."""
+    return ".".join(part for part in key.split(".") if part != "init_args")
 
 
 class MepsArgumentParser(LightningArgumentParser):
@@ -107,7 +96,10 @@ class MepsArgumentParser(LightningArgumentParser):
 class MepsCLI(LightningCLI):
     """LightningCLI with this project's links, resume rules and one-line input errors (see the module docstring)."""
 
-    def __init__(self, *args, log_file_progress: type[Callback] | None = None, **kwargs) -> None:
+    def __init__(self, *args, links: dict[str, str] | None = None, shared_init_args: dict[str, str] | None = None,
+                 log_file_progress: type[Callback] | None = None, **kwargs) -> None:
+        self.links = dict(links or {})  # target key -> its source key
+        self.shared_init_args = dict(shared_init_args or {})  # data argument -> why the model must agree
         self.log_file_progress = log_file_progress  # the progress callback when stdout is a log file, not a terminal
         self.held_logs = HeldLogs()  # released once the classes are built: an input error is then the only line
         with self.held_logs:
@@ -117,17 +109,17 @@ class MepsCLI(LightningCLI):
         self.held_logs.release()
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("data.init_args.image_size", "model.init_args.image_size")
-        parser.link_arguments("data.init_args.channels", "model.init_args.channels")
-        for network in NETWORKS_SEEING_IMAGES:  # the networks' image channels follow the data (one source)
-            parser.link_arguments("data.init_args.channels", f"model.init_args.{network}.init_args.image_channels")
+        for target, source in self.links.items():
+            parser.link_arguments(source, target)
 
     def parse_arguments(self, parser, args) -> None:
         """Parse, then settle which run and checkpoint this command continues, before LightningCLI reads the
         checkpoint's hyper-parameters into the config (which would otherwise swap in another model)."""
         argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
-        if given := next((arg for arg in argv if ".image_channels" in arg), None):
-            parser.error(f"{given.split('=')[0]}: the networks' image channels follow --data.init_args.channels; set that instead")
+        targets = {without_init_args(target): source for target, source in self.links.items()}
+        for flag in (arg.split("=")[0] for arg in argv if arg.startswith("--")):
+            if (source := targets.get(without_init_args(flag[2:]))) is not None:  # jsonargparse would replace it silently
+                parser.error(f"{flag}: follows --{source} (linked); set that instead")
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if subcommand:
@@ -135,17 +127,16 @@ class MepsCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        share_autoencoder_path(config)
+        share_init_args(config, self.shared_init_args)
         place_run_folders(config)
         self.share_run_id(config)
 
-    @classmethod
-    def settle_checkpoint(cls, config, subcommand: str, argv: list[str]) -> None:
+    def settle_checkpoint(self, config, subcommand: str, argv: list[str]) -> None:
         """Resolve ``--ckpt_path`` to the run it continues and refuse a file that is not this command's model."""
-        share_autoencoder_path(config)
+        share_init_args(config, self.shared_init_args)
         place_run_folders(config)
         loggers = wandb_logger_args(config) if subcommand == "fit" else []
-        choice = cls.resolve_resume(config, loggers, argv) if loggers else Resume(None, config.get("ckpt_path"))
+        choice = self.resolve_resume(config, loggers, argv) if loggers else Resume(None, config.get("ckpt_path"))
         check_checkpoint_fits(choice.ckpt_path, config.model)
         if choice.run_id is not None:
             for init_args in loggers:
@@ -191,7 +182,7 @@ class MepsCLI(LightningCLI):
             raise BadInput(f"{self.culprit(str(err))}{squeeze(cause)}") from cause
 
     def culprit(self, wrapper_message: str) -> str:
-        """``"--data datamodules.HFImageDataModule: "`` for an error jsonargparse reports under that subtype."""
+        """``"--data <class path>: "`` for an error jsonargparse reports under that subtype."""
         group = "data" if "LightningDataModule" in wrapper_message else "model" if "LightningModule" in wrapper_message else None
         config = self.config[self.subcommand] if self.subcommand else self.config
         class_path = plain(config.get(group)).get("class_path") if group and config.get(group) else None

@@ -15,20 +15,13 @@ from runtime import exit_codes
 from runtime.errors import Preempted, mark_loop_started, one_line_error
 from runtime.launcher_watchdog import mark_stopped_for_resume, stop_when_launcher_dies, stopped_for_resume
 from runtime.ranks import is_main_process
+from runtime.run_status import without_resume_flags
 from runtime.signals import stop_at_once
 
 
 def resume_command(argv: list[str], script: str = "train.py") -> str:
     """The command that continues a stopped run: the same one with ``--ckpt_path last``."""
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--ckpt_path":
-            skip = True
-        elif not arg.startswith("--ckpt_path="):
-            kept.append(arg)
-    return shlex.join(["python", script, *kept, "--ckpt_path", "last"])
+    return shlex.join(["python", script, *without_resume_flags(argv), "--ckpt_path", "last"])
 
 
 def run_command(main: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> int:

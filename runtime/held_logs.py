@@ -2,28 +2,21 @@
 
 A command with a typo or a bad value should print the one error line, not the error after a few lines of
 start-up chatter. ``HeldLogs`` buffers what Lightning's loggers emit while the command is parsed and its
-classes are built; ``release()`` (called once they are) prints it all in order, and an error discards it.
+classes are built (in the standard library's ``logging.handlers.MemoryHandler``); ``release()`` (called once
+they are) hands it all, in order, to those loggers' own handlers, and an error discards it.
 """
 from __future__ import annotations
 
 import logging
+from logging.handlers import MemoryHandler
 
 LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
-
-
-class _Hold(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 class HeldLogs:
     def __init__(self, names: tuple[str, ...] = LIGHTNING_LOGGERS) -> None:
         self.loggers = [logging.getLogger(name) for name in names]
-        self._hold = _Hold()
+        self._hold = MemoryHandler(capacity=1 << 30, flushLevel=logging.CRITICAL + 1)  # no target: it only holds
         self._saved: list[tuple[logging.Logger, list[logging.Handler], bool]] = []
 
     def __enter__(self) -> "HeldLogs":
@@ -43,10 +36,10 @@ class HeldLogs:
             return
         by_name = {logger.name: logger for logger, _, _ in self._saved}
         self._restore()
-        for record in self._hold.records:
+        for record in self._hold.buffer:
             owner = next((by_name[name] for name in by_name if record.name == name or record.name.startswith(f"{name}.")), None)
             (owner or logging.getLogger(record.name)).handle(record)
-        self._hold.records = []
+        self._hold.buffer.clear()
 
     def __exit__(self, exc_type, exc, traceback) -> None:
         if exc_type is None:

@@ -11,8 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import torch
-
+from runtime.checkpoint_files import load_torch_file
 from runtime.run_status import last_checkpoint, read_status, resumable_runs
 
 LIGHTNING_CKPT_KEYWORDS = ("last", "best", "hpc")
@@ -43,7 +42,7 @@ def checkpoint_run_id(path: str | Path) -> str | None:
     """
     path = Path(path).expanduser()
     try:
-        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        checkpoint = load_torch_file(path, mmap=True)
         run_id = stored_run_id(checkpoint) if isinstance(checkpoint, dict) else None
         if run_id:
             return run_id

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import yaml
+
 from runtime.atomic_files import read_json, write_json
 
 STATUS_FILE = "status.json"
@@ -22,20 +24,22 @@ RESUME_FLAGS = ("--ckpt_path",)
 """Flags that a resumed command adds to the original one: left out of the command's fingerprint."""
 
 
-def command_fingerprint(argv: list[str]) -> str:
-    """A hash of a command line without ``--ckpt_path``: a requeued job runs the identical command."""
+def without_resume_flags(argv: list[str]) -> list[str]:
+    """``argv`` without ``--ckpt_path X`` / ``--ckpt_path=X``: the command as it was first given."""
     kept, skip = [], False
     for arg in argv:
         if skip:
             skip = False
-            continue
-        if arg in RESUME_FLAGS:
+        elif arg in RESUME_FLAGS:
             skip = True
-            continue
-        if arg.split("=", 1)[0] in RESUME_FLAGS:
-            continue
-        kept.append(arg)
-    return hashlib.sha256(json.dumps(kept).encode()).hexdigest()[:16]
+        elif arg.split("=", 1)[0] not in RESUME_FLAGS:
+            kept.append(arg)
+    return kept
+
+
+def command_fingerprint(argv: list[str]) -> str:
+    """A hash of a command line without ``--ckpt_path``: a requeued job runs the identical command."""
+    return hashlib.sha256(json.dumps(without_resume_flags(argv)).encode()).hexdigest()[:16]
 
 
 def write_status(run_folder: Path, state: str, **fields: Any) -> dict:
@@ -84,26 +88,18 @@ def last_checkpoint(run_folder: Path) -> Path | None:
 
 
 def model_class_of(run_folder: Path) -> str | None:
-    """``model.class_path`` of the run's ``config.yaml`` (read as text: no YAML parser needed for one key)."""
+    """``model.class_path`` of the run's ``config.yaml``, or None."""
     try:
-        text = (Path(run_folder) / "config.yaml").read_text()
-    except OSError:
+        model = (yaml.safe_load((Path(run_folder) / "config.yaml").read_text()) or {}).get("model")
+    except (OSError, yaml.YAMLError, AttributeError):
         return None
-    in_model = False
-    for line in text.splitlines():
-        if line.startswith("model:"):
-            in_model = True
-        elif in_model and line.strip().startswith("class_path:"):
-            return line.split(":", 1)[1].strip().strip("'\"")
-        elif in_model and line and not line.startswith((" ", "\t")):
-            return None
-    return None
+    return model.get("class_path") if isinstance(model, dict) else None
 
 
 def resumable_runs(runs_root: Path, model_class: str | None = None) -> list[ResumeCandidate]:
     """Runs under ``runs_root`` that a resume can continue, newest checkpoint first.
 
-    ``model_class``: keep only runs of this model (a VAE run is never the one a BL-AE command resumes).
+    ``model_class``: keep only runs of this model (a run of another model is never the one a command resumes).
     """
     runs = []
     for folder in Path(runs_root).glob("*/"):

@@ -2,7 +2,7 @@
 
 A scheduler asks a job to stop with SIGTERM (preemption) or SIGUSR1 (``sbatch --signal=USR1@90``: the
 time limit is near). Python's default for SIGTERM kills the process wherever it is, mid-step or
-mid-write. ``StopRequests`` only records the first signal; ``callbacks/preemption.py`` checks it after
+mid-write. ``StopRequests`` only records the first signal; ``callbacks/run/preemption.py`` checks it after
 every optimizer step, saves a checkpoint of the step reached and stops. A second Ctrl-C raises
 ``KeyboardInterrupt`` at once, for a user who does not want to wait for the step to end.
 

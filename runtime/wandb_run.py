@@ -23,6 +23,8 @@ from lightning.pytorch.loggers import WandbLogger
 
 from runtime.ranks import is_main_process
 
+PROJECT = "meps-ldh"
+"""The W&B project of every run and of the sweep's summary run (runs land in ``<save_dir>/<PROJECT>/<run id>``)."""
 RUN_ID_ENV = "MEPS_RUN_ID"
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from callbacks.input_guard import batch_problem
-from callbacks.nan_guard import NonFiniteCheckpointError, NonFiniteGuard
+from callbacks.run.input_guard import batch_problem
+from callbacks.run.nan_guard import NonFiniteCheckpointError, NonFiniteGuard
 
 
 @pytest.mark.parametrize("batch, culprit", [

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from callbacks.line_progress import LineProgress, format_metrics
+from callbacks.run.line_progress import LineProgress, format_metrics
 
 
 def test_format_metrics_keeps_scalars_only():

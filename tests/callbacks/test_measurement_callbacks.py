@@ -12,15 +12,15 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
-from callbacks.memorization import MemorizationCallback
-from callbacks.mutual_information import MutualInformationCallback
-from callbacks.overlap import OverlapCallback
-from callbacks.sample_quality import NovelSampleQualityCallback
+from callbacks.measurements.memorization import MemorizationCallback
+from callbacks.measurements.mutual_information import MutualInformationCallback
+from callbacks.measurements.overlap import OverlapCallback
+from callbacks.measurements.sample_quality import NovelSampleQualityCallback
 from datamodules import HFImageDataModule
 from lightning_modules.blae import BinaryLatentAutoencoder
 from lightning_modules.vae import GaussianVAE
 from networks.autoencoder import PatchMLPDecoder, PatchMLPEncoder
-from networks.binarizer import TanhBinarizer
+from networks.binarizer import NoiseInjectionBinarizer
 from tests.helpers import DEBUG_PRESET, DIGITS_CONFIG, run_train, wandb_runs
 
 
@@ -44,7 +44,7 @@ def digits(batch_size=64) -> HFImageDataModule:
 
 
 def blae(noise="gaussian", rate=0.5) -> BinaryLatentAutoencoder:
-    return BinaryLatentAutoencoder(PatchMLPEncoder(1, 6, 32, 1), PatchMLPDecoder(1, 6, 32, 1), TanhBinarizer(noise, rate))
+    return BinaryLatentAutoencoder(PatchMLPEncoder(1, 6, 32, 1), PatchMLPDecoder(1, 6, 32, 1), NoiseInjectionBinarizer(noise, rate))
 
 
 def validate(model, *callbacks) -> dict:
@@ -107,7 +107,7 @@ def read_curve(folder) -> list[dict]:
 
 def test_overlap_curve_is_logged_from_step_zero_and_falls_as_training_binarizes(in_tmp_dir):
     torch.manual_seed(0)
-    model = BinaryLatentAutoencoder(PatchMLPEncoder(1, 6, 32, 1), PatchMLPDecoder(1, 6, 32, 1), TanhBinarizer("gaussian", 0.6),
+    model = BinaryLatentAutoencoder(PatchMLPEncoder(1, 6, 32, 1), PatchMLPDecoder(1, 6, 32, 1), NoiseInjectionBinarizer("gaussian", 0.6),
                                     optimizer=lambda params: torch.optim.Adam(params, lr=2e-3))
     callback = OverlapCallback(num_images=40, every_n_train_steps=8)
     trainer = Trainer(logger=CSVLogger(in_tmp_dir), enable_progress_bar=False, enable_checkpointing=False, callbacks=[callback],
@@ -163,7 +163,7 @@ def test_overlap_curve_under_ddp_equals_one_process_at_step_zero(in_tmp_dir):
     """Every rank encodes its share of the subset, the metric gathers them: before any update the
     2-process curve point is the 1-process one (the measured MSE draws rank-dependent noise)."""
     args = ["fit", "-c", DIGITS_CONFIG, "-c", DEBUG_PRESET, "--trainer.limit_val_batches", "0",
-            "--trainer.callbacks+=callbacks.overlap.OverlapCallback"]
+            "--trainer.callbacks+=callbacks.measurements.overlap.OverlapCallback"]
     run_train(args, in_tmp_dir / "one")
     run_train([*args, "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"], in_tmp_dir / "two")
     first_points = []

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from callbacks.probes import ProbesCallback, level_name, prefix_rows_of
+from callbacks.measurements.probes import ProbesCallback, level_name, prefix_rows_of
 from tests.callbacks.probe_toys import ToyData, iid_grids, kernel_model, neural_model, toy_trainer
 
 C, H, W = 6, 8, 8

@@ -10,7 +10,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.demos.boring_classes import BoringModel
 
-from callbacks.resumable_run import ResumableRun
+from callbacks.run.resumable_run import ResumableRun
 from runtime.rng_state import rng_state, set_rng_state
 from tests.helpers import DEBUG_PRESET, REPO_ROOT
 from tests.lightning_modules.test_determinism import final_metrics

@@ -7,8 +7,8 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks.measurement import MeasurementCallback
-from callbacks.train_to_plateau import TrainToPlateau
+from callbacks.measurements.base import MeasurementCallback
+from callbacks.run.train_to_plateau import TrainToPlateau
 
 
 class ScriptedLoss(LightningModule):

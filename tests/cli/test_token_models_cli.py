@@ -47,7 +47,7 @@ def test_kernel_validate_reports_nll_and_memorization(blae_checkpoint, tmp_path,
     monkeypatch.chdir(tmp_path)
     results = tmp_path / "results.json"
     args = ["-c", KERNEL, *QUICK, *token_args(blae_checkpoint, tmp_path), "--model.init_args.gamma", "global",
-            "--trainer.callbacks+=callbacks.results_file.ResultsFile", "--trainer.callbacks.init_args.path", str(results)]
+            "--trainer.callbacks+=callbacks.run.results_file.ResultsFile", "--trainer.callbacks.init_args.path", str(results)]
     main(["validate", *args])
     metrics = json.loads(results.read_text())["metrics"]
     assert metrics["val/nll_bits"] > 0

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from datasets import Dataset, DatasetDict
 
-import datamodules.image_sources as image_sources
+import datamodules.source_splits as source_splits
 from datamodules import HFImageDataModule
 from tests.datamodules.images import hf_image_dataset, one_line_error, ready, write_image_folder
 from tests.datamodules.images import private_offline_hf_cache  # noqa: F401  (autouse: every test reads a private offline cache)
@@ -96,7 +96,7 @@ def test_corrupt_image_is_skipped_with_a_count_and_the_check_is_cached(tmp_path,
     def scan_again(*args):
         raise AssertionError("the decodability check should come from its cache")
 
-    monkeypatch.setattr(image_sources, "scan_undecodable_rows", scan_again)
+    monkeypatch.setattr(source_splits, "scan_undecodable_rows", scan_again)
     with pytest.warns(UserWarning, match="dropped 1"):
         assert len(ready(tmp_path / "images", skip_corrupt=True, val_fraction=0.0).dataset("train")) == 11
 

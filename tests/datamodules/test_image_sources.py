@@ -11,7 +11,7 @@ from datasets import Dataset, DatasetDict, Features, Image
 from PIL import Image as PILImage
 
 import datamodules.image_sources as image_sources
-from datamodules.digits import digits_to_uint8
+from datamodules.bundled_images import digits_to_uint8
 from tests.datamodules.images import MIXED_IMAGES, assert_batch_contract, hf_image_dataset, image_structs, random_image, ready, write_image_folder
 from tests.datamodules.images import private_offline_hf_cache  # noqa: F401  (autouse: every test reads a private offline cache)
 

@@ -30,8 +30,8 @@ import torch
 from datasets import Dataset
 
 import train
-from runtime.checkpoint_io import PARTIAL_PREFIX
-from checkpoints.autoencoder import file_sha256
+from runtime.checkpoint_files import PARTIAL_PREFIX
+from autoencoder_checkpoint.reader import file_sha256
 from tests.helpers import DEBUG_PRESET, DIGITS_CONFIG, REPO_ROOT, InjectedFault, wandb_runs, wandb_summary
 from tests.runs import Run
 
@@ -53,7 +53,7 @@ def inject(fault: str, step: int = 0, rank: int = 0) -> list[str]:
 
 
 def results_file(path: str = "results.json") -> list[str]:
-    return ["--trainer.callbacks+=callbacks.results_file.ResultsFile", "--trainer.callbacks.init_args.path", path]
+    return ["--trainer.callbacks+=callbacks.run.results_file.ResultsFile", "--trainer.callbacks.init_args.path", path]
 
 
 def load(path: Path) -> dict:

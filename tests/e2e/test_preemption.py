@@ -40,7 +40,7 @@ STEPS_PER_EPOCH = 4
 COMMON = ["-c", DEBUG_PRESET, "--trainer.enable_model_summary", "false", "--trainer.max_steps", "-1",
           "--trainer.max_epochs", "3", "--trainer.limit_train_batches", str(STEPS_PER_EPOCH),
           "--trainer.check_val_every_n_epoch", "1",
-          "--trainer.callbacks+=callbacks.results_file.ResultsFile", "--trainer.callbacks.init_args.path", "results.json"]
+          "--trainer.callbacks+=callbacks.run.results_file.ResultsFile", "--trainer.callbacks.init_args.path", "results.json"]
 PACE = ["--trainer.callbacks+=tests.preemption_helpers.SlowFrom", "--trainer.callbacks.init_args.step", "5",
         "--trainer.callbacks.init_args.delay_s", "1.0"]
 """From step 5 on the run sleeps 1 s per step, so that the signal lands mid-epoch (epoch 1 of 3 x 4 steps)."""

@@ -23,13 +23,13 @@ def overlay(tmp_path, name: str, callbacks: list) -> list[str]:
 def tiny_rgb32_sweep(tmp_path) -> str:
     config = yaml.safe_load((REPO_ROOT / "configs" / "sweeps" / "rgb32.yaml").read_text())
     end_of_fit = {"num_samples": 8, "every_n_val_epochs": None}
-    measurements = [{"class_path": "callbacks.memorization.MemorizationCallback", "init_args": end_of_fit},
-                    {"class_path": "callbacks.mutual_information.MutualInformationCallback", "init_args": end_of_fit}]
+    measurements = [{"class_path": "callbacks.measurements.memorization.MemorizationCallback", "init_args": end_of_fit},
+                    {"class_path": "callbacks.measurements.mutual_information.MutualInformationCallback", "init_args": end_of_fit}]
     config.update(out_dir=str(tmp_path / "sweep"), gammas=[1, "global"], vae_betas=[1.0], data={"max_train_samples": 16})
     for stage in ("blae", "vae"):
         config[stage]["args"] = QUICK + config[stage]["args"]
     config["kernel"]["args"] = overlay(tmp_path, "kernel", measurements)
-    plateau = {"class_path": "callbacks.train_to_plateau.TrainToPlateau", "init_args": {"window": 2}}
+    plateau = {"class_path": "callbacks.run.train_to_plateau.TrainToPlateau", "init_args": {"window": 2}}
     config["neural"]["args"] = [*QUICK, *overlay(tmp_path, "neural", [plateau, *measurements])]
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -50,7 +50,7 @@ def test_the_rgb32_sweep_runs_end_to_end_and_its_tokens_take_a_parquet_source(tm
     # the same BL-AE's 32×32×7 tokens of another source: images under "picture", found without naming the column
     parquet = renamed_column_parquet(tmp_path)
     run_train(["validate", "-c", str(REPO_ROOT / "configs" / "arvm" / "rgb32_kernel.yaml"), *QUICK,
-               *overlay(tmp_path, "parquet-kernel", [{"class_path": "callbacks.memorization.MemorizationCallback",
+               *overlay(tmp_path, "parquet-kernel", [{"class_path": "callbacks.measurements.memorization.MemorizationCallback",
                                                       "init_args": {"num_samples": 4}}]),
                "--data.init_args.path", str(parquet), "--data.init_args.autoencoder", checkpoint,
                "--data.init_args.token_cache_dir", str(tmp_path / "tokens"), "--model.init_args.gamma", "3"],

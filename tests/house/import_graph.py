@@ -10,20 +10,30 @@ import ast
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("networks", "metrics", "checkpoints", "datamodules", "lightning_modules", "callbacks", "runtime", "bench")
-SCRIPTS = ("train", "sweep", "reporting")
+NOT_PROJECT = {"tests"}
+"""Top-level folders that are not part of the project's import graph."""
+
+
+def project_packages(root: Path = REPO_ROOT) -> list[str]:
+    """Every top-level package of the project: a folder with an ``__init__.py`` (tests aside)."""
+    return sorted(p.parent.name for p in root.glob("*/__init__.py") if p.parent.name not in NOT_PROJECT)
+
+
+def script_name(path: Path, packages: list[str]) -> str:
+    """A top-level script's module name; ``sweep.py`` beside the package ``sweep/`` is the script ``sweep.py``."""
+    return path.name if path.stem in packages else path.stem
 
 
 def project_modules(root: Path = REPO_ROOT) -> dict[str, Path]:
-    """Dotted name -> file of every project module (packages and top-level scripts, not tests)."""
+    """Dotted name -> file of every project module: every package's modules and every top-level script."""
     modules = {}
-    for package in PACKAGES:
+    packages = project_packages(root)
+    for package in packages:
         for path in sorted((root / package).rglob("*.py")):
             parts = path.relative_to(root).with_suffix("").parts
             modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
-    for script in SCRIPTS:
-        if (root / f"{script}.py").is_file():
-            modules[script] = root / f"{script}.py"
+    for path in sorted(root.glob("*.py")):
+        modules[script_name(path, packages)] = path
     return modules
 
 
@@ -59,7 +69,8 @@ def import_graph(root: Path = REPO_ROOT) -> dict[str, set[str]]:
 
 
 def package_of(module: str) -> str:
-    return module.split(".")[0]
+    """``networks.bits`` -> ``networks``; a shim script ``sweep.py`` -> ``sweep.py``."""
+    return module if module.endswith(".py") else module.split(".")[0]
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -93,24 +104,33 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-ALLOWED = {
+ANY = None
+"""The rule of a package that may import every other one (benchmarks, shim scripts)."""
+ALLOWED: dict[str, set[str] | None] = {
     "networks": set(),  # pure torch.nn: nanoGPT's model.py imports nothing of a project
+    "imaging": set(),  # the pixel codec and image grids
     "runtime": set(),  # run plumbing knows no science
-    "metrics": {"networks"},
-    "checkpoints": {"networks", "runtime"},
-    "datamodules": {"networks", "checkpoints", "runtime"},  # data never imports models or callbacks
-    "lightning_modules": {"networks", "metrics", "checkpoints", "runtime"},
-    "callbacks": {"networks", "metrics", "checkpoints", "datamodules", "lightning_modules", "runtime"},
+    "nn_search": {"networks"},  # exact nearest-neighbour search (Hamming search packs bits)
+    "metrics": {"networks", "imaging", "nn_search", "runtime"},
+    "autoencoder_checkpoint": {"networks", "runtime"},
+    "datamodules": {"networks", "imaging", "autoencoder_checkpoint", "runtime"},  # data never imports models or callbacks
+    "lightning_modules": {"networks", "imaging", "metrics", "autoencoder_checkpoint", "runtime"},
+    "callbacks": {"networks", "imaging", "metrics", "nn_search", "autoencoder_checkpoint", "datamodules", "lightning_modules", "runtime"},
+    "train": {"callbacks", "runtime"},  # the entry point: the CLI with the project's callbacks
+    "report": {"networks", "runtime"},  # reads the cells' results; knows nothing of how they ran
+    "sweep": {"train", "report", "networks", "runtime"},
+    "bench": ANY,
+    "sweep.py": ANY,
 }
-"""Which other packages each package may import (docs/design.md, "Import rules"); scripts and bench may import any."""
+"""Which other packages each package may import (docs/design.md, "Import rules")."""
 
 
 def upward_arrows(graph: dict[str, set[str]]) -> list[str]:
     """``"a.b -> c.d"`` for every import that crosses into a package its layer may not see."""
     found = []
     for module, targets in sorted(graph.items()):
-        allowed = ALLOWED.get(package_of(module))
-        if allowed is None:
+        allowed = ALLOWED.get(package_of(module), set())
+        if allowed is ANY:
             continue
         for target in sorted(targets):
             if package_of(target) != package_of(module) and package_of(target) not in allowed:

@@ -1,7 +1,7 @@
 """The import graph has no circle and no upward arrow (docs/design.md, "Import rules")."""
 from pathlib import Path
 
-from tests.house.import_graph import ALLOWED, cycles, import_graph, upward_arrows
+from tests.house.import_graph import ALLOWED, REPO_ROOT, cycles, import_graph, package_of, project_modules, upward_arrows
 
 
 def test_no_module_imports_itself_through_others():
@@ -12,9 +12,13 @@ def test_no_package_imports_a_layer_above_it():
     assert upward_arrows(import_graph()) == []
 
 
-def test_every_package_has_a_rule():
-    graph = import_graph()
-    assert {module.split(".")[0] for module in graph} - set(ALLOWED) <= {"bench", "train", "sweep", "reporting"}
+def test_every_package_and_script_has_a_rule():
+    assert {package_of(module) for module in import_graph()} - set(ALLOWED) == set()
+
+
+def test_every_python_file_of_the_project_is_in_the_graph():
+    files = {p for p in REPO_ROOT.rglob("*.py") if not ({".venv", "tests", "outputs", "build"} & set(p.relative_to(REPO_ROOT).parts))}
+    assert files - set(project_modules().values()) == set()
 
 
 def write(root: Path, files: dict[str, str]) -> Path:

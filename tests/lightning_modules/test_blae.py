@@ -4,13 +4,13 @@ import torch
 from lightning_modules.blae import BinaryLatentAutoencoder
 from metrics.reconstruction import BinRate, BitUsage
 from networks.autoencoder import ConvResNetDecoder, ConvResNetEncoder, PatchMLPDecoder, PatchMLPEncoder
-from networks.binarizer import TanhBinarizer
+from networks.binarizer import NoiseInjectionBinarizer
 
 
 def tiny_blae(channels=1, image_size=8, bits=4, **kwargs):
     return BinaryLatentAutoencoder(
         PatchMLPEncoder(channels, bits, width=16, num_blocks=1), PatchMLPDecoder(channels, bits, width=16, num_blocks=1),
-        TanhBinarizer("gaussian", 0.3), image_size=image_size, channels=channels, **kwargs,
+        NoiseInjectionBinarizer("gaussian", 0.3), image_size=image_size, channels=channels, **kwargs,
     )
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import train
-from callbacks.measurement import rank_sample_indices
-from lightning_modules.protocols import sample_seeds
+from callbacks.measurements.base import rank_sample_indices
+from lightning_modules.sample_seeds import sample_seeds
 from tests.helpers import DEBUG_PRESET, DIGITS_CONFIG, REPO_ROOT
 
 VAE_CONFIG = str(REPO_ROOT / "configs" / "vae" / "digits.yaml")

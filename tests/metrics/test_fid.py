@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from callbacks.feature_cache import cached_features
+from metrics.feature_cache import cached_features
 from metrics.fid import (
     TF_INPUT_MAX,
     InceptionFeatures,
@@ -197,7 +197,7 @@ def test_a_second_process_waits_for_the_first_ones_features_instead_of_computing
 
 
 def hold_the_lock(folder, images, started, done):
-    from callbacks.feature_cache import computing, feature_key
+    from metrics.feature_cache import computing, feature_key
 
     path = folder / f"{feature_key(images, CountingFeatures())}.pt"
     with computing(path):

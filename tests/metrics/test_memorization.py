@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from metrics.memorization import NNMemorization, code_l2_ratio, nn_ratio, psnr_from_distance, quantize_images, ratio_key
+from metrics.memorization import NNMemorization, code_l2_ratio, nn_ratio, psnr_from_distance, ratio_key
+from imaging.pixels import signed_unit_to_uint8
 
 NUM_BITS = 4
 IMAGE_SHAPE = (1, 8, 8)
@@ -137,10 +138,10 @@ def test_uint8_and_float_inputs_agree_and_quantize_like_saved_images():
     images, _ = training_set()
     generator = torch.Generator().manual_seed(4)
     samples = torch.rand(6, *IMAGE_SHAPE, generator=generator) * 2.2 - 1.1  # out of range gets clamped
-    assert torch.equal(quantize_images(samples), ((samples.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
+    assert torch.equal(signed_unit_to_uint8(samples), ((samples.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
     from_float, from_uint8 = NNMemorization(images), NNMemorization(images)
     from_float.update(samples)
-    from_uint8.update(quantize_images(samples))
+    from_uint8.update(signed_unit_to_uint8(samples))
     assert from_float.compute() == from_uint8.compute()
     assert set(from_float.compute()) == {"psnr25_rate", "psnr30_rate", "psnr35_rate", "ratio13_rate", "nn_psnr_median"}
 

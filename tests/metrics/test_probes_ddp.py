@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from callbacks.probes import ProbesCallback
+from callbacks.measurements.probes import ProbesCallback
 from tests.callbacks.probe_toys import ToyData, iid_grids, kernel_model, toy_trainer
 from tests.helpers import free_port
 

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from networks.binarizer import TanhBinarizer, hard_sign, straight_through_sign, triangular_noise, unit_noise
+from networks.binarizer import NoiseInjectionBinarizer, hard_sign, straight_through_sign, triangular_noise, unit_noise
 
 
 def test_eval_mode_gives_hard_signs_and_train_mode_adds_noise():
-    binarizer = TanhBinarizer("gaussian", 0.3)
+    binarizer = NoiseInjectionBinarizer("gaussian", 0.3)
     z = torch.tanh(torch.randn(4, 6, 8, 8))
     binarizer.eval()
     codes = binarizer(z)
@@ -30,7 +30,7 @@ def test_triangular_noise_has_bounded_support_and_expected_variance(kappa):
 
 @pytest.mark.parametrize("kind", ["gaussian", "triangular", "uniform"])
 def test_noise_std_matches_samples(kind):
-    binarizer = TanhBinarizer(kind, 0.4)
+    binarizer = NoiseInjectionBinarizer(kind, 0.4)
     samples = 0.4 * unit_noise(kind, (200_000,), 2.0)
     assert samples.std().item() == pytest.approx(binarizer.noise_std, rel=0.03)
 
@@ -45,4 +45,4 @@ def test_straight_through_passes_gradient_and_forwards_signs():
 
 def test_unknown_noise_kind_is_rejected():
     with pytest.raises(ValueError, match="unknown noise kind 'salt'"):
-        TanhBinarizer("salt")
+        NoiseInjectionBinarizer("salt")

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import train
-from runtime import checkpoint_io
-from runtime.checkpoint_io import AtomicCheckpointIO, remove_dead_checkpoint_partials
+from runtime import checkpoint_files
 from runtime.atomic_files import PARTIAL_SUFFIX, atomic_write
+from runtime.checkpoint_files import AtomicCheckpointIO, remove_dead_checkpoint_partials
 from tests.helpers import DEBUG_PRESET, DIGITS_CONFIG
 
 QUICK = ["-c", DEBUG_PRESET, "--trainer.logger", "false", "--trainer.enable_model_summary", "false"]
@@ -38,8 +38,8 @@ def test_checkpoint_io_round_trip_and_temporaries_of_dead_processes(tmp_path):
     assert io.load_checkpoint(tmp_path / "ckpts" / "last.ckpt", weights_only=True)["global_step"] == 7
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
     host = socket.gethostname()
-    leftover = tmp_path / "ckpts" / f"{checkpoint_io.PARTIAL_PREFIX}{host}-{dead}-abcd1234{PARTIAL_SUFFIX}"
-    mine = tmp_path / "ckpts" / f"{checkpoint_io.PARTIAL_PREFIX}{host}-{os.getpid()}-abcd1234{PARTIAL_SUFFIX}"
+    leftover = tmp_path / "ckpts" / f"{checkpoint_files.PARTIAL_PREFIX}{host}-{dead}-abcd1234{PARTIAL_SUFFIX}"
+    mine = tmp_path / "ckpts" / f"{checkpoint_files.PARTIAL_PREFIX}{host}-{os.getpid()}-abcd1234{PARTIAL_SUFFIX}"
     leftover.write_bytes(b"half")
     mine.write_bytes(b"being written")
     # Lightning's `--ckpt_path last` takes `last*.ckpt` files: a temporary file is never taken for a checkpoint

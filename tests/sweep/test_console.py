@@ -1,15 +1,12 @@
-"""The sweep's console line per cell, the log redirection, and train.py's overrides in sweep.py."""
+"""The sweep's console line per cell, and train.py's overrides in the sweep."""
 import contextlib
 import io
-import os
-import subprocess
-import sys
 
 import pytest
 import yaml
 
-from runtime.sweep_console import cell_line, headline, output_to
 from sweep import sweep_from_args
+from sweep.console import cell_line, headline
 from tests.helpers import REPO_ROOT
 from train import main as train_main
 
@@ -23,18 +20,6 @@ def test_headline_is_psnr_for_autoencoders_and_memorization_and_nll_for_token_ce
     kernel = {"role": {"stage": "kernel"}, "metrics": {"mem/psnr25_rate": 1.0}}
     assert headline(kernel) == "memorization 1.00"
     assert headline({"role": {"stage": "vae"}, "metrics": {}}) == ""
-
-
-def test_output_to_sends_python_and_file_descriptor_output_to_the_log_and_restores(tmp_path, capfd):
-    log = tmp_path / "cell" / "log.txt"
-    with output_to(log):
-        print("from python")
-        os.write(2, b"from fd 2\n")
-        subprocess.run([sys.executable, "-c", "print('from a child')"], check=True)
-    print("back on the console")
-    captured = capfd.readouterr()
-    assert log.read_text().splitlines() == ["from python", "from fd 2", "from a child"]
-    assert captured.out == "back on the console\n" and captured.err == ""
 
 
 def test_sweep_takes_the_common_trainer_overrides_in_train_py_syntax(tmp_path):

@@ -1,7 +1,9 @@
 """configs/sweeps/probes.yaml: the digits sweep's cells unchanged (so they are reused) plus probe cells; the report sections."""
 import json
 
-from reporting import build_report, markdown, write_report
+from report import write_report
+from report.markdown import markdown
+from report.numbers import build_report
 from sweep import sweep_from_args
 from tests.helpers import REPO_ROOT
 

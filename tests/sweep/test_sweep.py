@@ -81,8 +81,8 @@ def test_bad_sweep_options_are_named(tmp_path):
 def measurements(tmp_path) -> list[dict]:
     """The demo's measurements, on fewer samples and Inception images (the real network, ~0.3 s per image)."""
     end_of_fit = {"num_samples": 100, "every_n_val_epochs": None}
-    return [{"class_path": "callbacks.memorization.MemorizationCallback", "init_args": end_of_fit},
-            {"class_path": "callbacks.sample_quality.NovelSampleQualityCallback",
+    return [{"class_path": "callbacks.measurements.memorization.MemorizationCallback", "init_args": end_of_fit},
+            {"class_path": "callbacks.measurements.sample_quality.NovelSampleQualityCallback",
              "init_args": {**end_of_fit, "reference_limit": 16, "max_novel": 8, "feature_cache_dir": str(tmp_path / "features")}}]
 
 
@@ -102,7 +102,7 @@ def reduced_sweep(tmp_path) -> str:
     config["blae"]["args"] = config["blae"]["args"] + ["--trainer.max_steps", "1200", "--trainer.val_check_interval", "600"]
     config["vae"]["args"] = QUICK + config["vae"]["args"]
     config["kernel"]["args"] = overlay(tmp_path, "kernel", measurements(tmp_path))
-    plateau = {"class_path": "callbacks.train_to_plateau.TrainToPlateau", "init_args": {"window": 10}}
+    plateau = {"class_path": "callbacks.run.train_to_plateau.TrainToPlateau", "init_args": {"window": 10}}
     config["neural"]["args"] = [*overlay(tmp_path, "neural", [plateau, *measurements(tmp_path)]),
                                 "--trainer.max_steps", "30", "--trainer.val_check_interval", "30"]
     path = tmp_path / "sweep.yaml"

@@ -1,1 +1,0 @@
-"""Checkpoint files read by more than one package (data and models): readers only, no model classes."""

@@ -1,0 +1,13 @@
+"""The sweep's report: report.json, report.md (tables, plots, one verdict per claim) and a W&B summary run.
+
+`write_report` (report/writer.py) builds report.json from the cells' results (report/numbers.py,
+report/token_rows.py, report/probes.py), reads the verdicts from it (report/verdicts.py), draws the plots
+(report/plots.py) and writes report.md (report/markdown.py); `log_summary_run` (report/summary_run.py)
+puts it in W&B. The cells' names and how a cell is read: report/cells.py.
+"""
+from __future__ import annotations
+
+from report.summary_run import log_summary_run
+from report.writer import write_report
+
+__all__ = ["log_summary_run", "write_report"]

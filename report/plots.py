@@ -1,0 +1,159 @@
+"""The report's matplotlib figures (PNG files beside report.md): memorization vs γ, the generation–memorization
+frontier, the phase diagram, and the probes' extraction and correlation-length curves.
+
+Each is drawn from report.json's content alone. The Agg backend (files, no display) is chosen here, the one
+place in the report that imports pyplot.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from report.cells import TOKEN_MODELS  # noqa: E402
+from report.probes import gammas_of  # noqa: E402
+from report.verdicts import FRONTIER_MIN_NOVEL, model_rows  # noqa: E402
+
+
+def plot_memorization(report: dict, path: Path) -> None:
+    """Memorization against γ, one line per model with 95 % Wilson intervals, between the floor and the ceiling."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for model, marker in zip(TOKEN_MODELS, "os"):
+        rows = model_rows(report, model)
+        if rows:
+            labels = [str(r["gamma"]) for r in rows]
+            rates = [r["mem_psnr25"] for r in rows]
+            errors = [[max(0.0, r["mem_psnr25"] - r["mem_psnr25_low"]) for r in rows],
+                      [max(0.0, r["mem_psnr25_high"] - r["mem_psnr25"]) for r in rows]]
+            ax.errorbar(labels, rates, yerr=errors, marker=marker, capsize=3, label=f"{model} γ-ARVM")
+    floor, ceiling = report["floor"]["mem_psnr25"], report["ceiling"]["mem_psnr25"]
+    if floor is not None:
+        ax.axhspan(0, max(floor, 0.005), color="grey", alpha=0.3, label=f"floor (held-out) {floor:.2f}")
+    if ceiling is not None:
+        ax.axhline(ceiling, color="black", linestyle="--", linewidth=1, label=f"ceiling (copying) {ceiling:.2f}")
+    ax.set(xlabel="γ (observation radius)", ylabel="fraction of samples with NN-PSNR ≥ 25 dB", ylim=(-0.02, 1.05),
+           title="Memorization vs γ (95 % Wilson intervals)")
+    ax.legend(loc="center right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_frontier(report: dict, path: Path) -> None:
+    """Memorization against the KID of the novel samples, one point per γ with enough novel samples."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for model, marker in zip(TOKEN_MODELS, "os"):
+        rows = [r for r in model_rows(report, model) if r["kid_novel"] is not None and (r["novel_scored"] or 0) >= FRONTIER_MIN_NOVEL]
+        if rows:
+            ax.plot([r["mem_psnr25"] for r in rows], [r["kid_novel"] for r in rows], marker=marker, label=f"{model} γ-ARVM")
+            for r in rows:
+                ax.annotate(f"γ={r['gamma']} (n={int(r['novel_scored'])})", (r["mem_psnr25"], r["kid_novel"]), fontsize=7,
+                            xytext=(3, 3), textcoords="offset points")
+    if report["reference"]["kid"] is not None:
+        ax.axhline(report["reference"]["kid"], color="black", linestyle="--", linewidth=1, label="BL-AE reconstructions (reference)")
+    ax.set(xlabel="memorization (mem_psnr25)", ylabel="KID of the novel samples vs held-out", xlim=(-0.02, 1.02))
+    ax.set_title(f"Generation–memorization frontier (γ with ≥ {FRONTIER_MIN_NOVEL} novel samples)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_phase_diagram(report: dict, path: Path) -> None:
+    """Memorization over γ × training-set size, one heat map per model."""
+    rows = report["memorization_vs_train_size"]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(4.5 * max(1, len(models)), 3.6), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        mine = [r for r in rows if r["model"] == model]
+        gammas = list(dict.fromkeys(str(r["gamma"]) for r in mine))
+        sizes = sorted({int(r["train_size"]) for r in mine if r["train_size"] is not None})
+        grid = [[math.nan] * len(sizes) for _ in gammas]
+        for r in mine:
+            if r["train_size"] is not None and r["mem_psnr25"] is not None:
+                grid[gammas.index(str(r["gamma"]))][sizes.index(int(r["train_size"]))] = r["mem_psnr25"]
+        image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto", origin="lower")
+        for i, line in enumerate(grid):
+            for j, value in enumerate(line):
+                if not math.isnan(value):
+                    ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8, color="white" if value < 0.6 else "black")
+        ax.set(xticks=range(len(sizes)), xticklabels=sizes, yticks=range(len(gammas)), yticklabels=gammas,
+               xlabel="training images N", ylabel="γ", title=f"{model}: mem_psnr25")
+        fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+PLOTS = {"memorization_vs_gamma.png": plot_memorization, "frontier.png": plot_frontier, "phase_diagram.png": plot_phase_diagram}
+"""The main figures by file name (the phase diagram only where report.json has phase rows)."""
+
+
+def probe_panels(models: list[str], title: str):
+    """A figure with one panel per model, side by side, under one title: (figure, panels)."""
+    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(4.6 * max(1, len(models)), 3.6), squeeze=False)
+    fig.suptitle(title, fontsize=10)
+    return fig, axes[0]
+
+
+def plot_extraction(report: dict, path: Path) -> None:
+    """Extraction rate against prefix rows, one panel per model, one colour per γ (dashed: the held-out control)."""
+    rows = report["extraction"]
+    models = [m for m in TOKEN_MODELS if any(r["model"] == m for r in rows)]
+    fig, axes = probe_panels(models, "Prefix extraction: rate vs prefix rows (dashed: held-out control)")
+    for ax, model in zip(axes, models):
+        for i, gamma in enumerate(gammas_of(rows, model)):
+            mine = sorted((r for r in rows if r["model"] == model and r["gamma"] == gamma), key=lambda r: r["prefix_rows"])
+            colour = f"C{i}"
+            ax.plot([r["prefix_rows"] for r in mine], [r["rate"] for r in mine], marker="o", color=colour, label=f"γ = {gamma}")
+            ax.plot([r["prefix_rows"] for r in mine], [r["control_rate"] for r in mine], linestyle="--", marker="x", color=colour)
+        ax.set(xlabel="prefix rows k", ylabel="extraction rate (≥ 25 dB)", ylim=(-0.02, 1.05), title=model)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_correlation_length(report: dict, path: Path) -> None:
+    """Correlation length of the forward–backward changes against the noise level p, one panel per model."""
+    rows = report["forward_backward"]
+    models = [m for m in TOKEN_MODELS if any(r["model"] == m for r in rows)]
+    fig, axes = probe_panels(models, "Forward–backward: correlation length of the changes vs noise level p")
+    for ax, model in zip(axes, models):
+        for gamma in gammas_of(rows, model):
+            mine = sorted((r for r in rows if r["model"] == model and r["gamma"] == gamma), key=lambda r: r["p"])
+            ax.plot([r["p"] for r in mine], [r["correlation_length"] for r in mine], marker="o", label=f"γ = {gamma}")
+        conditioning = next((r["conditioning"] for r in rows if r["model"] == model), "")
+        ax.set(xlabel="noise level p (fraction of cells erased)", ylabel="correlation length (cells)", title=f"{model} ({conditioning})")
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+PROBE_PLOTS = {"extraction_vs_prefix.png": (plot_extraction, "extraction"),
+               "correlation_length_vs_p.png": (plot_correlation_length, "forward_backward")}
+"""The probes' figures by file name, each with the report.json section it draws (drawn only where that section has rows)."""
+
+
+def write_probe_plots(report: dict, out_dir: Path) -> list[str]:
+    """The plots whose rows exist; their file names."""
+    written = []
+    for name, (draw, section) in PROBE_PLOTS.items():
+        if report.get(section):
+            draw(report, out_dir / name)
+            written.append(name)
+    return written
+
+
+def write_plots(report: dict, out_dir: Path) -> None:
+    """Every figure report.json has the numbers for, into ``out_dir``: the main ones, then the probes'."""
+    for name, draw in PLOTS.items():
+        if name != "phase_diagram.png" or report["memorization_vs_train_size"]:
+            draw(report, out_dir / name)
+    write_probe_plots(report, out_dir)

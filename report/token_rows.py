@@ -1,0 +1,122 @@
+"""report.json's rows of the token models' cells: one per (model, γ) main cell, the seed spread, the phase diagram.
+
+Each row carries the cell's memorization rates (with a 95 % Wilson interval of the headline rate), its
+likelihoods, the KID/FID of its novel samples, and whether the model had fitted and the samples came from
+the fitted model: no verdict reads a row that is not (report/verdicts.py).
+"""
+from __future__ import annotations
+
+import math
+
+from networks.gamma_mask import parse_gamma
+from report.cells import TOKEN_MODELS, cells_of, metric, role, token_cell_name
+
+RATE_KEYS = {"mem_psnr25": "mem/psnr25_rate", "mem_ratio13": "mem/ratio13_rate", "nn_psnr_median": "mem/nn_psnr_median"}
+DEFAULT_NUM_SAMPLES = 200
+Z95 = 1.959964  # two-sided 95 % normal quantile
+
+
+def wilson_interval(rate: float, n: int) -> tuple[float, float]:
+    """95 % Wilson score interval of a rate measured on n samples (good at rates near 0 and 1)."""
+    centre = (rate + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
+    half = Z95 * math.sqrt(rate * (1 - rate) / n + Z95**2 / (4 * n**2)) / (1 + Z95**2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def fit_status(record: dict, model: str) -> tuple[bool, str]:
+    """(fitted, why): the kernel model has nothing to train; a neural cell must have plateaued."""
+    if model == "kernel":
+        return True, "nothing to train (the estimator is its training set)"
+    plateaued = metric(record, "fit/plateaued")
+    if plateaued is None:
+        return False, "no stopping rule recorded a plateau of the training loss"
+    if plateaued < 1:
+        return False, f"the budget ended at step {record.get('global_step')} before the training loss plateaued"
+    return True, f"training loss plateaued at step {record.get('global_step')}"
+
+
+def samples_from(record: dict, model: str) -> tuple[bool, str]:
+    """(final, text): were the samples drawn from the model at the end of its fit?"""
+    if model == "kernel":
+        return True, "the estimator (no training)"
+    step, final = metric(record, "mem/step"), record.get("global_step")
+    if step is None:
+        return False, "not measured"
+    if final is not None and int(step) == int(final):
+        return True, f"final model (step {int(step)})"
+    return False, f"step {int(step)}, not the final model (step {final})"
+
+
+def token_row(record: dict, model: str, gamma) -> dict:
+    """The row of one token-model cell (``gamma``: an int or "global", as report.json writes it)."""
+    rate, n = metric(record, "mem/psnr25_rate"), int(metric(record, "mem/num_samples") or DEFAULT_NUM_SAMPLES)
+    low, high = wilson_interval(rate, n) if rate is not None else (None, None)
+    fitted, fit_note = fit_status(record, model)
+    final, source = samples_from(record, model)
+    return {
+        "model": model,
+        "gamma": gamma,
+        **{name: metric(record, key) for name, key in RATE_KEYS.items()},
+        "mem_psnr25_low": low, "mem_psnr25_high": high, "num_samples": n,
+        "latent_copy": metric(record, "mem/latent_copy_rate"),
+        "latent_near_copy": metric(record, "mem/latent_near_copy_rate"),
+        "train_nll_bits": metric(record, "train/nll_bits"),
+        "nll_bits": metric(record, "val/nll_bits"),
+        "kid_novel": metric(record, "quality/kid_novel"),
+        "fid_novel": metric(record, "quality/fid_novel"),
+        "novel_scored": metric(record, "quality/novel_scored"),
+        "train_size": metric(record, "mem/train_size"),
+        "fitted": fitted, "fit_note": fit_note, "samples_final": final, "samples_from": source,
+        "steps": record.get("global_step"), "seed": role(record).get("seed"),
+        "seconds": record.get("seconds"), "cpu_s": record.get("cpu_s"),
+    }
+
+
+def report_rows(results: dict, gammas: list) -> list[dict]:
+    """The main cells' rows, γ by γ in the sweep's order (None: global), the models in TOKEN_MODELS order."""
+    rows = []
+    for gamma in gammas:
+        for model in TOKEN_MODELS:
+            record = results.get(token_cell_name(model, gamma))
+            if record is not None:
+                rows.append(token_row(record, model, gamma if gamma is not None else "global"))
+    return rows
+
+
+def seed_spread(results: dict) -> list[dict]:
+    """Per (model, γ) run at several seeds: the main cell and its spread cells."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for name, record in cells_of(results, "spread"):
+        key = (role(record)["model"], role(record)["gamma"])
+        groups.setdefault(key, [])
+        groups[key].append(token_row(record, *key))
+    spreads = []
+    for (model, gamma), extra in groups.items():
+        main = results.get(token_cell_name(model, parse_gamma(gamma)))  # the role's γ is its name: "2", "global"
+        rows = ([token_row(main, model, gamma)] if main is not None else []) + extra
+        rates = [r["mem_psnr25"] for r in rows if r["mem_psnr25"] is not None]
+        mean = sum(rates) / len(rates) if rates else None
+        low, high = wilson_interval(mean, rows[0]["num_samples"]) if mean is not None else (None, None)
+        spreads.append({
+            "model": model, "gamma": gamma, "seeds": [r["seed"] for r in rows],
+            "mem_psnr25": [r["mem_psnr25"] for r in rows], "train_nll_bits": [r["train_nll_bits"] for r in rows],
+            "fitted": [r["fitted"] for r in rows], "mean": mean,
+            "range": max(rates) - min(rates) if rates else None,
+            "sampling_interval_width": None if mean is None else high - low,
+        })
+    return spreads
+
+
+def phase_rows(results: dict) -> list[dict]:
+    """The phase diagram's rows: one per (model, γ, training-set size) cell, with that size's floor and ceiling."""
+    rows = []
+    for name, record in cells_of(results, "phase"):
+        model, gamma = role(record)["model"], role(record)["gamma"]
+        row = token_row(record, model, gamma if gamma == "global" else int(gamma))
+        rows.append({key: row[key] for key in ("model", "gamma", "train_size", "mem_psnr25", "mem_psnr25_low", "mem_psnr25_high",
+                                               "mem_ratio13", "latent_copy", "nn_psnr_median", "train_nll_bits", "nll_bits",
+                                               "fitted", "num_samples")}
+                    | {"floor_mem_psnr25": metric(record, "mem/floor_psnr25_rate"),
+                       "ceiling_mem_psnr25": metric(record, "mem/ceiling_psnr25_rate"), "cell": role(record).get("same_as", name)})
+    order = {g: i for i, g in enumerate(dict.fromkeys(r["gamma"] for r in rows))}
+    return sorted(rows, key=lambda r: (r["model"], order[r["gamma"]], r["train_size"] or 0))

@@ -1,0 +1,60 @@
+"""The sweep as a command: `python sweep.py -c configs/sweeps/digits.yaml` (or `python -m sweep ...`).
+
+A bad argument or a failed cell is one `error:` line (exit code 2 or the cell's); a stop request leaves every
+finished cell and the interrupted cell's checkpoint, and the same command resumes (exit code 75).
+"""
+from __future__ import annotations
+
+import inspect
+import shlex
+import sys
+from pathlib import Path
+
+from runtime import exit_codes
+from runtime.console import report_error
+from runtime.errors import Preempted
+from runtime.quiet import quiet_known_noise
+from runtime.signals import stop_at_once
+from runtime.wandb_run import ensure_wandb_mode
+from sweep.arguments import build_parser
+from sweep.schedule import Sweep
+
+
+def sweep_from_args(args: list[str] | None = None) -> Sweep:
+    parser = build_parser()
+    config = parser.instantiate(parser.parse_args(args))
+    return Sweep(**{name: config[name] for name in inspect.signature(Sweep).parameters})
+
+
+def main(args: list[str] | None = None) -> Path:
+    quiet_known_noise()
+    sweep = sweep_from_args(args)
+    # W&B mode decided once, here: the cells (forked workers, subprocesses) inherit it, and so does the summary
+    # run this process starts at the end (without a key and no WANDB_MODE, wandb.init would ask for a login)
+    ensure_wandb_mode()
+    return sweep()
+
+
+def console_main(argv: list[str] | None = None) -> int:
+    """``python sweep.py ...``: a bad argument or a failed cell is one line; a stop request leaves every finished
+    cell and the interrupted cell's checkpoint, and the same command resumes (exit code 75)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        with stop_at_once():
+            main(argv)
+    except Preempted as stop:
+        print(f"{stop} (exit code {exit_codes.RESUMABLE}: resumable)\nto resume: {shlex.join(['python', 'sweep.py', *argv])}",
+              file=sys.stderr, flush=True)
+        return exit_codes.RESUMABLE
+    except Exception as err:
+        return report_error(err)
+    return exit_codes.OK
+
+
+def run_from_command_line() -> None:
+    """The process's exit: 75 through `exit_codes.exit_now` (a stopped sweep skips the interpreter's slow
+    teardown), any other code through `sys.exit`."""
+    code = console_main()
+    if code == exit_codes.RESUMABLE:
+        exit_codes.exit_now(code)
+    sys.exit(code)
