@@ -15,6 +15,7 @@ From the command line every bad input is one line ``error: ...`` naming the culp
 nothing written; a detected fault exit code 1 (``runtime/exit_codes.py``). ``MEPS_DEBUG=1`` shows
 the traceback instead.
 """
+
 from __future__ import annotations
 
 from jsonargparse import set_parsing_settings

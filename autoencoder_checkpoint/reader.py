@@ -141,7 +141,7 @@ def checked_autoencoder(path: str | Path) -> tuple[dict[str, Any], str]:
 
 def weights_of(checkpoint: dict[str, Any], prefix: str) -> dict[str, torch.Tensor]:
     """The part of a Lightning ``state_dict`` under ``prefix.`` (a submodule's own state_dict)."""
-    return {key[len(prefix) + 1:]: value for key, value in checkpoint["state_dict"].items() if key.startswith(f"{prefix}.")}
+    return {key[len(prefix) + 1 :]: value for key, value in checkpoint["state_dict"].items() if key.startswith(f"{prefix}.")}
 
 
 def check_unchanged(path: str | Path, sha256: str, expected_sha256: str | None) -> None:

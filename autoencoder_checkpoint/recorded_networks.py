@@ -6,6 +6,7 @@ Python). A checkpoint that records neither (made before ``BinaryLatentAutoencode
 networks) is read with the ``config.yaml`` that ``train.py`` wrote into its run folder
 (``<run>/config.yaml`` beside ``<run>/checkpoints/*.ckpt``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -5,6 +5,7 @@ vocabulary and grid, so a data module or a token model can size itself in ``__in
 ``load_token_encoder(path)`` rebuilds only the encoder network with its trained weights: all that
 turning images into tokens needs (``networks/token_encoder.py``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -9,6 +9,7 @@ the first one of a cold cache (``prepare_data`` + ``setup`` + one pass): what ca
 
     python -m bench.bench_dataloading [--smoke]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,9 +77,13 @@ def decoded_twin(datamodule: HFImageDataModule) -> DataLoader:
     images = datamodule.images_uint8("train").float().div_(127.5).sub_(1.0)
     reference = datamodule.train_dataloader()
     return DataLoader(
-        TensorDataset(images, torch.arange(len(images))), batch_size=reference.batch_size, shuffle=True,
-        drop_last=reference.drop_last, num_workers=reference.num_workers,
-        persistent_workers=reference.persistent_workers, pin_memory=reference.pin_memory,
+        TensorDataset(images, torch.arange(len(images))),
+        batch_size=reference.batch_size,
+        shuffle=True,
+        drop_last=reference.drop_last,
+        num_workers=reference.num_workers,
+        persistent_workers=reference.persistent_workers,
+        pin_memory=reference.pin_memory,
     )
 
 
@@ -108,10 +113,13 @@ def loader_row(name: str, datamodule: HFImageDataModule, sizes: Sizes, device: t
     )
     workers = datamodule.hparams.num_workers
     return Row(
-        name, harness.per_second(images["ours"], seconds["ours"]), harness.per_second(images["baseline"], seconds["baseline"]),
-        "images/s", GOAL,
+        name,
+        harness.per_second(images["ours"], seconds["ours"]),
+        harness.per_second(images["baseline"], seconds["baseline"]),
+        "images/s",
+        GOAL,
         note=f"{device.type}; {images['ours']} train images/epoch, batch {ours.batch_size}, num_workers={workers},"
-             f" median of {sizes.repeats} epochs; {note}",
+        f" median of {sizes.repeats} epochs; {note}",
     )
 
 
@@ -159,9 +167,13 @@ def folder_rows(source: FolderSource, sizes: Sizes) -> list[Row]:
     """The folder comparison and the later-vs-first epoch row (later = the comparison's median epoch)."""
     folder_row = loader_row(FOLDER_NAME, source.datamodule, sizes, torch.device("cpu"), f"{sizes.folder_images} PNGs in a tmp dir")
     epoch_row = Row(
-        EPOCH_NAME, folder_row.ours, harness.per_second(source.first_epoch_images, source.first_epoch_seconds), "images/s", CACHE_GOAL,
+        EPOCH_NAME,
+        folder_row.ours,
+        harness.per_second(source.first_epoch_images, source.first_epoch_seconds),
+        "images/s",
+        CACHE_GOAL,
         note=f"ours = median later epoch, baseline = first epoch incl. cold prepare_data+setup ({source.first_epoch_seconds:.2f} s);"
-             f" prepare_data+setup on the warm cache {source.warm_setup_seconds:.2f} s; {CACHED_NOTE}",
+        f" prepare_data+setup on the warm cache {source.warm_setup_seconds:.2f} s; {CACHED_NOTE}",
     )
     return [folder_row, epoch_row]
 

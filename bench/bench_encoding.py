@@ -14,6 +14,7 @@ Both rows check that ours and the baseline give identical tokens.
 
     python -m bench.bench_encoding [--smoke]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,10 @@ def frozen_blae(sizes: Sizes, device: torch.device) -> BinaryLatentAutoencoder:
     """The digits BL-AE as ``load_autoencoder`` hands it to ``prepare_data``: eval mode, no gradients."""
     with harness.quiet_lightning():
         model = BinaryLatentAutoencoder(
-            PatchMLPEncoder(1, sizes.bits, sizes.width, sizes.blocks), PatchMLPDecoder(1, sizes.bits, sizes.width, sizes.blocks),
-            image_size=8, channels=1,
+            PatchMLPEncoder(1, sizes.bits, sizes.width, sizes.blocks),
+            PatchMLPDecoder(1, sizes.bits, sizes.width, sizes.blocks),
+            image_size=8,
+            channels=1,
         )
     return freeze(model).to(device)
 
@@ -83,9 +86,13 @@ def throughput_row(name: str, goal, count: int, ours, baseline, sizes: Sizes, de
         {"ours": lambda: harness.timed(ours, device), "baseline": lambda: harness.timed(baseline, device)}, sizes.repeats
     )
     return Row(
-        name, harness.per_second(count, seconds["ours"]), harness.per_second(count, seconds["baseline"]), "images/s", goal,
+        name,
+        harness.per_second(count, seconds["ours"]),
+        harness.per_second(count, seconds["baseline"]),
+        "images/s",
+        goal,
         note=f"{device.type} fp32; {count} images, batch {ENCODE_BATCH_SIZE}, PatchMLP width {sizes.width}, {sizes.blocks} blocks,"
-             f" {sizes.bits} bits; identical tokens; median of {sizes.repeats} passes; {note}",
+        f" {sizes.bits} bits; identical tokens; median of {sizes.repeats} passes; {note}",
     )
 
 
@@ -97,15 +104,36 @@ def rows_on(device: torch.device, sizes: Sizes, suffix: str = "") -> list[Row]:
     baseline = lambda: encode_batches(lambda x: plain_tokens(model.encoder, x), batches)
     num_workers = harness.digits_datamodule().hparams.num_workers
     return [
-        *harness.guarded(lambda: [throughput_row(
-            TOKENS_NAME + suffix, GOAL, len(images), lambda: encode_batches(model.tokens, batches), baseline, sizes, device,
-            "decoded batches already on the device",
-        )], [(TOKENS_NAME + suffix, "images/s", GOAL)]),
-        *harness.guarded(lambda: [throughput_row(
-            CACHE_PATH_NAME + suffix, None, len(images),
-            lambda: encode_tokens(model, split, ENCODE_BATCH_SIZE, num_workers, device), baseline, sizes, device,
-            f"ours decodes the PNGs (num_workers={num_workers}), the baseline reuses decoded tensors",
-        )], [(CACHE_PATH_NAME + suffix, "images/s", None)]),
+        *harness.guarded(
+            lambda: [
+                throughput_row(
+                    TOKENS_NAME + suffix,
+                    GOAL,
+                    len(images),
+                    lambda: encode_batches(model.tokens, batches),
+                    baseline,
+                    sizes,
+                    device,
+                    "decoded batches already on the device",
+                )
+            ],
+            [(TOKENS_NAME + suffix, "images/s", GOAL)],
+        ),
+        *harness.guarded(
+            lambda: [
+                throughput_row(
+                    CACHE_PATH_NAME + suffix,
+                    None,
+                    len(images),
+                    lambda: encode_tokens(model, split, ENCODE_BATCH_SIZE, num_workers, device),
+                    baseline,
+                    sizes,
+                    device,
+                    f"ours decodes the PNGs (num_workers={num_workers}), the baseline reuses decoded tensors",
+                )
+            ],
+            [(CACHE_PATH_NAME + suffix, "images/s", None)],
+        ),
     ]
 
 

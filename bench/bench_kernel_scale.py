@@ -11,6 +11,7 @@ For N = 1k, 10k and 50k synthetic training grids:
 
     python -m bench.bench_kernel_scale [--smoke]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,12 +70,21 @@ def memory_mib(num_train: int, sizes: Sizes) -> dict:
     """Peak RSS growth of building the estimator, then of scoring one position, in a fresh interpreter."""
     import torch
 
-    args = {"grid": GRID, "bits": BITS, "gamma": GAMMA, "num_train": num_train, "chunk": CHUNK, "queries": sizes.queries,
-            "position": full_window_positions(1)[0], "threads": torch.get_num_threads()}
+    args = {
+        "grid": GRID,
+        "bits": BITS,
+        "gamma": GAMMA,
+        "num_train": num_train,
+        "chunk": CHUNK,
+        "queries": sizes.queries,
+        "position": full_window_positions(1)[0],
+        "threads": torch.get_num_threads(),
+    }
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, json.dumps(args)], capture_output=True, text=True, env=env,
-                         timeout=900, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, json.dumps(args)], capture_output=True, text=True, env=env, timeout=900, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -86,8 +96,10 @@ def seconds_per_position(sizes: Sizes) -> dict[int, float]:
 
     generator = torch.Generator().manual_seed(0)
     queries = torch.randint(0, 2**BITS, (sizes.queries, GRID, GRID), generator=generator)
-    models = {n: KernelARVM(torch.randint(0, 2**BITS, (n, GRID, GRID), generator=generator, dtype=torch.uint8), BITS, GAMMA,
-                            chunk_size=CHUNK) for n in SIZES}
+    models = {
+        n: KernelARVM(torch.randint(0, 2**BITS, (n, GRID, GRID), generator=generator, dtype=torch.uint8), BITS, GAMMA, chunk_size=CHUNK)
+        for n in SIZES
+    }
     positions = full_window_positions(sizes.positions)
 
     def score(model):
@@ -108,12 +120,16 @@ def run(smoke: bool = False) -> list[Row]:
     for name, n in zip(TIME_ROWS, SIZES):
         linear = sizes.queries / seconds[SIZES[0]] * SIZES[0] / n  # the smallest N's rate, scaled N-fold
         m = memory[n]
-        note = (f"{seconds[n] * 1e3:.1f} ms per position for {sizes.queries} queries; scoring +{m['query_mib']:.0f} MiB;"
-                f" building +{m['build_mib']:.0f} MiB of which {m['stored_mib']:.0f} MiB are the stored uint8 grids; chunk {CHUNK}")
+        note = (
+            f"{seconds[n] * 1e3:.1f} ms per position for {sizes.queries} queries; scoring +{m['query_mib']:.0f} MiB;"
+            f" building +{m['build_mib']:.0f} MiB of which {m['stored_mib']:.0f} MiB are the stored uint8 grids; chunk {CHUNK}"
+        )
         rows.append(Row(name, sizes.queries / seconds[n], linear, "queries x positions/s", None if smoke else 0.8, note))
-    note = ("peak RSS growth while scoring one position, fresh process per N: "
-            + ", ".join(f"{n // 1000}k {memory[n]['query_mib']:.0f}" for n in SIZES)
-            + f" MiB; N=1k fills less than one chunk of {CHUNK}, so compare the chunk-filling sizes")
+    note = (
+        "peak RSS growth while scoring one position, fresh process per N: "
+        + ", ".join(f"{n // 1000}k {memory[n]['query_mib']:.0f}" for n in SIZES)
+        + f" MiB; N=1k fills less than one chunk of {CHUNK}, so compare the chunk-filling sizes"
+    )
     rows.append(Row(MEMORY_ROW, memory[SIZES[-1]]["query_mib"], memory[SIZES[1]]["query_mib"], "MiB (lower is better)", note=note))
     return rows
 

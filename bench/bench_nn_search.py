@@ -10,6 +10,7 @@ dependency (extra [bench]); nn_search/ never imports it.
     python -m bench.bench_nn_search            # full sizes (~1 min on 2 cores)
     python -m bench.bench_nn_search --smoke    # same shapes, fewer rows: seconds
 """
+
 from __future__ import annotations
 
 import argparse

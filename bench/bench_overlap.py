@@ -12,6 +12,7 @@ to 1e-10 on those pairs of a strongly overlapping copy of the data (same noise: 
     python -m bench.bench_overlap            # full sizes (~1 min on one thread)
     python -m bench.bench_overlap --smoke    # tiny sizes: seconds
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,7 +66,9 @@ def elementwise_pairs(mu: Tensor, logvar: Tensor, first: Tensor, second: Tensor,
     out = []
     for start in range(0, first.numel(), step):
         i, j = first[start : start + step], second[start : start + step]
-        out.append(0.5 * (min_ratio(mu[i], logvar[i], mu[j], logvar[j], noise[0]) + min_ratio(mu[j], logvar[j], mu[i], logvar[i], noise[1])))
+        out.append(
+            0.5 * (min_ratio(mu[i], logvar[i], mu[j], logvar[j], noise[0]) + min_ratio(mu[j], logvar[j], mu[i], logvar[i], noise[1]))
+        )
         bhattacharyya_diag_gaussian(mu[i], logvar[i], mu[j], logvar[j])
         normal_ovl_1d(mu[i], logvar[i].exp(), mu[j], logvar[j].exp()).sum()
     return torch.cat(out)
@@ -100,15 +103,23 @@ def rows_on(device: torch.device, sizes: Sizes, suffix: str = "") -> list[Row]:
     if gap > 1e-10:
         raise AssertionError(f"{NAME}: GEMM and elementwise OVL differ by {gap:.2e} on the same noise")
     seconds = harness.interleaved_medians(
-        {"ours": lambda: harness.timed(ours, device), "baseline": lambda: harness.timed(lambda: elementwise_pairs(mu, logvar, first, second, noise), device)},
+        {
+            "ours": lambda: harness.timed(ours, device),
+            "baseline": lambda: harness.timed(lambda: elementwise_pairs(mu, logvar, first, second, noise), device),
+        },
         sizes.repeats,
     )
-    return [Row(
-        NAME + suffix, harness.per_second(num_pairs, seconds["ours"]), harness.per_second(first.numel(), seconds["baseline"]), UNIT,
-        note=f"{device.type} float64, {torch.get_num_threads()} threads; N={sizes.images} K={sizes.dims} M={sizes.samples}: ours "
-             f"{seconds['ours']:.2f} s for all {num_pairs} pairs (target <= {TARGET_SECONDS:g} s), baseline timed on {first.numel()} "
-             f"pairs (~{seconds['baseline'] / first.numel() * num_pairs:.0f} s for all); max |dOVL| {gap:.1e} on overlapping posteriors; median of {sizes.repeats}",
-    )]
+    return [
+        Row(
+            NAME + suffix,
+            harness.per_second(num_pairs, seconds["ours"]),
+            harness.per_second(first.numel(), seconds["baseline"]),
+            UNIT,
+            note=f"{device.type} float64, {torch.get_num_threads()} threads; N={sizes.images} K={sizes.dims} M={sizes.samples}: ours "
+            f"{seconds['ours']:.2f} s for all {num_pairs} pairs (target <= {TARGET_SECONDS:g} s), baseline timed on {first.numel()} "
+            f"pairs (~{seconds['baseline'] / first.numel() * num_pairs:.0f} s for all); max |dOVL| {gap:.1e} on overlapping posteriors; median of {sizes.repeats}",
+        )
+    ]
 
 
 def run(smoke: bool = False) -> list[Row]:

@@ -9,6 +9,7 @@ The model is digits-sized: 4 query layers, n_embd 128, 4 heads, C = 6 bits (64-w
 
 python -m bench.bench_sampling [--smoke] [--device cuda] [--threads N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -94,9 +95,7 @@ def format_table(rows: list[Row]) -> str:
     for row in rows:
         ratio = f"{row.ratio:.2f}" if row.ratio is not None else "-"
         goal = f"{row.goal:g}" if row.goal is not None else "-"
-        lines.append(
-            f"{row.name:<52} {row.ours:>10.3g} {row.baseline:>10.3g} {ratio:>7} {goal:>6}  {row.unit:<10} {row.note}"
-        )
+        lines.append(f"{row.name:<52} {row.ours:>10.3g} {row.baseline:>10.3g} {ratio:>7} {goal:>6}  {row.unit:<10} {row.note}")
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ with γ = 2; the Trainer's gradient clipping there is left out of both paths).
 
     python -m bench.bench_training_step [--smoke]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,9 +81,12 @@ def build_blae(sizes: Sizes) -> BinaryLatentAutoencoder:
     configs = blae_networks(sizes)
     with harness.quiet_lightning():  # save_hyperparameters warns that the networks are modules
         return BinaryLatentAutoencoder(
-            PatchMLPEncoder(**configs["encoder"]["init_args"]), PatchMLPDecoder(**configs["decoder"]["init_args"]),
+            PatchMLPEncoder(**configs["encoder"]["init_args"]),
+            PatchMLPDecoder(**configs["decoder"]["init_args"]),
             NoiseInjectionBinarizer(**configs["binarizer"]["init_args"]),
-            optimizer=lambda params: torch.optim.Adam(params, lr=BLAE_LR), image_size=IMAGE_SIZE, channels=1,
+            optimizer=lambda params: torch.optim.Adam(params, lr=BLAE_LR),
+            image_size=IMAGE_SIZE,
+            channels=1,
         )
 
 
@@ -99,7 +103,14 @@ def blae_row(sizes: Sizes, device: torch.device, name: str) -> Row:
     images = harness.digits_train_images()
     batches = harness.cycled_batches({"image": images}, sizes.blae_batch, sizes.warmup + sizes.steps, device)
     return compare_loops(
-        name, "images/s", model, blae_plain_loss, model.optimizer_factory, batches, sizes, device,
+        name,
+        "images/s",
+        model,
+        blae_plain_loss,
+        model.optimizer_factory,
+        batches,
+        sizes,
+        device,
         items_per_batch=sizes.blae_batch,
         note=f"PatchMLP width {sizes.width}, {sizes.blocks} blocks, {sizes.bits} bits, batch {sizes.blae_batch}, Adam",
     )
@@ -117,13 +128,20 @@ def write_blae_checkpoint(sizes: Sizes, folder: Path) -> Path:
     """
     model = build_blae(sizes)
     path = folder / "blae.ckpt"
-    torch.save({
-        "state_dict": model.state_dict(),
-        "hyper_parameters": {
-            **blae_networks(sizes), "image_size": IMAGE_SIZE, "channels": 1, "latent_penalty": 0.0,
-            "straight_through_from_step": None, "_class_path": "lightning_modules.BinaryLatentAutoencoder",
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": {
+                **blae_networks(sizes),
+                "image_size": IMAGE_SIZE,
+                "channels": 1,
+                "latent_penalty": 0.0,
+                "straight_through_from_step": None,
+                "_class_path": "lightning_modules.BinaryLatentAutoencoder",
+            },
         },
-    }, path)
+        path,
+    )
     return path
 
 
@@ -137,14 +155,27 @@ def arvm_row(sizes: Sizes, device: torch.device, name: str) -> Row:
     with tempfile.TemporaryDirectory(prefix="bench-arvm-") as folder:
         checkpoint = write_blae_checkpoint(sizes, Path(folder))
         model = GammaARVM(
-            str(checkpoint), gamma=GAMMA, n_layer=sizes.n_layer, n_head=4, n_embd=sizes.n_embd,
-            optimizer=arvm_optimizer, image_size=IMAGE_SIZE, channels=1,
+            str(checkpoint),
+            gamma=GAMMA,
+            n_layer=sizes.n_layer,
+            n_head=4,
+            n_embd=sizes.n_embd,
+            optimizer=arvm_optimizer,
+            image_size=IMAGE_SIZE,
+            channels=1,
         )
     generator = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, 2**sizes.bits, (4 * sizes.arvm_batch, IMAGE_SIZE, IMAGE_SIZE), generator=generator)
     batches = harness.cycled_batches({"tokens": tokens}, sizes.arvm_batch, sizes.warmup + sizes.steps, device)
     return compare_loops(
-        name, "tokens/s", model, arvm_plain_loss, arvm_optimizer, batches, sizes, device,
+        name,
+        "tokens/s",
+        model,
+        arvm_plain_loss,
+        arvm_optimizer,
+        batches,
+        sizes,
+        device,
         items_per_batch=sizes.arvm_batch * IMAGE_SIZE * IMAGE_SIZE,
         note=f"γ={GAMMA}, {sizes.n_layer} layers x {sizes.n_embd}, 2^{sizes.bits} histogram, batch {sizes.arvm_batch} random 8x8 grids, AdamW",
     )
@@ -169,10 +200,14 @@ def compare_loops(name, unit, model, plain_loss, make_optimizer, batches, sizes:
     overhead_ms = 1000 * (step["lightning"] - step["plain"])
     paired = statistics.median(pair_ratios)
     return Row(
-        name, harness.per_second(items_per_batch, step["lightning"]), harness.per_second(items_per_batch, step["plain"]), unit, GOAL,
+        name,
+        harness.per_second(items_per_batch, step["lightning"]),
+        harness.per_second(items_per_batch, step["plain"]),
+        unit,
+        GOAL,
         note=f"{precision} {device.type}; median step {1000 * step['lightning']:.1f} vs {1000 * step['plain']:.1f} ms"
-             f" (Lightning {overhead_ms:+.2f} ms/step, paired median ratio {paired:.3f}); {note};"
-             f" {len(lightning)}/{len(plain)} steps in lock-step after {sizes.warmup} warm-up",
+        f" (Lightning {overhead_ms:+.2f} ms/step, paired median ratio {paired:.3f}); {note};"
+        f" {len(lightning)}/{len(plain)} steps in lock-step after {sizes.warmup} warm-up",
     )
 
 
@@ -186,9 +221,7 @@ def rows_on(device: torch.device, sizes: Sizes, suffix: str = "") -> list[Row]:
 def run(smoke: bool = False) -> list[Row]:
     sizes = SMOKE if smoke else FULL
     cpu_rows = rows_on(torch.device("cpu"), sizes)
-    gpu_rows = harness.gpu_or_placeholders(
-        lambda cuda: rows_on(cuda, sizes, harness.GPU_SUFFIX), [(name, unit) for name, unit, _ in ROWS]
-    )
+    gpu_rows = harness.gpu_or_placeholders(lambda cuda: rows_on(cuda, sizes, harness.GPU_SUFFIX), [(name, unit) for name, unit, _ in ROWS])
     return cpu_rows + gpu_rows
 
 

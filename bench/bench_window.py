@@ -11,6 +11,7 @@ Rows (ratio = ours / baseline, both measured in this process, calls interleaved)
 
     python -m bench.bench_window [--smoke] [--threads N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,11 +56,30 @@ class Sizes:
 
 
 # A CPU-sized model (head dim 32 like the digits and CIFAR configs); the CIFAR GPU config is 4 x 256.
-FULL = Sizes(n_embd=64, n_layer=2, n_head=2, batch=16, attention_rows=64, head_dim=32,
-             rule_cases=((8, 1), (8, 2), (8, 3), (16, 1), (16, 3), (16, 5), (32, 1), (32, 3), (32, 5), (32, 8)),
-             samples=16, sampling_grid=GRID, repeats=3)
-SMOKE = Sizes(n_embd=16, n_layer=1, n_head=1, batch=1, attention_rows=1, head_dim=16,
-              rule_cases=((8, 2), (32, 5)), samples=1, sampling_grid=8, repeats=1)
+FULL = Sizes(
+    n_embd=64,
+    n_layer=2,
+    n_head=2,
+    batch=16,
+    attention_rows=64,
+    head_dim=32,
+    rule_cases=((8, 1), (8, 2), (8, 3), (16, 1), (16, 3), (16, 5), (32, 1), (32, 3), (32, 5), (32, 8)),
+    samples=16,
+    sampling_grid=GRID,
+    repeats=3,
+)
+SMOKE = Sizes(
+    n_embd=16,
+    n_layer=1,
+    n_head=1,
+    batch=1,
+    attention_rows=1,
+    head_dim=16,
+    rule_cases=((8, 2), (32, 5)),
+    samples=1,
+    sampling_grid=8,
+    repeats=1,
+)
 
 
 def make_network(sizes: Sizes, gamma, attention: str = "auto", grid: int = GRID) -> WindowedARTransformer:
@@ -99,8 +119,10 @@ def attention_row(name: str, side: int, sizes: Sizes, rows: int) -> Row:
     seconds = layer_seconds(side, GAMMA, rows, sizes.head_dim, sizes.repeats)
     tiles = attention_plan(side, side, GAMMA, "windowed")
     queries = rows * side * side
-    note = (f"{rows} rows (batch x heads) x {side * side} queries, head dim {sizes.head_dim}; tiles of {tiles.tile_len} queries"
-            f" over {tiles.keys.shape[1]} slots vs {side * side + 1} dense; {seconds['windowed'] * 1e3:.0f} vs {seconds['dense'] * 1e3:.0f} ms")
+    note = (
+        f"{rows} rows (batch x heads) x {side * side} queries, head dim {sizes.head_dim}; tiles of {tiles.tile_len} queries"
+        f" over {tiles.keys.shape[1]} slots vs {side * side + 1} dense; {seconds['windowed'] * 1e3:.0f} vs {seconds['dense'] * 1e3:.0f} ms"
+    )
     return Row(name, queries / seconds["windowed"], queries / seconds["dense"], "queries/s", note=note)
 
 
@@ -112,6 +134,7 @@ def training_step(network: WindowedARTransformer, tokens: torch.Tensor):
     def step():
         network.zero_grad(set_to_none=True)
         network.loss(network(tokens), tokens).backward()
+
     return step
 
 
@@ -126,9 +149,11 @@ def training_row(sizes: Sizes) -> tuple[Row, dict[str, float]]:
     layer = layer_seconds(GRID, GAMMA, sizes.batch * sizes.n_head, sizes.n_embd // sizes.n_head, sizes.repeats)
     attention_share = sizes.n_layer * layer["dense"] / seconds["dense"]
     ceiling = 1 / max(1e-9, 1 - attention_share)
-    note = (f"n_embd {sizes.n_embd}, {sizes.n_layer} layers, {sizes.n_head} heads, batch {sizes.batch}, 2^{BITS} histogram;"
-            f" step {seconds['windowed'] * 1e3:.0f} vs {seconds['dense'] * 1e3:.0f} ms; dense attention is"
-            f" {100 * attention_share:.0f}% of the dense step, so free attention would give at most {ceiling:.1f}x")
+    note = (
+        f"n_embd {sizes.n_embd}, {sizes.n_layer} layers, {sizes.n_head} heads, batch {sizes.batch}, 2^{BITS} histogram;"
+        f" step {seconds['windowed'] * 1e3:.0f} vs {seconds['dense'] * 1e3:.0f} ms; dense attention is"
+        f" {100 * attention_share:.0f}% of the dense step, so free attention would give at most {ceiling:.1f}x"
+    )
     row = Row(TRAINING_ROW, tokens_per_step / seconds["windowed"], tokens_per_step / seconds["dense"], "tokens/s", 5.0, note)
     return row, seconds
 
@@ -155,8 +180,16 @@ print(json.dumps({"peak_mib": peak, "saved_mib": sum(saved.values()) / 2**20}))
 
 
 def network_config(sizes: Sizes, gamma, attention: str) -> dict:
-    return dict(height=GRID, width=GRID, num_bits=BITS, gamma=gamma, n_layer=sizes.n_layer, n_head=sizes.n_head,
-                n_embd=sizes.n_embd, attention=attention)
+    return dict(
+        height=GRID,
+        width=GRID,
+        num_bits=BITS,
+        gamma=gamma,
+        n_layer=sizes.n_layer,
+        n_head=sizes.n_head,
+        n_embd=sizes.n_embd,
+        attention=attention,
+    )
 
 
 def peak_memory_mib(sizes: Sizes, attention: str) -> dict:
@@ -165,15 +198,18 @@ def peak_memory_mib(sizes: Sizes, attention: str) -> dict:
     args = {"config": network_config(sizes, GAMMA, attention), "batch": sizes.batch, "threads": torch.get_num_threads()}
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, json.dumps(args)], capture_output=True, text=True,
-                         env=env, timeout=600, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, json.dumps(args)], capture_output=True, text=True, env=env, timeout=600, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def memory_row(sizes: Sizes) -> Row:
     memory = {name: peak_memory_mib(sizes, name) for name in ("windowed", "dense")}
-    note = (f"peak RSS growth of a step, fresh process each; autograd saved {memory['windowed']['saved_mib']:.0f} vs"
-            f" {memory['dense']['saved_mib']:.0f} MiB; batch {sizes.batch}; the dense SDPA kernel (flash on CPU) keeps no T×T matrix")
+    note = (
+        f"peak RSS growth of a step, fresh process each; autograd saved {memory['windowed']['saved_mib']:.0f} vs"
+        f" {memory['dense']['saved_mib']:.0f} MiB; batch {sizes.batch}; the dense SDPA kernel (flash on CPU) keeps no T×T matrix"
+    )
     return Row(MEMORY_ROW, memory["windowed"]["peak_mib"], memory["dense"]["peak_mib"], "MiB (lower is better)", note=note)
 
 
@@ -202,8 +238,12 @@ def sampling_rows(sizes: Sizes) -> list[Row]:
     seconds = interleaved_medians({g: (lambda n=net: timed(lambda: n.sample(sizes.samples))) for g, net in networks.items()}, sizes.repeats)
     rate = {g: sizes.samples / s for g, s in seconds.items()}
     side = sizes.sampling_grid
-    note = f"{side}x{side} grid, n={sizes.samples} per call, n_embd {sizes.n_embd}, {sizes.n_layer} layers; global {rate[None]:.3g} samples/s"
-    return [Row(name, rate[g], rate[None], "samples/s", note=f"γ={gamma_name(g)}; {note}") for name, g in zip(SAMPLING_ROWS, SAMPLING_GAMMAS)]
+    note = (
+        f"{side}x{side} grid, n={sizes.samples} per call, n_embd {sizes.n_embd}, {sizes.n_layer} layers; global {rate[None]:.3g} samples/s"
+    )
+    return [
+        Row(name, rate[g], rate[None], "samples/s", note=f"γ={gamma_name(g)}; {note}") for name, g in zip(SAMPLING_ROWS, SAMPLING_GAMMAS)
+    ]
 
 
 def run(smoke: bool = False) -> list[Row]:

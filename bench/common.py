@@ -4,6 +4,7 @@ Every row compares *ours* against a baseline measured in the same process run, s
 on a noisy machine. Units are "higher is better" (images/s, GFLOP/s, ...) unless a row's unit says
 otherwise; ratio = ours / baseline.
 """
+
 from __future__ import annotations
 
 import gc

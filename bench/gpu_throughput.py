@@ -14,6 +14,7 @@ leaves it out.
 `--device cpu --tiny` (not in --help) runs every section at toy sizes on the CPU, so the logic of
 this script is tested where no GPU exists (tests/bench/test_bench_smoke.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,10 +53,38 @@ class Sizes:
 
 # The CIFAR configs: configs/blae/cifar10.yaml (Patch-MLP 512 x 4, patch 7, batch 256) and
 # configs/arvm/cifar10.yaml (4 layers x 256, 8 heads, batch 64); 50k references = CIFAR-10's train split.
-CUDA = Sizes(blae_width=512, blae_blocks=4, blae_batch=256, blae_steps=20, n_layer=4, n_head=8, n_embd=256,
-             arvm_batch=64, arvm_steps=10, samples=256, grid=32, references=50_000, queries=10_000, repeats=3)
-TINY = Sizes(blae_width=16, blae_blocks=1, blae_batch=4, blae_steps=3, n_layer=1, n_head=2, n_embd=16,
-             arvm_batch=2, arvm_steps=2, samples=2, grid=6, references=300, queries=40, repeats=1)
+CUDA = Sizes(
+    blae_width=512,
+    blae_blocks=4,
+    blae_batch=256,
+    blae_steps=20,
+    n_layer=4,
+    n_head=8,
+    n_embd=256,
+    arvm_batch=64,
+    arvm_steps=10,
+    samples=256,
+    grid=32,
+    references=50_000,
+    queries=10_000,
+    repeats=3,
+)
+TINY = Sizes(
+    blae_width=16,
+    blae_blocks=1,
+    blae_batch=4,
+    blae_steps=3,
+    n_layer=1,
+    n_head=2,
+    n_embd=16,
+    arvm_batch=2,
+    arvm_steps=2,
+    samples=2,
+    grid=6,
+    references=300,
+    queries=40,
+    repeats=1,
+)
 BITS, GAMMA, IMAGE_CHANNELS = 7, 5, 3
 
 
@@ -71,17 +100,38 @@ def blae_training(sizes: Sizes, device: torch.device) -> list[Row]:
     net_args = dict(image_channels=IMAGE_CHANNELS, latent_channels=BITS, width=sizes.blae_width, num_blocks=sizes.blae_blocks, patch_size=7)
     with quiet_lightning():
         model = BinaryLatentAutoencoder(
-            PatchMLPEncoder(**net_args), PatchMLPDecoder(**net_args), NoiseInjectionBinarizer(noise="gaussian", noise_rate=0.4),
-            optimizer=lambda params: torch.optim.Adam(params, lr=2e-4), image_size=side, channels=IMAGE_CHANNELS,
+            PatchMLPEncoder(**net_args),
+            PatchMLPDecoder(**net_args),
+            NoiseInjectionBinarizer(noise="gaussian", noise_rate=0.4),
+            optimizer=lambda params: torch.optim.Adam(params, lr=2e-4),
+            image_size=side,
+            channels=IMAGE_CHANNELS,
         )
     images = torch.rand(4 * sizes.blae_batch, IMAGE_CHANNELS, side, side, generator=torch.Generator().manual_seed(0)) * 2 - 1
     warmup = 3
     batches = cycled_batches({"image": images}, sizes.blae_batch, warmup + sizes.blae_steps, device)
-    loop_sizes = steps.Sizes(width=sizes.blae_width, blocks=sizes.blae_blocks, bits=BITS, n_layer=0, n_embd=0,
-                             blae_batch=sizes.blae_batch, arvm_batch=0, warmup=warmup, steps=sizes.blae_steps, repeats=1)
+    loop_sizes = steps.Sizes(
+        width=sizes.blae_width,
+        blocks=sizes.blae_blocks,
+        bits=BITS,
+        n_layer=0,
+        n_embd=0,
+        blae_batch=sizes.blae_batch,
+        arvm_batch=0,
+        warmup=warmup,
+        steps=sizes.blae_steps,
+        repeats=1,
+    )
     row = steps.compare_loops(
-        f"BL-AE training {side}x{side}x{IMAGE_CHANNELS}, Lightning vs plain loop", "images/s", model, steps.blae_plain_loss,
-        model.optimizer_factory, batches, loop_sizes, device, items_per_batch=sizes.blae_batch,
+        f"BL-AE training {side}x{side}x{IMAGE_CHANNELS}, Lightning vs plain loop",
+        "images/s",
+        model,
+        steps.blae_plain_loss,
+        model.optimizer_factory,
+        batches,
+        loop_sizes,
+        device,
+        items_per_batch=sizes.blae_batch,
         note=f"Patch-MLP {sizes.blae_width} x {sizes.blae_blocks}, patch 7, {BITS} bits, batch {sizes.blae_batch}",
     )
     row.goal = None  # the overhead goal belongs to bench_training_step; here the absolute rate matters
@@ -92,8 +142,16 @@ def arvm_network(sizes: Sizes, gamma, attention: str, device: torch.device):
     from networks.window_transformer import WindowedARConfig, WindowedARTransformer
 
     torch.manual_seed(0)
-    config = WindowedARConfig(height=sizes.grid, width=sizes.grid, num_bits=BITS, gamma=gamma, n_layer=sizes.n_layer,
-                              n_head=sizes.n_head, n_embd=sizes.n_embd, attention=attention)
+    config = WindowedARConfig(
+        height=sizes.grid,
+        width=sizes.grid,
+        num_bits=BITS,
+        gamma=gamma,
+        n_layer=sizes.n_layer,
+        n_head=sizes.n_head,
+        n_embd=sizes.n_embd,
+        attention=attention,
+    )
     return WindowedARTransformer(config).to(device)
 
 
@@ -127,8 +185,13 @@ def arvm_training(sizes: Sizes, device: torch.device) -> list[Row]:
     note = f"{sizes.n_layer} x {sizes.n_embd}, {sizes.n_head} heads, batch {sizes.arvm_batch}, {precision}, AdamW"
     side = sizes.grid
     return [
-        Row(f"γ-ARVM training {side}x{side} γ={GAMMA}: windowed vs dense masked", rate["windowed γ=5"], rate["dense γ=5"], "tokens/s",
-            note=f"{note}; ratio < 1 means the auto rule (CPU-measured) should pick dense on this device"),
+        Row(
+            f"γ-ARVM training {side}x{side} γ={GAMMA}: windowed vs dense masked",
+            rate["windowed γ=5"],
+            rate["dense γ=5"],
+            "tokens/s",
+            note=f"{note}; ratio < 1 means the auto rule (CPU-measured) should pick dense on this device",
+        ),
         Row(f"γ-ARVM training {side}x{side} global (dense)", rate["global"], None, "tokens/s", note=note),
     ]
 
@@ -141,8 +204,15 @@ def arvm_sampling(sizes: Sizes, device: torch.device) -> list[Row]:
     seconds = interleaved_medians(calls, sizes.repeats)
     rate = {name: sizes.samples / s for name, s in seconds.items()}
     side = sizes.grid
-    return [Row(f"γ-ARVM sampling {side}x{side}, KV cache: γ={GAMMA} vs global", rate["γ=5"], rate["global"], "samples/s",
-                note=f"n={sizes.samples} per call, fp32, {sizes.n_layer} x {sizes.n_embd}")]
+    return [
+        Row(
+            f"γ-ARVM sampling {side}x{side}, KV cache: γ={GAMMA} vs global",
+            rate["γ=5"],
+            rate["global"],
+            "samples/s",
+            note=f"n={sizes.samples} per call, fp32, {sizes.n_layer} x {sizes.n_embd}",
+        )
+    ]
 
 
 def nn_search_inputs(grid: int, references: int, queries: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -168,8 +238,15 @@ def nn_search_rows(sizes: Sizes, device: torch.device, inputs) -> list[Row]:
         search(queries[:32], reference)  # warm-up
         seconds = timed(lambda search=search, queries=queries, reference=reference: search(queries, reference), device)
         unit_note = f"{queries.shape[1]} uint8 dims" if name == "L2" else f"{queries.shape[1]} bits"
-        rows.append(Row(f"exact {name} top-2, {len(queries)} x {len(reference)} ({unit_note})", len(queries) / seconds, None, "queries/s",
-                        note=f"{seconds:.2f} s; {device.type}"))
+        rows.append(
+            Row(
+                f"exact {name} top-2, {len(queries)} x {len(reference)} ({unit_note})",
+                len(queries) / seconds,
+                None,
+                "queries/s",
+                note=f"{seconds:.2f} s; {device.type}",
+            )
+        )
     return rows
 
 

@@ -5,6 +5,7 @@ process, interleaved so that a shared, noisy machine slows both alike, and must 
 costs (Trainer start-up, worker spawn, first-call allocation) out of the timed window. Keeping
 that logic in one place stops the benchmark files from growing subtly different twins of it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -150,9 +151,14 @@ class PlainStep:
     the module (same starting weights), the same optimizer factory, no hooks and no logging.
     """
 
-    def __init__(self, module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict], Tensor],
-                 make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
-                 device: torch.device, autocast_dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        loss_fn: Callable[[torch.nn.Module, dict], Tensor],
+        make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
+        device: torch.device,
+        autocast_dtype: torch.dtype | None = None,
+    ) -> None:
         self.model = copy.deepcopy(module).to(device).train()
         self.optimizer = make_optimizer(p for p in self.model.parameters() if p.requires_grad)
         self.loss_fn, self.device, self.autocast_dtype = loss_fn, device, autocast_dtype
@@ -217,9 +223,18 @@ def lockstep_step_seconds(
     timer = LockstepTimer(plain_step, warmup, device)
     with quiet_lightning():
         trainer = Trainer(
-            accelerator=device.type, devices=1, precision=precision, max_steps=len(batches), max_epochs=1,
-            logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            num_sanity_val_steps=0, limit_val_batches=0, callbacks=[timer],
+            accelerator=device.type,
+            devices=1,
+            precision=precision,
+            max_steps=len(batches),
+            max_epochs=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+            callbacks=[timer],
         )
         trainer.fit(copy.deepcopy(module), train_dataloaders=batches)
     expected = (len(batches) - warmup - 1, len(batches) - warmup)

@@ -7,6 +7,7 @@ raises becomes one row noted "failed: <error>", so one broken benchmark never hi
 The JSON is ``{"machine": str, "rows": [{name, ours, baseline, ratio, goal, unit, note}]}``,
 written atomically (a reader never sees half a file). ``--smoke`` runs tiny sizes (what CI runs).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -87,8 +88,10 @@ def finite_or_none(value: float | None) -> float | None:
 
 def row_payload(row: Row) -> dict:
     payload = row.as_dict()
-    return {key: finite_or_none(payload[key]) if key in ("ours", "baseline", "ratio", "goal") else payload[key]
-            for key in ("name", "ours", "baseline", "ratio", "goal", "unit", "note")}
+    return {
+        key: finite_or_none(payload[key]) if key in ("ours", "baseline", "ratio", "goal") else payload[key]
+        for key in ("name", "ours", "baseline", "ratio", "goal", "unit", "note")
+    }
 
 
 def verdict(row: Row) -> str:
@@ -116,9 +119,16 @@ def format_ratio(ratio: float | None) -> str:
 def format_table(rows: Sequence[Row]) -> str:
     """Aligned text table: name | ours | baseline | ratio | goal | unit | ✓/✗/– | note."""
     cells = [
-        [row.name, format_number(row.ours), format_number(row.baseline),
-         format_ratio(row.ratio), "–" if row.goal is None else f"≥{row.goal:g}",
-         row.unit, verdict(row), row.note]
+        [
+            row.name,
+            format_number(row.ours),
+            format_number(row.baseline),
+            format_ratio(row.ratio),
+            "–" if row.goal is None else f"≥{row.goal:g}",
+            row.unit,
+            verdict(row),
+            row.note,
+        ]
         for row in rows
     ]
     widths = [max([len(header)] + [len(line[i]) for line in cells]) for i, header in enumerate(COLUMNS)]
@@ -137,9 +147,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[Row]]:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, what CI runs (seconds per module)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON to write (default bench/results.json)")
     parser.add_argument("--only", nargs="+", default=(), metavar="NAME", help="run only these modules (bench_x or x)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="torch intra-op threads (default: torch's choice, one per core). On a machine shared"
-                             " with other jobs, 1 avoids OpenMP barrier stalls that make 2-thread timings bimodal")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch intra-op threads (default: torch's choice, one per core). On a machine shared"
+        " with other jobs, 1 avoids OpenMP barrier stalls that make 2-thread timings bimodal",
+    )
     args = parser.parse_args(argv)
 
     threads = torch.get_num_threads()
@@ -157,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[Row]]:
     print(format_table(rows))
     print(f"\n{len(rows)} rows from {len(results)} modules in {time.perf_counter() - start:.0f} s -> {args.out}")
     return results
+
 
 if __name__ == "__main__":
     main()

@@ -102,7 +102,7 @@ def load_photo(name: str) -> PILImage.Image:
 
 
 def region_of(left: int, width: int) -> str | None:
-    """"train", "validation" or ``None`` (the guard band) for a tile starting at ``left`` in a photo ``width`` wide."""
+    """ "train", "validation" or ``None`` (the guard band) for a tile starting at ``left`` in a photo ``width`` wide."""
     if left + TILE <= TRAIN_MAX_X * width:
         return "train"
     if left >= VAL_MIN_X * width:
@@ -135,9 +135,12 @@ def load_photo_crops_dataset() -> DatasetDict:
             for region, tile in tiles(photo, name, scale):
                 if region is not None and texture(tile.image) >= MIN_TEXTURE:
                     splits[region].append(tile)
-    features = Features({"image": Image(), "photo": ClassLabel(names=list(PHOTOS)), "scale": Value("int32"),
-                         "top": Value("int32"), "left": Value("int32")})
-    return DatasetDict({
-        split: Dataset.from_dict({field: [getattr(tile, field) for tile in rows] for field in Tile._fields}, features=features)
-        for split, rows in splits.items()
-    })
+    features = Features(
+        {"image": Image(), "photo": ClassLabel(names=list(PHOTOS)), "scale": Value("int32"), "top": Value("int32"), "left": Value("int32")}
+    )
+    return DatasetDict(
+        {
+            split: Dataset.from_dict({field: [getattr(tile, field) for tile in rows] for field in Tile._fields}, features=features)
+            for split, rows in splits.items()
+        }
+    )

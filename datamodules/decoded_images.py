@@ -58,8 +58,9 @@ class SplitImages:
     wrapped as ``IndexedSplit``; works before ``setup`` too (``prepare_data`` of both DataModules).
     """
 
-    def __init__(self, built: BuiltSplits, image_size: int, channels: int, num_workers: int, in_memory: bool | None,
-                 cache_dir: str | None) -> None:
+    def __init__(
+        self, built: BuiltSplits, image_size: int, channels: int, num_workers: int, in_memory: bool | None, cache_dir: str | None
+    ) -> None:
         self.built = built
         self.image_size = image_size
         self.channels = channels
@@ -82,8 +83,9 @@ class SplitImages:
         if not self.serves_decoded(split):
             return IndexedSplit(self.built.splits[split])
         if split not in self._decoded:
-            self._decoded[split] = load_or_decode(self.built.splits[split], self.built.image_column, self.image_size,
-                                                  self.channels, self.num_workers, self.cache_file(split))
+            self._decoded[split] = load_or_decode(
+                self.built.splits[split], self.built.image_column, self.image_size, self.channels, self.num_workers, self.cache_file(split)
+            )
         return self._decoded[split]
 
     def uint8(self, split: str) -> torch.Tensor:

@@ -36,9 +36,7 @@ from datamodules.source_splits import SPLITS, load_source_splits
 def per_device_batch_size(global_batch_size: int, world_size: int) -> int:
     """``batch_size`` is global (what the optimizer sees per step), so each rank loads its share of it."""
     if global_batch_size % world_size:
-        raise ValueError(
-            f"batch_size={global_batch_size} is the global batch and must be divisible by world_size={world_size}"
-        )
+        raise ValueError(f"batch_size={global_batch_size} is the global batch and must be divisible by world_size={world_size}")
     return global_batch_size // world_size
 
 
@@ -140,8 +138,9 @@ class HFImageDataModule(LightningDataModule):
         """
         train = self._served("train")
         trainer = self.trainer
-        sampler = EpochShuffle(train, num_replicas=self._world_size(), rank=getattr(trainer, "global_rank", 0),
-                               seed=int(os.environ.get("PL_GLOBAL_SEED", 0)))
+        sampler = EpochShuffle(
+            train, num_replicas=self._world_size(), rank=getattr(trainer, "global_rank", 0), seed=int(os.environ.get("PL_GLOBAL_SEED", 0))
+        )
         # drop_last keeps batch statistics even, but a split smaller than one global batch would give no step
         return self._loader(train, sampler=sampler, drop_last=len(train) >= self.hparams.batch_size, loader=ResumableLoader)
 
@@ -212,8 +211,13 @@ class HFImageDataModule(LightningDataModule):
         self._split(split)  # names a missing split
         return self._split_images().rows(split)
 
-    def _loader(self, dataset: torch.utils.data.Dataset, sampler: torch.utils.data.Sampler | None = None,
-                drop_last: bool = False, loader: type[DataLoader] = DataLoader) -> DataLoader:
+    def _loader(
+        self,
+        dataset: torch.utils.data.Dataset,
+        sampler: torch.utils.data.Sampler | None = None,
+        drop_last: bool = False,
+        loader: type[DataLoader] = DataLoader,
+    ) -> DataLoader:
         """One DataLoader recipe for every stage; for evaluation, Lightning injects its DistributedSampler itself.
 
         A DataLoader with ``batch_size``, so Lightning can rebuild it around its DistributedSampler;
@@ -243,22 +247,22 @@ class HFImageDataModule(LightningDataModule):
         ``_memoized_splits`` for the memoized result.
         """
         hp = self.hparams
-        source = load_source_splits(hp.path, hp.cache_dir, hp.image_column, hp.train_split, hp.val_split, hp.test_split,
-                                    hp.skip_corrupt)
-        return build_splits(source, hp.path, hp.train_split, hp.val_fraction, hp.test_fraction, hp.split_seed,
-                            hp.max_train_samples, self._pixels)
+        source = load_source_splits(hp.path, hp.cache_dir, hp.image_column, hp.train_split, hp.val_split, hp.test_split, hp.skip_corrupt)
+        return build_splits(
+            source, hp.path, hp.train_split, hp.val_fraction, hp.test_fraction, hp.split_seed, hp.max_train_samples, self._pixels
+        )
 
     def _split_images(self) -> SplitImages:
         """The images of the built splits as the loaders serve them (step 3), once per process; works before ``setup``."""
         if self._images is None:
             hp = self.hparams
-            self._images = SplitImages(self._memoized_splits(), self.image_size, self.channels, hp.num_workers,
-                                       hp.in_memory, hp.cache_dir)
+            self._images = SplitImages(self._memoized_splits(), self.image_size, self.channels, hp.num_workers, hp.in_memory, hp.cache_dir)
         return self._images
 
 
-def _validate_arguments(batch_size: int, num_workers: int, val_fraction: float, test_fraction: float, predict_split: str,
-                        max_train_samples: int | None) -> None:
+def _validate_arguments(
+    batch_size: int, num_workers: int, val_fraction: float, test_fraction: float, predict_split: str, max_train_samples: int | None
+) -> None:
     """Reject bad settings at construction, one line each, before any data is touched."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

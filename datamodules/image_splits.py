@@ -95,17 +95,17 @@ def hold_out_missing_splits(
     if not counts:
         return {"train": train}
     if sum(counts.values()) >= len(train):
-        raise ValueError(
-            f"{train_where} has {len(train)} images: too few to hold out {counts} and keep any for training"
-        )
+        raise ValueError(f"{train_where} has {len(train)} images: too few to hold out {counts} and keep any for training")
     return hold_out(train, counts, seed)
 
 
 def limit_train_samples(train: Dataset, limit: int | None, seed: int, train_where: str) -> Dataset:
     """A seeded random subset of ``limit`` training rows (all of them, with a warning, when there are fewer)."""
     if limit is not None and limit > len(train):
-        rank_zero_warn(f"max_train_samples={limit} but {train_where} has {len(train)}"
-                       f" training images (after holding out val/test): training on all {len(train)}")
+        rank_zero_warn(
+            f"max_train_samples={limit} but {train_where} has {len(train)}"
+            f" training images (after holding out val/test): training on all {len(train)}"
+        )
     if limit is None or limit >= len(train):
         return train
     rows = np.sort(seeded_order(len(train), seed, purpose=1)[:limit])

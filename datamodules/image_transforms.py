@@ -70,8 +70,10 @@ def check_pixel_range(image: PILImage.Image) -> None:
     if low < 0 or high > top:
         raise ValueError(f"mode {image.mode} pixel values in [{low:g}, {high:g}] are outside the expected range 0..{top:g}")
     if image.mode == "F" and high <= 1.0:
-        raise ValueError(f"mode F pixel values in [{low:g}, {high:g}] look like [0, 1] intensities, but the expected range"
-                         f" is 0..{top:g} (scale them to 0..255 first)")
+        raise ValueError(
+            f"mode F pixel values in [{low:g}, {high:g}] look like [0, 1] intensities, but the expected range"
+            f" is 0..{top:g} (scale them to 0..255 first)"
+        )
 
 
 def decode_image(value: Any) -> PILImage.Image:
@@ -94,9 +96,7 @@ def decode_image(value: Any) -> PILImage.Image:
         image.load()
         check_pixel_range(image)
     except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ...
-        raise UndecodableImageError(
-            f"cannot decode image {describe_image_value(value)}: {type(err).__name__}: {one_line(err)}"
-        ) from err
+        raise UndecodableImageError(f"cannot decode image {describe_image_value(value)}: {type(err).__name__}: {one_line(err)}") from err
     return image
 
 

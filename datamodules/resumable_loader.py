@@ -15,6 +15,7 @@ the one Lightning set last (a checkpoint written at an epoch end resumes into th
 generator of its own, seeded from (seed, epoch): creating it never moves the global random stream
 that the model's noise and dropout draw from.
 """
+
 from __future__ import annotations
 
 import math
@@ -103,8 +104,14 @@ class ResumableLoader(DataLoader):
             return {}
         if self._pending is not None:  # loaded, not started yet: still the loaded position
             return dict(self._pending)
-        return {"version": STATE_VERSION, "epoch": sampler.epoch, "position": self.position, "seed": sampler.seed,
-                "dataset_size": len(sampler.dataset), "global_batch": self._global_batch(sampler)}
+        return {
+            "version": STATE_VERSION,
+            "epoch": sampler.epoch,
+            "position": self.position,
+            "seed": sampler.seed,
+            "dataset_size": len(sampler.dataset),
+            "global_batch": self._global_batch(sampler),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         sampler = self.shuffle_sampler
@@ -113,12 +120,16 @@ class ResumableLoader(DataLoader):
         now = {"seed": sampler.seed, "dataset_size": len(sampler.dataset), "global_batch": self._global_batch(sampler)}
         changed = {key: (state.get(key), value) for key, value in now.items() if state.get(key) != value}
         if {"seed", "dataset_size"} & set(changed):
-            rank_zero_warn(f"the training data changed since the checkpoint ({_described(changed)}): epoch"
-                           f" {state.get('epoch')} restarts with this run's order, not the checkpoint's")
+            rank_zero_warn(
+                f"the training data changed since the checkpoint ({_described(changed)}): epoch"
+                f" {state.get('epoch')} restarts with this run's order, not the checkpoint's"
+            )
             return
         if changed:
-            rank_zero_warn(f"resuming with another global batch ({_described(changed)}): the data order is kept, the"
-                           " batches are cut differently, so the run is not bit-identical to an uninterrupted one")
+            rank_zero_warn(
+                f"resuming with another global batch ({_described(changed)}): the data order is kept, the"
+                " batches are cut differently, so the run is not bit-identical to an uninterrupted one"
+            )
         position = int(state["position"]) - int(state["position"]) % sampler.num_replicas
         self._pending = {**state, "position": position, **now}
         sampler.set_epoch(int(state["epoch"]))

@@ -5,6 +5,7 @@ lets memorization metrics compare a sample with the training row it might copy. 
 image split (``IndexedSplit``), the token grids (``IndexedTokens``), a generative model's sample
 requests (``SampleRequests``); the decoded image split is ``DecodedImages`` (``decoded_images.py``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -113,5 +114,11 @@ def ordered_loader(rows: torch.utils.data.Dataset, batch_size: int, num_workers:
     unless it has a generator of its own: reading a split (decoding, encoding) would then shift the
     random stream of a training run that reads it. Row order needs no randomness, so a private one.
     """
-    return DataLoader(rows, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_rows,
-                      generator=torch.Generator().manual_seed(0))
+    return DataLoader(
+        rows,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate_rows,
+        generator=torch.Generator().manual_seed(0),
+    )

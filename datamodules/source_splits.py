@@ -59,14 +59,11 @@ def load_source_splits(
     source = load_image_source(path, cache_dir)
     names = source_split_names(source, path, train_split, val_split, test_split)
     column = resolve_image_column(source[train_split], image_column, where(path, train_split))
-    splits = {role: checked_source_split(source[name], column, where(path, name), skip_corrupt, cache_dir)
-              for role, name in names.items()}
+    splits = {role: checked_source_split(source[name], column, where(path, name), skip_corrupt, cache_dir) for role, name in names.items()}
     return SourceSplits(column, splits)
 
 
-def source_split_names(
-    source: DatasetDict, path: str, train_split: str, val_split: str | None, test_split: str | None
-) -> dict[str, str]:
+def source_split_names(source: DatasetDict, path: str, train_split: str, val_split: str | None, test_split: str | None) -> dict[str, str]:
     """Map roles to source split names: "train" always, "val"/"test" when given or found by alias."""
     names = {"train": _require_source_split(source, path, train_split, "train_split")}
     for role, requested in (("val", val_split), ("test", test_split)):
@@ -183,9 +180,7 @@ def cached_undecodable_rows(dataset: Dataset, image_column: str, cache_dir: str 
     return failures
 
 
-def drop_undecodable_rows(
-    dataset: Dataset, image_column: str, where: str, skip_corrupt: bool, cache_dir: str | None
-) -> Dataset:
+def drop_undecodable_rows(dataset: Dataset, image_column: str, where: str, skip_corrupt: bool, cache_dir: str | None) -> Dataset:
     """Raise on the first undecodable image (naming it), or with ``skip_corrupt`` drop them all and warn with the count."""
     failures = cached_undecodable_rows(dataset, image_column, cache_dir)
     if not failures:

@@ -11,6 +11,7 @@ else it encodes every split (``encode_tokens``, strict FP32) and writes the fold
 never leaves a folder that a later run would take for a cache; temporary folders of dead
 processes are removed. ``setup`` (every rank) only reads it (``read_token_cache``).
 """
+
 from __future__ import annotations
 
 import json

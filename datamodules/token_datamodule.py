@@ -180,5 +180,13 @@ class LatentTokenDataModule(HFImageDataModule):
         device = self._encode_device()
         encoder = self.load_token_encoder().to(device)
         # the images are decoded once, shared with images_uint8 later
-        build_token_cache(folder, meta, encoder, self._split_images().rows, self.hparams.encode_batch_size,
-                          self.hparams.num_workers, device, self.hparams.autoencoder)
+        build_token_cache(
+            folder,
+            meta,
+            encoder,
+            self._split_images().rows,
+            self.hparams.encode_batch_size,
+            self.hparams.num_workers,
+            device,
+            self.hparams.autoencoder,
+        )

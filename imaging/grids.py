@@ -1,4 +1,5 @@
 """Image tensors -> uint8 grids and PNG files (no torchvision; W&B logs uint8 images as they are, see the `wandb.Image` docs)."""
+
 import math
 from pathlib import Path
 

@@ -4,6 +4,7 @@
 ``signed_unit_to_uint8`` clamps to [-1, 1] and rounds, as a saved image would hold the pixels, so
 ``signed_unit_to_uint8(uint8_to_signed_unit(x)) == x`` for every uint8 ``x``.
 """
+
 import torch
 from torch import Tensor
 

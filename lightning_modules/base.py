@@ -1,4 +1,5 @@
 """What the trainable LightningModules share: optimizer/scheduler injection (LightningCLI's ``OptimizerCallable``/``LRSchedulerCallable``)."""
+
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 

@@ -1,4 +1,5 @@
 """BinaryLatentAutoencoder: the paper's BL-AE as a thin LightningModule around injected networks."""
+
 from __future__ import annotations
 
 import torch
@@ -19,13 +20,9 @@ def check_autoencoder_fits(encoder: nn.Module, decoder: nn.Module, channels: int
     """One-line errors for networks that cannot work on the configured data."""
     for name, net in (("encoder", encoder), ("decoder", decoder)):
         if net.image_channels != channels:
-            raise ValueError(
-                f"model.{name}.init_args.image_channels={net.image_channels} does not match data.channels={channels}"
-            )
+            raise ValueError(f"model.{name}.init_args.image_channels={net.image_channels} does not match data.channels={channels}")
     if encoder.latent_channels != decoder.latent_channels:
-        raise ValueError(
-            f"encoder latent_channels={encoder.latent_channels} != decoder latent_channels={decoder.latent_channels}"
-        )
+        raise ValueError(f"encoder latent_channels={encoder.latent_channels} != decoder latent_channels={decoder.latent_channels}")
     if image_size % encoder.downsample:
         raise ValueError(f"data.image_size={image_size} is not divisible by the encoder's downsampling {encoder.downsample}")
 
@@ -153,8 +150,14 @@ class BinaryLatentAutoencoder(InjectedOptimizers, LightningModule):
         if self.is_logging_step:  # the logger records only these steps; each self.log costs ~1 ms
             with torch.no_grad():
                 bin_rate = ((z.abs() - 1).abs() < 0.1).float().mean()
-            self.log_dict({"train/mse": mse, "train/latent_l2": latent_l2, "train/bin_rate": bin_rate,
-                           "train/straight_through": float(self.straight_through_active)})
+            self.log_dict(
+                {
+                    "train/mse": mse,
+                    "train/latent_l2": latent_l2,
+                    "train/bin_rate": bin_rate,
+                    "train/straight_through": float(self.straight_through_active),
+                }
+            )
         return loss
 
     @property
@@ -184,12 +187,16 @@ class BinaryLatentAutoencoder(InjectedOptimizers, LightningModule):
         three equal floats need not be.
         """
         usage = self.stage_metrics[stage].bit_usage.compute()
-        self.log_dict({
-            f"{stage}/bit_entropy": usage.mean_entropy,
-            f"{stage}/dead_bits": usage.dead_bits.float(),
-            f"{stage}/bit_p_one_min": usage.p_one.min(),
-            f"{stage}/bit_p_one_max": usage.p_one.max(),
-        }, sync_dist=True, reduce_fx="max")
+        self.log_dict(
+            {
+                f"{stage}/bit_entropy": usage.mean_entropy,
+                f"{stage}/dead_bits": usage.dead_bits.float(),
+                f"{stage}/bit_p_one_min": usage.p_one.min(),
+                f"{stage}/bit_p_one_max": usage.p_one.max(),
+            },
+            sync_dist=True,
+            reduce_fx="max",
+        )
         self.stage_metrics[stage].bit_usage.reset()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

@@ -3,6 +3,7 @@
 Reading the file (what it is, its networks, its weights) is ``autoencoder_checkpoint/``; this
 module only adds the model class, which data modules must not import.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -31,9 +32,7 @@ def load_autoencoder(path: str | Path, expected_sha256: str | None = None) -> Bi
     hparams = checkpoint["hyper_parameters"]
     networks = recorded_networks(checkpoint, path)
     kwargs = {
-        key: value
-        for key, value in hparams.items()
-        if not key.startswith("_") and key not in NETWORK_ARGUMENTS + NOT_MODEL_ARGUMENTS
+        key: value for key, value in hparams.items() if not key.startswith("_") and key not in NETWORK_ARGUMENTS + NOT_MODEL_ARGUMENTS
     }
     cls = import_class(hparams["_class_path"]) if "_class_path" in hparams else BinaryLatentAutoencoder
     # fork_rng: the random init that load_state_dict overwrites must not shift the caller's RNG stream

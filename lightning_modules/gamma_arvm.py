@@ -1,4 +1,5 @@
 """GammaARVM: the neural γ-ARVM, a windowed transformer over a frozen BL-AE's tokens."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -42,10 +43,19 @@ class GammaARVM(InjectedOptimizers, LatentTokenModel):
         self.save_hyperparameters(logger=False)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         height, width = self.grid_shape
-        self.net = WindowedARTransformer(WindowedARConfig(
-            height=height, width=width, num_bits=self.num_bits, gamma=self.gamma,
-            n_layer=n_layer, n_head=n_head, n_embd=n_embd, dropout=dropout, head=head,
-        ))
+        self.net = WindowedARTransformer(
+            WindowedARConfig(
+                height=height,
+                width=width,
+                num_bits=self.num_bits,
+                gamma=self.gamma,
+                n_layer=n_layer,
+                n_head=n_head,
+                n_embd=n_embd,
+                dropout=dropout,
+                head=head,
+            )
+        )
 
     def sample(self, n: int, temperature: float = 1.0, generator=None) -> Tensor:
         return self.net.sample(n, temperature, generator)

@@ -3,6 +3,7 @@
 Nothing is fitted: its "training set" is the token grids of the data module's train split, read
 in `setup`. Use it with `validate` (val/nll_bits), `predict` (samples) or the sweep.
 """
+
 from __future__ import annotations
 
 from torch import Tensor
@@ -36,7 +37,9 @@ class KernelGammaARVM(LatentTokenModel):
         """Store the training token grids (the estimator's whole state)."""
         if tuple(train_tokens.shape[1:]) != tuple(self.grid_shape):
             raise ValueError(f"training tokens have grid {tuple(train_tokens.shape[1:])}, the autoencoder makes {self.grid_shape}")
-        self.estimator = KernelARVM(train_tokens.to(self.device), self.num_bits, self.gamma, self.hparams.flip_prob, self.hparams.chunk_size)
+        self.estimator = KernelARVM(
+            train_tokens.to(self.device), self.num_bits, self.gamma, self.hparams.flip_prob, self.hparams.chunk_size
+        )
         return self
 
     def training_step(self, batch: dict, batch_idx: int):

@@ -6,6 +6,7 @@ The callbacks call these methods of a model (duck-typed: each model has those it
   `lightning_modules/sample_seeds.py`).
 - `latent_distribution(images) -> LatentDistribution`: per-image latent laws, for overlap (MEPS).
 """
+
 from __future__ import annotations
 
 from typing import Literal, NamedTuple
@@ -58,4 +59,3 @@ class LatentDistribution(NamedTuple):
     def centred_on_codes(self) -> LatentDistribution:
         """The same noise law around the hard codes (`codes` must be set)."""
         return self._replace(latents=self.codes, codes=None)
-

@@ -1,4 +1,5 @@
 """Per-sample seeds: a generated sample depends on its global index only, never on the rank or batch that drew it."""
+
 from __future__ import annotations
 
 import torch

@@ -4,6 +4,7 @@ The frozen BL-AE is held outside the module tree (a submodule would be trained, 
 checkpoint stores its path and sha256 instead), Lightning's `.train()` cannot flip it back, and DDP
 never sees its parameters.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -27,8 +28,16 @@ Gamma = int | Literal["global"]
 class LatentTokenModel(LightningModule):
     """Base of the γ-ARVMs. Subclasses implement `sample(n, temperature, generator)` and `nll_bits(tokens)`."""
 
-    def __init__(self, autoencoder: str | None, gamma: Gamma, image_size: int, channels: int, sample_seed: int, temperature: float,
-                 train_nll_grids: int | None = 1000):
+    def __init__(
+        self,
+        autoencoder: str | None,
+        gamma: Gamma,
+        image_size: int,
+        channels: int,
+        sample_seed: int,
+        temperature: float,
+        train_nll_grids: int | None = 1000,
+    ):
         super().__init__()
         if autoencoder is None:
             raise ValueError(f"{type(self).__name__} needs a BL-AE checkpoint: pass --data.init_args.autoencoder PATH.ckpt")

@@ -6,6 +6,7 @@ posteriors of different images overlap: the conflict between reconstruction and 
 Zhao & Basu (arXiv 2506.21731, v1) describe. `kl_weight` is the β of a β-VAE (Higgins et al.
 2017) on per-element means: loss = mean squared error + β mean KL (docs/metrics.md).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple

@@ -8,6 +8,7 @@ per-sample value here is flattened to 1-D and stored as float64 (exact integers 
 enough for indices and Hamming distances), and `_sync_dist` pins the dtype of every rank's
 contribution, the empty one included, before the gather; `.to(dtype)` casts never touch them.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable

@@ -11,6 +11,7 @@ held-out grids is the control: what a prefix alone gives, without memorization. 
 Per-sample values are float64 "cat" states (metrics/_per_sample.py): `compute()` is exact under DDP
 with uneven or empty shares, whatever the number of ranks.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -56,8 +57,9 @@ class PrefixExtraction(PerSampleMetric):
         self.num_bits, self.threshold_db = num_bits, float(threshold_db)
         self.add_per_sample_state("psnr", "hamming", "rows", "held_out")
 
-    def update(self, completions: Tensor, sources: Tensor, completion_tokens: Tensor, source_tokens: Tensor,
-               rows: int, held_out: bool) -> None:
+    def update(
+        self, completions: Tensor, sources: Tensor, completion_tokens: Tensor, source_tokens: Tensor, rows: int, held_out: bool
+    ) -> None:
         """completions: (B, C, H, W) decoded completions; sources: (B, C, H, W) uint8 source images; tokens (B, h, w)."""
         if int(rows) not in self.prefix_rows:
             raise ValueError(f"prefix of {rows} rows is not one of {self.prefix_rows}")
@@ -82,4 +84,3 @@ class PrefixExtraction(PerSampleMetric):
                 values[f"{prefix}hamming_median_rows{k}"] = median(hamming[chosen])
                 values[f"{prefix}count_rows{k}"] = chosen.sum().double()
         return values
-

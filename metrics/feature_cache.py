@@ -6,6 +6,7 @@ them); on a CPU, Inception costs a few tenths of a second per image. The feature
 (another cell, another sweep, a resumed one) reads them back instead, and a different image set or
 network never does. A network without a `cache_key` is never cached. Files are written atomically.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -37,8 +38,9 @@ def feature_key(images: Tensor, feature: nn.Module) -> str | None:
 
 
 @torch.no_grad()
-def cached_features(feature: nn.Module, images: Tensor, cache_dir: str | Path | None, batch_size: int = 64,
-                    device=None, write: bool = True) -> Tensor:
+def cached_features(
+    feature: nn.Module, images: Tensor, cache_dir: str | Path | None, batch_size: int = 64, device=None, write: bool = True
+) -> Tensor:
     """(N, D) float32 features of uint8 (N, C, H, W) images, read from the cache when present.
 
     `write=False` (DDP ranks other than 0) reads a cache but never writes one.

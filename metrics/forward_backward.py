@@ -23,6 +23,7 @@ Measured, over all restored grids:
 Every state is an integer count summed over ranks, so `compute()` is exact under DDP with uneven or
 empty shares, whatever the number of ranks.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -78,11 +79,13 @@ class ChangeCorrelation(Metric):
     def update(self, clean: Tensor, restored: Tensor, erased: Tensor) -> None:
         """(B, h, w) clean ids, (B, h, w) restored ids, (B, h, w) bool erased cells."""
         if clean.shape != restored.shape or clean.shape != erased.shape or tuple(clean.shape[1:]) != (self.height, self.width):
-            raise ValueError(f"clean {tuple(clean.shape)}, restored {tuple(restored.shape)} and erased {tuple(erased.shape)} "
-                             f"must all be (B, {self.height}, {self.width})")
+            raise ValueError(
+                f"clean {tuple(clean.shape)}, restored {tuple(restored.shape)} and erased {tuple(erased.shape)} "
+                f"must all be (B, {self.height}, {self.width})"
+            )
         device = self.rings.device
         erased = erased.reshape(erased.shape[0], -1).to(device)  # (B, T)
-        changed = (clean.reshape(erased.shape).to(device) != restored.reshape(erased.shape).to(device))  # (B, T)
+        changed = clean.reshape(erased.shape).to(device) != restored.reshape(erased.shape).to(device)  # (B, T)
         if (changed & ~erased).any():
             raise ValueError("a kept cell changed: restoration must redraw the erased cells only")
         self.grids += erased.shape[0]

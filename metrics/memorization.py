@@ -15,6 +15,7 @@ Three tests share one exact NN search each:
 Images are compared as saved uint8 images would be: the quantization can only merge nearly equal
 pixels, and uint8 on both sides gives an exact integer search (nn_search/).
 """
+
 from __future__ import annotations
 
 from fractions import Fraction

@@ -20,6 +20,7 @@ DDP: the token grids are tiny, so they are gathered (every rank then holds the s
 by the global image index given to `update`) and every rank computes the same counts and the same
 permutations from a seeded CPU generator: 2 processes give exactly what 1 process gives.
 """
+
 from __future__ import annotations
 
 import math
@@ -127,9 +128,9 @@ class TokenMutualInformation(PerSampleMetric):
 
     def tables(self, near: Tensor, far: Tensor, counts) -> Tensor:
         """Joint counts of (near grid at p, far grid at p + d) for both axes and every d: (2, D, ...)."""
-        return torch.stack([
-            torch.stack([counts(*pair_samples(near, far, axis, d)) for d in range(1, self.max_distance + 1)]) for axis in AXES
-        ])
+        return torch.stack(
+            [torch.stack([counts(*pair_samples(near, far, axis, d)) for d in range(1, self.max_distance + 1)]) for axis in AXES]
+        )
 
     def bit_tables(self, token_tables: Tensor) -> Tensor:
         """(..., V, V) token joint counts -> (..., C, 2, 2) joint counts of each bit with itself."""

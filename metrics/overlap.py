@@ -12,6 +12,7 @@ trained on (`lightning_modules.model_outputs.LatentDistribution`):
 - diagonal Gaussians (VAE posteriors): symmetric Monte Carlo, with Bhattacharyya bounds as a check.
 See docs/metrics.md.
 """
+
 from __future__ import annotations
 
 import math
@@ -232,9 +233,7 @@ def _symmetric_mc_ovl(p: _Gaussians, q: _Gaussians, terms: _PairTerms, features:
     return from_p.add_(from_q).mul_(0.5)
 
 
-def _expected_min_ratio(
-    p: _Gaussians, q: _Gaussians, var_gap: Tensor, shift: Tensor, shift_sq: Tensor, features: Tensor
-) -> Tensor:
+def _expected_min_ratio(p: _Gaussians, q: _Gaussians, var_gap: Tensor, shift: Tensor, shift_sq: Tensor, features: Tensor) -> Tensor:
     """E_{z~p}[min(1, q(z)/p(z))] at the draws z = mu_p + std_p eps for every pair at once: one GEMM.
 
     (P, K) rows, var_gap = var_q - var_p, shift = mu_q - mu_p, its square, and (M, 2K) features
@@ -346,8 +345,16 @@ class PairwiseOverlap(PerSampleMetric):
 
     higher_is_better = False
 
-    def __init__(self, kind: OverlapKind, scale: float | None = None, kappa: float = 1.0, mc_samples: int = 256, seed: int = 0,
-                 per_dimension: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        kind: OverlapKind,
+        scale: float | None = None,
+        kappa: float = 1.0,
+        mc_samples: int = 256,
+        seed: int = 0,
+        per_dimension: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if kind not in KINDS:
             raise ValueError(f"unknown overlap kind {kind!r}: expected one of {', '.join(KINDS)}")

@@ -1,4 +1,5 @@
 """Reconstruction-side metrics of the BL-AE, all with fixed-size "sum" states (exact under DDP)."""
+
 from typing import NamedTuple
 
 import torch

@@ -8,6 +8,7 @@
 Every encoder/decoder exposes `image_channels`, `latent_channels` and `downsample` so the
 LightningModule can check them against the data and derive the latent grid shape.
 """
+
 from torch import Tensor, nn
 
 
@@ -64,8 +65,12 @@ class ResBlock(nn.Module):
         super().__init__()
         groups = min(32, width // 4) or 1
         self.net = nn.Sequential(
-            nn.GroupNorm(groups, width), nn.SiLU(), nn.Conv2d(width, width, 3, padding=1),
-            nn.GroupNorm(groups, width), nn.SiLU(), nn.Conv2d(width, width, 3, padding=1),
+            nn.GroupNorm(groups, width),
+            nn.SiLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.GroupNorm(groups, width),
+            nn.SiLU(),
+            nn.Conv2d(width, width, 3, padding=1),
         )
 
     def forward(self, x: Tensor) -> Tensor:

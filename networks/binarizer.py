@@ -6,6 +6,7 @@ makes overlap costly, so the encoder learns to push latents to the saturated cor
 inference the hard sign then loses (almost) nothing. The tanh itself is the BL-AE's
 (``BinaryLatentAutoencoder.encode`` in lightning_modules/blae.py): the binarizer receives its output.
 """
+
 import math
 from typing import Literal
 

@@ -7,6 +7,7 @@ Two layouts, one rule:
 - channels last, ``(..., C)``: ``token_bits`` / ``token_signs`` / ``bits_to_tokens`` (token models);
 - channels first, ``(B, C, h, w)``: ``pack_bits`` / ``unpack_bits`` (the autoencoder's latent grid).
 """
+
 import torch
 from torch import Tensor
 

@@ -10,6 +10,7 @@ One representation everywhere: γ is an int >= 1, or None for global. `parse_gam
 values ("global", "3", 3) into it; `check_gamma` guards every entry point, and the mask builders refuse a
 γ larger than the grid (`check_gamma_fits`).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -79,9 +80,7 @@ def gamma_window_mask(height: int, width: int, gamma: int | None, device=None) -
     mask = pos.view(1, -1) < pos.view(-1, 1)  # (T, T) strictly causal: s < t
     if gamma is None:
         return mask
-    chebyshev = torch.maximum(
-        (rows.view(-1, 1) - rows.view(1, -1)).abs(), (cols.view(-1, 1) - cols.view(1, -1)).abs()
-    )  # (T, T)
+    chebyshev = torch.maximum((rows.view(-1, 1) - rows.view(1, -1)).abs(), (cols.view(-1, 1) - cols.view(1, -1)).abs())  # (T, T)
     return mask & (chebyshev <= gamma)
 
 
@@ -200,10 +199,7 @@ def window_tiles(
     positions = (keys - 1).view(num_tiles, 1, width_k)  # (n_tiles, 1, L)
     visible = in_union.view(num_tiles, 1, width_k) & (positions < queries)  # (n_tiles, Q, L)
     if gamma is not None:
-        chebyshev = torch.maximum(
-            (positions // width - queries // width).abs(), (positions % width - queries % width).abs()
-        )
+        chebyshev = torch.maximum((positions // width - queries // width).abs(), (positions % width - queries % width).abs())
         visible &= chebyshev <= gamma
     visible[:, :, 0] = True  # the null slot
     return WindowTiles(keys, visible)
-

@@ -19,6 +19,7 @@ chunk_size training grids x query_chunk_size queries, never (S, N, 2^C)):
 2. log-sum-exp of those weights per training token value b = z^n_t -> A (S, 2^C), chunk by chunk;
 3. h(x) ∝ Σ_b exp(A_b) q(x | b): one (S, 2^C) @ (2^C, 2^C) product after a max shift.
 """
+
 from __future__ import annotations
 
 import math
@@ -147,8 +148,9 @@ class KernelARVM(nn.Module):
         return self.resample(tokens, torch.ones_like(tokens, dtype=torch.bool), temperature, generator)
 
     @torch.no_grad()
-    def resample(self, tokens: Tensor, redraw: Tensor, temperature: float = 1.0, generator: Generators = None,
-                 full_window: bool = False) -> Tensor:
+    def resample(
+        self, tokens: Tensor, redraw: Tensor, temperature: float = 1.0, generator: Generators = None, full_window: bool = False
+    ) -> Tensor:
         """(n, h, w) grids, (n, h, w) bool `redraw` -> (n, h, w): the redrawn cells drawn in raster order.
 
         Causal (default): each redrawn cell from h_t given its window W_γ(t) as it stands (kept cells

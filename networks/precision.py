@@ -9,6 +9,7 @@ encoding), and distance GEMMs would reorder near-ties (nearest-neighbour search)
 torch >= 2.9 refuses to *read* the legacy flags once the per-backend ``fp32_precision`` API was used,
 so the guard falls back to that API in that case. Every flag is restored on exit.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

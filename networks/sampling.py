@@ -4,6 +4,7 @@ Both samplers draw every uniform up front (``draw_uniforms``) and turn it into a
 (``sample_categorical``), so two samplers whose probabilities agree to rounding draw the same tokens
 from the same seeds, and a sample depends only on its own seed, not on the batch it was drawn in.
 """
+
 from __future__ import annotations
 
 import math

@@ -14,6 +14,7 @@ Two implementations of the same function:
 - `F.scaled_dot_product_attention` over the gathered tiles everywhere else (CUDA's fused kernels,
   autocast, attention dropout), with autograd through the gathers.
 """
+
 from __future__ import annotations
 
 import math

@@ -5,6 +5,7 @@ token ids are the packed signs of the encoder's raw output (``networks/bits.py``
 (``BinaryLatentAutoencoder.tokens``) and the frozen encoder that the token data module rebuilds from a
 checkpoint (``TokenEncoder``) call ``encoder_tokens``.
 """
+
 from __future__ import annotations
 
 import torch

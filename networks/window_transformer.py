@@ -25,6 +25,7 @@ Training and evaluation (`forward`) attend in one of two ways, with the same res
 Heads: "histogram" = 2^C logits (the paper's histogram); "bits" = C independent Bernoulli logits
 (channel 0 = most significant bit, as networks/bits.py), for C too large for a 2^C softmax.
 """
+
 from __future__ import annotations
 
 import math
@@ -108,8 +109,7 @@ class WindowedARConfig:
             raise ValueError("attention='windowed' needs a finite gamma (the global window is every earlier position)")
         if self.head == "histogram" and self.num_bits > MAX_HISTOGRAM_BITS:
             raise ValueError(
-                f"a histogram head over 2^{self.num_bits} values is too large "
-                f"(at most C = {MAX_HISTOGRAM_BITS}); use head='bits'"
+                f"a histogram head over 2^{self.num_bits} values is too large (at most C = {MAX_HISTOGRAM_BITS}); use head='bits'"
             )
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
@@ -390,9 +390,7 @@ class WindowedARTransformer(nn.Module):
         return sample_categorical(logits, uniform[:, 0])
 
     @torch.no_grad()
-    def sample(
-        self, n: int, temperature: float = 1.0, generator: Generators = None, use_cache: bool = True
-    ) -> Tensor:
+    def sample(self, n: int, temperature: float = 1.0, generator: Generators = None, use_cache: bool = True) -> Tensor:
         """(n, h, w) token grids drawn in raster order (eval mode; the training flag is restored).
 
         generator: see draw_uniforms (None, one torch.Generator, or n per-sample seeds). The

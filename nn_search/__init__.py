@@ -21,6 +21,7 @@ GEMM flavours, picked from the input dtypes and the device (`scores.py`):
 Ties between equally distant rows resolve to the lower reference index among the candidates.
 Exact row deduplication of references is `deduplication.py`.
 """
+
 from __future__ import annotations
 
 from nn_search.deduplication import UniqueRows, deduplicate_rows, first_occurrence

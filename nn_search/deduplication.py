@@ -1,4 +1,5 @@
 """Exact row deduplication (the memorization references: duplicated training images would make d2 = d1)."""
+
 from __future__ import annotations
 
 from typing import NamedTuple

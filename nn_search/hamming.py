@@ -4,6 +4,7 @@ On CPU, oneDNN's int8 linear multiplies query bits (0/1) by reference signs (+-1
 -|r| fused in, so the GEMM writes -Hamming directly. Elsewhere the L2 search on the +-1 codes
 (``streaming.py``), as ||s - t||^2 = 4 * Hamming(s, t).
 """
+
 from __future__ import annotations
 
 import warnings

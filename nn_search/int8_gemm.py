@@ -3,6 +3,7 @@
 `int8_matmul` is the one place that calls `torch._int_mm` (with the padding cuBLAS needs);
 `fast_int8_gemm` says whether it is a real int8 GEMM on a device (else the search takes FP32).
 """
+
 from __future__ import annotations
 
 import warnings

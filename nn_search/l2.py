@@ -1,4 +1,5 @@
 """Exact L2 top-2 of uint8 pixel rows or float rows, and the reference norms it can reuse."""
+
 from __future__ import annotations
 
 import torch

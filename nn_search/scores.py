@@ -7,6 +7,7 @@
 
 `space_for(queries, reference)` picks one from the dtypes and the device.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple

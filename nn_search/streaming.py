@@ -4,6 +4,7 @@ Reference blocks are prepared once each (outer loop), query chunks are scored ag
 (`scores.py`), a running top-k of candidates per query is merged across blocks, and the
 candidates' distances give the two nearest rows, ties to the lower reference index.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple

@@ -5,6 +5,7 @@ report/token_rows.py, report/probes.py), reads the verdicts from it (report/verd
 (report/plots.py) and writes report.md (report/markdown.py); `log_summary_run` (report/summary_run.py)
 puts it in W&B. The cells' names and how a cell is read: report/cells.py.
 """
+
 from __future__ import annotations
 
 from report.summary_run import log_summary_run

@@ -3,6 +3,7 @@
 A cell's record (the sweep's results, one per cell name) holds ``metrics`` (the run's logged figures,
 NaN where a figure could not be computed) and ``role`` (what the cell is: ``kind``, ``model``, ``gamma``, ...).
 """
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """How a number reads in report.md and in a verdict's evidence ("–" where it was not measured)."""
+
 from __future__ import annotations
 
 

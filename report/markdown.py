@@ -1,4 +1,5 @@
 """report.md: the tables of report.json's numbers, the plots' places, and one line per verdict."""
+
 from __future__ import annotations
 
 from report.formatting import fmt
@@ -14,8 +15,10 @@ def verdict_line(v: dict) -> str:
 
 def main_table(report: dict) -> str:
     """One line per main token cell: fitted, where the samples came from, memorization, likelihoods, KID/FID, seconds."""
-    header = ("| model | γ | fitted | samples from | mem_psnr25 [95 % CI] | latent copy | NN-PSNR median (dB) | train nll | val nll "
-              "| KID novel (n) | FID novel | s |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    header = (
+        "| model | γ | fitted | samples from | mem_psnr25 [95 % CI] | latent copy | NN-PSNR median (dB) | train nll | val nll "
+        "| KID novel (n) | FID novel | s |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     body = "".join(
         f"| {r['model']} | {r['gamma']} | {'yes' if r['fitted'] else 'NOT FITTED'} | {r['samples_from']} | "
         f"{fmt(r['mem_psnr25'], 3)} [{fmt(r['mem_psnr25_low'], 3)}, {fmt(r['mem_psnr25_high'], 3)}] | {fmt(r['latent_copy'], 3)} | "
@@ -41,21 +44,37 @@ def spread_table(report: dict) -> str:
     """The seed-to-seed spread section ("" without spread cells)."""
     if not report["seed_spread"]:
         return ""
-    lines = ["| model | γ | seeds | mem_psnr25 per seed | train nll per seed | range | 95 % sampling interval width |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | γ | seeds | mem_psnr25 per seed | train nll per seed | range | 95 % sampling interval width |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for s in report["seed_spread"]:
-        lines.append(f"| {s['model']} | {s['gamma']} | {', '.join('config' if x is None else str(x) for x in s['seeds'])} | "
-                     f"{', '.join(fmt(x, 3) for x in s['mem_psnr25'])} | {', '.join(fmt(x, 3) for x in s['train_nll_bits'])} | "
-                     f"{fmt(s['range'], 3)} | {fmt(s['sampling_interval_width'], 3)} |")
-    return ("## Seed-to-seed spread\n\nThe same cell trained from other seeds (same samples' seeds); the range is read against "
-            "the width of the 95 % interval that sampling alone gives at that rate.\n\n" + "\n".join(lines) + "\n\n")
+        lines.append(
+            f"| {s['model']} | {s['gamma']} | {', '.join('config' if x is None else str(x) for x in s['seeds'])} | "
+            f"{', '.join(fmt(x, 3) for x in s['mem_psnr25'])} | {', '.join(fmt(x, 3) for x in s['train_nll_bits'])} | "
+            f"{fmt(s['range'], 3)} | {fmt(s['sampling_interval_width'], 3)} |"
+        )
+    return (
+        "## Seed-to-seed spread\n\nThe same cell trained from other seeds (same samples' seeds); the range is read against "
+        "the width of the 95 % interval that sampling alone gives at that rate.\n\n" + "\n".join(lines) + "\n\n"
+    )
 
 
 def vae_table(report: dict) -> str:
     """The MEPS section: the BL-AE's and each VAE's PSNR, overlap and MSE bound."""
-    rows = [("BL-AE", report["blae"]["psnr"], report["ovl"]["blae_mean"], report["ovl"]["blae_lower_bound_mse"], report["ovl"]["blae_measured_mse"])]
-    rows += [(f"VAE β = {fmt(r['beta'])}" if r["beta"] is not None else "VAE", r["psnr"], r["ovl_mean"], r["lower_bound_mse"], r["measured_mse"])
-             for r in report["vae_betas"]]
+    rows = [
+        (
+            "BL-AE",
+            report["blae"]["psnr"],
+            report["ovl"]["blae_mean"],
+            report["ovl"]["blae_lower_bound_mse"],
+            report["ovl"]["blae_measured_mse"],
+        )
+    ]
+    rows += [
+        (f"VAE β = {fmt(r['beta'])}" if r["beta"] is not None else "VAE", r["psnr"], r["ovl_mean"], r["lower_bound_mse"], r["measured_mse"])
+        for r in report["vae_betas"]
+    ]
     lines = ["| model | val PSNR (dB) | ovl/mean | MSE lower bound | measured MSE |", "|---|---|---|---|---|"]
     lines += [f"| {name} | {fmt(psnr, 2)} | {fmt(ovl, 3)} | {fmt(bound, 4)} | {fmt(mse, 4)} |" for name, psnr, ovl, bound, mse in rows]
     return "## MEPS: overlap of the latent laws\n\n" + "\n".join(lines) + "\n\n"
@@ -71,12 +90,18 @@ def phase_table(report: dict) -> str:
     for model in dict.fromkeys(r["model"] for r in rows):
         for gamma in dict.fromkeys(r["gamma"] for r in rows if r["model"] == model):
             cells = {r["train_size"]: r for r in rows if r["model"] == model and r["gamma"] == gamma}
-            values = [f"{fmt(cells[n]['mem_psnr25'], 3)}{'' if cells[n]['fitted'] else ' (not fitted)'}" if n in cells else "–" for n in sizes]
+            values = [
+                f"{fmt(cells[n]['mem_psnr25'], 3)}{'' if cells[n]['fitted'] else ' (not fitted)'}" if n in cells else "–" for n in sizes
+            ]
             lines.append(f"| {model} | {gamma} | " + " | ".join(values) + " |")
     floors = {r["train_size"]: r["floor_mem_psnr25"] for r in rows}
     lines.append("| floor (held-out) | | " + " | ".join(fmt(floors.get(n), 3) for n in sizes) + " |")
-    return ("## Phase diagram: memorization over γ × training-set size\n\nmem_psnr25 of each (γ, N) cell: N training images, a "
-            "seeded random subset (each smaller subset lies inside the larger ones).\n\n" + "\n".join(lines) + "\n\n![phase diagram](phase_diagram.png)\n\n")
+    return (
+        "## Phase diagram: memorization over γ × training-set size\n\nmem_psnr25 of each (γ, N) cell: N training images, a "
+        "seeded random subset (each smaller subset lies inside the larger ones).\n\n"
+        + "\n".join(lines)
+        + "\n\n![phase diagram](phase_diagram.png)\n\n"
+    )
 
 
 def excess_table(report: dict) -> str:
@@ -104,13 +129,20 @@ def markdown(report: dict) -> str:
         "best-val-nll checkpoint (selecting by held-out nll picks the least-memorizing model). train/val nll: bits per "
         "token of the training / held-out grids under the final model. KID/FID novel: the novel samples (NN-PSNR < 25 dB, "
         "the first n) against held-out images, with the shipped Inception.\n\n"
-        + main_table(report) + "\n" + references_table(report)
+        + main_table(report)
+        + "\n"
+        + references_table(report)
         + "\n![memorization vs gamma](memorization_vs_gamma.png)\n\n"
         "## Generation–memorization frontier\n\nOne point per γ: memorization against the KID of the novel samples (γ with "
         f"at least {FRONTIER_MIN_NOVEL} novel samples: a memorizer leaves too few to score); the dashed line is the BL-AE's "
         "reconstructions of held-out images, the best any model scores through this decoder.\n\n"
         "![frontier](frontier.png)\n\n"
-        + spread_table(report) + vae_table(report) + excess_table(report) + phase_table(report) + probes_markdown(report)
+        + spread_table(report)
+        + vae_table(report)
+        + excess_table(report)
+        + phase_table(report)
+        + probes_markdown(report)
         + "## Verdicts\n\nEach computed from the numbers above by the rule stated with it.\n\n"
-        + "\n".join(verdict_line(v) for v in report["verdicts"]) + "\n"
+        + "\n".join(verdict_line(v) for v in report["verdicts"])
+        + "\n"
     )

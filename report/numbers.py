@@ -5,6 +5,7 @@ reference KID/FID, the BL-AE and the VAEs (one per β) with their latent overlap
 and their excess over a permutation null, the probes' sections (report/probes.py), the costs, and the
 verdicts read from all of it (report/verdicts.py).
 """
+
 from __future__ import annotations
 
 from networks.gamma_mask import gamma_name
@@ -27,8 +28,12 @@ def first_token_record(results: dict, key: str | None = None) -> dict | None:
 
 def autoencoder_block(record: dict | None) -> dict:
     """An autoencoder's val PSNR and latent overlap, with the MSE bound the overlap implies and the MSE measured."""
-    return {"psnr": metric(record, "val/psnr"), "ovl_mean": metric(record, "ovl/mean"),
-            "lower_bound_mse": metric(record, "ovl/lower_bound_mse"), "measured_mse": metric(record, "ovl/measured_mse")}
+    return {
+        "psnr": metric(record, "val/psnr"),
+        "ovl_mean": metric(record, "ovl/mean"),
+        "lower_bound_mse": metric(record, "ovl/lower_bound_mse"),
+        "measured_mse": metric(record, "ovl/measured_mse"),
+    }
 
 
 def vae_rows(results: dict) -> list[dict]:
@@ -49,8 +54,14 @@ def excess_curve(record: dict | None, source: str) -> list[dict]:
         excess = metric(record, f"ldh/{source}_token_mi_excess_d{d}")
         if excess is None:
             break
-        points.append({"d": d, "excess": excess, "low": metric(record, f"ldh/{source}_token_mi_excess_lo_d{d}"),
-                       "high": metric(record, f"ldh/{source}_token_mi_excess_hi_d{d}")})
+        points.append(
+            {
+                "d": d,
+                "excess": excess,
+                "low": metric(record, f"ldh/{source}_token_mi_excess_lo_d{d}"),
+                "high": metric(record, f"ldh/{source}_token_mi_excess_hi_d{d}"),
+            }
+        )
     return points
 
 
@@ -99,10 +110,16 @@ def build_report(results: dict, gammas: list, costs: dict | None = None) -> dict
         "ceiling": reference_block(first, "ceiling"),
         "reference": {"kid": metric(quality, "quality/reference_kid"), "fid": metric(quality, "quality/reference_fid")},
         "blae": {"psnr": blae["psnr"], "bin_rate": metric(results.get("blae"), "val/bin_rate")},
-        "ovl": {"blae_mean": blae["ovl_mean"], "vae_mean": vae.get("ovl_mean"), "vae_beta": vae.get("beta"),
-                "blae_lower_bound_mse": blae["lower_bound_mse"], "blae_measured_mse": blae["measured_mse"],
-                "vae_lower_bound_mse": vae.get("lower_bound_mse"), "vae_measured_mse": vae.get("measured_mse"),
-                "vae_psnr": vae.get("psnr")},
+        "ovl": {
+            "blae_mean": blae["ovl_mean"],
+            "vae_mean": vae.get("ovl_mean"),
+            "vae_beta": vae.get("beta"),
+            "blae_lower_bound_mse": blae["lower_bound_mse"],
+            "blae_measured_mse": blae["measured_mse"],
+            "vae_lower_bound_mse": vae.get("lower_bound_mse"),
+            "vae_measured_mse": vae.get("measured_mse"),
+            "vae_psnr": vae.get("psnr"),
+        },
         "vae_betas": vaes,
         "mi": curves,
         "mi_excess": excess,

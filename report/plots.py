@@ -4,6 +4,7 @@ frontier, the phase diagram, and the probes' extraction and correlation-length c
 Each is drawn from report.json's content alone. The Agg backend (files, no display) is chosen here, the one
 place in the report that imports pyplot.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,16 +28,22 @@ def plot_memorization(report: dict, path: Path) -> None:
         if rows:
             labels = [str(r["gamma"]) for r in rows]
             rates = [r["mem_psnr25"] for r in rows]
-            errors = [[max(0.0, r["mem_psnr25"] - r["mem_psnr25_low"]) for r in rows],
-                      [max(0.0, r["mem_psnr25_high"] - r["mem_psnr25"]) for r in rows]]
+            errors = [
+                [max(0.0, r["mem_psnr25"] - r["mem_psnr25_low"]) for r in rows],
+                [max(0.0, r["mem_psnr25_high"] - r["mem_psnr25"]) for r in rows],
+            ]
             ax.errorbar(labels, rates, yerr=errors, marker=marker, capsize=3, label=f"{model} γ-ARVM")
     floor, ceiling = report["floor"]["mem_psnr25"], report["ceiling"]["mem_psnr25"]
     if floor is not None:
         ax.axhspan(0, max(floor, 0.005), color="grey", alpha=0.3, label=f"floor (held-out) {floor:.2f}")
     if ceiling is not None:
         ax.axhline(ceiling, color="black", linestyle="--", linewidth=1, label=f"ceiling (copying) {ceiling:.2f}")
-    ax.set(xlabel="γ (observation radius)", ylabel="fraction of samples with NN-PSNR ≥ 25 dB", ylim=(-0.02, 1.05),
-           title="Memorization vs γ (95 % Wilson intervals)")
+    ax.set(
+        xlabel="γ (observation radius)",
+        ylabel="fraction of samples with NN-PSNR ≥ 25 dB",
+        ylim=(-0.02, 1.05),
+        title="Memorization vs γ (95 % Wilson intervals)",
+    )
     ax.legend(loc="center right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -51,8 +58,13 @@ def plot_frontier(report: dict, path: Path) -> None:
         if rows:
             ax.plot([r["mem_psnr25"] for r in rows], [r["kid_novel"] for r in rows], marker=marker, label=f"{model} γ-ARVM")
             for r in rows:
-                ax.annotate(f"γ={r['gamma']} (n={int(r['novel_scored'])})", (r["mem_psnr25"], r["kid_novel"]), fontsize=7,
-                            xytext=(3, 3), textcoords="offset points")
+                ax.annotate(
+                    f"γ={r['gamma']} (n={int(r['novel_scored'])})",
+                    (r["mem_psnr25"], r["kid_novel"]),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
     if report["reference"]["kid"] is not None:
         ax.axhline(report["reference"]["kid"], color="black", linestyle="--", linewidth=1, label="BL-AE reconstructions (reference)")
     ax.set(xlabel="memorization (mem_psnr25)", ylabel="KID of the novel samples vs held-out", xlim=(-0.02, 1.02))
@@ -81,8 +93,15 @@ def plot_phase_diagram(report: dict, path: Path) -> None:
             for j, value in enumerate(line):
                 if not math.isnan(value):
                     ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8, color="white" if value < 0.6 else "black")
-        ax.set(xticks=range(len(sizes)), xticklabels=sizes, yticks=range(len(gammas)), yticklabels=gammas,
-               xlabel="training images N", ylabel="γ", title=f"{model}: mem_psnr25")
+        ax.set(
+            xticks=range(len(sizes)),
+            xticklabels=sizes,
+            yticks=range(len(gammas)),
+            yticklabels=gammas,
+            xlabel="training images N",
+            ylabel="γ",
+            title=f"{model}: mem_psnr25",
+        )
         fig.colorbar(image, ax=ax)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -136,8 +155,10 @@ def plot_correlation_length(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-PROBE_PLOTS = {"extraction_vs_prefix.png": (plot_extraction, "extraction"),
-               "correlation_length_vs_p.png": (plot_correlation_length, "forward_backward")}
+PROBE_PLOTS = {
+    "extraction_vs_prefix.png": (plot_extraction, "extraction"),
+    "correlation_length_vs_p.png": (plot_correlation_length, "forward_backward"),
+}
 """The probes' figures by file name, each with the report.json section it draws (drawn only where that section has rows)."""
 
 

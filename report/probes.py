@@ -4,6 +4,7 @@ Read from the probe cells (role kind "probe", callbacks/measurements/probes.py k
 function of the cells' results, like the rest of report.json. docs/probes.md defines every figure. Their plots
 are in report/plots.py, their W&B tables in report/summary_run.py.
 """
+
 from __future__ import annotations
 
 import re
@@ -19,8 +20,9 @@ def probe_cells(results: dict) -> list[tuple[str, dict]]:
     """``(name, record)`` of the probe cells, model by model (TOKEN_MODELS order), then in results order."""
     cells = cells_of(results, "probe")
     order = {name: i for i, name in enumerate(results)}
-    return sorted(cells, key=lambda c: (TOKEN_MODELS.index(c[1]["role"]["model"]) if c[1]["role"]["model"] in TOKEN_MODELS else 9,
-                                        order[c[0]]))
+    return sorted(
+        cells, key=lambda c: (TOKEN_MODELS.index(c[1]["role"]["model"]) if c[1]["role"]["model"] in TOKEN_MODELS else 9, order[c[0]])
+    )
 
 
 def probed_model_fitted(results: dict, record: dict) -> bool | None:
@@ -44,15 +46,22 @@ def extraction_rows(results: dict) -> list[dict]:
         m, role = metrics_of(record), record["role"]
         for key in sorted((k for k in m if re.fullmatch(r"extract/rate_rows\d+", k)), key=lambda k: int(k.rsplit("rows", 1)[1])):
             k = int(key.rsplit("rows", 1)[1])
-            rows.append({
-                "model": role["model"], "gamma": role["gamma"], "prefix_rows": k,
-                "rate": m.get(key), "control_rate": m.get(f"extract/control_rate_rows{k}"),
-                "hamming_median": m.get(f"extract/hamming_median_rows{k}"),
-                "control_hamming_median": m.get(f"extract/control_hamming_median_rows{k}"),
-                "ceiling_rate": m.get("extract/ceiling_rate"), "control_ceiling_rate": m.get("extract/control_ceiling_rate"),
-                "num_sources": m.get(f"extract/count_rows{k}"), "num_control": m.get(f"extract/control_count_rows{k}"),
-                "fitted": probed_model_fitted(results, record),
-            })
+            rows.append(
+                {
+                    "model": role["model"],
+                    "gamma": role["gamma"],
+                    "prefix_rows": k,
+                    "rate": m.get(key),
+                    "control_rate": m.get(f"extract/control_rate_rows{k}"),
+                    "hamming_median": m.get(f"extract/hamming_median_rows{k}"),
+                    "control_hamming_median": m.get(f"extract/control_hamming_median_rows{k}"),
+                    "ceiling_rate": m.get("extract/ceiling_rate"),
+                    "control_ceiling_rate": m.get("extract/control_ceiling_rate"),
+                    "num_sources": m.get(f"extract/count_rows{k}"),
+                    "num_control": m.get(f"extract/control_count_rows{k}"),
+                    "fitted": probed_model_fitted(results, record),
+                }
+            )
     return rows
 
 
@@ -70,16 +79,20 @@ def forward_backward_rows(results: dict) -> list[dict]:
                 if key not in m:
                     break
                 curve.append(m[key])
-            rows.append({
-                "model": role["model"], "gamma": role["gamma"], "p": p,
-                "changed_fraction": m.get(f"fb/changed_fraction_p{name}"),
-                "corrupted_changed_fraction": m.get(f"fb/corrupted_changed_fraction_p{name}"),
-                "exact_rate": m.get(f"fb/exact_rate_p{name}"),
-                "correlation_length": m.get(f"fb/correlation_length_p{name}"),
-                "correlation": curve,
-                "conditioning": CONDITIONING.get(m.get("fb/window_conditioning")),
-                "fitted": probed_model_fitted(results, record),
-            })
+            rows.append(
+                {
+                    "model": role["model"],
+                    "gamma": role["gamma"],
+                    "p": p,
+                    "changed_fraction": m.get(f"fb/changed_fraction_p{name}"),
+                    "corrupted_changed_fraction": m.get(f"fb/corrupted_changed_fraction_p{name}"),
+                    "exact_rate": m.get(f"fb/exact_rate_p{name}"),
+                    "correlation_length": m.get(f"fb/correlation_length_p{name}"),
+                    "correlation": curve,
+                    "conditioning": CONDITIONING.get(m.get("fb/window_conditioning")),
+                    "fitted": probed_model_fitted(results, record),
+                }
+            )
     return rows
 
 
@@ -97,16 +110,24 @@ def gammas_of(rows: list[dict], model: str) -> list:
 def extraction_table(rows: list[dict]) -> str:
     """One line per (model, γ); per prefix k: rate / control rate / median Hamming distance."""
     prefixes = sorted({r["prefix_rows"] for r in rows})
-    lines = ["| model | γ | " + " | ".join(f"k = {k}: rate / control / Hamming" for k in prefixes) + " | ceiling (train / control) |",
-             "|---|---|" + "---|" * (len(prefixes) + 1)]
+    lines = [
+        "| model | γ | " + " | ".join(f"k = {k}: rate / control / Hamming" for k in prefixes) + " | ceiling (train / control) |",
+        "|---|---|" + "---|" * (len(prefixes) + 1),
+    ]
     for model in TOKEN_MODELS:
         for gamma in gammas_of(rows, model):
             mine = {r["prefix_rows"]: r for r in rows if r["model"] == model and r["gamma"] == gamma}
-            cells = [f"{fixed(mine[k]['rate'])} / {fixed(mine[k]['control_rate'])} / {fixed(mine[k]['hamming_median'], 0)}" if k in mine else "–"
-                     for k in prefixes]
+            cells = [
+                f"{fixed(mine[k]['rate'])} / {fixed(mine[k]['control_rate'])} / {fixed(mine[k]['hamming_median'], 0)}" if k in mine else "–"
+                for k in prefixes
+            ]
             first = next(iter(mine.values()))
             note = "" if first["fitted"] is not False else " (NOT FITTED)"
-            lines.append(f"| {model}{note} | {gamma} | " + " | ".join(cells) + f" | {fixed(first['ceiling_rate'])} / {fixed(first['control_ceiling_rate'])} |")
+            lines.append(
+                f"| {model}{note} | {gamma} | "
+                + " | ".join(cells)
+                + f" | {fixed(first['ceiling_rate'])} / {fixed(first['control_ceiling_rate'])} |"
+            )
     return "\n".join(lines)
 
 
@@ -118,7 +139,9 @@ def forward_backward_table(rows: list[dict]) -> str:
         for gamma in gammas_of(rows, model):
             mine = {r["p"]: r for r in rows if r["model"] == model and r["gamma"] == gamma}
             first = next(iter(mine.values()))
-            cells = [f"{fixed(mine[p]['changed_fraction'])} / {fixed(mine[p]['correlation_length'], 2)}" if p in mine else "–" for p in levels]
+            cells = [
+                f"{fixed(mine[p]['changed_fraction'])} / {fixed(mine[p]['correlation_length'], 2)}" if p in mine else "–" for p in levels
+            ]
             lines.append(f"| {model} ({first['conditioning']}) | {gamma} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -130,14 +153,20 @@ def probes_markdown(report: dict) -> str:
         return ""
     text = "## Probes: prefix extraction and forward–backward resampling\n\nDefinitions: docs/probes.md.\n\n"
     if extraction:
-        text += ("**Prefix extraction.** The first k rows of each training grid are kept and the model completes the rest; a "
-                 "completion is extracted when it decodes to ≥ 25 dB PSNR of its source image (as the memorization rate "
-                 "compares). Control: the same on held-out grids (the floor: what a prefix gives without memorization). "
-                 "Hamming: median bits between the completed and the source grid. Ceiling: the source grids' own decodings.\n\n"
-                 + extraction_table(extraction) + "\n\n![extraction vs prefix](extraction_vs_prefix.png)\n\n")
+        text += (
+            "**Prefix extraction.** The first k rows of each training grid are kept and the model completes the rest; a "
+            "completion is extracted when it decodes to ≥ 25 dB PSNR of its source image (as the memorization rate "
+            "compares). Control: the same on held-out grids (the floor: what a prefix gives without memorization). "
+            "Hamming: median bits between the completed and the source grid. Ceiling: the source grids' own decodings.\n\n"
+            + extraction_table(extraction)
+            + "\n\n![extraction vs prefix](extraction_vs_prefix.png)\n\n"
+        )
     if fb:
-        text += ("**Forward–backward.** A fraction p of the cells of each training grid is erased (uniformly chosen) and "
-                 "the model redraws them; cells: changed fraction / correlation length (Σ_d of the correlation of the "
-                 "changed indicator between erased cells at Chebyshev distance d, in cells).\n\n"
-                 + forward_backward_table(fb) + "\n\n![correlation length vs p](correlation_length_vs_p.png)\n\n")
+        text += (
+            "**Forward–backward.** A fraction p of the cells of each training grid is erased (uniformly chosen) and "
+            "the model redraws them; cells: changed fraction / correlation length (Σ_d of the correlation of the "
+            "changed indicator between erased cells at Chebyshev distance d, in cells).\n\n"
+            + forward_backward_table(fb)
+            + "\n\n![correlation length vs p](correlation_length_vs_p.png)\n\n"
+        )
     return text

@@ -4,6 +4,7 @@ Its tables (the main rows, the phase diagram's, the probes'), the plots as image
 (report/charts.py), the headline figures and every verdict in its summary, and report.md/report.json
 as files. Read from the report.json that `write_report` wrote, never from the cells.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,29 +22,57 @@ def log_summary_run(out_dir: Path, group: str) -> Path:
     import wandb
 
     report = json.loads((out_dir / "report.json").read_text())
-    run = wandb.init(project=PROJECT, group=group, name="summary", job_type="report",
-                     settings=wandb.Settings(silent=True),  # the sweep prints where the run is
-                     dir=str(out_dir / "runs"), config={"gammas": list(dict.fromkeys(str(r["gamma"]) for r in report["rows"]))})
-    columns = ["model", "gamma", "fitted", "mem_psnr25", "mem_psnr25_low", "mem_psnr25_high", "mem_ratio13", "latent_copy",
-               "nn_psnr_median", "train_nll_bits", "nll_bits", "kid_novel", "fid_novel", "novel_scored"]
+    run = wandb.init(
+        project=PROJECT,
+        group=group,
+        name="summary",
+        job_type="report",
+        settings=wandb.Settings(silent=True),  # the sweep prints where the run is
+        dir=str(out_dir / "runs"),
+        config={"gammas": list(dict.fromkeys(str(r["gamma"]) for r in report["rows"]))},
+    )
+    columns = [
+        "model",
+        "gamma",
+        "fitted",
+        "mem_psnr25",
+        "mem_psnr25_low",
+        "mem_psnr25_high",
+        "mem_ratio13",
+        "latent_copy",
+        "nn_psnr_median",
+        "train_nll_bits",
+        "nll_bits",
+        "kid_novel",
+        "fid_novel",
+        "novel_scored",
+    ]
     media = {"report/table": table(wandb, columns, report["rows"])}
     if report["memorization_vs_train_size"]:
         media["report/memorization_vs_train_size"] = table(
-            wandb, ["model", "gamma", "train_size", "mem_psnr25", "mem_ratio13", "latent_copy", "fitted"], report["memorization_vs_train_size"])
+            wandb,
+            ["model", "gamma", "train_size", "mem_psnr25", "mem_ratio13", "latent_copy", "fitted"],
+            report["memorization_vs_train_size"],
+        )
     media.update(probe_tables(wandb, report))
     plots = [name for name in [*PLOTS, *PROBE_PLOTS] if (out_dir / name).is_file()]
     media.update({f"report/{Path(name).stem}": wandb.Image(str(out_dir / name)) for name in plots})
     media.update(native_charts(wandb, report, FRONTIER_MIN_NOVEL))
     run.log(media)
-    run.summary.update({
-        "report/wall_s": report["wall_s"], "report/cells_cpu_s": report["costs"].get("cells_cpu_s"),
-        "report/ovl_blae_mean": report["ovl"]["blae_mean"], "report/ovl_vae_mean": report["ovl"]["vae_mean"],
-        "report/blae_psnr": report["blae"]["psnr"], "report/reference_kid": report["reference"]["kid"],
-        "report/reference_fid": report["reference"]["fid"],
-        **{f"report/floor_{k}": v for k, v in report["floor"].items()},
-        **{f"report/ceiling_{k}": v for k, v in report["ceiling"].items()},
-        **{f"report/verdict/{v['claim']}{' (' + v['model'] + ')' if v['model'] else ''}": v["outcome"] for v in report["verdicts"]},
-    })
+    run.summary.update(
+        {
+            "report/wall_s": report["wall_s"],
+            "report/cells_cpu_s": report["costs"].get("cells_cpu_s"),
+            "report/ovl_blae_mean": report["ovl"]["blae_mean"],
+            "report/ovl_vae_mean": report["ovl"]["vae_mean"],
+            "report/blae_psnr": report["blae"]["psnr"],
+            "report/reference_kid": report["reference"]["kid"],
+            "report/reference_fid": report["reference"]["fid"],
+            **{f"report/floor_{k}": v for k, v in report["floor"].items()},
+            **{f"report/ceiling_{k}": v for k, v in report["ceiling"].items()},
+            **{f"report/verdict/{v['claim']}{' (' + v['model'] + ')' if v['model'] else ''}": v["outcome"] for v in report["verdicts"]},
+        }
+    )
     for name in ("report.md", "report.json", *plots):  # copied into the run (a file outside it is symlinked, with a warning)
         shutil.copyfile(out_dir / name, Path(run.dir) / name)
         run.save(str(Path(run.dir) / name), base_path=run.dir, policy="now")
@@ -64,6 +93,15 @@ def probe_tables(wandb, report: dict) -> dict:
         columns = ["model", "gamma", "prefix_rows", "rate", "control_rate", "hamming_median", "control_hamming_median", "ceiling_rate"]
         media["report/extraction"] = table(wandb, columns, report["extraction"])
     if report.get("forward_backward"):
-        columns = ["model", "gamma", "p", "changed_fraction", "corrupted_changed_fraction", "exact_rate", "correlation_length", "conditioning"]
+        columns = [
+            "model",
+            "gamma",
+            "p",
+            "changed_fraction",
+            "corrupted_changed_fraction",
+            "exact_rate",
+            "correlation_length",
+            "conditioning",
+        ]
         media["report/forward_backward"] = table(wandb, columns, report["forward_backward"])
     return media

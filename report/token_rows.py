@@ -4,6 +4,7 @@ Each row carries the cell's memorization rates (with a 95 % Wilson interval of t
 likelihoods, the KID/FID of its novel samples, and whether the model had fitted and the samples came from
 the fitted model: no verdict reads a row that is not (report/verdicts.py).
 """
+
 from __future__ import annotations
 
 import math
@@ -57,7 +58,9 @@ def token_row(record: dict, model: str, gamma) -> dict:
         "model": model,
         "gamma": gamma,
         **{name: metric(record, key) for name, key in RATE_KEYS.items()},
-        "mem_psnr25_low": low, "mem_psnr25_high": high, "num_samples": n,
+        "mem_psnr25_low": low,
+        "mem_psnr25_high": high,
+        "num_samples": n,
         "latent_copy": metric(record, "mem/latent_copy_rate"),
         "latent_near_copy": metric(record, "mem/latent_near_copy_rate"),
         "train_nll_bits": metric(record, "train/nll_bits"),
@@ -66,9 +69,14 @@ def token_row(record: dict, model: str, gamma) -> dict:
         "fid_novel": metric(record, "quality/fid_novel"),
         "novel_scored": metric(record, "quality/novel_scored"),
         "train_size": metric(record, "mem/train_size"),
-        "fitted": fitted, "fit_note": fit_note, "samples_final": final, "samples_from": source,
-        "steps": record.get("global_step"), "seed": role(record).get("seed"),
-        "seconds": record.get("seconds"), "cpu_s": record.get("cpu_s"),
+        "fitted": fitted,
+        "fit_note": fit_note,
+        "samples_final": final,
+        "samples_from": source,
+        "steps": record.get("global_step"),
+        "seed": role(record).get("seed"),
+        "seconds": record.get("seconds"),
+        "cpu_s": record.get("cpu_s"),
     }
 
 
@@ -97,13 +105,19 @@ def seed_spread(results: dict) -> list[dict]:
         rates = [r["mem_psnr25"] for r in rows if r["mem_psnr25"] is not None]
         mean = sum(rates) / len(rates) if rates else None
         low, high = wilson_interval(mean, rows[0]["num_samples"]) if mean is not None else (None, None)
-        spreads.append({
-            "model": model, "gamma": gamma, "seeds": [r["seed"] for r in rows],
-            "mem_psnr25": [r["mem_psnr25"] for r in rows], "train_nll_bits": [r["train_nll_bits"] for r in rows],
-            "fitted": [r["fitted"] for r in rows], "mean": mean,
-            "range": max(rates) - min(rates) if rates else None,
-            "sampling_interval_width": None if mean is None else high - low,
-        })
+        spreads.append(
+            {
+                "model": model,
+                "gamma": gamma,
+                "seeds": [r["seed"] for r in rows],
+                "mem_psnr25": [r["mem_psnr25"] for r in rows],
+                "train_nll_bits": [r["train_nll_bits"] for r in rows],
+                "fitted": [r["fitted"] for r in rows],
+                "mean": mean,
+                "range": max(rates) - min(rates) if rates else None,
+                "sampling_interval_width": None if mean is None else high - low,
+            }
+        )
     return spreads
 
 
@@ -113,10 +127,30 @@ def phase_rows(results: dict) -> list[dict]:
     for name, record in cells_of(results, "phase"):
         model, gamma = role(record)["model"], role(record)["gamma"]
         row = token_row(record, model, gamma if gamma == "global" else int(gamma))
-        rows.append({key: row[key] for key in ("model", "gamma", "train_size", "mem_psnr25", "mem_psnr25_low", "mem_psnr25_high",
-                                               "mem_ratio13", "latent_copy", "nn_psnr_median", "train_nll_bits", "nll_bits",
-                                               "fitted", "num_samples")}
-                    | {"floor_mem_psnr25": metric(record, "mem/floor_psnr25_rate"),
-                       "ceiling_mem_psnr25": metric(record, "mem/ceiling_psnr25_rate"), "cell": role(record).get("same_as", name)})
+        rows.append(
+            {
+                key: row[key]
+                for key in (
+                    "model",
+                    "gamma",
+                    "train_size",
+                    "mem_psnr25",
+                    "mem_psnr25_low",
+                    "mem_psnr25_high",
+                    "mem_ratio13",
+                    "latent_copy",
+                    "nn_psnr_median",
+                    "train_nll_bits",
+                    "nll_bits",
+                    "fitted",
+                    "num_samples",
+                )
+            }
+            | {
+                "floor_mem_psnr25": metric(record, "mem/floor_psnr25_rate"),
+                "ceiling_mem_psnr25": metric(record, "mem/ceiling_psnr25_rate"),
+                "cell": role(record).get("same_as", name),
+            }
+        )
     order = {g: i for i, g in enumerate(dict.fromkeys(r["gamma"] for r in rows))}
     return sorted(rows, key=lambda r: (r["model"], order[r["gamma"]], r["train_size"] or 0))

@@ -5,6 +5,7 @@ numbers do not support reads "disagrees"; a claim about a cell whose training lo
 "not fitted"; one whose figures are missing reads "not measured". `verdicts(report)` is a pure function of
 report.json, so it can be fed reports that agree and reports that disagree (tests/report/test_verdicts.py).
 """
+
 from __future__ import annotations
 
 from report.cells import TOKEN_MODELS
@@ -58,14 +59,16 @@ def generation_verdict(report: dict, model: str) -> dict:
 def trend_verdict(report: dict, model: str) -> dict:
     """Memorization rises with γ: no significant drop between two γ, and a significant rise from the smallest γ to the largest."""
     claim = "Memorization rises with γ"
-    rule = ("no γ's rate lies below a smaller γ's beyond their 95 % Wilson intervals (the intervals are disjoint), "
-            "and the largest γ lies above the smallest beyond them")
+    rule = (
+        "no γ's rate lies below a smaller γ's beyond their 95 % Wilson intervals (the intervals are disjoint), "
+        "and the largest γ lies above the smallest beyond them"
+    )
     rows = model_rows(report, model)
     if len(rows) < 2:
         return verdict(claim, rule, f"{len(rows)} γ value(s) measured", "not measured", model)
     if unfitted(rows):
         return verdict(claim, rule, not_fitted_evidence(unfitted(rows)), "not fitted", model)
-    drops = [(a["gamma"], b["gamma"]) for i, a in enumerate(rows) for b in rows[i + 1:] if b["mem_psnr25_high"] < a["mem_psnr25_low"]]
+    drops = [(a["gamma"], b["gamma"]) for i, a in enumerate(rows) for b in rows[i + 1 :] if b["mem_psnr25_high"] < a["mem_psnr25_low"]]
     rises = rows[-1]["mem_psnr25_low"] > rows[0]["mem_psnr25_high"]
     evidence = ", ".join(rate_text(r) for r in rows)
     if drops:
@@ -85,8 +88,10 @@ def memorizer_verdict(report: dict, model: str) -> dict:
     if not row["fitted"]:
         return verdict(claim, rule, not_fitted_evidence([row]), "not fitted", model)
     share = row["mem_psnr25"] / ceiling
-    evidence = (f"{rate_text(row)}, {share:.0%} of the ceiling {ceiling:.3f} (BL-AE reconstructions of the training "
-                f"images); exact latent copies {fmt(row['latent_copy'], 3)}")
+    evidence = (
+        f"{rate_text(row)}, {share:.0%} of the ceiling {ceiling:.3f} (BL-AE reconstructions of the training "
+        f"images); exact latent copies {fmt(row['latent_copy'], 3)}"
+    )
     return verdict(claim, rule, evidence, "agrees" if share >= MEMORIZER_SHARE else "disagrees", model)
 
 
@@ -130,7 +135,10 @@ def conflict_verdict(report: dict) -> dict:
 
 def bound_verdicts(report: dict) -> list[dict]:
     """MEPS: for the BL-AE and every VAE, the overlap-implied MSE bound lies at or below the measured MSE."""
-    claim, rule = "MEPS: overlap bounds the reconstruction error", "the overlap-implied lower bound on MSE ≤ the MSE measured under the same latent noise"
+    claim, rule = (
+        "MEPS: overlap bounds the reconstruction error",
+        "the overlap-implied lower bound on MSE ≤ the MSE measured under the same latent noise",
+    )
     laws = [("BL-AE", report["ovl"]["blae_lower_bound_mse"], report["ovl"]["blae_measured_mse"])]
     laws += [(f"VAE β = {fmt(r['beta'])}", r["lower_bound_mse"], r["measured_mse"]) for r in report.get("vae_betas", [])]
     lines = []
@@ -139,16 +147,25 @@ def bound_verdicts(report: dict) -> list[dict]:
             lines.append(verdict(claim, rule, f"{name}: not measured", "not measured", name))
             continue
         slack = f" (measured / bound = {measured / bound:.3g})" if bound > 0 else ""
-        lines.append(verdict(claim, rule, f"{name}: bound {fmt(bound, 4)} vs measured {fmt(measured, 4)}{slack}",
-                             "agrees" if bound <= measured else "disagrees", name))
+        lines.append(
+            verdict(
+                claim,
+                rule,
+                f"{name}: bound {fmt(bound, 4)} vs measured {fmt(measured, 4)}{slack}",
+                "agrees" if bound <= measured else "disagrees",
+                name,
+            )
+        )
     return lines
 
 
 def local_dependence_verdict(report: dict) -> dict:
     """LDH: the training tokens' MI excess over the null is positive at d = 1 and falls below it at the largest d."""
     claim = "LDH: dependence between latent tokens is local"
-    rule = ("MI in excess of a permutation null (same two positions, different images) is significantly positive at d = 1 "
-            "(95 % interval above 0) and the excess at the largest distance lies below it (its upper end < d = 1's lower end)")
+    rule = (
+        "MI in excess of a permutation null (same two positions, different images) is significantly positive at d = 1 "
+        "(95 % interval above 0) and the excess at the largest distance lies below it (its upper end < d = 1's lower end)"
+    )
     curve = report.get("mi_excess", {}).get("data") or []
     if len(curve) < 2 or any(p["low"] is None or p["high"] is None for p in curve):
         return verdict(claim, rule, "MI excess over the permutation null not measured", "not measured")
@@ -159,8 +176,13 @@ def local_dependence_verdict(report: dict) -> dict:
 
 def verdicts(report: dict) -> list[dict]:
     """Every verdict of the report: the autoencoders' claims, then each token model's three claims."""
-    lines = [exclusivity_verdict(report), contrast_verdict(report), conflict_verdict(report), *bound_verdicts(report),
-             local_dependence_verdict(report)]
+    lines = [
+        exclusivity_verdict(report),
+        contrast_verdict(report),
+        conflict_verdict(report),
+        *bound_verdicts(report),
+        local_dependence_verdict(report),
+    ]
     for model in TOKEN_MODELS:
         lines += [generation_verdict(report, model), trend_verdict(report, model), memorizer_verdict(report, model)]
     return lines

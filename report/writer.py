@@ -1,4 +1,5 @@
 """Writing the report into the sweep's folder: report.json, the plots, the last sample grid of each cell, report.md."""
+
 from __future__ import annotations
 
 import json

@@ -6,6 +6,7 @@ more than that text. ``argument_error_line`` turns the message into one line: th
 config file and key), what is wrong with it, and the closest valid names (Python 3.11's argparse makes
 no suggestions), which jsonargparse itself resolves from the class that its message names.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -92,6 +93,7 @@ def _culprit_flag(argv: list[str], key: str) -> str | None:
 
 def _file_with_key(argv: list[str], leaf: str) -> tuple[Path, str] | None:
     """The config file, and the dotted key in it, where ``leaf`` is written (the last file that has it)."""
+
     def walk(tree: Any, prefix: str):
         if isinstance(tree, dict):
             for name, value in tree.items():
@@ -132,8 +134,10 @@ def argument_error_line(message: str, argv: list[str], top_level: Iterable[str] 
         if before_subcommand:
             head = argv[: argv.index(before_subcommand)] if before_subcommand in argv else []
             early = _culprit_flag(head, key) or " ".join(head) or key
-            return (f"{early} comes before the subcommand: write the subcommand first,"
-                    f" `train.py {before_subcommand} {' '.join(head) or '-c CONFIG.yaml'} ...`")
+            return (
+                f"{early} comes before the subcommand: write the subcommand first,"
+                f" `train.py {before_subcommand} {' '.join(head) or '-c CONFIG.yaml'} ...`"
+            )
         return not_accepted_line(key, argv, message, top_level)
     if match := _NO_ATTRIBUTE.search(message):
         module_name, name = match.groups()
@@ -151,6 +155,9 @@ def argument_error_line(message: str, argv: list[str], top_level: Iterable[str] 
             return f"{first}: no such option" + (f"; did you mean {first.replace(head, close[0], 1)!r}?" if close else "")
         return f"unexpected argument {first!r}: options start with --, after the subcommand (fit, validate, test, predict)"
     lines = [line.strip().removeprefix("- ") for line in str(message).splitlines()]  # bullets, not a flag's dashes
-    useful = [line for line in lines if line and not line.startswith(("Given value", "Subtypes:", "Errors:", "Does not validate",
-                                                                       "Expected a <class 'NoneType'>"))]
+    useful = [
+        line
+        for line in lines
+        if line and not line.startswith(("Given value", "Subtypes:", "Errors:", "Does not validate", "Expected a <class 'NoneType'>"))
+    ]
     return squeeze(" ".join(useful) or message)[:400]

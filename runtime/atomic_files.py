@@ -7,6 +7,7 @@ leftovers of a killed writer are recognised and removed (``remove_dead_partials`
 writer's are kept. The one implementation of this pattern: checkpoints, data caches, run status and
 sweep records all write through it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,7 +45,7 @@ def remove_dead_partials(folder: str | os.PathLike, prefix: str = PARTIAL_PREFIX
     removed = []
     with contextlib.suppress(OSError):
         for partial in Path(folder).glob(f"{host_prefix}*"):
-            pid = partial.name[len(host_prefix):].split("-")[0]
+            pid = partial.name[len(host_prefix) :].split("-")[0]
             if not pid.isdigit() or int(pid) == os.getpid() or process_alive(int(pid)):
                 continue
             if partial.is_dir():
@@ -80,8 +81,7 @@ def _publish(partial: Path, target: Path, replace: bool) -> None:
             os.replace(partial, target)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], prefix: str = PARTIAL_PREFIX,
-                 replace: bool = True) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], prefix: str = PARTIAL_PREFIX, replace: bool = True) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, then atomically put it in place.
 
     On any error (disk full; a kill is not an error: it simply never reaches the rename) the

@@ -24,6 +24,7 @@ names (``.partial-ckpt-<host>-<pid>-<random>.tmp``) are never mistaken for check
 ``runtime/cli.py`` installs it for every run whose strategy uses the plain ``TorchCheckpointIO`` (so a user's
 own ``--trainer.plugins`` CheckpointIO is respected). Remote paths (``s3://`` ...) keep Lightning's writer.
 """
+
 from __future__ import annotations
 
 import os
@@ -87,13 +88,15 @@ def read_checkpoint_metadata(path: str | Path, what: str = "--ckpt_path") -> dic
     with open(file, "rb") as handle:
         head = handle.read(4)
     if not head.startswith(TORCH_FILE_MAGICS):
-        raise BadInput(f"{what} {str(path)!r} is not a PyTorch checkpoint (neither a torch zip archive nor a pickle;"
-                       f" {file.stat().st_size} bytes)")
+        raise BadInput(
+            f"{what} {str(path)!r} is not a PyTorch checkpoint (neither a torch zip archive nor a pickle; {file.stat().st_size} bytes)"
+        )
     try:
         checkpoint = load_torch_file(file, mmap=head.startswith(b"PK"))
     except Exception as err:  # zip/pickle errors come in many types
-        raise BadInput(f"{what} {str(path)!r} is not a checkpoint that torch.load(weights_only=True) can read:"
-                       f" {load_error_line(err)}") from err
+        raise BadInput(
+            f"{what} {str(path)!r} is not a checkpoint that torch.load(weights_only=True) can read: {load_error_line(err)}"
+        ) from err
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise BadInput(f"{what} {str(path)!r} is a torch file but not a Lightning checkpoint (no state_dict)")
     return checkpoint
@@ -113,8 +116,7 @@ def plain(value: Any) -> Any:
 def _differences(recorded: Any, configured: Any, key: str) -> list[str]:
     """Dotted keys whose values differ, descending into dicts; a key missing on either side is no difference."""
     if isinstance(recorded, dict) and isinstance(configured, dict):
-        return [diff for name in recorded if name in configured
-                for diff in _differences(recorded[name], configured[name], f"{key}.{name}")]
+        return [diff for name in recorded if name in configured for diff in _differences(recorded[name], configured[name], f"{key}.{name}")]
     return [] if recorded == configured else [f"{key}={recorded!r} in the checkpoint, {configured!r} in this command"]
 
 
@@ -132,8 +134,10 @@ def model_mismatch(checkpoint: dict[str, Any], model_config: Any) -> str | None:
     differences = _differences(recorded, model.get("init_args") or {}, "model.init_args")
     if differences:
         more = f" (and {len(differences) - 2} more)" if len(differences) > 2 else ""
-        return (f"it was trained with other settings: {'; '.join(differences[:2])}{more};"
-                " a checkpoint resumes exactly the model it was trained as")
+        return (
+            f"it was trained with other settings: {'; '.join(differences[:2])}{more};"
+            " a checkpoint resumes exactly the model it was trained as"
+        )
     return None
 
 

@@ -18,6 +18,7 @@ with these additions, each a small method:
 or a data module: ``train.py`` builds the CLI with the project's links, help text and defaults; see
 docs/design.md and docs/reliability.md.
 """
+
 from __future__ import annotations
 
 import os
@@ -51,9 +52,13 @@ DEFAULT_LOGGER = {
 def help_first(intro: str, summaries: dict[str, str], script: str = "train.py") -> dict:
     """Parser settings per subcommand: a short usage, then ``intro`` (the project's own options, before
     Lightning's Trainer's); ``intro``'s ``{what}`` becomes ``summaries[subcommand]``."""
-    return {subcommand: {"description": intro.format(what=f"`{script} {subcommand}`: {what}"),
-                         "usage": f"{script} {subcommand} -c CONFIG [-c PRESET ...] [--KEY VALUE ...]"}
-            for subcommand, what in summaries.items()}
+    return {
+        subcommand: {
+            "description": intro.format(what=f"`{script} {subcommand}`: {what}"),
+            "usage": f"{script} {subcommand} -c CONFIG [-c PRESET ...] [--KEY VALUE ...]",
+        }
+        for subcommand, what in summaries.items()
+    }
 
 
 def share_init_args(config, shared: dict[str, str]) -> None:
@@ -69,8 +74,7 @@ def share_init_args(config, shared: dict[str, str]) -> None:
         if model_args[name] is None:
             model_args[name] = data_args[name]
         elif data_args[name] is not None and model_args[name] != data_args[name]:
-            raise ValueError(f"--model.init_args.{name}={model_args[name]} and --data.init_args.{name}="
-                             f"{data_args[name]} differ: {reason}")
+            raise ValueError(f"--model.init_args.{name}={model_args[name]} and --data.init_args.{name}={data_args[name]} differ: {reason}")
 
 
 def without_init_args(key: str) -> str:
@@ -96,8 +100,14 @@ class MepsArgumentParser(LightningArgumentParser):
 class MepsCLI(LightningCLI):
     """LightningCLI with this project's links, resume rules and one-line input errors (see the module docstring)."""
 
-    def __init__(self, *args, links: dict[str, str] | None = None, shared_init_args: dict[str, str] | None = None,
-                 log_file_progress: type[Callback] | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        links: dict[str, str] | None = None,
+        shared_init_args: dict[str, str] | None = None,
+        log_file_progress: type[Callback] | None = None,
+        **kwargs,
+    ) -> None:
         self.links = dict(links or {})  # target key -> its source key
         self.shared_init_args = dict(shared_init_args or {})  # data argument -> why the model must agree
         self.log_file_progress = log_file_progress  # the progress callback when stdout is a log file, not a terminal

@@ -4,6 +4,7 @@ A bad input is ``error: <one line>`` and exit code 2, a detected fault exit code
 checkpoint and exit code 75 with the command that resumes (``runtime/exit_codes.py``);
 ``MEPS_DEBUG=1`` shows the traceback instead.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,16 +40,18 @@ def run_command(main: Callable[[list[str] | None], Any], argv: list[str] | None 
     except Preempted as stop:
         mark_stopped_for_resume()
         if main_process:
-            print(f"{stop} (exit code {exit_codes.RESUMABLE}: resumable)\nto resume: {resume_command(argv)}",
-                  file=sys.stderr, flush=True)
+            print(f"{stop} (exit code {exit_codes.RESUMABLE}: resumable)\nto resume: {resume_command(argv)}", file=sys.stderr, flush=True)
         return stop.exit_code
     except (KeyboardInterrupt, SystemExit) as stop:
         interrupted = isinstance(stop, KeyboardInterrupt) or isinstance(stop.__context__, KeyboardInterrupt)
         if not interrupted:
             raise  # --help, --print_config
         if main_process:
-            print(f"stopped at once by a second Ctrl-C: last.ckpt holds the last step saved before it\n"
-                  f"to resume: {resume_command(argv)}", file=sys.stderr, flush=True)
+            print(
+                f"stopped at once by a second Ctrl-C: last.ckpt holds the last step saved before it\nto resume: {resume_command(argv)}",
+                file=sys.stderr,
+                flush=True,
+            )
         return exit_codes.ABORTED
     except Exception as err:
         return report_error(err)

@@ -3,6 +3,7 @@
 ``train.py``/``sweep.py`` print ``error: <line>`` and exit with the code of ``runtime/exit_codes.py``;
 ``MEPS_DEBUG=1`` shows the traceback instead.
 """
+
 from __future__ import annotations
 
 import errno
@@ -38,8 +39,9 @@ class Preempted(MepsFault):
 
     exit_code = exit_codes.RESUMABLE
 
-    def __init__(self, message: str, signal_name: str, step: int | None = None, checkpoint: str | None = None,
-                 exit_code: int | None = None):
+    def __init__(
+        self, message: str, signal_name: str, step: int | None = None, checkpoint: str | None = None, exit_code: int | None = None
+    ):
         super().__init__(message)
         self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
         if exit_code is not None:
@@ -81,7 +83,9 @@ def one_line_error(err: BaseException) -> ErrorLine | None:
     if isinstance(err, MepsFault):
         return ErrorLine(message, err.exit_code)
     if isinstance(err, RuntimeError) and any(sign in message for sign in PEER_FAILURE_SIGNS):
-        return ErrorLine(f"another rank of this job failed (its error is above), so this rank stopped too: {message[:200]}", exit_codes.FAULT)
+        return ErrorLine(
+            f"another rank of this job failed (its error is above), so this rank stopped too: {message[:200]}", exit_codes.FAULT
+        )
     if isinstance(err, OSError) and err.errno in DISK_FULL:
         return ErrorLine(f"{message} (disk full: nothing partial was kept; free space and run again)", exit_codes.FAULT)
     if isinstance(err, INPUT_ERRORS) and not loop_started():

@@ -11,9 +11,11 @@
 
 75 is ``EX_TEMPFAIL`` of BSD's sysexits.h: "a temporary failure; the user is invited to retry".
 """
+
 import atexit
 import os
 import sys
+
 OK = 0
 FAULT = 1
 BAD_INPUT = 2

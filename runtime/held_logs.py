@@ -5,6 +5,7 @@ start-up chatter. ``HeldLogs`` buffers what Lightning's loggers emit while the c
 classes are built (in the standard library's ``logging.handlers.MemoryHandler``); ``release()`` (called once
 they are) hands it all, in order, to those loggers' own handlers, and an error discards it.
 """
+
 from __future__ import annotations
 
 import logging

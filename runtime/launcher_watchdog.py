@@ -1,4 +1,5 @@
 """A DDP rank > 0 stops when the process that launched it is gone, instead of hanging in a collective."""
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,12 @@ def stop_when_launcher_dies(poll_s: float = 2.0) -> None:
             if os.getppid() != parent and stopped_for_resume():
                 os._exit(exit_codes.OK)  # rank 0 saved, said so and left first; this rank is only finishing its exit
             if os.getppid() != parent:
-                print(f"error: rank {os.environ.get('RANK', os.environ['LOCAL_RANK'])}: the process that launched it"
-                      f" (pid {parent}) is gone, stopping this rank too", file=sys.stderr, flush=True)
+                print(
+                    f"error: rank {os.environ.get('RANK', os.environ['LOCAL_RANK'])}: the process that launched it"
+                    f" (pid {parent}) is gone, stopping this rank too",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 os._exit(1)
 
     threading.Thread(target=watch, name="launcher-watchdog", daemon=True).start()

@@ -1,5 +1,6 @@
 """This process's stdout and stderr into a log file for the length of a block (a sweep's cell run in this
 process writes its whole output to its own log while the console keeps one line per cell)."""
+
 from __future__ import annotations
 
 import contextlib

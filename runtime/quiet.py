@@ -1,13 +1,17 @@
 """Silence the lines a researcher learns to ignore, and only those: Lightning's advertising tips (litlogger,
 litmodels) and W&B's own banner and footer (``WANDB_QUIET``; ``train.py`` prints where the W&B run, the run
 folder and the best checkpoint are, as absolute paths, at the end). ``WANDB_QUIET=false`` brings W&B's back."""
+
 from __future__ import annotations
 
 import logging
 import os
 
-LIGHTNING_INFO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
-                          "lightning_utilities.core.rank_zero")
+LIGHTNING_INFO_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning_utilities.core.rank_zero",
+)
 
 
 class DropTips(logging.Filter):

@@ -1,4 +1,5 @@
 """Which process of a job this is, before any process group exists (read from the launchers' variables)."""
+
 import os
 
 RANK_VARIABLES = ("LOCAL_RANK", "RANK", "NODE_RANK", "SLURM_PROCID")

@@ -6,6 +6,7 @@
 - no ``--ckpt_path`` inside a SLURM job: the run of this command in this job (``runtime/slurm.py``); when a
   requeued job finds it with a checkpoint, it goes on from there by itself.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -74,8 +75,9 @@ def _continue(run_id: str, runs_root: Path, how: str) -> Resume:
     return Resume(run_id, str(checkpoint), f"resume: run {run_id}{how} goes on from the last checkpoint {checkpoint}")
 
 
-def resume(ckpt_path: str | None, explicit_id: str | None, runs_root: Path, env_id: str | None = None,
-           model_class: str | None = None) -> Resume:
+def resume(
+    ckpt_path: str | None, explicit_id: str | None, runs_root: Path, env_id: str | None = None, model_class: str | None = None
+) -> Resume:
     """The run that a ``fit`` with this ``--ckpt_path`` continues. One-line errors for what cannot work.
 
     ``explicit_id`` comes from ``--trainer.logger.init_args.id``, ``env_id`` from ``MEPS_RUN_ID``,
@@ -96,8 +98,10 @@ def resume(ckpt_path: str | None, explicit_id: str | None, runs_root: Path, env_
         also = f"; {len(others)} older one(s) there, e.g. {others[0].run_id} ({others[0].describe()})" if others else ""
         return _continue(newest.run_id, runs_root, f", the newest resumable run in {runs_root} ({newest.describe()}{also}),")
     if ckpt_path in LIGHTNING_CKPT_KEYWORDS:
-        raise ValueError(f"--ckpt_path {ckpt_path} only means something to a Trainer that has fitted already, in the same"
-                         " process; to continue a run: --ckpt_path last, or the path of a .ckpt file")
+        raise ValueError(
+            f"--ckpt_path {ckpt_path} only means something to a Trainer that has fitted already, in the same"
+            " process; to continue a run: --ckpt_path last, or the path of a .ckpt file"
+        )
     require_checkpoint_file(ckpt_path)
     run_id = explicit_id or checkpoint_run_id(ckpt_path) or env_id
     if run_id is None:
@@ -111,5 +115,8 @@ def slurm_resume(run_id: str, runs_root: Path, job_key: str, restarts: int) -> R
     checkpoint = last_checkpoint(folder)
     if checkpoint is None or read_status(folder).get("state") == "finished":
         return Resume(run_id, None)
-    return Resume(run_id, str(checkpoint), f"resume: SLURM job {job_key} restarted (SLURM_RESTART_COUNT={restarts}):"
-                                           f" run {run_id} goes on from {checkpoint}")
+    return Resume(
+        run_id,
+        str(checkpoint),
+        f"resume: SLURM job {job_key} restarted (SLURM_RESTART_COUNT={restarts}): run {run_id} goes on from {checkpoint}",
+    )

@@ -3,6 +3,7 @@
 States are stored as tensors and plain Python values, so a checkpoint holding them still loads with
 ``torch.load(weights_only=True)`` (Lightning's default on torch >= 2.6).
 """
+
 from __future__ import annotations
 
 import random
@@ -27,8 +28,13 @@ def rng_state() -> dict[str, Any]:
     version, python_state, gauss = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
         "python": {"version": int(version), "state": list(python_state), "gauss": gauss},
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -39,8 +45,15 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     numpy_state = state["numpy"]
-    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
-                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
     python_state = state["python"]
     random.setstate((python_state["version"], tuple(python_state["state"]), python_state["gauss"]))
     if state.get("cuda") is not None and torch.cuda.is_available():

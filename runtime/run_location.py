@@ -5,6 +5,7 @@ The WandbLogger's ``save_dir`` is the root of the run folders (``<save_dir>/<pro
 checkpoints/) and, for Lightning, also the folder W&B writes into. Left unset, it is the Trainer's
 ``default_root_dir`` (``outputs`` unless given). ``WANDB_DIR`` then sends only the W&B files elsewhere.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,11 @@ DEFAULT_ROOT_DIR = "outputs"
 def wandb_logger_args(config) -> list:
     """The ``init_args`` of every WandbLogger in a parsed LightningCLI config."""
     loggers = config.trainer.logger
-    return [logger.init_args for logger in (loggers if isinstance(loggers, list) else [loggers])
-            if getattr(logger, "class_path", "").endswith("WandbLogger")]
+    return [
+        logger.init_args
+        for logger in (loggers if isinstance(loggers, list) else [loggers])
+        if getattr(logger, "class_path", "").endswith("WandbLogger")
+    ]
 
 
 def place_run_folders(config) -> None:

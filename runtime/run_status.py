@@ -6,6 +6,7 @@ complete fit. A run is resumable when it is not ``finished`` and has a ``last.ck
 records the command's fingerprint and the SLURM job it ran in, so a requeued job (same job id, same
 command) finds its own run.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -9,6 +9,7 @@ every optimizer step, saves a checkpoint of the step reached and stops. A second
 Before training starts there is nothing to save, so ``stop_at_once`` (what ``train.py`` installs for the
 whole process) ends the run right away with ``Preempted``.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -5,6 +5,7 @@ The run id of a job is derived from the job id and the command (see ``slurm_run_
 a multi-task job agrees on it without talking to the others, and the same command in the requeued job
 (same job id, ``SLURM_RESTART_COUNT`` + 1) lands in the same run folder and resumes it.
 """
+
 from __future__ import annotations
 
 import hashlib

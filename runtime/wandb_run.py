@@ -5,6 +5,7 @@ ModelCheckpoint puts them there for a WandbLogger), so two runs never collide on
 A resumed run (`fit --ckpt_path`, same run id) continues the same W&B run and keeps the config of
 each earlier attempt as `config.attempt-<n>.yaml`.
 """
+
 from __future__ import annotations
 
 import netrc

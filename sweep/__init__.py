@@ -29,6 +29,7 @@ One concern per file: `cells.py` (what a cell is), `records.py` (its results on 
 (the run of the plan, then the report), `console.py` (a cell's console line), `arguments.py` (the parser
 and its checks), `command.py` (the command and its exit code).
 """
+
 from __future__ import annotations
 
 from sweep.arguments import build_parser
@@ -37,5 +38,19 @@ from sweep.command import console_main, main, sweep_from_args
 from sweep.plan import EXPECTED_CPU_S, SweepPlan, critical_paths
 from sweep.schedule import Sweep
 
-__all__ = ["Cell", "DataOverrides", "EXPECTED_CPU_S", "Planned", "Skip", "Stage", "Sweep", "SweepPlan", "TrainerOverrides",
-           "build_parser", "console_main", "critical_paths", "main", "sweep_from_args"]
+__all__ = [
+    "Cell",
+    "DataOverrides",
+    "EXPECTED_CPU_S",
+    "Planned",
+    "Skip",
+    "Stage",
+    "Sweep",
+    "SweepPlan",
+    "TrainerOverrides",
+    "build_parser",
+    "console_main",
+    "critical_paths",
+    "main",
+    "sweep_from_args",
+]

@@ -1,6 +1,7 @@
 """The sweep's command line: its parser (train.py's override syntax: --data.path uoft-cs/cifar10,
 --gammas [1,2,global], --trainer.devices 4) and the checks that refuse, in one line, a sweep that cannot
 mean what it says, before anything is trained or written."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,17 +24,24 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--group", type=str | None, default=None, help="W&B group of the runs (default: sweep-<out_dir name>)")
     parser.add_argument("--threads", type=int | None, default=None, help="torch intra-op threads per run (default: torch's choice)")
     parser.add_argument("--workers", type=int, default=1, help="cells run side by side (one device only)")
-    parser.add_argument("--vae_betas", type=list[float] | None, default=None,
-                        help="one VAE cell per KL weight β (default: the VAE config's own)")
+    parser.add_argument(
+        "--vae_betas", type=list[float] | None, default=None, help="one VAE cell per KL weight β (default: the VAE config's own)"
+    )
     parser.add_argument("--spread_cells", type=list[str], default=[], help="cells run again at other seeds, e.g. [neural-global]")
     parser.add_argument("--spread_seeds", type=list[int], default=[], help="the other seeds (seed_everything) of --spread_cells")
-    parser.add_argument("--train_sizes", type=list[int | None], default=[],
-                        help="phase diagram: training-set sizes (null = the whole training split)")
+    parser.add_argument(
+        "--train_sizes", type=list[int | None], default=[], help="phase diagram: training-set sizes (null = the whole training split)"
+    )
     parser.add_argument("--phase_models", type=list[str], default=["kernel"], help="the models of the phase diagram")
-    parser.add_argument("--phase_args", type=dict[str, list[str]], default={},
-                        help="extra train.py arguments of the phase-diagram cells, per model")
-    parser.add_argument("--probes", type=Stage | None, default=None,
-                        help="probe cells (validate) on every main token cell: the preset and its extra arguments")
+    parser.add_argument(
+        "--phase_args", type=dict[str, list[str]], default={}, help="extra train.py arguments of the phase-diagram cells, per model"
+    )
+    parser.add_argument(
+        "--probes",
+        type=Stage | None,
+        default=None,
+        help="probe cells (validate) on every main token cell: the preset and its extra arguments",
+    )
     parser.add_argument("--probe_models", type=list[str], default=list(TOKEN_MODELS), help="the models the probes run on")
     for stage in ("blae", "vae", "kernel", "neural"):
         parser.add_argument(f"--{stage}", type=Stage, required=True)
@@ -53,8 +61,10 @@ def check_sweep_arguments(out_dir: str, gammas: list) -> None:
     for gamma in gammas:
         if gamma in seen:
             label = "global" if gamma is None else gamma
-            raise BadInput(f"--gammas lists γ={label} twice ({[('global' if g is None else g) for g in gammas]}):"
-                           " each γ is one cell of the sweep, list it once")
+            raise BadInput(
+                f"--gammas lists γ={label} twice ({[('global' if g is None else g) for g in gammas]}):"
+                " each γ is one cell of the sweep, list it once"
+            )
         seen[gamma] = True
     folder = Path(out_dir).expanduser()
     if folder.exists() and not folder.is_dir():
@@ -71,8 +81,10 @@ def check_workers(workers: int, in_process: bool, devices) -> None:
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
     if workers > 1 and not in_process:
-        raise ValueError(f"--workers {workers} runs cells side by side on one device; with --trainer.devices "
-                         f"{devices} the cells run one after the other: use --workers 1")
+        raise ValueError(
+            f"--workers {workers} runs cells side by side on one device; with --trainer.devices "
+            f"{devices} the cells run one after the other: use --workers 1"
+        )
 
 
 def check_token_models(spread_cells: list[str], phase_models: list[str], probe_models: list[str]) -> None:

@@ -4,6 +4,7 @@ builds it once the cells it needs are done, and the overrides every cell shares.
 `Cell.key` (a hash of the subcommand and arguments) is the cell's identity: a finished cell is reused only
 while its key is unchanged (`sweep/records.py`).
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -3,6 +3,7 @@
 A bad argument or a failed cell is one `error:` line (exit code 2 or the cell's); a stop request leaves every
 finished cell and the interrupted cell's checkpoint, and the same command resumes (exit code 75).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -43,8 +44,11 @@ def console_main(argv: list[str] | None = None) -> int:
         with stop_at_once():
             main(argv)
     except Preempted as stop:
-        print(f"{stop} (exit code {exit_codes.RESUMABLE}: resumable)\nto resume: {shlex.join(['python', 'sweep.py', *argv])}",
-              file=sys.stderr, flush=True)
+        print(
+            f"{stop} (exit code {exit_codes.RESUMABLE}: resumable)\nto resume: {shlex.join(['python', 'sweep.py', *argv])}",
+            file=sys.stderr,
+            flush=True,
+        )
         return exit_codes.RESUMABLE
     except Exception as err:
         return report_error(err)

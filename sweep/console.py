@@ -1,6 +1,7 @@
 """The sweep's console: one line per cell (what, how long, its headline figure) with the overall progress,
 while each cell's full output goes to its own log file (``runtime/output_redirect.py`` in this process,
 ``sweep/workers.py`` in a worker)."""
+
 from __future__ import annotations
 
 
@@ -34,4 +35,3 @@ def cell_line(name: str, record: dict) -> str:
         cost += f" ({record['cpu_s']:.0f} CPU s)"
     figures = headline(record)
     return f"{name}: {cost}" + (f", {figures}" if figures else "")
-

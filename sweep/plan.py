@@ -6,6 +6,7 @@ they start in (the longest chain of waiting cells first).
   <model>-gamma-<γ> kernel (validate) and neural (fit) γ-ARVM, for every γ (`report/cells.py` names them)
   ...-seed<s>, ...-n<N>, probes-...   seed spread, phase diagram and probe cells on a main cell
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -45,10 +46,23 @@ def critical_paths(pending: list[Planned]) -> dict[str, float]:
 class SweepPlan:
     """The cells of a sweep's settings (checked already, `sweep/arguments.py`; `gammas` parsed: ints, None for global)."""
 
-    def __init__(self, out_dir: str, gammas: list, stages: dict[str, Stage], data: DataOverrides, trainer: TrainerOverrides,
-                 group: str | None, vae_betas: list[float] | None, spread_cells: list[str], spread_seeds: list[int],
-                 train_sizes: list[int | None], phase_models: list[str], phase_args: dict[str, list[str]] | None,
-                 probes: Stage | None, probe_models: list[str]):
+    def __init__(
+        self,
+        out_dir: str,
+        gammas: list,
+        stages: dict[str, Stage],
+        data: DataOverrides,
+        trainer: TrainerOverrides,
+        group: str | None,
+        vae_betas: list[float] | None,
+        spread_cells: list[str],
+        spread_seeds: list[int],
+        train_sizes: list[int | None],
+        phase_models: list[str],
+        phase_args: dict[str, list[str]] | None,
+        probes: Stage | None,
+        probe_models: list[str],
+    ):
         self.gammas = gammas
         self.out_dir = Path(out_dir).resolve()
         self.stages = stages
@@ -65,16 +79,23 @@ class SweepPlan:
         spec = self.stages[stage]
         args = [
             *resolve_config_paths(["-c", spec.config, *spec.args]),
-            *override_args("data.init_args", self.data), *override_args("trainer", self.trainer),
+            *override_args("data.init_args", self.data),
+            *override_args("trainer", self.trainer),
             *resolve_config_paths(list(extra)),
-            "--trainer.logger.init_args.save_dir", str(self.out_dir / "runs"),
-            "--trainer.logger.init_args.group", self.group,
-            "--trainer.logger.init_args.name", name,
+            "--trainer.logger.init_args.save_dir",
+            str(self.out_dir / "runs"),
+            "--trainer.logger.init_args.group",
+            self.group,
+            "--trainer.logger.init_args.name",
+            name,
             "--trainer.callbacks+=callbacks.run.results_file.ResultsFile",
-            "--trainer.callbacks.init_args.path", str(folder / "results.json.partial"),
+            "--trainer.callbacks.init_args.path",
+            str(folder / "results.json.partial"),
             "--trainer.callbacks+=callbacks.run.image_logger.ImageLogger",
-            "--trainer.callbacks.init_args.local_dir", str(folder / "images"),
-            "--trainer.callbacks.init_args.max_images", "64",
+            "--trainer.callbacks.init_args.local_dir",
+            str(folder / "images"),
+            "--trainer.callbacks.init_args.max_images",
+            "64",
         ]
         return Cell(name, SUBCOMMAND[stage], args, folder, {"stage": stage, **(role or {})})
 
@@ -91,34 +112,59 @@ class SweepPlan:
         for beta in self.vae_betas:
             name = "vae" if beta is None else f"vae-beta-{beta:g}"
             extra = [] if beta is None else ["--model.init_args.kl_weight", str(beta)]
-            plan.append(Planned(name, (), lambda results, n=name, e=extra, b=beta: self.cell(n, "vae", e, {"kind": "vae", "beta": b}),
-                                cost["vae"]))
+            plan.append(
+                Planned(name, (), lambda results, n=name, e=extra, b=beta: self.cell(n, "vae", e, {"kind": "vae", "beta": b}), cost["vae"])
+            )
         # kernel cells before neural ones (the order among equals): the first computes the held-out features the others reuse
         for model in TOKEN_MODELS:
             for gamma in self.gammas:
                 name = token_cell_name(model, gamma)
-                plan.append(Planned(name, ("blae",), lambda results, m=model, g=gamma, n=name:
-                                    self.token_cell(results, m, g, n, kind="gamma"), cost[model]))
+                plan.append(
+                    Planned(
+                        name,
+                        ("blae",),
+                        lambda results, m=model, g=gamma, n=name: self.token_cell(results, m, g, n, kind="gamma"),
+                        cost[model],
+                    )
+                )
         for spread in self.spread_cells:
             model, label = spread.split("-", 1)
             gamma = parse_gamma(label)
             main = token_cell_name(model, gamma)
             for seed in self.spread_seeds:
                 name = f"{main}-seed{seed}"
-                plan.append(Planned(name, ("blae", main), lambda results, m=model, g=gamma, n=name, s=seed, main=main:
-                                    self.spread_cell(results, m, g, n, s, main), cost[model]))
+                plan.append(
+                    Planned(
+                        name,
+                        ("blae", main),
+                        lambda results, m=model, g=gamma, n=name, s=seed, main=main: self.spread_cell(results, m, g, n, s, main),
+                        cost[model],
+                    )
+                )
         for model in self.phase_models:
             for gamma in self.gammas:
                 main = token_cell_name(model, gamma)
                 for size in self.train_sizes:
                     name = f"{main}-n{size_label(size)}"
-                    plan.append(Planned(name, ("blae", main), lambda results, m=model, g=gamma, n=name, size=size, main=main:
-                                        self.phase_cell(results, m, g, n, size, main), cost[model]))
+                    plan.append(
+                        Planned(
+                            name,
+                            ("blae", main),
+                            lambda results, m=model, g=gamma, n=name, size=size, main=main: self.phase_cell(results, m, g, n, size, main),
+                            cost[model],
+                        )
+                    )
         for model in self.probe_models if self.probes is not None else ():
             for gamma in self.gammas:
                 main = token_cell_name(model, gamma)
-                plan.append(Planned(f"probes-{main}", ("blae", main), lambda results, m=model, g=gamma, main=main:
-                                    self.probe_cell(results, m, g, main), cost["probes"]))
+                plan.append(
+                    Planned(
+                        f"probes-{main}",
+                        ("blae", main),
+                        lambda results, m=model, g=gamma, main=main: self.probe_cell(results, m, g, main),
+                        cost["probes"],
+                    )
+                )
         return plan
 
     def probe_cell(self, results: dict, model: str, gamma, main: str) -> Cell:

@@ -8,6 +8,7 @@
 - Each cell keeps ``run.json`` (its arguments' key and its run id). A cell whose run was stopped
   (preempted, killed) goes on with that run: same run folder, same W&B run, from its ``last.ckpt``.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,10 @@ def missing_promise(record: dict, subcommand: str) -> str | None:
             named = [p for p in paths if p]
             return f"its checkpoint {named[0]} is gone" if named else "it recorded no checkpoint"
         if not any(key.startswith("val/") for key in metrics):
-            return (f"train.py fit stopped at step {record.get('global_step')} before it ever validated (no val/ metrics):"
-                    " raise --trainer.max_steps or validate sooner (--trainer.check_val_every_n_epoch)")
+            return (
+                f"train.py fit stopped at step {record.get('global_step')} before it ever validated (no val/ metrics):"
+                " raise --trainer.max_steps or validate sooner (--trainer.check_val_every_n_epoch)"
+            )
     elif not metrics:
         return f"train.py {subcommand} recorded no metrics"
     return None
@@ -65,8 +68,14 @@ def seal(cell: Cell, seconds: float, cpu_s: float) -> dict:
     once it holds what the cell promises (else nothing is recorded and the next sweep runs it again)."""
     if not cell.partial_path.is_file():
         raise RuntimeError(f"{cell.name}: train.py {cell.subcommand} finished without writing {cell.partial_path}")
-    record = {**json.loads(cell.partial_path.read_text()), "cell_key": cell.key, "role": cell.role,
-              "seconds": seconds, "cpu_s": cpu_s, "args": [cell.subcommand, *cell.args]}
+    record = {
+        **json.loads(cell.partial_path.read_text()),
+        "cell_key": cell.key,
+        "role": cell.role,
+        "seconds": seconds,
+        "cpu_s": cpu_s,
+        "args": [cell.subcommand, *cell.args],
+    }
     if (missing := missing_promise(record, cell.subcommand)) is not None:
         raise BadInput(f"sweep cell {cell.name}: {missing}")
     write_json(cell.results_path, record)
@@ -102,8 +111,10 @@ def attempt(cell_folder: Path, cell_key: str, runs_root: Path) -> Attempt:
         if checkpoint is not None and status.get("state") != "finished":
             step = status.get("global_step")
             how = f"{status.get('state', 'stopped')} at step {step}" if step is not None else status.get("state", "stopped")
-            return Attempt(["--trainer.logger.init_args.id", run_id, "--ckpt_path", "last"],
-                           f"resuming its interrupted run {run_id} ({how}) from {checkpoint}")
+            return Attempt(
+                ["--trainer.logger.init_args.id", run_id, "--ckpt_path", "last"],
+                f"resuming its interrupted run {run_id} ({how}) from {checkpoint}",
+            )
     run_id = secrets.token_hex(4)
     write_json(path, {"cell_key": cell_key, "run_id": run_id})
     return Attempt(["--trainer.logger.init_args.id", run_id], None)

@@ -4,6 +4,7 @@ done (the longest chain of waiting cells first), finished cells reused, then the
 A stop request (SIGTERM/SIGUSR1/Ctrl-C) lets the running cells checkpoint, starts no new one, and ends the
 sweep with exit code 75; the same command resumes it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,19 +31,49 @@ from sweep.workers import cpu_seconds, forward_to_workers, last_error, run_as_sc
 class Sweep(SweepPlan):
     """A sweep from its checked settings: `sweep()` runs its plan and writes the report (its path returned)."""
 
-    def __init__(self, out_dir: str, gammas: list, blae: Stage, vae: Stage, kernel: Stage, neural: Stage,
-                 data: DataOverrides, trainer: TrainerOverrides, group: str | None, threads: int | None = None,
-                 workers: int = 1, vae_betas: list[float] | None = None, spread_cells: list[str] = (),
-                 spread_seeds: list[int] = (), train_sizes: list[int | None] = (), phase_models: list[str] = ("kernel",),
-                 phase_args: dict[str, list[str]] | None = None, probes: Stage | None = None,
-                 probe_models: list[str] = TOKEN_MODELS):
+    def __init__(
+        self,
+        out_dir: str,
+        gammas: list,
+        blae: Stage,
+        vae: Stage,
+        kernel: Stage,
+        neural: Stage,
+        data: DataOverrides,
+        trainer: TrainerOverrides,
+        group: str | None,
+        threads: int | None = None,
+        workers: int = 1,
+        vae_betas: list[float] | None = None,
+        spread_cells: list[str] = (),
+        spread_seeds: list[int] = (),
+        train_sizes: list[int | None] = (),
+        phase_models: list[str] = ("kernel",),
+        phase_args: dict[str, list[str]] | None = None,
+        probes: Stage | None = None,
+        probe_models: list[str] = TOKEN_MODELS,
+    ):
         gammas = [parse_gamma(g) for g in gammas]
         check_sweep_arguments(out_dir, gammas)
         self.in_process = str(trainer.devices or 1) == "1" and (trainer.num_nodes or 1) == 1
         check_workers(workers, self.in_process, trainer.devices)
         check_token_models(spread_cells, phase_models, probe_models)
-        super().__init__(out_dir, gammas, {"blae": blae, "vae": vae, "kernel": kernel, "neural": neural}, data, trainer, group,
-                         vae_betas, spread_cells, spread_seeds, train_sizes, phase_models, phase_args, probes, probe_models)
+        super().__init__(
+            out_dir,
+            gammas,
+            {"blae": blae, "vae": vae, "kernel": kernel, "neural": neural},
+            data,
+            trainer,
+            group,
+            vae_betas,
+            spread_cells,
+            spread_seeds,
+            train_sizes,
+            phase_models,
+            phase_args,
+            probes,
+            probe_models,
+        )
         self.threads, self.workers = threads, workers
         self.results: dict[str, dict] = {}
         self.planned, self.skipped = 0, 0  # cells in the plan, and skipped ones (the progress on each console line)
@@ -111,13 +142,16 @@ class Sweep(SweepPlan):
                         self.say(f"{cell.name}: FAILED (exit code {process.exitcode}): {last_error(cell)}")
         if failures:
             first = failures[0]
-            raise CellFailed(f"sweep cells failed: {', '.join(c.name for c in failures)} ({first.name}: "
-                             f"{last_error(first)}); finished cells are kept: run the sweep again to go on",
-                             codes[0] if isinstance(codes[0], int) and codes[0] > 0 else exit_codes.FAULT)
+            raise CellFailed(
+                f"sweep cells failed: {', '.join(c.name for c in failures)} ({first.name}: "
+                f"{last_error(first)}); finished cells are kept: run the sweep again to go on",
+                codes[0] if isinstance(codes[0], int) and codes[0] > 0 else exit_codes.FAULT,
+            )
         if stopped or stop.received is not None:
             names = ", ".join(c.name for c in stopped) or "no cell was running"
-            raise Preempted(f"sweep stopped by {stop.name or 'a stop request'} ({names} stopped with a checkpoint)",
-                            stop.name or "a stop request")
+            raise Preempted(
+                f"sweep stopped by {stop.name or 'a stop request'} ({names} stopped with a checkpoint)", stop.name or "a stop request"
+            )
 
     def next_ready(self, pending: list[Planned], running: dict) -> Planned | None:
         """The pending cell whose needs are met and whose chain of waiting cells is the longest (critical path
@@ -154,11 +188,17 @@ class Sweep(SweepPlan):
     def __call__(self) -> Path:
         plan = self.plan()
         self.planned = len(plan)
-        self.say(f"{self.planned} cells, at most {self.workers} at a time; each one's full output: "
-                 f"{self.out_dir / 'cells' / '<name>' / 'log.txt'}")
+        self.say(
+            f"{self.planned} cells, at most {self.workers} at a time; each one's full output: "
+            f"{self.out_dir / 'cells' / '<name>' / 'log.txt'}"
+        )
         self.execute(plan)
-        costs = {"wall_s": time.time() - self.started, "sweep_cpu_s": cpu_seconds() - self.cpu_started - self.cpu_in_cells,
-                 "workers": self.workers, "threads": self.threads}
+        costs = {
+            "wall_s": time.time() - self.started,
+            "sweep_cpu_s": cpu_seconds() - self.cpu_started - self.cpu_in_cells,
+            "workers": self.workers,
+            "threads": self.threads,
+        }
         report = write_report(self.out_dir, self.results, self.gammas, costs)
         summary_run = log_summary_run(self.out_dir, self.group)
         cells_cpu = json.loads((self.out_dir / "report.json").read_text())["costs"]["cells_cpu_s"]

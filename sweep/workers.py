@@ -4,6 +4,7 @@ as `python train.py` (several devices: Lightning launches the ranks); stop signa
 Every way, the cell's whole output goes to its `log.txt`, and its exit code says how it ended: 0 done,
 75 stopped with a checkpoint (it resumes on the next sweep), anything else failed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -57,8 +58,12 @@ def run_as_script(cell: Cell, threads: int | None, extra: list[str] = ()) -> Non
         env["OMP_NUM_THREADS"] = str(threads)
     log = cell.folder / "log.txt"
     with open(log, "a", buffering=1) as sink:
-        process = subprocess.Popen([sys.executable, str(REPO_ROOT / "train.py"), cell.subcommand, *cell.args, *extra], env=env,
-                                   stdout=sink, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, str(REPO_ROOT / "train.py"), cell.subcommand, *cell.args, *extra],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
         with forward_to(process):  # the run checkpoints and exits 75, then so does the sweep
             code = process.wait()
     check_exit_code(cell, code, log)
@@ -70,8 +75,10 @@ def check_exit_code(cell: Cell, code: int | None, log: Path | None = None) -> No
         raise Preempted(f"sweep cell {cell.name} was stopped with a checkpoint", "a stop request")
     if code != 0:
         where = f"its log {log} says why" if log is not None else "its error is above"
-        raise CellFailed(f"sweep cell {cell.name}: train.py {cell.subcommand} exited with {code} ({where})",
-                         code if isinstance(code, int) and code > 0 else exit_codes.FAULT)
+        raise CellFailed(
+            f"sweep cell {cell.name}: train.py {cell.subcommand} exited with {code} ({where})",
+            code if isinstance(code, int) and code > 0 else exit_codes.FAULT,
+        )
 
 
 def worker_main(cell: Cell, threads: int | None, extra: list[str]) -> None:

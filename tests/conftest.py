@@ -1,4 +1,5 @@
 """Test environment: nothing reaches the network, every test writes into its own tmp dir."""
+
 import atexit
 import os
 import shutil

@@ -5,6 +5,7 @@ A test takes the ``fault`` fixture and calls ``fault.tried(name)`` before inject
 ``fault.survived(data_lost="none", outcome=...)`` once its checks passed; a fault whose test failed
 before that is reported as NOT survived.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -56,5 +57,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         tr.write_line(f"{r.name:<{width}}  {'yes' if r.survived else 'NO':<8}  {r.data_lost:<10}  {r.outcome}")
     survived = [r for r in RECORDS if r.survived]
     lost = sum(r.data_lost != "none" for r in survived)
-    tr.write_line(f"faults tried: {len(RECORDS)}, survived: {len(survived)}, not survived: {len(RECORDS) - len(survived)},"
-                  f" survived with data lost: {lost}")
+    tr.write_line(
+        f"faults tried: {len(RECORDS)}, survived: {len(survived)}, not survived: {len(RECORDS) - len(survived)},"
+        f" survived with data lost: {lost}"
+    )

@@ -1,4 +1,5 @@
 """Helpers for end-to-end tests: run train.py as a user would, read W&B runs back with W&B's reader."""
+
 from __future__ import annotations
 
 import errno
@@ -30,8 +31,12 @@ def subprocess_env(**extra: str) -> dict:
 def run_script(script: str, args: list[str], cwd: Path, timeout: int = 300, check: bool = True, **env) -> subprocess.CompletedProcess:
     Path(cwd).mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
-        [sys.executable, str(REPO_ROOT / script), *args], cwd=cwd, env=subprocess_env(**env),
-        capture_output=True, text=True, timeout=timeout,
+        [sys.executable, str(REPO_ROOT / script), *args],
+        cwd=cwd,
+        env=subprocess_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
@@ -49,8 +54,9 @@ def wandb_runs(root: Path) -> list[Path]:
 def wandb_summary(run_dir: Path) -> dict:
     """The run as W&B's own reader sees it: `wandb leet inspect --summary --json RUN_DIR`."""
     wandb_cli = Path(sys.executable).with_name("wandb")
-    out = subprocess.run([str(wandb_cli), "leet", "inspect", "--summary", "--json", str(run_dir)],
-                         capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [str(wandb_cli), "leet", "inspect", "--summary", "--json", str(run_dir)], capture_output=True, text=True, timeout=120, check=True
+    )
     return json.loads(out.stdout)
 
 

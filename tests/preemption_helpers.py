@@ -1,4 +1,5 @@
 """Callbacks that preemption tests select with ``--trainer.callbacks+=``: a scheduler's signal, from outside or inside."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """`python train.py|sweep.py ARGS` as a background process of a test, like a job on a cluster node."""
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,14 @@ class Run:
         for key in drop_env:
             environment.pop(key, None)
         self.out, self.err = open(cwd / "stdout.log", "a"), open(cwd / "stderr.log", "a")
-        self.proc = subprocess.Popen([sys.executable, str(REPO_ROOT / script), *args], cwd=cwd, env=environment,
-                                     stdout=self.out, stderr=self.err, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO_ROOT / script), *args],
+            cwd=cwd,
+            env=environment,
+            stdout=self.out,
+            stderr=self.err,
+            start_new_session=True,
+        )
         self.signalled_at: float | None = None
 
     def wait(self, timeout: float = 300) -> int:

@@ -14,6 +14,7 @@ is set (a stopping rule such as `callbacks.run.train_to_plateau.TrainToPlateau`,
 Lightning then validates before it stops), `max_steps` is reached, or the last epoch of
 `max_epochs` ends.
 """
+
 from __future__ import annotations
 
 import math

@@ -10,6 +10,7 @@ references put a rate in context:
 samples) say what the rates were measured on. The quality of the samples that are *not* copies is
 callbacks/measurements/sample_quality.py's (it shares the samples when it draws as many with the same seed).
 """
+
 from __future__ import annotations
 
 import torch
@@ -108,6 +109,7 @@ class MemorizationCallback(MeasurementCallback):
             table.add_data(
                 wandb.Image(to_uint8(samples.images[i]).permute(1, 2, 0).cpu().numpy().squeeze()),
                 wandb.Image(nearest.permute(1, 2, 0).numpy().squeeze()),
-                float(local["nn_psnr"][i]), hamming,
+                float(local["nn_psnr"][i]),
+                hamming,
             )
         return table

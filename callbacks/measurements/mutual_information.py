@@ -6,6 +6,7 @@ null at the same positions (`*_excess_d{d}` = MI - null, with a 95 % interval `*
 `*_excess_hi_d{d}`; metrics/mutual_information.py, docs/metrics.md): does dependence fall with
 distance, and does a γ-ARVM reproduce the data's curve? Models without tokens are skipped.
 """
+
 from __future__ import annotations
 
 import torch
@@ -15,13 +16,32 @@ from lightning.pytorch import LightningModule, Trainer
 from callbacks.measurements.base import MeasurementCallback, generated_samples, rank_sample_indices, training_tokens, wandb_loggers
 from metrics.mutual_information import TokenMutualInformation
 
-CURVES = ("token_mi", "token_mi_bias", "token_mi_null", "token_mi_excess", "token_mi_excess_lo", "token_mi_excess_hi",
-          "bit_mi", "bit_mi_null", "bit_mi_excess", "bit_mi_excess_lo", "bit_mi_excess_hi")
+CURVES = (
+    "token_mi",
+    "token_mi_bias",
+    "token_mi_null",
+    "token_mi_excess",
+    "token_mi_excess_lo",
+    "token_mi_excess_hi",
+    "bit_mi",
+    "bit_mi_null",
+    "bit_mi_excess",
+    "bit_mi_excess_lo",
+    "bit_mi_excess_hi",
+)
 
 
 class MutualInformationCallback(MeasurementCallback):
-    def __init__(self, num_samples: int = 200, seed: int = 1234, max_distance: int = 4, data_limit: int | None = 2000,
-                 batch_size: int = 256, num_permutations: int = 100, every_n_val_epochs: int = 1):
+    def __init__(
+        self,
+        num_samples: int = 200,
+        seed: int = 1234,
+        max_distance: int = 4,
+        data_limit: int | None = 2000,
+        batch_size: int = 256,
+        num_permutations: int = 100,
+        every_n_val_epochs: int = 1,
+    ):
         super().__init__(every_n_val_epochs)
         self.num_samples, self.seed, self.max_distance = num_samples, seed, max_distance
         self.data_limit, self.batch_size, self.num_permutations = data_limit, batch_size, num_permutations
@@ -58,8 +78,10 @@ class MutualInformationCallback(MeasurementCallback):
         distances = list(range(1, self.max_distance + 1))
         for logger in wandb_loggers(trainer):
             plot = wandb.plot.line_series(
-                xs=distances, ys=[self.data_curves[key].tolist(), sample_curves[key].tolist()],
-                keys=["training latents", "samples"], title=f"LDH: {key} (bits above the permutation null) vs grid distance",
+                xs=distances,
+                ys=[self.data_curves[key].tolist(), sample_curves[key].tolist()],
+                keys=["training latents", "samples"],
+                title=f"LDH: {key} (bits above the permutation null) vs grid distance",
                 xname="distance",
             )
             logger.experiment.log({f"ldh/{key}_vs_distance": plot, "trainer/global_step": trainer.global_step})

@@ -21,6 +21,7 @@ Two schedules, the same subset and keys:
   `ovl/eval_seconds` is one such evaluation's wall time on rank 0. The model's RNG streams are
   not touched (fixed generators), so a run with the curve trains exactly as one without.
 """
+
 from __future__ import annotations
 
 import time
@@ -37,8 +38,16 @@ from metrics.overlap import PairwiseOverlap
 
 
 class OverlapCallback(MeasurementCallback):
-    def __init__(self, num_images: int = 200, mc_samples: int = 256, seed: int = 0, every_n_val_epochs: int = 1,
-                 every_n_train_steps: int | None = 100, curve_num_images: int | None = None, curve_mc_samples: int = 64):
+    def __init__(
+        self,
+        num_images: int = 200,
+        mc_samples: int = 256,
+        seed: int = 0,
+        every_n_val_epochs: int = 1,
+        every_n_train_steps: int | None = 100,
+        curve_num_images: int | None = None,
+        curve_mc_samples: int = 64,
+    ):
         super().__init__(every_n_val_epochs)
         if every_n_train_steps is not None and every_n_train_steps < 1:
             raise ValueError(f"every_n_train_steps must be >= 1 or null, got {every_n_train_steps}")
@@ -76,8 +85,9 @@ class OverlapCallback(MeasurementCallback):
         self.last_curve_step = trainer.global_step
         start = time.perf_counter()
         with evaluating(pl_module):
-            values = self.overlap_values(trainer, pl_module, per_dimension=False, limit=self.curve_num_images,
-                                         mc_samples=self.curve_mc_samples)  # collectives
+            values = self.overlap_values(
+                trainer, pl_module, per_dimension=False, limit=self.curve_num_images, mc_samples=self.curve_mc_samples
+            )  # collectives
         if trainer.is_global_zero:
             scalars = {f"ovl/{k}": float(v) for k, v in values.items()}
             scalars["ovl/eval_seconds"] = time.perf_counter() - start
@@ -85,8 +95,9 @@ class OverlapCallback(MeasurementCallback):
                 logger.log_metrics(scalars, step=trainer.global_step)
 
     # --- the measurement --------------------------------------------------------------------
-    def overlap_values(self, trainer: Trainer, pl_module: LightningModule, per_dimension: bool,
-                       limit: int | None = None, mc_samples: int | None = None) -> dict[str, Tensor]:
+    def overlap_values(
+        self, trainer: Trainer, pl_module: LightningModule, per_dimension: bool, limit: int | None = None, mc_samples: int | None = None
+    ) -> dict[str, Tensor]:
         """Synced overlap statistics of the first `limit` (default `num_images`) subset images, with
         `mc_samples` draws (default the callback's) where a law has no closed form; a collective:
         call on every rank. `per_dimension`: also `per_bit`, the costly part for Gaussian noise."""
@@ -109,8 +120,9 @@ class OverlapCallback(MeasurementCallback):
         values["measured_mse"] = measured.compute()  # collective
         return values
 
-    def pairwise(self, law: LatentDistribution, images: Tensor | None = None, per_dimension: bool = True,
-                 mc_samples: int | None = None) -> dict[str, Tensor]:
+    def pairwise(
+        self, law: LatentDistribution, images: Tensor | None = None, per_dimension: bool = True, mc_samples: int | None = None
+    ) -> dict[str, Tensor]:
         draws = self.mc_samples if mc_samples is None else mc_samples
         overlap = PairwiseOverlap.of_law(law, mc_samples=draws, seed=self.seed, per_dimension=per_dimension)
         overlap = overlap.to(law.latents.device)

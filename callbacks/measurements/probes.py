@@ -20,6 +20,7 @@ Seeds per sample, as MemorizationCallback's: sample i of a probe draws from `see
 figures do not depend on the number of ranks; the metrics sync their states (collectives on every
 rank, also on a rank whose share is empty).
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -92,8 +93,10 @@ class ProbesCallback(MeasurementCallback):
         height, width = pl_module.grid_shape
         rows = prefix_rows_of(self.prefix_fractions, height)
         metric = PrefixExtraction([*rows, height], pl_module.num_bits, self.threshold_db).to(pl_module.device)
-        splits = [(self.sources(trainer, "train", self.num_sources), False),
-                  (self.sources(trainer, self.control_split, self.num_control), True)]
+        splits = [
+            (self.sources(trainer, "train", self.num_sources), False),
+            (self.sources(trainer, self.control_split, self.num_control), True),
+        ]
         block = max(len(tokens) for (tokens, _), _ in splits)  # global sample index = block · probe + source
         for split_index, ((tokens, images), held_out) in enumerate(splits):
             share = rank_sample_indices(len(tokens), trainer.global_rank, trainer.world_size)

@@ -16,6 +16,7 @@ Held-out and reconstruction features are cached on disk (metrics/feature_cache.p
 pays for them once. Inception costs a few tenths of a second per image on one CPU thread, so the
 counts are small by default; FID at such n is strongly biased upwards, read it beside KID.
 """
+
 from __future__ import annotations
 
 import torch
@@ -70,13 +71,16 @@ class NovelSampleQualityCallback(MeasurementCallback):
         real = self.features(trainer, pl_module, held_out, cache=True)
         reconstructed = self.features(trainer, pl_module, signed_unit_to_uint8(recon).cpu(), cache=True)
         self.quality = NovelSampleQuality(real).to(pl_module.device)
-        self.reference = {"reference_kid": kernel_inception_distance(real, reconstructed).float(),
-                          "reference_fid": frechet_distance(real, reconstructed).float()}
+        self.reference = {
+            "reference_kid": kernel_inception_distance(real, reconstructed).float(),
+            "reference_fid": frechet_distance(real, reconstructed).float(),
+        }
 
     def features(self, trainer: Trainer, pl_module: LightningModule, images: torch.Tensor, cache: bool = False) -> torch.Tensor:
         """(N, D) features of uint8 images; the fixed reference sets are cached, samples never are."""
-        return cached_features(self.feature, images, self.feature_cache_dir if cache else None, self.batch_size,
-                               pl_module.device, write=trainer.is_global_zero)
+        return cached_features(
+            self.feature, images, self.feature_cache_dir if cache else None, self.batch_size, pl_module.device, write=trainer.is_global_zero
+        )
 
     def measure(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.quality is None:
@@ -92,15 +96,26 @@ class NovelSampleQualityCallback(MeasurementCallback):
         # the first max_novel novel samples in global order: every rank needs every rank's flags
         flags = torch.tensor(novel, dtype=torch.bool, device=pl_module.device)
         all_flags = trainer.strategy.all_gather(pad_to(flags, len(rank_sample_indices(self.num_samples, 0, trainer.world_size))))
-        chosen = torch.cat([f.flatten()[: len(rank_sample_indices(self.num_samples, r, trainer.world_size))]
-                            for r, f in enumerate(all_flags.reshape(trainer.world_size, -1))]).nonzero().flatten()[: self.max_novel]
+        chosen = (
+            torch.cat(
+                [
+                    f.flatten()[: len(rank_sample_indices(self.num_samples, r, trainer.world_size))]
+                    for r, f in enumerate(all_flags.reshape(trainer.world_size, -1))
+                ]
+            )
+            .nonzero()
+            .flatten()[: self.max_novel]
+        )
         local = [int(index) - mine.start for index in chosen.tolist() if int(index) in mine]
         if local:
             self.quality.update(self.features(trainer, pl_module, signed_unit_to_uint8(samples.images[local]).cpu()))
         values = self.quality.compute()  # collective: every rank
         self.quality.reset()
-        self.log_scalars(pl_module, "quality", {"kid_novel": values["kid"], "fid_novel": values["fid"],
-                                                "novel_scored": values["count"], **self.reference})
+        self.log_scalars(
+            pl_module,
+            "quality",
+            {"kid_novel": values["kid"], "fid_novel": values["fid"], "novel_scored": values["count"], **self.reference},
+        )
 
 
 def pad_to(flags: torch.Tensor, length: int) -> torch.Tensor:

@@ -1,4 +1,5 @@
 """ImageLogger: asks the model for `log_images(batch)` after validation and logs uint8 grids."""
+
 from pathlib import Path
 
 import torch

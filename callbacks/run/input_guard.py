@@ -7,6 +7,7 @@ token cache of another vocabulary, would train without any error and give wrong 
 every epoch of every stage, on every rank, and stops with one line naming the stage, batch, key and
 the values it found.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -36,8 +37,10 @@ def batch_problem(batch: Any, num_bits: int | None) -> str | None:
             return f"'image' holds {int((~finite).sum())} NaN/Inf value(s)"
         low, high = (float(v) for v in torch.aminmax(image.detach()))
         if low < -1 - IMAGE_TOLERANCE or high > 1 + IMAGE_TOLERANCE:
-            return (f"'image' values lie in [{low:g}, {high:g}] but the models take images scaled to [-1, 1]"
-                    " (uint8 pixels x / 127.5 - 1): check the data module's transform")
+            return (
+                f"'image' values lie in [{low:g}, {high:g}] but the models take images scaled to [-1, 1]"
+                " (uint8 pixels x / 127.5 - 1): check the data module's transform"
+            )
     tokens = batch.get("tokens")
     if torch.is_tensor(tokens) and tokens.numel():
         if tokens.is_floating_point():

@@ -1,6 +1,7 @@
 """Progress as plain lines, for a log file (stdout is not a terminal): one line every N training steps and
 one after each validation, instead of a progress bar's carriage-return updates (a log file would hold them
 as one megabyte-long line). ``train.py`` uses it in place of Lightning's bar when stdout is not a TTY."""
+
 from __future__ import annotations
 
 import sys
@@ -13,8 +14,11 @@ from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 
 def format_metrics(metrics: dict) -> str:
     """``{"train/loss": tensor(0.01234), "v_num": "ab"}`` -> ``"train/loss=0.01234"`` (scalars only, 4 significant digits)."""
-    numbers = {k: float(v) for k, v in metrics.items()
-               if k != "v_num" and (isinstance(v, (int, float)) or (isinstance(v, torch.Tensor) and v.numel() == 1))}
+    numbers = {
+        k: float(v)
+        for k, v in metrics.items()
+        if k != "v_num" and (isinstance(v, (int, float)) or (isinstance(v, torch.Tensor) and v.numel() == 1))
+    }
     return " ".join(f"{key}={value:.4g}" for key, value in numbers.items())
 
 

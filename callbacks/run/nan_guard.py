@@ -11,6 +11,7 @@ last good state is lost. ``NonFiniteGuard`` (added to every run by ``train.py``)
 
 Each check is one host-device sync per step: a little throughput for never losing a run to NaNs.
 """
+
 from __future__ import annotations
 
 import torch
@@ -64,8 +65,15 @@ class NonFiniteGuard(Callback):
         finite = torch.stack([torch.isfinite(g).all() for g in grads]).all()
         if not bool(finite):  # gradients are already synced across DDP ranks: every rank decides the same
             names = {id(p): n for n, p in pl_module.named_parameters()}
-            first = next((names.get(id(p), "?") for group in optimizer.param_groups for p in group["params"]
-                          if p.grad is not None and not bool(torch.isfinite(p.grad).all())), "?")
+            first = next(
+                (
+                    names.get(id(p), "?")
+                    for group in optimizer.param_groups
+                    for p in group["params"]
+                    if p.grad is not None and not bool(torch.isfinite(p.grad).all())
+                ),
+                "?",
+            )
             raise NonFiniteLossError(
                 f"non-finite gradient of {first} at {_where(trainer)}: stopped before the optimizer step; {_last_good(trainer)}"
             )

@@ -26,6 +26,7 @@ rule that also reads the loop's private data fetcher and time interval) and, for
 cluster environment that says which signal requeues a SLURM job (``Trainer._accelerator_connector``;
 only a multi-device strategy exposes it).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -67,8 +68,14 @@ class Preemption(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.requests.install()
         self._training = True
-        self._status(trainer, "running", global_step=trainer.global_step, signal=None, checkpoint=None,
-                     resumed_from_step=trainer.global_step if trainer.ckpt_path else None)
+        self._status(
+            trainer,
+            "running",
+            global_step=trainer.global_step,
+            signal=None,
+            checkpoint=None,
+            resumed_from_step=trainer.global_step if trainer.ckpt_path else None,
+        )
         if self._any_rank(trainer, self.requests.received is not None):
             self._stop(trainer, pl_module, hook=None)  # signalled during the sanity check: nothing new to save
 
@@ -151,13 +158,15 @@ def save_resumable_checkpoint(trainer: Trainer, saved_step: int | None = None) -
     global step of the last full checkpoint written (``Preemption.on_save_checkpoint``)."""
     written = ResumableRun.refresh_last(trainer)
     checkpoint = trainer.checkpoint_callback
-    if written is None and isinstance(checkpoint, ModelCheckpoint) and checkpoint.last_model_path \
-            and saved_step == trainer.global_step:
+    if written is None and isinstance(checkpoint, ModelCheckpoint) and checkpoint.last_model_path and saved_step == trainer.global_step:
         return Path(checkpoint.last_model_path)  # written at this very step already
     if written is not None:
         return Path(written)
-    folder = Path(checkpoint.dirpath) if isinstance(checkpoint, ModelCheckpoint) and checkpoint.dirpath else \
-        (run_dir(trainer) or Path(trainer.default_root_dir)) / "checkpoints"
+    folder = (
+        Path(checkpoint.dirpath)
+        if isinstance(checkpoint, ModelCheckpoint) and checkpoint.dirpath
+        else (run_dir(trainer) or Path(trainer.default_root_dir)) / "checkpoints"
+    )
     path = folder / "last.ckpt"
     trainer.save_checkpoint(path)
     return path

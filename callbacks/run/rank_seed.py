@@ -4,6 +4,7 @@ LightningCLI seeds every rank with the same seed, so without this all ranks woul
 inject identical latent noise. The DistributedSampler is unaffected: it seeds itself from
 PL_GLOBAL_SEED, which we leave alone so all ranks still agree on the data order.
 """
+
 import os
 import random
 
@@ -12,6 +13,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from runtime.rng_state import rank_seed
+
 
 class PerRankSeed(Callback):
     def __init__(self, base_seed: int | None = None):

@@ -5,6 +5,7 @@ Written by global rank 0 when the stage has finished (never after a crash or a p
 ``best_checkpoint`` is the monitored top-1 ("" when the run never validated), ``last_checkpoint`` the
 state at the end (``ResumableRun`` writes it even when training stops between validations).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,7 +35,11 @@ class ResultsFile(Callback):
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
         checkpoint = trainer.checkpoint_callback
-        record = {"stage": stage, "global_step": trainer.global_step, "metrics": metrics,
-                  "best_checkpoint": getattr(checkpoint, "best_model_path", "") or "",
-                  "last_checkpoint": getattr(checkpoint, "last_model_path", "") or ""}
+        record = {
+            "stage": stage,
+            "global_step": trainer.global_step,
+            "metrics": metrics,
+            "best_checkpoint": getattr(checkpoint, "best_model_path", "") or "",
+            "last_checkpoint": getattr(checkpoint, "last_model_path", "") or "",
+        }
         write_json(self.path, record)

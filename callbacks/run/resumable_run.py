@@ -23,6 +23,7 @@ between validations (``max_steps`` mid-epoch) leaves no checkpoint of its final 
 The states are stored as tensors and plain Python values, so the checkpoint still loads with
 ``torch.load(weights_only=True)`` (Lightning's default on torch >= 2.6).
 """
+
 from __future__ import annotations
 
 import os

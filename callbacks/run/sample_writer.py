@@ -3,6 +3,7 @@
 Each rank writes its own shard, then global rank 0 merges the shards (after a barrier that every
 rank reaches) into `samples.npz` (tokens, uint8 images, sample indices) and `samples.png`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,10 +31,7 @@ class SampleWriter(BasePredictionWriter):
         folder = self.folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
         batches = [p for p in predictions if p]
-        shard = {
-            key: torch.cat([b[key] for b in batches]).cpu() if batches else torch.empty(0)
-            for key in ("index", "tokens", "images")
-        }
+        shard = {key: torch.cat([b[key] for b in batches]).cpu() if batches else torch.empty(0) for key in ("index", "tokens", "images")}
         shard["images"] = to_uint8(shard["images"]) if batches else shard["images"]
         np.savez(folder / f"shard_rank{trainer.global_rank}.npz", **{k: v.numpy() for k, v in shard.items()})
         trainer.strategy.barrier()

@@ -26,6 +26,7 @@ also configures an LR scheduler.
 
 Logged per window: `fit/window_loss`, `fit/lr`, `fit/lr_decays`, `fit/plateaued`, `fit/cpu_s`.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,11 +38,21 @@ from lightning.pytorch.utilities import rank_zero_info
 
 
 class TrainToPlateau(Callback):
-    def __init__(self, window: int = 50, min_improvement: float = 0.02, patience: int = 2, lr_factor: float = 0.3,
-                 max_decays: int = 2, warmup_steps: int = 0, max_cpu_seconds: float | None = None):
+    def __init__(
+        self,
+        window: int = 50,
+        min_improvement: float = 0.02,
+        patience: int = 2,
+        lr_factor: float = 0.3,
+        max_decays: int = 2,
+        warmup_steps: int = 0,
+        max_cpu_seconds: float | None = None,
+    ):
         if window < 1 or patience < 1 or max_decays < 0 or warmup_steps < 0:
-            raise ValueError(f"TrainToPlateau: window ({window}) and patience ({patience}) must be >= 1, "
-                             f"max_decays ({max_decays}) and warmup_steps ({warmup_steps}) >= 0")
+            raise ValueError(
+                f"TrainToPlateau: window ({window}) and patience ({patience}) must be >= 1, "
+                f"max_decays ({max_decays}) and warmup_steps ({warmup_steps}) >= 0"
+            )
         if not 0 <= min_improvement < 1 or not 0 < lr_factor < 1:
             raise ValueError(f"TrainToPlateau: min_improvement ({min_improvement}) must lie in [0, 1), lr_factor ({lr_factor}) in (0, 1)")
         self.window, self.min_improvement, self.patience = window, min_improvement, patience
@@ -67,8 +78,10 @@ class TrainToPlateau(Callback):
     # --- hooks ----------------------------------------------------------------------------------
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.lr_scheduler_configs:
-            raise ValueError("TrainToPlateau sets the learning rate itself: drop the model's scheduler "
-                             "(--model.init_args.scheduler null) or drop TrainToPlateau")
+            raise ValueError(
+                "TrainToPlateau sets the learning rate itself: drop the model's scheduler "
+                "(--model.init_args.scheduler null) or drop TrainToPlateau"
+            )
         if self.base_lrs is None:
             self.base_lrs = [[group["lr"] for group in optimizer.param_groups] for optimizer in trainer.optimizers]
         self.cpu_mark = process_cpu_seconds()
@@ -118,20 +131,34 @@ class TrainToPlateau(Callback):
             if self.decays < self.max_decays:
                 self.decays += 1
                 self.stale_windows = 0
-                rank_zero_info(f"TrainToPlateau: step {trainer.global_step}, window loss {mean:.4f} (best {self.best:.4f}): "
-                               f"learning rate x {self.lr_factor} (decay {self.decays} of {self.max_decays})")
+                rank_zero_info(
+                    f"TrainToPlateau: step {trainer.global_step}, window loss {mean:.4f} (best {self.best:.4f}): "
+                    f"learning rate x {self.lr_factor} (decay {self.decays} of {self.max_decays})"
+                )
             else:
                 self.plateaued = True
-                rank_zero_info(f"TrainToPlateau: step {trainer.global_step}, window loss {mean:.4f} (best {self.best:.4f}): "
-                               "the training loss has plateaued, stopping")
-        pl_module.log_dict({
-            "fit/window_loss": mean, "fit/lr": self.base_lrs[0][0] * self.lr_scale(trainer.global_step),
-            "fit/lr_decays": float(self.decays), "fit/plateaued": float(self.plateaued), "fit/cpu_s": cpu_spent,
-        }, on_step=True, on_epoch=False, sync_dist=False)
+                rank_zero_info(
+                    f"TrainToPlateau: step {trainer.global_step}, window loss {mean:.4f} (best {self.best:.4f}): "
+                    "the training loss has plateaued, stopping"
+                )
+        pl_module.log_dict(
+            {
+                "fit/window_loss": mean,
+                "fit/lr": self.base_lrs[0][0] * self.lr_scale(trainer.global_step),
+                "fit/lr_decays": float(self.decays),
+                "fit/plateaued": float(self.plateaued),
+                "fit/cpu_s": cpu_spent,
+            },
+            on_step=True,
+            on_epoch=False,
+            sync_dist=False,
+        )
         over_budget = self.max_cpu_seconds is not None and cpu_spent >= self.max_cpu_seconds and not self.plateaued
         if over_budget:
-            rank_zero_info(f"TrainToPlateau: step {trainer.global_step}, window loss {mean:.4f}: the CPU budget of "
-                           f"{self.max_cpu_seconds:g} s is spent before the training loss plateaued, stopping (not fitted)")
+            rank_zero_info(
+                f"TrainToPlateau: step {trainer.global_step}, window loss {mean:.4f}: the CPU budget of "
+                f"{self.max_cpu_seconds:g} s is spent before the training loss plateaued, stopping (not fitted)"
+            )
         return over_budget
 
 

@@ -5,6 +5,7 @@ The benchmark modules are written in parallel, so this checks whatever ``bench/b
 the modules that declare ``ROW_NAMES`` must produce exactly those rows (GPU rows included, as
 "not run: no GPU" placeholders on a CPU machine).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -76,9 +77,13 @@ def test_gpu_rows_say_why_they_did_not_run(smoke_run):
 def test_table_marks_met_missed_and_unjudged_goals():
     from bench.common import Row
 
-    table = run_all.format_table([
-        Row("met", 2.0, 1.0, "x/s", goal=1.0), Row("missed", 1.0, 2.0, "x/s", goal=1.0), Row("no goal", 1.0, 1.0, "x/s"),
-    ])
+    table = run_all.format_table(
+        [
+            Row("met", 2.0, 1.0, "x/s", goal=1.0),
+            Row("missed", 1.0, 2.0, "x/s", goal=1.0),
+            Row("no goal", 1.0, 1.0, "x/s"),
+        ]
+    )
     lines = table.splitlines()
     assert len({line.index("|") for line in lines if "|" in line}) == 1, "columns are not aligned"
     assert "✓" in lines[2] and "✗" in lines[3] and "–" in lines[4]

@@ -5,6 +5,7 @@ exact copies (100 dB), a completion that differs in a few cells stays high, a di
 far below 25 dB. The models are the real networks (KernelARVM, WindowedARTransformer) behind the
 interface of lightning_modules.token_model.LatentTokenModel that the callback uses.
 """
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -75,7 +76,9 @@ def kernel_model(train: Tensor, num_bits: int, gamma, flip_prob: float = 0.002) 
 
 def neural_model(height: int, width: int, num_bits: int, gamma, seed: int = 0) -> ToyTokenModel:
     torch.manual_seed(seed)
-    net = WindowedARTransformer(WindowedARConfig(height=height, width=width, num_bits=num_bits, gamma=gamma, n_layer=1, n_head=2, n_embd=16))
+    net = WindowedARTransformer(
+        WindowedARConfig(height=height, width=width, num_bits=num_bits, gamma=gamma, n_layer=1, n_head=2, n_embd=16)
+    )
     return ToyTokenModel(net.eval(), num_bits, (height, width), ("causal",))
 
 

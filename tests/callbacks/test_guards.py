@@ -1,4 +1,5 @@
 """The batch and non-finite guards name the culprit and never write a checkpoint with non-finite weights."""
+
 from __future__ import annotations
 
 
@@ -9,12 +10,15 @@ from callbacks.run.input_guard import batch_problem
 from callbacks.run.nan_guard import NonFiniteCheckpointError, NonFiniteGuard
 
 
-@pytest.mark.parametrize("batch, culprit", [
-    ({"image": torch.rand(2, 1, 8, 8) * 255}, "but the models take images scaled to [-1, 1]"),
-    ({"image": torch.full((2, 1, 8, 8), float("nan"))}, "NaN/Inf"),
-    ({"tokens": torch.tensor([[0, 64]])}, "outside [0, 64)"),
-    ({"image": torch.rand(2, 1, 8, 8) * 2 - 1, "tokens": torch.tensor([[0, 63]])}, None),
-])
+@pytest.mark.parametrize(
+    "batch, culprit",
+    [
+        ({"image": torch.rand(2, 1, 8, 8) * 255}, "but the models take images scaled to [-1, 1]"),
+        ({"image": torch.full((2, 1, 8, 8), float("nan"))}, "NaN/Inf"),
+        ({"tokens": torch.tensor([[0, 64]])}, "outside [0, 64)"),
+        ({"image": torch.rand(2, 1, 8, 8) * 2 - 1, "tokens": torch.tensor([[0, 63]])}, None),
+    ],
+)
 def test_batch_problems_are_named(batch, culprit):
     problem = batch_problem(batch, num_bits=6)
     assert (problem is None) if culprit is None else (culprit in problem)

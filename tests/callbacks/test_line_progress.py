@@ -1,4 +1,5 @@
 """LineProgress: plain lines for a log file, every N steps and after each validation."""
+
 from types import SimpleNamespace
 
 import pytest
@@ -8,13 +9,22 @@ from callbacks.run.line_progress import LineProgress, format_metrics
 
 
 def test_format_metrics_keeps_scalars_only():
-    assert format_metrics({"train/loss": torch.tensor(0.012345), "v_num": "ab12", "n": 3, "grid": torch.zeros(2)}) == \
-        "train/loss=0.01235 n=3"
+    assert (
+        format_metrics({"train/loss": torch.tensor(0.012345), "v_num": "ab12", "n": 3, "grid": torch.zeros(2)}) == "train/loss=0.01235 n=3"
+    )
 
 
 def fake_trainer(step: int) -> SimpleNamespace:
-    return SimpleNamespace(global_step=step, max_steps=100, current_epoch=0, callback_metrics={"train/loss": torch.tensor(0.5)},
-                           progress_bar_metrics={}, loggers=[], sanity_checking=False, state=SimpleNamespace(fn="fit"))
+    return SimpleNamespace(
+        global_step=step,
+        max_steps=100,
+        current_epoch=0,
+        callback_metrics={"train/loss": torch.tensor(0.5)},
+        progress_bar_metrics={},
+        loggers=[],
+        sanity_checking=False,
+        state=SimpleNamespace(fn="fit"),
+    )
 
 
 def test_a_line_every_n_steps_and_none_in_between(capsys):

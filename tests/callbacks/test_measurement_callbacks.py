@@ -1,4 +1,5 @@
 """The measurement callbacks on real (tiny) models and data, in one process."""
+
 import csv
 import json
 import subprocess
@@ -48,8 +49,15 @@ def blae(noise="gaussian", rate=0.5) -> BinaryLatentAutoencoder:
 
 
 def validate(model, *callbacks) -> dict:
-    trainer = Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False, callbacks=list(callbacks),
-                      limit_val_batches=2, accelerator="cpu", devices=1)
+    trainer = Trainer(
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        callbacks=list(callbacks),
+        limit_val_batches=2,
+        accelerator="cpu",
+        devices=1,
+    )
     trainer.validate(model, datamodule=digits())
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
@@ -107,11 +115,24 @@ def read_curve(folder) -> list[dict]:
 
 def test_overlap_curve_is_logged_from_step_zero_and_falls_as_training_binarizes(in_tmp_dir):
     torch.manual_seed(0)
-    model = BinaryLatentAutoencoder(PatchMLPEncoder(1, 6, 32, 1), PatchMLPDecoder(1, 6, 32, 1), NoiseInjectionBinarizer("gaussian", 0.6),
-                                    optimizer=lambda params: torch.optim.Adam(params, lr=2e-3))
+    model = BinaryLatentAutoencoder(
+        PatchMLPEncoder(1, 6, 32, 1),
+        PatchMLPDecoder(1, 6, 32, 1),
+        NoiseInjectionBinarizer("gaussian", 0.6),
+        optimizer=lambda params: torch.optim.Adam(params, lr=2e-3),
+    )
     callback = OverlapCallback(num_images=40, every_n_train_steps=8)
-    trainer = Trainer(logger=CSVLogger(in_tmp_dir), enable_progress_bar=False, enable_checkpointing=False, callbacks=[callback],
-                      max_steps=16, limit_val_batches=0, accelerator="cpu", devices=1, log_every_n_steps=5)
+    trainer = Trainer(
+        logger=CSVLogger(in_tmp_dir),
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        callbacks=[callback],
+        max_steps=16,
+        limit_val_batches=0,
+        accelerator="cpu",
+        devices=1,
+        log_every_n_steps=5,
+    )
     trainer.fit(model, datamodule=digits(batch_size=16))
     curve = read_curve(in_tmp_dir)
     assert [int(row["step"]) for row in curve] == [0, 1, 2, 4, 8, 16]  # doubling, then every 8 steps
@@ -126,19 +147,37 @@ def test_overlap_curve_does_not_change_training(in_tmp_dir):
     for callbacks in ([], [OverlapCallback(num_images=40, every_n_train_steps=2)]):
         torch.manual_seed(0)
         model = blae()
-        trainer = Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False, callbacks=callbacks,
-                          max_steps=6, limit_val_batches=0, accelerator="cpu", devices=1)
+        trainer = Trainer(
+            logger=False,
+            enable_progress_bar=False,
+            enable_checkpointing=False,
+            callbacks=callbacks,
+            max_steps=6,
+            limit_val_batches=0,
+            accelerator="cpu",
+            devices=1,
+        )
         trainer.fit(model, datamodule=digits(batch_size=16))
         losses.append(float(trainer.callback_metrics["train/loss"]))
     assert losses[0] == losses[1]
 
 
 def test_memorization_and_mi_callbacks_log_rates_floor_ceiling_and_curves(in_tmp_dir):
-    values = validate(blae(), MemorizationCallback(num_samples=30, reference_subset=50),
-                      NovelSampleQualityCallback(TinyFeatures(), num_samples=30, reference_limit=20),
-                      MutualInformationCallback(num_samples=30, data_limit=100, max_distance=3))
-    for key in ("mem/psnr25_rate", "mem/ratio13_rate", "mem/latent_copy_rate", "mem/floor_psnr25_rate", "mem/ceiling_latent_copy_rate",
-                "quality/kid_novel", "quality/reference_kid"):
+    values = validate(
+        blae(),
+        MemorizationCallback(num_samples=30, reference_subset=50),
+        NovelSampleQualityCallback(TinyFeatures(), num_samples=30, reference_limit=20),
+        MutualInformationCallback(num_samples=30, data_limit=100, max_distance=3),
+    )
+    for key in (
+        "mem/psnr25_rate",
+        "mem/ratio13_rate",
+        "mem/latent_copy_rate",
+        "mem/floor_psnr25_rate",
+        "mem/ceiling_latent_copy_rate",
+        "quality/kid_novel",
+        "quality/reference_kid",
+    ):
         assert key in values, key
     assert values["mem/ceiling_latent_copy_rate"] == 1.0  # reconstructions' own tokens are training tokens
     assert values["mem/latent_copy_rate"] < 0.1  # uniform random codes copy nothing
@@ -153,7 +192,9 @@ def test_memorization_and_mi_callbacks_log_rates_floor_ceiling_and_curves(in_tmp
 def wandb_history(run_dir) -> list[dict]:
     """Every history row of an offline W&B run, read with W&B's own reader."""
     wandb_cli = Path(sys.executable).with_name("wandb")
-    out = subprocess.run([str(wandb_cli), "leet", "inspect", "--json", str(run_dir)], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [str(wandb_cli), "leet", "inspect", "--json", str(run_dir)], capture_output=True, text=True, timeout=120, check=True
+    )
     records = (json.loads(line) for line in out.stdout.splitlines() if line.startswith("{"))
     return [record["history"]["item"] for record in records if record.get("type") == "history"]
 
@@ -162,8 +203,16 @@ def wandb_history(run_dir) -> list[dict]:
 def test_overlap_curve_under_ddp_equals_one_process_at_step_zero(in_tmp_dir):
     """Every rank encodes its share of the subset, the metric gathers them: before any update the
     2-process curve point is the 1-process one (the measured MSE draws rank-dependent noise)."""
-    args = ["fit", "-c", DIGITS_CONFIG, "-c", DEBUG_PRESET, "--trainer.limit_val_batches", "0",
-            "--trainer.callbacks+=callbacks.measurements.overlap.OverlapCallback"]
+    args = [
+        "fit",
+        "-c",
+        DIGITS_CONFIG,
+        "-c",
+        DEBUG_PRESET,
+        "--trainer.limit_val_batches",
+        "0",
+        "--trainer.callbacks+=callbacks.measurements.overlap.OverlapCallback",
+    ]
     run_train(args, in_tmp_dir / "one")
     run_train([*args, "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"], in_tmp_dir / "two")
     first_points = []

@@ -1,4 +1,5 @@
 """ProbesCallback's two probes on models whose answer is known (toy grids, lossless decoder: probe_toys.py)."""
+
 import pytest
 import torch
 
@@ -65,7 +66,9 @@ def test_global_context_restores_its_own_training_grids_exactly_at_small_noise_a
     data = ToyData({"train": train}, C)
     values = probes(noise_levels=[0.05, 0.1]).forward_backward(toy_trainer(data), kernel_model(train, C, None, flip_prob=1e-4))
     assert values["exact_rate_p0_05"] == 1 and values["exact_rate_p0_1"] >= 0.95
-    causal = probes(noise_levels=[0.1], conditioning="causal").forward_backward(toy_trainer(data), kernel_model(train, C, None, flip_prob=1e-4))
+    causal = probes(noise_levels=[0.1], conditioning="causal").forward_backward(
+        toy_trainer(data), kernel_model(train, C, None, flip_prob=1e-4)
+    )
     assert causal["exact_rate_p0_1"] < values["exact_rate_p0_1"]  # an erased early cell has no past to recall its grid from
 
 

@@ -1,4 +1,5 @@
 """ResumableRun: RNG states in checkpoints, last.ckpt kept current, an exact resume from a mid-epoch checkpoint."""
+
 from __future__ import annotations
 
 import random
@@ -42,9 +43,16 @@ class PlateauModel(BoringModel):
 def test_last_ckpt_stays_current_when_the_metric_plateaus(tmp_path, check_val_every_n_epoch):
     """Lightning 2.6 alone leaves last.ckpt at the last improvement (step 2 here); ResumableRun keeps it at the end."""
     checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="v", mode="max", save_last=True, filename="best")
-    trainer = Trainer(max_epochs=4, limit_train_batches=2, limit_val_batches=1, logger=False, enable_progress_bar=False,
-                      enable_model_summary=False, check_val_every_n_epoch=check_val_every_n_epoch,
-                      callbacks=[checkpoint, ResumableRun()])
+    trainer = Trainer(
+        max_epochs=4,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        check_val_every_n_epoch=check_val_every_n_epoch,
+        callbacks=[checkpoint, ResumableRun()],
+    )
     trainer.fit(PlateauModel())
     last = torch.load(tmp_path / "last.ckpt", weights_only=True)
     assert last["global_step"] == 8 and last["callbacks"]["ResumableRun"]["mid_epoch"] is False
@@ -59,16 +67,34 @@ def test_a_mid_epoch_checkpoint_resumes_exactly(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
     def args(steps: str) -> list[str]:
-        return ["fit", "-c", VAE_CONFIG, *QUICK, "--trainer.max_steps", "-1", "--trainer.max_epochs", "2",
-                "--trainer.limit_train_batches", "4", "--trainer.check_val_every_n_epoch", "1",
-                "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-                "--trainer.callbacks.init_args.every_n_train_steps", "1", "--trainer.callbacks.init_args.save_last", "true",
-                "--trainer.callbacks.init_args.dirpath", steps]
+        return [
+            "fit",
+            "-c",
+            VAE_CONFIG,
+            *QUICK,
+            "--trainer.max_steps",
+            "-1",
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.limit_train_batches",
+            "4",
+            "--trainer.check_val_every_n_epoch",
+            "1",
+            "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+            "--trainer.callbacks.init_args.every_n_train_steps",
+            "1",
+            "--trainer.callbacks.init_args.save_last",
+            "true",
+            "--trainer.callbacks.init_args.dirpath",
+            steps,
+        ]
 
     expected = final_metrics(args("steps-a"), tmp_path / "uninterrupted")
     with pytest.raises(InjectedFault):
-        final_metrics([*args("steps-b"), "--trainer.callbacks+=tests.helpers.FaultInjector", "--trainer.callbacks.init_args.step", "6"],
-                      tmp_path / "crashed")
+        final_metrics(
+            [*args("steps-b"), "--trainer.callbacks+=tests.helpers.FaultInjector", "--trainer.callbacks.init_args.step", "6"],
+            tmp_path / "crashed",
+        )
     last = torch.load(tmp_path / "steps-b" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 6  # epoch 1, 2 of 4 batches: mid-epoch
     assert last["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["position"] == 2 * 128

@@ -1,4 +1,5 @@
 """When fits stop and when measurements run: TrainToPlateau and the MeasurementCallback cadence."""
+
 import math
 import warnings
 
@@ -48,9 +49,20 @@ def loader(n=3):
 
 
 def fit(model, callbacks, max_steps=400, val_check_interval=50):
-    trainer = Trainer(max_steps=max_steps, max_epochs=-1, check_val_every_n_epoch=None, val_check_interval=val_check_interval,
-                      callbacks=callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu", devices=1)
+    trainer = Trainer(
+        max_steps=max_steps,
+        max_epochs=-1,
+        check_val_every_n_epoch=None,
+        val_check_interval=val_check_interval,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        devices=1,
+    )
     trainer.fit(model, loader(), loader(1))
     return trainer
 

@@ -1,4 +1,5 @@
 """LightningCLI: every shipped config parses, overrides and links work, --print_config prints."""
+
 import contextlib
 import io
 from pathlib import Path
@@ -12,7 +13,6 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 GROUPS = ("data", "model", "callbacks")  # pieces the experiment configs below reference by path
 MODEL_CONFIGS = sorted(p for p in CONFIG_DIR.glob("*/*.yaml") if p.parent.name not in ("presets", "sweeps", *GROUPS))
 PRESETS = sorted((CONFIG_DIR / "presets").glob("*.yaml"))
-
 
 
 def print_config(*args) -> dict:
@@ -39,13 +39,15 @@ def test_presets_stack_on_a_model_config(preset):
     assert overrides
     if "callbacks+" in overrides:  # appended to the config's own list, each entry a group file
         appended = [yaml.safe_load((preset.parent / entry).read_text())["class_path"] for entry in overrides.pop("callbacks+")]
-        assert [c["class_path"] for c in printed["trainer"]["callbacks"]][-len(appended):] == appended
+        assert [c["class_path"] for c in printed["trainer"]["callbacks"]][-len(appended) :] == appended
         assert len(printed["trainer"]["callbacks"]) == len(model_config["trainer"]["callbacks"]) + len(appended)
     if "callbacks" in overrides:  # replaces the list; entries may be group files
-        overrides["callbacks"] = [yaml.safe_load((preset.parent / entry).read_text()) if isinstance(entry, str) else entry
-                                  for entry in overrides["callbacks"]]
+        overrides["callbacks"] = [
+            yaml.safe_load((preset.parent / entry).read_text()) if isinstance(entry, str) else entry for entry in overrides["callbacks"]
+        ]
     assert {key: printed["trainer"][key] for key in overrides if key != "callbacks"} == {
-        key: value for key, value in overrides.items() if key != "callbacks"}
+        key: value for key, value in overrides.items() if key != "callbacks"
+    }
     for given, got in zip(overrides.get("callbacks", []), printed["trainer"]["callbacks"] if "callbacks" in overrides else [], strict=True):
         # a preset's callback list replaces the config's; the printed one spells out every default
         assert got["class_path"] == given["class_path"] and given.get("init_args", {}).items() <= got["init_args"].items()
@@ -71,10 +73,17 @@ def test_vae_beta_is_a_command_line_override(in_tmp_dir, beta):
 
 
 def test_overrides_and_links_reach_the_model(in_tmp_dir):
-    cli = main([
-        "-c", str(CONFIG_DIR / "blae" / "digits.yaml"),
-        "--model.init_args.binarizer.init_args.noise_rate", "0.25", "--data.init_args.image_size", "16",
-    ], run=False)
+    cli = main(
+        [
+            "-c",
+            str(CONFIG_DIR / "blae" / "digits.yaml"),
+            "--model.init_args.binarizer.init_args.noise_rate",
+            "0.25",
+            "--data.init_args.image_size",
+            "16",
+        ],
+        run=False,
+    )
     assert cli.model.binarizer.noise_rate == 0.25
     assert cli.model.hparams.image_size == 16  # linked from data, never set twice
 

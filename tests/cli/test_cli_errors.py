@@ -1,5 +1,6 @@
 """Inputs a new user gets wrong, through `train.py` and `sweep.py` as typed on the command line: each is one short
 line that names the culprit first (``did you mean`` where it applies), exit code 2, and nothing is written."""
+
 from __future__ import annotations
 
 import os
@@ -77,8 +78,12 @@ def test_ckpt_path_at_a_text_file(cli, tmp_path, subcommand):
 def test_a_checkpoint_of_another_model_class_is_refused(cli, checkpoints, tmp_path):
     code, err = cli(train.console_main, [*BLAE, "--ckpt_path", checkpoints["vae"]])
     assert code == 2  # LightningCLI alone would train a VAE from it, under the VAE's run id, and exit 0
-    assert_one_line(err, f"--ckpt_path {checkpoints['vae']!r}: it is a checkpoint of lightning_modules.GaussianVAE",
-                    "this command builds lightning_modules.BinaryLatentAutoencoder", limit=400)
+    assert_one_line(
+        err,
+        f"--ckpt_path {checkpoints['vae']!r}: it is a checkpoint of lightning_modules.GaussianVAE",
+        "this command builds lightning_modules.BinaryLatentAutoencoder",
+        limit=400,
+    )
     code, err = cli(train.console_main, ["validate", "-c", DIGITS_CONFIG, *QUICK, "--ckpt_path", checkpoints["vae"]])
     assert code == 2 and "GaussianVAE" in err
     assert_nothing_written(tmp_path)
@@ -87,21 +92,34 @@ def test_a_checkpoint_of_another_model_class_is_refused(cli, checkpoints, tmp_pa
 def test_a_checkpoint_of_another_shape_is_refused_and_its_own_shape_resumes(cli, checkpoints, tmp_path):
     code, err = cli(train.console_main, [*BLAE, "--ckpt_path", checkpoints["narrow"]])
     assert code == 2
-    assert_one_line(err, f"--ckpt_path {checkpoints['narrow']!r}: it was trained with other settings",
-                    "model.init_args.encoder.init_args.width=32 in the checkpoint, 64 in this command", limit=500)
+    assert_one_line(
+        err,
+        f"--ckpt_path {checkpoints['narrow']!r}: it was trained with other settings",
+        "model.init_args.encoder.init_args.width=32 in the checkpoint, 64 in this command",
+        limit=500,
+    )
     assert_nothing_written(tmp_path)
     code, err = cli(train.console_main, [*BLAE, *NARROW, "--trainer.logger", "false", "--ckpt_path", checkpoints["narrow"]])
     assert code == 0, err[-3000:]  # the same settings: the check lets it through
 
 
-@pytest.mark.parametrize("args, culprit, says", [
-    (["--model.init_args.latnt_penalty", "1"], "--model.init_args.latnt_penalty:",
-     ("BinaryLatentAutoencoder has no argument 'latnt_penalty'", "did you mean 'latent_penalty'?")),
-    (["--model.init_args.encoder.init_args.widht", "64"], "--model.init_args.encoder.init_args.widht:",
-     ("PatchMLPEncoder has no argument 'widht'", "did you mean 'width'?")),
-    (["--data.init_args.batchsize", "16"], "--data.init_args.batchsize:", ("did you mean 'batch_size'?",)),
-    (["--trainr.max_steps", "1"], "--trainr.max_steps: no such option", ("did you mean '--trainer.max_steps'?",)),
-])
+@pytest.mark.parametrize(
+    "args, culprit, says",
+    [
+        (
+            ["--model.init_args.latnt_penalty", "1"],
+            "--model.init_args.latnt_penalty:",
+            ("BinaryLatentAutoencoder has no argument 'latnt_penalty'", "did you mean 'latent_penalty'?"),
+        ),
+        (
+            ["--model.init_args.encoder.init_args.widht", "64"],
+            "--model.init_args.encoder.init_args.widht:",
+            ("PatchMLPEncoder has no argument 'widht'", "did you mean 'width'?"),
+        ),
+        (["--data.init_args.batchsize", "16"], "--data.init_args.batchsize:", ("did you mean 'batch_size'?",)),
+        (["--trainr.max_steps", "1"], "--trainr.max_steps: no such option", ("did you mean '--trainer.max_steps'?",)),
+    ],
+)
 def test_a_typo_in_a_config_key_is_one_line_with_a_suggestion(cli, tmp_path, args, culprit, says):
     code, err = cli(train.console_main, [*BLAE, *args])
     assert code == 2
@@ -109,13 +127,19 @@ def test_a_typo_in_a_config_key_is_one_line_with_a_suggestion(cli, tmp_path, arg
     assert_nothing_written(tmp_path)
 
 
-@pytest.mark.parametrize("args, culprit, says", [
-    (["fit", "-c", DIGITS_CONFIG, "--model", "lightning_modules.BinaryLatentAutoencodr"],
-     "--model: lightning_modules.BinaryLatentAutoencodr does not exist", ("did you mean 'BinaryLatentAutoencoder'?",)),
-    (["-c", DIGITS_CONFIG, "fit"], f"-c {DIGITS_CONFIG} comes before the subcommand", (f"`train.py fit -c {DIGITS_CONFIG} ...`",)),
-    (["fit"], "fit.data, fit.model required", ("train.py fit -c configs/blae/digits.yaml",)),
-    ([*BLAE, "--ckpt_path", "best"], "--ckpt_path best only means something to a Trainer that has fitted already", ()),
-])
+@pytest.mark.parametrize(
+    "args, culprit, says",
+    [
+        (
+            ["fit", "-c", DIGITS_CONFIG, "--model", "lightning_modules.BinaryLatentAutoencodr"],
+            "--model: lightning_modules.BinaryLatentAutoencodr does not exist",
+            ("did you mean 'BinaryLatentAutoencoder'?",),
+        ),
+        (["-c", DIGITS_CONFIG, "fit"], f"-c {DIGITS_CONFIG} comes before the subcommand", (f"`train.py fit -c {DIGITS_CONFIG} ...`",)),
+        (["fit"], "fit.data, fit.model required", ("train.py fit -c configs/blae/digits.yaml",)),
+        ([*BLAE, "--ckpt_path", "best"], "--ckpt_path best only means something to a Trainer that has fitted already", ()),
+    ],
+)
 def test_other_first_day_mistakes(cli, tmp_path, args, culprit, says):
     code, err = cli(train.console_main, args)
     assert code == 2
@@ -128,15 +152,20 @@ def test_a_typo_inside_a_config_file_names_the_file_and_the_key(cli, tmp_path):
     config.write_text("model:\n  init_args:\n    latent_penalty: 0.0\n    straight_through_from_stp: 100\n")
     code, err = cli(train.console_main, [*BLAE, "-c", str(config)])
     assert code == 2
-    assert_one_line(err, f"{config}: model.init_args.straight_through_from_stp",
-                    "did you mean 'straight_through_from_step'?")
+    assert_one_line(err, f"{config}: model.init_args.straight_through_from_stp", "did you mean 'straight_through_from_step'?")
 
 
-@pytest.mark.parametrize("args, culprit, says", [
-    (["--data.init_args.batch_size", "0"], "--data datamodules.HFImageDataModule: batch_size must be >= 1, got 0", ()),
-    (["--model.init_args.decoder.init_args.latent_channels", "5"], "--model lightning_modules.BinaryLatentAutoencoder:",
-     ("encoder latent_channels=6 != decoder latent_channels=5",)),
-])
+@pytest.mark.parametrize(
+    "args, culprit, says",
+    [
+        (["--data.init_args.batch_size", "0"], "--data datamodules.HFImageDataModule: batch_size must be >= 1, got 0", ()),
+        (
+            ["--model.init_args.decoder.init_args.latent_channels", "5"],
+            "--model lightning_modules.BinaryLatentAutoencoder:",
+            ("encoder latent_channels=6 != decoder latent_channels=5",),
+        ),
+    ],
+)
 def test_an_error_in_an_init_is_the_class_then_its_message(cli, tmp_path, args, culprit, says):
     code, err = cli(train.console_main, [*BLAE, *args])
     assert code == 2
@@ -145,12 +174,23 @@ def test_an_error_in_an_init_is_the_class_then_its_message(cli, tmp_path, args, 
 
 
 def test_gamma_larger_than_the_grid_is_refused(cli, checkpoints, tmp_path):
-    code, err = cli(train.console_main, ["fit", "-c", ARVM_CONFIG, *QUICK, "--data.init_args.autoencoder", checkpoints["blae"],
-                                         "--data.init_args.token_cache_dir", str(tmp_path / "tokens"),
-                                         "--model.init_args.gamma", "50"])
+    code, err = cli(
+        train.console_main,
+        [
+            "fit",
+            "-c",
+            ARVM_CONFIG,
+            *QUICK,
+            "--data.init_args.autoencoder",
+            checkpoints["blae"],
+            "--data.init_args.token_cache_dir",
+            str(tmp_path / "tokens"),
+            "--model.init_args.gamma",
+            "50",
+        ],
+    )
     assert code == 2
-    assert_one_line(err, "--model lightning_modules.GammaARVM: gamma=50 is larger than the 8x8 token grid",
-                    "use gamma=global")
+    assert_one_line(err, "--model lightning_modules.GammaARVM: gamma=50 is larger than the 8x8 token grid", "use gamma=global")
     assert_nothing_written(tmp_path)
 
 
@@ -172,12 +212,15 @@ def sweep_args(tmp_path: Path, *extra: str) -> list[str]:
     return ["-c", SWEEP_CONFIG, "--out_dir", str(tmp_path / "sweep"), *extra]
 
 
-@pytest.mark.parametrize("extra, says", [
-    (["--gammas", "[]"], "--gammas is empty"),
-    (["--gammas", "[1, 1]"], "--gammas lists γ=1 twice"),
-    (["--gammas", "[2, global, none]"], "--gammas lists γ=global twice"),
-    (["--gammas", "[0]"], "gamma must be an int >= 1"),
-])
+@pytest.mark.parametrize(
+    "extra, says",
+    [
+        (["--gammas", "[]"], "--gammas is empty"),
+        (["--gammas", "[1, 1]"], "--gammas lists γ=1 twice"),
+        (["--gammas", "[2, global, none]"], "--gammas lists γ=global twice"),
+        (["--gammas", "[0]"], "gamma must be an int >= 1"),
+    ],
+)
 def test_sweep_gammas_that_cannot_mean_what_they_say(cli, tmp_path, extra, says):
     code, err = cli(sweep.console_main, sweep_args(tmp_path, *extra))
     assert code == 2
@@ -199,8 +242,11 @@ def test_max_train_samples_larger_than_the_dataset_says_so():
     from datamodules import HFImageDataModule
 
     datamodule = HFImageDataModule(max_train_samples=5000)
-    with pytest.warns(UserWarning, match=r"max_train_samples=5000 but split 'train' of sklearn-digits has 1617 training"
-                                         r" images .*: training on all 1617"):
+    with pytest.warns(
+        UserWarning,
+        match=r"max_train_samples=5000 but split 'train' of sklearn-digits has 1617 training"
+        r" images .*: training on all 1617",
+    ):
         datamodule.prepare_data()
     datamodule.setup("fit")
     assert len(datamodule.dataset("train")) == 1617

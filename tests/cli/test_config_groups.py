@@ -1,5 +1,6 @@
 """configs/ as groups: experiment configs reference data/, model/ and callbacks/ files by path, each
 value has one source, and the networks' image channels follow the data."""
+
 import contextlib
 import io
 import re
@@ -77,8 +78,16 @@ def test_channels_follow_the_data(tmp_path, in_tmp_dir):
 def test_a_second_source_for_the_channels_is_refused():
     err = io.StringIO()
     with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exit_info:
-        main(["fit", "-c", str(CONFIG_DIR / "blae" / "digits.yaml"), "--model.init_args.encoder.init_args.image_channels", "3",
-              "--print_config"])
+        main(
+            [
+                "fit",
+                "-c",
+                str(CONFIG_DIR / "blae" / "digits.yaml"),
+                "--model.init_args.encoder.init_args.image_channels",
+                "3",
+                "--print_config",
+            ]
+        )
     assert exit_info.value.code == 2 and "image_channels" in err.getvalue()
 
 

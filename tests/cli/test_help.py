@@ -1,4 +1,5 @@
 """`train.py fit --help` leads with the project's own options; `--model.help CLASS` lists a model's arguments."""
+
 import contextlib
 import io
 import re
@@ -33,6 +34,5 @@ def test_model_help_lists_the_class_arguments():
 def test_the_project_text_comes_from_train_py_and_runtime_names_no_class_of_the_project():
     """runtime/ is plumbing (docs/design.md): the classes named in the help text and the links live in train.py."""
     runtime = Path(__file__).resolve().parents[2] / "runtime"
-    named = {path.name: re.findall(r"\b(?:lightning_modules|datamodules|networks)\.\w+", path.read_text())
-             for path in runtime.glob("*.py")}
+    named = {path.name: re.findall(r"\b(?:lightning_modules|datamodules|networks)\.\w+", path.read_text()) for path in runtime.glob("*.py")}
     assert not {name: found for name, found in named.items() if found}

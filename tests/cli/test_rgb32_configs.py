@@ -1,5 +1,6 @@
 """The rgb32 configs take other 32×32 sources unchanged: a CIFAR-shaped parquet (img/label), a parquet whose
 image column has another name, and a folder of image files of other sizes."""
+
 from __future__ import annotations
 
 import io
@@ -61,9 +62,11 @@ def image_folder(root: Path) -> Path:
     return folder
 
 
-SOURCES = {"cifar-shaped parquet": (cifar_shaped_parquet, "img", {"train": 36, "val": 4, "test": 10}),
-           "renamed image column": (renamed_column_parquet, "picture", {"train": 27, "val": 3}),
-           "image folder": (image_folder, "image", {"train": 23, "val": 2})}
+SOURCES = {
+    "cifar-shaped parquet": (cifar_shaped_parquet, "img", {"train": 36, "val": 4, "test": 10}),
+    "renamed image column": (renamed_column_parquet, "picture", {"train": 27, "val": 3}),
+    "image folder": (image_folder, "image", {"train": 23, "val": 2}),
+}
 
 
 @pytest.mark.parametrize("source", SOURCES)

@@ -1,4 +1,5 @@
 """Where a train.py run writes, and what its console says: real W&B offline runs, read back with W&B's reader."""
+
 import pytest
 
 from tests.helpers import DEBUG_PRESET, DIGITS_CONFIG, run_train, wandb_runs, wandb_summary
@@ -9,8 +10,10 @@ NOISE = ("litlogger", "litmodels", "anonymous", "git root", "Find logs at", "\r"
 @pytest.mark.slow
 def test_default_root_dir_holds_run_folder_and_wandb_files_and_the_console_is_quiet(tmp_path):
     cwd, root = tmp_path / "cwd", tmp_path / "elsewhere" / "root"
-    proc = run_train(["fit", "-c", DIGITS_CONFIG, "-c", DEBUG_PRESET, "--trainer.enable_progress_bar", "true",
-                      "--trainer.default_root_dir", str(root)], cwd)
+    proc = run_train(
+        ["fit", "-c", DIGITS_CONFIG, "-c", DEBUG_PRESET, "--trainer.enable_progress_bar", "true", "--trainer.default_root_dir", str(root)],
+        cwd,
+    )
     assert not (cwd / "outputs").exists() and not (cwd / "wandb").exists()
     runs = wandb_runs(root)
     assert len(runs) == 1 and runs[0].parent == root / "wandb", runs

@@ -1,4 +1,5 @@
 """Both γ-ARVMs through train.py as a user runs them: fit / validate, then predict writes samples."""
+
 import json
 import math
 from pathlib import Path
@@ -22,8 +23,16 @@ def blae_checkpoint(tmp_path_factory) -> str:
 
 
 def token_args(checkpoint: str, folder: Path) -> list[str]:
-    return ["--data.init_args.autoencoder", checkpoint, "--data.init_args.token_cache_dir", str(folder / "tokens"),
-            "--data.init_args.num_samples", "12", "--trainer.default_root_dir", str(folder)]
+    return [
+        "--data.init_args.autoencoder",
+        checkpoint,
+        "--data.init_args.token_cache_dir",
+        str(folder / "tokens"),
+        "--data.init_args.num_samples",
+        "12",
+        "--trainer.default_root_dir",
+        str(folder),
+    ]
 
 
 def read_samples(folder: Path) -> dict:
@@ -46,8 +55,17 @@ def test_neural_fit_then_predict_writes_samples(blae_checkpoint, tmp_path, monke
 def test_kernel_validate_reports_nll_and_memorization(blae_checkpoint, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     results = tmp_path / "results.json"
-    args = ["-c", KERNEL, *QUICK, *token_args(blae_checkpoint, tmp_path), "--model.init_args.gamma", "global",
-            "--trainer.callbacks+=callbacks.run.results_file.ResultsFile", "--trainer.callbacks.init_args.path", str(results)]
+    args = [
+        "-c",
+        KERNEL,
+        *QUICK,
+        *token_args(blae_checkpoint, tmp_path),
+        "--model.init_args.gamma",
+        "global",
+        "--trainer.callbacks+=callbacks.run.results_file.ResultsFile",
+        "--trainer.callbacks.init_args.path",
+        str(results),
+    ]
     main(["validate", *args])
     metrics = json.loads(results.read_text())["metrics"]
     assert metrics["val/nll_bits"] > 0
@@ -73,4 +91,14 @@ def test_checkpoint_that_does_not_fit_the_data_is_rejected(blae_checkpoint, tmp_
 def test_missing_autoencoder_checkpoint_is_named(blae_checkpoint, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match="autoencoder"):
-        main(["validate", "-c", NEURAL, *QUICK, *token_args(blae_checkpoint, tmp_path), "--data.init_args.autoencoder", str(tmp_path / "missing.ckpt")])
+        main(
+            [
+                "validate",
+                "-c",
+                NEURAL,
+                *QUICK,
+                *token_args(blae_checkpoint, tmp_path),
+                "--data.init_args.autoencoder",
+                str(tmp_path / "missing.ckpt"),
+            ]
+        )

@@ -1,6 +1,7 @@
 """Tiny image sources written by the tests themselves, and the checks the data module tests share.
 Nothing downloads: the Hub is switched off and the ``datasets`` cache points into ``tmp_path``.
 """
+
 from __future__ import annotations
 
 import io
@@ -35,6 +36,7 @@ def png_bytes(image: PILImage.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
 
 MIXED_IMAGES = [("L", 10, 12), ("RGB", 16, 9), ("RGBA", 7, 7), ("P", 12, 20)] * 3
 """12 images of mixed modes and sizes (none square at the test size), as in a messy real folder."""

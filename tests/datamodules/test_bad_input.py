@@ -1,4 +1,5 @@
 """Bad input to the image data module: one line naming the path, column, split or argument."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """The embedded 32×32 RGB source: deterministic, the right shape, and a held-out split that shares no pixels with training."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -68,6 +69,7 @@ def test_held_out_tiles_share_no_pixels_with_training_tiles(crops):
 
 def test_no_held_out_tile_is_a_near_copy_of_a_training_tile_and_smooth_tiles_would_be(crops):
     """The memorization floor of this source: held-out tiles vs their nearest training tile, in PSNR."""
+
     def nearest_psnr(queries, references):
         q = np.stack([np.asarray(i) for i in queries]).reshape(len(queries), -1).astype(np.float64) / 255
         r = np.stack([np.asarray(i) for i in references]).reshape(len(references), -1).astype(np.float64) / 255

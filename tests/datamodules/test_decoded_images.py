@@ -1,4 +1,5 @@
 """In-memory serving: splits decoded once (per machine on disk), the same batches as the lazy path, caches that fail."""
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,9 @@ def all_batches(loader, seed: int = 0) -> list[dict]:
 
 @pytest.mark.parametrize("source", ["digits", "folder"])
 def test_in_memory_batches_equal_the_lazy_batches(tmp_path, source):
-    path, kwargs = ("sklearn-digits", {}) if source == "digits" else (write_image_folder(tmp_path / "images"), {"image_size": 6, "channels": 3})
+    path, kwargs = (
+        ("sklearn-digits", {}) if source == "digits" else (write_image_folder(tmp_path / "images"), {"image_size": 6, "channels": 3})
+    )
     lazy = ready(path, in_memory=False, val_fraction=0.25, batch_size=4, **kwargs)
     memory = ready(path, in_memory=True, val_fraction=0.25, batch_size=4, **kwargs)
     assert isinstance(lazy.train_dataloader().dataset, IndexedSplit)
@@ -206,11 +209,20 @@ def test_ddp_ranks_get_disjoint_shards_of_the_decoded_splits(tmp_path):
     from lightning.pytorch import Trainer
 
     folder = write_image_folder(tmp_path / "images", MIXED_IMAGES * 4)  # 48 images: 32 train, 16 val
-    datamodule = HFImageDataModule(path=str(folder), cache_dir=str(tmp_path / "cache"), image_size=6, channels=3,
-                                   batch_size=8, val_fraction=1 / 3)
+    datamodule = HFImageDataModule(
+        path=str(folder), cache_dir=str(tmp_path / "cache"), image_size=6, channels=3, batch_size=8, val_fraction=1 / 3
+    )
     trainer = Trainer(
-        accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, num_sanity_val_steps=0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        max_epochs=1,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
     )
     trainer.fit(RecordRows(str(tmp_path)), datamodule=datamodule)
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]

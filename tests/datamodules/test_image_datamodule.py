@@ -1,4 +1,5 @@
 """HFImageDataModule: seeded splits, the global batch, loaders under Lightning and DDP samplers."""
+
 from __future__ import annotations
 
 import pickle
@@ -83,8 +84,15 @@ def test_lightning_trainer_runs_on_the_datamodule(tmp_path):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
     trainer = Trainer(
-        accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         default_root_dir=tmp_path,
     )
     trainer.fit(MeanImage(), datamodule=HFImageDataModule(batch_size=16))

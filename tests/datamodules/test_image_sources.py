@@ -1,4 +1,5 @@
 """Every image source kind (digits, image folders, parquet, arrow, save_to_disk) and how splits are named."""
+
 from __future__ import annotations
 
 
@@ -12,7 +13,15 @@ from PIL import Image as PILImage
 
 import datamodules.image_sources as image_sources
 from datamodules.bundled_images import digits_to_uint8
-from tests.datamodules.images import MIXED_IMAGES, assert_batch_contract, hf_image_dataset, image_structs, random_image, ready, write_image_folder
+from tests.datamodules.images import (
+    MIXED_IMAGES,
+    assert_batch_contract,
+    hf_image_dataset,
+    image_structs,
+    random_image,
+    ready,
+    write_image_folder,
+)
 from tests.datamodules.images import private_offline_hf_cache  # noqa: F401  (autouse: every test reads a private offline cache)
 
 

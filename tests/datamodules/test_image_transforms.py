@@ -1,4 +1,5 @@
 """The pixel pipeline: alpha on white, 16-bit scaling, resize and crop, the [-1, 1] range, undecodable files."""
+
 from __future__ import annotations
 
 import pickle

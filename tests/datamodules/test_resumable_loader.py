@@ -1,5 +1,6 @@
 """The training data order resumes mid-epoch: a loader rebuilt from a state continues with exactly the batches the
 original would have served next, on any number of ranks, without touching the global random stream."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,8 +23,9 @@ class Rows(torch.utils.data.Dataset):
 
 def loader(size: int = 40, batch_size: int = 4, world: int = 1, rank: int = 0, seed: int = 7, **kwargs) -> ResumableLoader:
     dataset = Rows(size)
-    return ResumableLoader(dataset, batch_size=batch_size, drop_last=True,
-                           sampler=EpochShuffle(dataset, num_replicas=world, rank=rank, seed=seed), **kwargs)
+    return ResumableLoader(
+        dataset, batch_size=batch_size, drop_last=True, sampler=EpochShuffle(dataset, num_replicas=world, rank=rank, seed=seed), **kwargs
+    )
 
 
 def batches(data: ResumableLoader, epoch: int) -> list[list[int]]:

@@ -55,8 +55,14 @@ def private_offline_hf_cache(offline_hf_cache):
 
 def quiet_trainer(root: Path, **kwargs) -> Trainer:
     return Trainer(
-        accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=root, **kwargs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+        **kwargs,
     )
 
 
@@ -108,8 +114,10 @@ def edited(checkpoint: dict, **hparams) -> dict:
 
 def perturbed(checkpoint: dict) -> dict:
     generator = torch.Generator().manual_seed(1)
-    state = {key: value + 0.5 * torch.randn(value.shape, generator=generator) if value.is_floating_point() else value
-             for key, value in checkpoint["state_dict"].items()}
+    state = {
+        key: value + 0.5 * torch.randn(value.shape, generator=generator) if value.is_floating_point() else value
+        for key, value in checkpoint["state_dict"].items()
+    }
     return {**checkpoint, "state_dict": state}
 
 
@@ -173,8 +181,9 @@ def test_tokens_are_the_blae_tokens_of_the_same_rows(trained, blae_ckpt, tmp_pat
 
 
 def test_loaders_serve_long_token_grids_with_their_row_index(blae_ckpt, tmp_path):
-    datamodule = LatentTokenDataModule(autoencoder=str(blae_ckpt), token_cache_dir=str(tmp_path / "tokens"),
-                                       batch_size=64, test_fraction=0.1, num_samples=10)
+    datamodule = LatentTokenDataModule(
+        autoencoder=str(blae_ckpt), token_cache_dir=str(tmp_path / "tokens"), batch_size=64, test_fraction=0.1, num_samples=10
+    )
     datamodule.prepare_data()
     datamodule.trainer = SimpleNamespace(world_size=2)  # what setup reads from a real Trainer
     datamodule.setup("fit")
@@ -348,8 +357,11 @@ def test_missing_checkpoint_is_named(tmp_path):
 
 
 def arvm_like_checkpoint(trained) -> dict:
-    return {**trained.checkpoint, "state_dict": {"transformer.weight": torch.zeros(2)},
-            "hyper_parameters": {"_class_path": "lightning_modules.GammaARVM", "autoencoder": "blae.ckpt", "gamma": 2}}
+    return {
+        **trained.checkpoint,
+        "state_dict": {"transformer.weight": torch.zeros(2)},
+        "hyper_parameters": {"_class_path": "lightning_modules.GammaARVM", "autoencoder": "blae.ckpt", "gamma": 2},
+    }
 
 
 @pytest.mark.parametrize(

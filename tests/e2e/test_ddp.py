@@ -1,4 +1,5 @@
 """Real multi-process DDP on CPU (gloo, 2 processes) through train.py, as a user runs it."""
+
 import json
 
 import numpy as np
@@ -14,7 +15,8 @@ def test_ddp_fit_one_run_distinct_rank_noise_and_validation_equal_to_one_process
     noise_dir = in_tmp_dir / "rank_noise"
     fit = run_train(
         ["fit", "-c", DIGITS_CONFIG, "-c", DEBUG_PRESET, *DDP_ARGS, "--trainer.callbacks+=tests.helpers.RecordRankNoise"],
-        in_tmp_dir, RANK_NOISE_DIR=str(noise_dir),
+        in_tmp_dir,
+        RANK_NOISE_DIR=str(noise_dir),
     )
     assert "sync_dist=True" not in fit.stderr, "epoch-level values of a 2-device run are logged as synced"
     runs = wandb_runs(in_tmp_dir / "outputs")
@@ -49,8 +51,16 @@ def test_token_models_under_ddp_sample_the_same_as_one_process(in_tmp_dir):
     """Sample i is drawn with seed base + i on whichever rank gets it: 2 ranks = 1 process, no duplicates."""
     run_train(["fit", "-c", DIGITS_CONFIG, *NO_LOGGER, "--trainer.default_root_dir", str(in_tmp_dir / "blae")], in_tmp_dir)
     checkpoint = str(next((in_tmp_dir / "blae").rglob("last.ckpt")))
-    tokens = ["--data.init_args.autoencoder", checkpoint, "--data.init_args.token_cache_dir", str(in_tmp_dir / "tokens"),
-              "--data.init_args.num_samples", "10", "--model.init_args.gamma", "2"]
+    tokens = [
+        "--data.init_args.autoencoder",
+        checkpoint,
+        "--data.init_args.token_cache_dir",
+        str(in_tmp_dir / "tokens"),
+        "--data.init_args.num_samples",
+        "10",
+        "--model.init_args.gamma",
+        "2",
+    ]
     for name, extra in (("one", []), ("two", DDP_ARGS)):
         run_train(["predict", "-c", KERNEL, *NO_LOGGER, *tokens, *extra, "--trainer.default_root_dir", str(in_tmp_dir / name)], in_tmp_dir)
     one, two = samples_of(in_tmp_dir / "one"), samples_of(in_tmp_dir / "two")

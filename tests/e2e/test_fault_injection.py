@@ -14,6 +14,7 @@ end of the pytest output (tests/fault_report.py).
   another checkpoint, and bad inputs through the command line: one line `error: ...`, exit code 1 (fault)
   or 2 (input), nothing half-written, last good checkpoint kept.
 """
+
 from __future__ import annotations
 
 import errno
@@ -47,9 +48,17 @@ DDP_ARGS = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer
 
 def inject(fault: str, step: int = 0, rank: int = 0) -> list[str]:
     """FaultInjector as the last callback (its init_args follow it)."""
-    return ["--trainer.callbacks+=tests.helpers.FaultInjector", "--trainer.callbacks.init_args.marker_dir", "markers",
-            "--trainer.callbacks.init_args.fault", fault, "--trainer.callbacks.init_args.step", str(step),
-            "--trainer.callbacks.init_args.rank", str(rank)]
+    return [
+        "--trainer.callbacks+=tests.helpers.FaultInjector",
+        "--trainer.callbacks.init_args.marker_dir",
+        "markers",
+        "--trainer.callbacks.init_args.fault",
+        fault,
+        "--trainer.callbacks.init_args.step",
+        str(step),
+        "--trainer.callbacks.init_args.rank",
+        str(rank),
+    ]
 
 
 def results_file(path: str = "results.json") -> list[str]:
@@ -72,16 +81,34 @@ def error_lines(err: str) -> list[str]:
 
 
 RESUME_ARGS = [
-    "fit", "-c", DIGITS_CONFIG, "-c", DEBUG_PRESET, *QUIET, "--trainer.max_steps", "-1", "--trainer.max_epochs", "4",
-    "--trainer.limit_train_batches", "3", "--trainer.check_val_every_n_epoch", "2", *results_file(),
+    "fit",
+    "-c",
+    DIGITS_CONFIG,
+    "-c",
+    DEBUG_PRESET,
+    *QUIET,
+    "--trainer.max_steps",
+    "-1",
+    "--trainer.max_epochs",
+    "4",
+    "--trainer.limit_train_batches",
+    "3",
+    "--trainer.check_val_every_n_epoch",
+    "2",
+    *results_file(),
 ]
 """4 epochs x 3 steps, validation after epochs 1 and 3 (so last.ckpt at epochs 0 and 2 comes from ResumableRun)."""
 
 
 def test_sigkill_mid_epoch_and_during_a_save_then_resume_is_exact(tmp_path, fault):
     unreachable = fault.tried("W&B server unreachable (API key set, WANDB_BASE_URL=http://127.0.0.1:9)")
-    reference = Run([*RESUME_ARGS, *inject("none")], tmp_path / "uninterrupted", drop_env=("WANDB_MODE",),
-                    WANDB_API_KEY="x" * 40, WANDB_BASE_URL="http://127.0.0.1:9")
+    reference = Run(
+        [*RESUME_ARGS, *inject("none")],
+        tmp_path / "uninterrupted",
+        drop_env=("WANDB_MODE",),
+        WANDB_API_KEY="x" * 40,
+        WANDB_BASE_URL="http://127.0.0.1:9",
+    )
     killed_mid_epoch = fault.tried("SIGKILL mid-epoch (epoch 2, step 7)")
     first = Run([*RESUME_ARGS, *inject("hang", step=7)], tmp_path / "killed")
     first.wait_for_marker("hang-rank0")
@@ -108,8 +135,7 @@ def test_sigkill_mid_epoch_and_during_a_save_then_resume_is_exact(tmp_path, faul
     partials = list(checkpoints.glob(f"{PARTIAL_PREFIX}*"))
     assert len(partials) == 1 and partials[0].stat().st_size > 0  # the write really was half-way
     assert file_sha256(last) == before and load(last)["global_step"] == 6
-    fault.survived("last.ckpt untouched (same sha256), the half-written temporary is ignored and removed later",
-                   record=killed_in_save)
+    fault.survived("last.ckpt untouched (same sha256), the half-written temporary is ignored and removed later", record=killed_in_save)
 
     # resume by path, without naming the run: the run id comes from the checkpoint
     third = Run([*RESUME_ARGS, *inject("none"), "--ckpt_path", str(last.resolve())], first.cwd)
@@ -126,8 +152,10 @@ def test_sigkill_mid_epoch_and_during_a_save_then_resume_is_exact(tmp_path, faul
     summary = wandb_summary(runs[-1])
     assert summary["run_id"] == run_id
     assert summary["summary"]["val/psnr"] == pytest.approx(expected["metrics"]["val/psnr"], rel=1e-6)
-    fault.survived(f"resumed run {run_id} (same W&B run id) from the epoch-1 last.ckpt: final val/ metrics "
-                   "identical to the uninterrupted run", record=killed_mid_epoch)
+    fault.survived(
+        f"resumed run {run_id} (same W&B run id) from the epoch-1 last.ckpt: final val/ metrics identical to the uninterrupted run",
+        record=killed_mid_epoch,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -138,17 +166,41 @@ def blae_checkpoint(tmp_path_factory) -> Path:
 
 
 def arvm_args(checkpoint: Path, tmp_path: Path) -> list[str]:
-    return ["-c", ARVM_CONFIG, "-c", DEBUG_PRESET, *QUIET, "--data.init_args.autoencoder", str(checkpoint),
-            "--data.init_args.token_cache_dir", str(tmp_path / "tokens"), "--model.init_args.gamma", "2"]
+    return [
+        "-c",
+        ARVM_CONFIG,
+        "-c",
+        DEBUG_PRESET,
+        *QUIET,
+        "--data.init_args.autoencoder",
+        str(checkpoint),
+        "--data.init_args.token_cache_dir",
+        str(tmp_path / "tokens"),
+        "--model.init_args.gamma",
+        "2",
+    ]
 
 
 @pytest.mark.parametrize("model", ["vae", "gamma_arvm"])
 def test_crash_mid_epoch_then_resume_is_exact(model, blae_checkpoint, tmp_path, monkeypatch, fault):
     monkeypatch.chdir(tmp_path)
-    base = {"vae": ["-c", VAE_CONFIG, "-c", DEBUG_PRESET, *QUIET],
-            "gamma_arvm": [*arvm_args(blae_checkpoint, tmp_path), "--model.init_args.dropout", "0.1"]}[model]
-    args = ["fit", *base, *NO_WANDB, "--trainer.max_steps", "-1", "--trainer.max_epochs", "3",
-            "--trainer.limit_train_batches", "3", "--trainer.check_val_every_n_epoch", "1"]
+    base = {
+        "vae": ["-c", VAE_CONFIG, "-c", DEBUG_PRESET, *QUIET],
+        "gamma_arvm": [*arvm_args(blae_checkpoint, tmp_path), "--model.init_args.dropout", "0.1"],
+    }[model]
+    args = [
+        "fit",
+        *base,
+        *NO_WANDB,
+        "--trainer.max_steps",
+        "-1",
+        "--trainer.max_epochs",
+        "3",
+        "--trainer.limit_train_batches",
+        "3",
+        "--trainer.check_val_every_n_epoch",
+        "1",
+    ]
     expected = train.main([*args, "--trainer.default_root_dir", "uninterrupted"]).trainer.callback_metrics
     record = fault.tried(f"crash (exception) mid-epoch in {model} (epoch 1, step 5)")
     with pytest.raises(InjectedFault):
@@ -164,8 +216,7 @@ def test_crash_mid_epoch_then_resume_is_exact(model, blae_checkpoint, tmp_path, 
 
 def test_ddp_rank_failure_ends_the_whole_job_with_its_error(tmp_path, fault):
     fault.tried("DDP: rank 1 raises at step 2 (2 CPU processes)")
-    run = Run(["fit", "-c", DIGITS_CONFIG, "-c", DEBUG_PRESET, *QUIET, *NO_WANDB, *DDP_ARGS, *inject("raise", step=2, rank=1)],
-              tmp_path)
+    run = Run(["fit", "-c", DIGITS_CONFIG, "-c", DEBUG_PRESET, *QUIET, *NO_WANDB, *DDP_ARGS, *inject("raise", step=2, rank=1)], tmp_path)
     code = run.wait(timeout=240)
     assert code != 0
     assert "injected fault on rank 1 at global step 2" in run.stderr
@@ -185,8 +236,7 @@ def process_gone(pid: int) -> bool:
 
 def test_ddp_rank_zero_killed_stops_the_other_ranks(tmp_path, fault):
     fault.tried("DDP: rank 0 SIGKILLed (OOM killer) while rank 1 is busy")
-    run = Run(["fit", "-c", DIGITS_CONFIG, "-c", DEBUG_PRESET, *QUIET, *NO_WANDB, *DDP_ARGS, *inject("hang", step=2, rank=1)],
-              tmp_path)
+    run = Run(["fit", "-c", DIGITS_CONFIG, "-c", DEBUG_PRESET, *QUIET, *NO_WANDB, *DDP_ARGS, *inject("hang", step=2, rank=1)], tmp_path)
     run.wait_for_marker("hang-rank1")  # rank 1 sleeps outside any collective: only the watchdog can end it
     rank1 = int((tmp_path / "markers" / "hang-rank1").read_text())
     run.sigkill()
@@ -202,8 +252,24 @@ def test_ddp_rank_zero_killed_stops_the_other_ranks(tmp_path, fault):
 
 def test_ddp_validation_set_smaller_than_the_world_size(tmp_path, fault):
     fault.tried("DDP: 1 validation image for 2 ranks")
-    run = Run(["fit", "-c", DIGITS_CONFIG, "-c", DEBUG_PRESET, *QUIET, *NO_WANDB, *DDP_ARGS, *results_file(),
-               "--data.init_args.val_fraction", "0.0005", "--trainer.limit_val_batches", "1.0"], tmp_path)
+    run = Run(
+        [
+            "fit",
+            "-c",
+            DIGITS_CONFIG,
+            "-c",
+            DEBUG_PRESET,
+            *QUIET,
+            *NO_WANDB,
+            *DDP_ARGS,
+            *results_file(),
+            "--data.init_args.val_fraction",
+            "0.0005",
+            "--trainer.limit_val_batches",
+            "1.0",
+        ],
+        tmp_path,
+    )
     assert run.wait() == 0, run.stderr[-4000:]
     metrics = json.loads((tmp_path / "results.json").read_text())["metrics"]
     assert 0 < metrics["val/psnr"] < 100
@@ -215,8 +281,16 @@ def test_ddp_validation_set_smaller_than_the_world_size(tmp_path, fault):
 # ------------------------------------------------------------------------------------ faults inside a run
 
 
-LONGER = ["--trainer.max_steps", "-1", "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3",
-          "--trainer.check_val_every_n_epoch", "1"]
+LONGER = [
+    "--trainer.max_steps",
+    "-1",
+    "--trainer.max_epochs",
+    "2",
+    "--trainer.limit_train_batches",
+    "3",
+    "--trainer.check_val_every_n_epoch",
+    "1",
+]
 
 
 @pytest.fixture
@@ -268,8 +342,9 @@ def test_token_cache_from_another_checkpoint_is_rebuilt(cli, blae_checkpoint, tm
     other = tmp_path / "other" / "checkpoints" / "last.ckpt"
     other.parent.mkdir(parents=True)
     checkpoint = torch.load(blae_checkpoint, weights_only=False)
-    checkpoint["state_dict"] = {k: v + 0.3 * torch.randn_like(v) if v.is_floating_point() else v
-                                for k, v in checkpoint["state_dict"].items()}
+    checkpoint["state_dict"] = {
+        k: v + 0.3 * torch.randn_like(v) if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()
+    }
     torch.save(checkpoint, other)
     other_sha = file_sha256(other)
     stale = cache.with_name(cache.name.replace(file_sha256(blae_checkpoint)[:16], other_sha[:16]))
@@ -333,19 +408,31 @@ BAD_INPUTS = {
     # name: (arguments (after the fixtures fill in PATHS), exit code, what the one line must say)
     "γ-ARVM with --model.init_args.gamma 0": (["ARVM", "--model.init_args.gamma", "0"], 2, "gamma must be an int >= 1"),
     "γ-ARVM with --model.init_args.gamma -3": (["ARVM", "--model.init_args.gamma", "-3"], 2, "gamma must be an int >= 1"),
-    "γ-ARVM on a checkpoint of the wrong kind (VAE)": (["ARVM", "--data.init_args.autoencoder", "WRONG_KIND"], 2,
-                                                      "is not a BL-AE checkpoint: it is a checkpoint of lightning_modules.GaussianVAE"),
-    "γ-ARVM on a BL-AE of the wrong shape (8 px for 16 px data)": (["ARVM", "--data.init_args.image_size", "16"], 2,
-                                                                  "was trained on image_size=8"),
+    "γ-ARVM on a checkpoint of the wrong kind (VAE)": (
+        ["ARVM", "--data.init_args.autoencoder", "WRONG_KIND"],
+        2,
+        "is not a BL-AE checkpoint: it is a checkpoint of lightning_modules.GaussianVAE",
+    ),
+    "γ-ARVM on a BL-AE of the wrong shape (8 px for 16 px data)": (
+        ["ARVM", "--data.init_args.image_size", "16"],
+        2,
+        "was trained on image_size=8",
+    ),
     "γ-ARVM on a missing checkpoint": (["ARVM", "--data.init_args.autoencoder", "missing.ckpt"], 2, "does not exist"),
     "--ckpt_path naming no file": ([*BLAE, "--ckpt_path", "missing.ckpt"], 2, "--ckpt_path 'missing.ckpt' does not exist"),
     "--ckpt_path last with no unfinished run": ([*BLAE, "--ckpt_path", "last"], 2, "--ckpt_path last: no unfinished run of"),
     "config key that does not exist": ([*BLAE, "--model.init_args.no_such_key", "1"], 2, "no_such_key"),
     "Hub id not cached with HF_HUB_OFFLINE=1": ([*BLAE, "--data.init_args.path", "someone/not-cached"], 2, "HF_HUB_OFFLINE=1"),
-    "empty split after dropping undecodable images": ([*BLAE, "--data.init_args.path", "BROKEN_FOLDER", "--data.init_args.skip_corrupt",
-                                                        "true", "--data.init_args.image_size", "8"], 2, "empty after dropping undecodable"),
-    "images outside [-1, 1] (a data module serving 0..255)": ([*BLAE, *NO_WANDB, "--data", "tests.helpers.OutOfRangeDigits"], 2,
-                                                              "but the models take images scaled to [-1, 1]"),
+    "empty split after dropping undecodable images": (
+        [*BLAE, "--data.init_args.path", "BROKEN_FOLDER", "--data.init_args.skip_corrupt", "true", "--data.init_args.image_size", "8"],
+        2,
+        "empty after dropping undecodable",
+    ),
+    "images outside [-1, 1] (a data module serving 0..255)": (
+        [*BLAE, *NO_WANDB, "--data", "tests.helpers.OutOfRangeDigits"],
+        2,
+        "but the models take images scaled to [-1, 1]",
+    ),
 }
 
 
@@ -364,8 +451,9 @@ def test_float_images_outside_the_pixel_range_are_named(cli, tmp_path, fault):
 
 
 @pytest.mark.parametrize("name", list(BAD_INPUTS))
-def test_bad_input_is_one_line_and_writes_nothing(name, cli, blae_checkpoint, wrong_kind_checkpoint, offline_hub,
-                                                  corrupt_image_folder, tmp_path, fault):
+def test_bad_input_is_one_line_and_writes_nothing(
+    name, cli, blae_checkpoint, wrong_kind_checkpoint, offline_hub, corrupt_image_folder, tmp_path, fault
+):
     args, expected_code, says = BAD_INPUTS[name]
     replace = {"WRONG_KIND": str(wrong_kind_checkpoint), "BROKEN_FOLDER": str(corrupt_image_folder)}
     args = [replace.get(a, a) for a in args]

@@ -4,6 +4,7 @@ Two torchrun agents, node ranks 0 and 1, static rendezvous on 127.0.0.1, gloo on
 own torchrun integration (TorchElasticEnvironment) does the rest. This is the command the
 README's multi-node section states, with 127.0.0.1 for the master node's address.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,10 +31,30 @@ def free_port() -> int:
 
 
 def torchrun_node(node_rank: int, port: int, args: list[str], cwd: Path, **env: str) -> subprocess.Popen:
-    command = [str(TORCHRUN), "--nnodes", "2", "--node-rank", str(node_rank), "--nproc-per-node", "1",
-               "--master-addr", "127.0.0.1", "--master-port", str(port), str(REPO_ROOT / "train.py"), *args]
-    return subprocess.Popen(command, cwd=cwd, env=subprocess_env(OMP_NUM_THREADS="1", **env), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    command = [
+        str(TORCHRUN),
+        "--nnodes",
+        "2",
+        "--node-rank",
+        str(node_rank),
+        "--nproc-per-node",
+        "1",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(port),
+        str(REPO_ROOT / "train.py"),
+        *args,
+    ]
+    return subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=subprocess_env(OMP_NUM_THREADS="1", **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def run_two_nodes(args: list[str], cwd: Path, timeout: int = 600, **env: str) -> list[str]:
@@ -58,9 +79,24 @@ def run_two_nodes(args: list[str], cwd: Path, timeout: int = 600, **env: str) ->
 @pytest.mark.skipif(not TORCHRUN.is_file(), reason="torchrun is not installed next to this interpreter")
 def test_two_nodes_make_one_run_with_per_rank_seeds_and_one_process_validation(in_tmp_dir):
     noise_dir = in_tmp_dir / "rank_noise"
-    fit = ["fit", "-c", DIGITS_CONFIG, "-c", DEBUG_PRESET, "--trainer.accelerator", "cpu", "--trainer.devices", "1",
-           "--trainer.num_nodes", "2", "--trainer.strategy", "ddp", "--trainer.limit_val_batches", "1.0",
-           "--trainer.callbacks+=tests.helpers.RecordRankNoise"]
+    fit = [
+        "fit",
+        "-c",
+        DIGITS_CONFIG,
+        "-c",
+        DEBUG_PRESET,
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+        "--trainer.num_nodes",
+        "2",
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.limit_val_batches",
+        "1.0",
+        "--trainer.callbacks+=tests.helpers.RecordRankNoise",
+    ]
     node_logs = run_two_nodes(fit, in_tmp_dir, RANK_NOISE_DIR=str(noise_dir))
     assert "MEMBER: 2/2" in node_logs[1], "node 1 did not join a world of 2 processes"
 
@@ -81,7 +117,17 @@ def test_two_nodes_make_one_run_with_per_rank_seeds_and_one_process_validation(i
     # the 2-node job's validation (full val split, after the last step) equals 1 process on its checkpoint
     two_nodes = wandb_summary(runs[0])["summary"]
     checkpoint = run_folders[0] / "checkpoints" / "last.ckpt"
-    one_process = ["validate", "-c", DIGITS_CONFIG, "-c", DEBUG_PRESET, "--trainer.limit_val_batches", "1.0", "--ckpt_path", str(checkpoint)]
+    one_process = [
+        "validate",
+        "-c",
+        DIGITS_CONFIG,
+        "-c",
+        DEBUG_PRESET,
+        "--trainer.limit_val_batches",
+        "1.0",
+        "--ckpt_path",
+        str(checkpoint),
+    ]
     run_train(one_process, in_tmp_dir / "one")
     one = wandb_summary(wandb_runs(in_tmp_dir / "one")[0])["summary"]
     for key in VAL_KEYS:

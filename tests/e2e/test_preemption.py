@@ -13,6 +13,7 @@ One scenario per model and process count, each with its own way in and out:
 
 The uninterrupted reference runs beside the interrupted one (the same command without the pacing callback).
 """
+
 from __future__ import annotations
 
 import json
@@ -37,23 +38,62 @@ pytestmark = pytest.mark.slow
 ARVM_CONFIG = str(REPO_ROOT / "configs" / "arvm" / "digits.yaml")
 DDP = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
 STEPS_PER_EPOCH = 4
-COMMON = ["-c", DEBUG_PRESET, "--trainer.enable_model_summary", "false", "--trainer.max_steps", "-1",
-          "--trainer.max_epochs", "3", "--trainer.limit_train_batches", str(STEPS_PER_EPOCH),
-          "--trainer.check_val_every_n_epoch", "1",
-          "--trainer.callbacks+=callbacks.run.results_file.ResultsFile", "--trainer.callbacks.init_args.path", "results.json"]
-PACE = ["--trainer.callbacks+=tests.preemption_helpers.SlowFrom", "--trainer.callbacks.init_args.step", "5",
-        "--trainer.callbacks.init_args.delay_s", "1.0"]
+COMMON = [
+    "-c",
+    DEBUG_PRESET,
+    "--trainer.enable_model_summary",
+    "false",
+    "--trainer.max_steps",
+    "-1",
+    "--trainer.max_epochs",
+    "3",
+    "--trainer.limit_train_batches",
+    str(STEPS_PER_EPOCH),
+    "--trainer.check_val_every_n_epoch",
+    "1",
+    "--trainer.callbacks+=callbacks.run.results_file.ResultsFile",
+    "--trainer.callbacks.init_args.path",
+    "results.json",
+]
+PACE = [
+    "--trainer.callbacks+=tests.preemption_helpers.SlowFrom",
+    "--trainer.callbacks.init_args.step",
+    "5",
+    "--trainer.callbacks.init_args.delay_s",
+    "1.0",
+]
 """From step 5 on the run sleeps 1 s per step, so that the signal lands mid-epoch (epoch 1 of 3 x 4 steps)."""
-SLURM_JOB = {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_NNODES": "1",
-             "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_JOB_NAME": "train",
-             "SLURM_NODELIST": "localhost"}
+SLURM_JOB = {
+    "SLURM_JOB_ID": "4242",
+    "SLURM_NTASKS": "1",
+    "SLURM_NTASKS_PER_NODE": "1",
+    "SLURM_NNODES": "1",
+    "SLURM_PROCID": "0",
+    "SLURM_LOCALID": "0",
+    "SLURM_NODEID": "0",
+    "SLURM_JOB_NAME": "train",
+    "SLURM_NODELIST": "localhost",
+}
 
 
 @pytest.fixture(scope="module")
 def blae_checkpoint(tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("blae")
-    train.main(["fit", "-c", DIGITS_CONFIG, "-c", DEBUG_PRESET, "--trainer.logger", "false",
-                "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", str(folder)])
+    train.main(
+        [
+            "fit",
+            "-c",
+            DIGITS_CONFIG,
+            "-c",
+            DEBUG_PRESET,
+            "--trainer.logger",
+            "false",
+            "--trainer.enable_model_summary",
+            "false",
+            "--trainer.default_root_dir",
+            str(folder),
+        ]
+    )
     return str(next(folder.rglob("last.ckpt")))
 
 
@@ -61,7 +101,7 @@ def fake_scontrol(folder: Path) -> dict:
     """A `scontrol` on PATH that records its arguments: what requeueing the job ran."""
     folder.mkdir(parents=True, exist_ok=True)
     script = folder / "scontrol"
-    script.write_text(f"#!/bin/sh\necho \"$@\" >> {folder / 'calls'}\n")
+    script.write_text(f'#!/bin/sh\necho "$@" >> {folder / "calls"}\n')
     script.chmod(0o755)
     return {"PATH": f"{folder}{os.pathsep}{os.environ['PATH']}"}
 
@@ -106,9 +146,20 @@ def test_signal_mid_epoch_then_resume_is_exact(scenario, blae_checkpoint, tmp_pa
         base = ["fit", "-c", DIGITS_CONFIG, *COMMON]
         global_batch = config_batch_size(DIGITS_CONFIG)
     else:
-        base = ["fit", "-c", ARVM_CONFIG, *COMMON, "--data.init_args.autoencoder", blae_checkpoint,
-                "--data.init_args.token_cache_dir", str(tmp_path / "tokens"), "--model.init_args.gamma", "2",
-                "--model.init_args.dropout", "0.1"]
+        base = [
+            "fit",
+            "-c",
+            ARVM_CONFIG,
+            *COMMON,
+            "--data.init_args.autoencoder",
+            blae_checkpoint,
+            "--data.init_args.token_cache_dir",
+            str(tmp_path / "tokens"),
+            "--model.init_args.gamma",
+            "2",
+            "--model.init_args.dropout",
+            "0.1",
+        ]
         global_batch = config_batch_size(ARVM_CONFIG)
     base += DDP if ddp else []
     slurm = stop == "SIGUSR1"
@@ -178,6 +229,8 @@ def test_signal_mid_epoch_then_resume_is_exact(scenario, blae_checkpoint, tmp_pa
     if ddp:
         for log in (first.stderr, second.stderr):  # the bit-usage values are logged as the synced values they are
             assert not [line for line in log.splitlines() if "sync_dist=True" in line and "/bit_" in line]
-    fault.survived(f"exit 75 {stopped_in:.0f} s after the signal, checkpoint at step {step} (mid-epoch, loader position"
-                   f" and {processes} RNG state(s)); rerun continued run {run_id} (same W&B run): val/ metrics identical",
-                   record=record)
+    fault.survived(
+        f"exit 75 {stopped_in:.0f} s after the signal, checkpoint at step {step} (mid-epoch, loader position"
+        f" and {processes} RNG state(s)); rerun continued run {run_id} (same W&B run): val/ metrics identical",
+        record=record,
+    )

@@ -1,5 +1,6 @@
 """The rgb32 sweep end to end on a tiny subset (debug preset, a few steps): 1024-token grids of 7 bits through
 every stage, then the kernel model on a parquet file whose image column has another name."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,10 @@ def overlay(tmp_path, name: str, callbacks: list) -> list[str]:
 def tiny_rgb32_sweep(tmp_path) -> str:
     config = yaml.safe_load((REPO_ROOT / "configs" / "sweeps" / "rgb32.yaml").read_text())
     end_of_fit = {"num_samples": 8, "every_n_val_epochs": None}
-    measurements = [{"class_path": "callbacks.measurements.memorization.MemorizationCallback", "init_args": end_of_fit},
-                    {"class_path": "callbacks.measurements.mutual_information.MutualInformationCallback", "init_args": end_of_fit}]
+    measurements = [
+        {"class_path": "callbacks.measurements.memorization.MemorizationCallback", "init_args": end_of_fit},
+        {"class_path": "callbacks.measurements.mutual_information.MutualInformationCallback", "init_args": end_of_fit},
+    ]
     config.update(out_dir=str(tmp_path / "sweep"), gammas=[1, "global"], vae_betas=[1.0], data={"max_train_samples": 16})
     for stage in ("blae", "vae"):
         config[stage]["args"] = QUICK + config[stage]["args"]
@@ -49,12 +52,29 @@ def test_the_rgb32_sweep_runs_end_to_end_and_its_tokens_take_a_parquet_source(tm
 
     # the same BL-AE's 32×32×7 tokens of another source: images under "picture", found without naming the column
     parquet = renamed_column_parquet(tmp_path)
-    run_train(["validate", "-c", str(REPO_ROOT / "configs" / "arvm" / "rgb32_kernel.yaml"), *QUICK,
-               *overlay(tmp_path, "parquet-kernel", [{"class_path": "callbacks.measurements.memorization.MemorizationCallback",
-                                                      "init_args": {"num_samples": 4}}]),
-               "--data.init_args.path", str(parquet), "--data.init_args.autoencoder", checkpoint,
-               "--data.init_args.token_cache_dir", str(tmp_path / "tokens"), "--model.init_args.gamma", "3"],
-              tmp_path, timeout=900)
+    run_train(
+        [
+            "validate",
+            "-c",
+            str(REPO_ROOT / "configs" / "arvm" / "rgb32_kernel.yaml"),
+            *QUICK,
+            *overlay(
+                tmp_path,
+                "parquet-kernel",
+                [{"class_path": "callbacks.measurements.memorization.MemorizationCallback", "init_args": {"num_samples": 4}}],
+            ),
+            "--data.init_args.path",
+            str(parquet),
+            "--data.init_args.autoencoder",
+            checkpoint,
+            "--data.init_args.token_cache_dir",
+            str(tmp_path / "tokens"),
+            "--model.init_args.gamma",
+            "3",
+        ],
+        tmp_path,
+        timeout=900,
+    )
     meta = [json.loads(p.read_text()) for p in (tmp_path / "tokens").rglob("meta.json")]
     assert len(meta) == 1
     assert (meta[0]["grid_height"], meta[0]["grid_width"], meta[0]["num_bits"]) == (32, 32, 7)

@@ -1,5 +1,6 @@
 """The sweep on a cluster (slow lane): stopped in the middle of a cell it resumes that cell (same run, same W&B run),
 a cell whose results no longer hold what they promise is rebuilt, and a stage that never validates is refused."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,13 @@ from tests.runs import Run
 pytestmark = pytest.mark.slow
 
 QUICK = ["-c", "configs/presets/debug.yaml"]
-PACE = ["--trainer.callbacks+=tests.preemption_helpers.SlowFrom", "--trainer.callbacks.init_args.step", "2",
-        "--trainer.callbacks.init_args.delay_s", "1.0"]
+PACE = [
+    "--trainer.callbacks+=tests.preemption_helpers.SlowFrom",
+    "--trainer.callbacks.init_args.step",
+    "2",
+    "--trainer.callbacks.init_args.delay_s",
+    "1.0",
+]
 
 
 def one_gamma_sweep(tmp_path, neural_extra: list[str] = ()) -> str:

@@ -1,4 +1,5 @@
 """A real run through train.py: W&B offline run, config, checkpoint, read back with W&B's reader."""
+
 import pytest
 import yaml
 

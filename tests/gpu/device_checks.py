@@ -7,6 +7,7 @@ AssertionError when not. tests/gpu/test_cuda_matches_cpu.py runs them on CUDA at
 tests/gpu/test_device_checks.py runs them on the CPU at toy sizes, so their logic is tested where
 no GPU exists. The throughput half is bench/gpu_throughput.py.
 """
+
 from __future__ import annotations
 
 import dataclasses

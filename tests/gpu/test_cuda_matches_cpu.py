@@ -1,4 +1,5 @@
 """`make gpu-check`, the checks: every CUDA-only code path gives the CPU's result at CIFAR size (device_checks.py)."""
+
 from __future__ import annotations
 
 import pytest

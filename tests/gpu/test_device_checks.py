@@ -1,4 +1,5 @@
 """The checks of `make gpu-check` on the CPU at toy sizes: their logic is tested where no GPU exists."""
+
 from __future__ import annotations
 
 import torch

@@ -4,6 +4,7 @@ Shared by ``test_import_graph.py``; a module is named by its dotted path (``netw
 package by its first part. Every ``import``/``from ... import`` counts, at module level or inside a
 function: a deferred import is still an arrow.
 """
+
 from __future__ import annotations
 
 import ast
@@ -46,7 +47,11 @@ def imported_names(path: Path, module: str) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                package = module.split(".")[: -node.level] if path.name != "__init__.py" else module.split(".")[: len(module.split(".")) - node.level + 1]
+                package = (
+                    module.split(".")[: -node.level]
+                    if path.name != "__init__.py"
+                    else module.split(".")[: len(module.split(".")) - node.level + 1]
+                )
                 base = ".".join([*package, base] if base else package)
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)

@@ -4,6 +4,7 @@ A user who clones the repository has its files and the papers and library docs t
 else: a reference to ``something.md`` must resolve to a file of the repository, and numbered notes
 of documents outside it ("pitfall 7", "C23") or the names of such documents must not appear.
 """
+
 import re
 import subprocess
 from pathlib import Path
@@ -37,7 +38,7 @@ def problems(path: Path, root: Path) -> list[str]:
         found += [f"{where}: cites a numbered note {m.group(0)!r}" for m in NUMBERED_NOTE.finditer(line)]
         for match in MARKDOWN_REFERENCE.finditer(line):
             document = match.group(1)
-            if "://" in line[max(0, match.start() - 200):match.start()] and not document.startswith(("docs/", "./")):
+            if "://" in line[max(0, match.start() - 200) : match.start()] and not document.startswith(("docs/", "./")):
                 continue  # part of a URL
             candidates = [root / document, path.parent / document, root / "docs" / document]
             if Path(document).name not in GENERATED_DOCUMENTS and not any(c.is_file() for c in candidates):
@@ -50,16 +51,19 @@ def test_no_file_cites_a_missing_document_or_names_an_artefact():
     assert found == []
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("see docs/design.md for the layout\n", None),
-    ("see [the models](models.md#bl-ae)\n", None),
-    ("see metrics.md §5.2\n", "cites 'metrics.md'"),  # no metrics.md beside the file nor at the root
-    ("see docs/nowhere.md\n", "cites 'docs/nowhere.md'"),
-    ("the CLI (C23) says\n", "numbered note 'C23'"),
-    ("held outside (pit" "fall 18)\n", "numbered note"),
-    ("a " + "task" + ".toml file\n", "names"),
-    ("from the " + "paper" + "-spec\n", "names"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("see docs/design.md for the layout\n", None),
+        ("see [the models](models.md#bl-ae)\n", None),
+        ("see metrics.md §5.2\n", "cites 'metrics.md'"),  # no metrics.md beside the file nor at the root
+        ("see docs/nowhere.md\n", "cites 'docs/nowhere.md'"),
+        ("the CLI (C23) says\n", "numbered note 'C23'"),
+        ("held outside (pitfall 18)\n", "numbered note"),
+        ("a " + "task" + ".toml file\n", "names"),
+        ("from the " + "paper" + "-spec\n", "names"),
+    ],
+)
 def test_the_check_catches_planted_violations(tmp_path, text, expected):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "design.md").write_text("# design\n")

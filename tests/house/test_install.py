@@ -4,6 +4,7 @@ The project is copied (the files git would commit), installed with ``pip install
 venv whose dependencies come from the test's own environment (a path file, so nothing is downloaded),
 and run from an empty folder: ``import sweep, report`` and the demo's BL-AE cell for a few steps.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,9 @@ def fresh_venv(folder: Path) -> Path:
     .pth files are not read from there, so this environment's editable install of the project stays invisible."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
     python = folder / "bin" / "python"
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     Path(site, "test-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return python
 
@@ -45,19 +47,43 @@ def fresh_venv(folder: Path) -> Path:
 def test_a_plain_install_imports_and_trains_outside_the_source_tree(tmp_path):
     source = copy_of_the_project(tmp_path / "source")
     python = fresh_venv(tmp_path / "venv")
-    pip = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index", str(source)],
-                         capture_output=True, text=True)
+    pip = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index", str(source)],
+        capture_output=True,
+        text=True,
+    )
     assert pip.returncode == 0, pip.stderr[-3000:]
     shutil.rmtree(source)  # nothing may be read from the source tree any more
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {k: v for k, v in subprocess_env(OMP_NUM_THREADS="1").items() if k != "PYTHONPATH"}
-    where = subprocess.run([str(python), "-c", "import report, sweep, train; print(report.__file__, sweep.__file__, train.__file__)"],
-                           cwd=work, env=env, capture_output=True, text=True)
+    where = subprocess.run(
+        [str(python), "-c", "import report, sweep, train; print(report.__file__, sweep.__file__, train.__file__)"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert where.returncode == 0, where.stderr[-3000:]
     assert all(str(tmp_path / "venv") in path for path in where.stdout.split()), where.stdout
     config = os.path.join(REPO_ROOT, "configs")
-    fit = subprocess.run([str(python), "-m", "train", "fit", "-c", f"{config}/blae/digits.yaml", "-c", f"{config}/presets/debug.yaml",
-                          "--trainer.default_root_dir", str(work / "outputs")], cwd=work, env=env, capture_output=True, text=True)
+    fit = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "train",
+            "fit",
+            "-c",
+            f"{config}/blae/digits.yaml",
+            "-c",
+            f"{config}/presets/debug.yaml",
+            "--trainer.default_root_dir",
+            str(work / "outputs"),
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert fit.returncode == 0, fit.stderr[-3000:]
     assert list((work / "outputs").rglob("last.ckpt")), "the BL-AE cell wrote no checkpoint"

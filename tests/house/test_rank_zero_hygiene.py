@@ -3,13 +3,18 @@
 Static check over the project's own sources: every `if ...is_global_zero:` block and every
 `@rank_zero_only` function must be free of collective calls.
 """
+
 import ast
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SOURCES = sorted(p for folder in ("callbacks", "lightning_modules", "metrics", "datamodules", "autoencoder_checkpoint", "runtime") for p in (REPO_ROOT / folder).glob("*.py"))
+SOURCES = sorted(
+    p
+    for folder in ("callbacks", "lightning_modules", "metrics", "datamodules", "autoencoder_checkpoint", "runtime")
+    for p in (REPO_ROOT / folder).glob("*.py")
+)
 SOURCES.append(REPO_ROOT / "train.py")
 COLLECTIVES = {"compute", "per_sample", "synced_per_sample", "all_gather", "all_reduce", "barrier", "broadcast", "log_dir", "sync"}
 

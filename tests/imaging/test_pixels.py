@@ -1,4 +1,5 @@
 """The uint8 <-> [-1, 1] pixel codec: exact both ways on every uint8 value, clamped and rounded from floats."""
+
 import torch
 
 from imaging.pixels import signed_unit_to_uint8, uint8_to_signed_unit

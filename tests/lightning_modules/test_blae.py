@@ -9,8 +9,12 @@ from networks.binarizer import NoiseInjectionBinarizer
 
 def tiny_blae(channels=1, image_size=8, bits=4, **kwargs):
     return BinaryLatentAutoencoder(
-        PatchMLPEncoder(channels, bits, width=16, num_blocks=1), PatchMLPDecoder(channels, bits, width=16, num_blocks=1),
-        NoiseInjectionBinarizer("gaussian", 0.3), image_size=image_size, channels=channels, **kwargs,
+        PatchMLPEncoder(channels, bits, width=16, num_blocks=1),
+        PatchMLPDecoder(channels, bits, width=16, num_blocks=1),
+        NoiseInjectionBinarizer("gaussian", 0.3),
+        image_size=image_size,
+        channels=channels,
+        **kwargs,
     )
 
 

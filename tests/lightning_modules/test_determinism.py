@@ -1,5 +1,6 @@
 """Determinism: the same seed and config give identical metrics for BL-AE, VAE and γ-ARVM, and a token model's samples
 do not depend on how many processes draw them."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,9 +36,20 @@ def test_same_seed_and_config_give_identical_metrics(model, blae_checkpoint, tmp
     args = {
         "blae": ["fit", "-c", DIGITS_CONFIG, *QUICK],
         "vae": ["fit", "-c", VAE_CONFIG, *QUICK],
-        "gamma_arvm": ["fit", "-c", ARVM_CONFIG, *QUICK, "--data.init_args.autoencoder", blae_checkpoint,
-                       "--data.init_args.token_cache_dir", str(tmp_path / "tokens"), "--model.init_args.gamma", "2",
-                       "--model.init_args.dropout", "0.1"],
+        "gamma_arvm": [
+            "fit",
+            "-c",
+            ARVM_CONFIG,
+            *QUICK,
+            "--data.init_args.autoencoder",
+            blae_checkpoint,
+            "--data.init_args.token_cache_dir",
+            str(tmp_path / "tokens"),
+            "--model.init_args.gamma",
+            "2",
+            "--model.init_args.dropout",
+            "0.1",
+        ],
     }[model]
     first, second = final_metrics(args, tmp_path / "a"), final_metrics(args, tmp_path / "b")
     assert first and first == second  # exact, not approximate

@@ -1,4 +1,5 @@
 """GaussianVAE: the KL of its posterior, β scaling of the loss, reparameterised draws, shapes."""
+
 import math
 
 import pytest
@@ -13,8 +14,13 @@ LATENT = 3
 
 def tiny_vae(kl_weight=1.0):
     torch.manual_seed(0)
-    return GaussianVAE(PatchMLPEncoder(1, 2 * LATENT, width=16, num_blocks=1), PatchMLPDecoder(1, LATENT, width=16, num_blocks=1),
-                       kl_weight=kl_weight, image_size=8, channels=1)
+    return GaussianVAE(
+        PatchMLPEncoder(1, 2 * LATENT, width=16, num_blocks=1),
+        PatchMLPDecoder(1, LATENT, width=16, num_blocks=1),
+        kl_weight=kl_weight,
+        image_size=8,
+        channels=1,
+    )
 
 
 def batch(n=4):

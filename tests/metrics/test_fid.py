@@ -1,4 +1,5 @@
 """Offline FID and KID: the torchmetrics wiring, the small-sample distances, the feature cache, the shipped Inception."""
+
 import importlib.util
 import sys
 import types
@@ -126,8 +127,10 @@ def test_small_sample_fid_and_kid_equal_torchmetrics_on_the_same_features():
 
 def test_kid_is_unbiased_near_zero_for_one_distribution_and_grows_with_a_shift():
     generator = torch.Generator().manual_seed(1)
-    same = [kernel_inception_distance(torch.randn(30, 8, generator=generator), torch.randn(20, 8, generator=generator)).item()
-            for _ in range(50)]
+    same = [
+        kernel_inception_distance(torch.randn(30, 8, generator=generator), torch.randn(20, 8, generator=generator)).item()
+        for _ in range(50)
+    ]
     assert abs(sum(same) / len(same)) < 0.02  # unbiased: averages to 0 (the plug-in MMD would not)
     assert min(same) < 0 < max(same)
     shifted = kernel_inception_distance(torch.randn(30, 8, generator=generator), torch.randn(20, 8, generator=generator) + 1)

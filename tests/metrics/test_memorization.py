@@ -1,4 +1,5 @@
 """NNMemorization: copies are flagged, fresh samples are not, duplicates are handled, buffers stay exact."""
+
 import math
 
 import pytest
@@ -12,8 +13,15 @@ IMAGE_SHAPE = (1, 8, 8)
 GRID_SHAPE = (4, 4)
 NUM_CODE_BITS = NUM_BITS * GRID_SHAPE[0] * GRID_SHAPE[1]  # 64
 EXPECTED_KEYS = {
-    "psnr25_rate", "psnr30_rate", "psnr35_rate", "ratio13_rate", "nn_psnr_median",
-    "latent_copy_rate", "latent_near_copy_rate", "latent_ratio13_rate", "hamming_median",
+    "psnr25_rate",
+    "psnr30_rate",
+    "psnr35_rate",
+    "ratio13_rate",
+    "nn_psnr_median",
+    "latent_copy_rate",
+    "latent_near_copy_rate",
+    "latent_ratio13_rate",
+    "hamming_median",
 }
 
 

@@ -6,6 +6,7 @@ of the others for the gather). The token MI gets its grids dealt round-robin wit
 indices (rank 0: 0, 2, 4, 6; rank 1: 1, 3, 5), which the one process feeds in order: its
 permutation null must not depend on the split.
 """
+
 from pathlib import Path
 
 import pytest

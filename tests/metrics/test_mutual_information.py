@@ -1,5 +1,6 @@
 """TokenMutualInformation: independent tokens show no excess over the permutation null (whatever
 their marginals), dependent tokens show their true MI, and the raw plug-in value does neither."""
+
 import math
 
 import pytest

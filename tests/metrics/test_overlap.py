@@ -1,4 +1,5 @@
 """Overlap coefficients: closed forms vs stdlib / quadrature / Monte Carlo, bounds, and the PairwiseOverlap metric."""
+
 import math
 from statistics import NormalDist
 
@@ -40,7 +41,9 @@ def triangular_density(x, half_width, kappa):
 
 def test_closed_forms_known_values():
     assert isotropic_gaussian_ovl(torch.tensor(2.0), 1.0).item() == pytest.approx(NormalDist(0, 1).overlap(NormalDist(2, 1)))
-    assert isotropic_gaussian_ovl(2 * torch.tensor(3.0, dtype=torch.float64).sqrt(), 1.0).item() == pytest.approx(code_ovl(3, 1.0), rel=1e-12)
+    assert isotropic_gaussian_ovl(2 * torch.tensor(3.0, dtype=torch.float64).sqrt(), 1.0).item() == pytest.approx(
+        code_ovl(3, 1.0), rel=1e-12
+    )
     tiny = isotropic_gaussian_ovl(torch.tensor(8.0), 0.3).item()  # ~1.5e-40: keeps its digits
     assert tiny == pytest.approx(math.erfc(4 / 0.3 / math.sqrt(2)), rel=1e-10) and tiny < 1e-39
     assert bounded_noise_ovl_1d(torch.tensor([0.0, 0.3, 1.0, 1.5]), 0.5).tolist() == pytest.approx([1.0, 0.7, 0.0, 0.0])
@@ -69,7 +72,8 @@ def test_bounded_noise_mc_matches_quadrature_in_two_dimensions():
     assert bounded_noise_ovl_mc(gap[None], half_width, 2.0, noise).item() == pytest.approx(integral, abs=0.005)
     uniform = bounded_mc_noise(200_000, 2, 1.0, torch.Generator().manual_seed(1))  # kappa = 1: the box overlap
     assert bounded_noise_ovl_mc(gap[None], half_width, 1.0, uniform).item() == pytest.approx(
-        bounded_noise_ovl_1d(gap, half_width).prod().item(), abs=0.005)
+        bounded_noise_ovl_1d(gap, half_width).prod().item(), abs=0.005
+    )
 
 
 @pytest.mark.parametrize("mu1,s1,mu2,s2", NORMAL_PAIRS)
@@ -164,7 +168,9 @@ def test_gaussian_noise_on_codes_is_the_hamming_closed_form():
     metric.update(codes[4:])
     flat = codes.flatten(1)
     hamming = (flat[:, None] != flat[None]).sum(-1)  # (N, N)
-    expected = torch.tensor([[code_ovl(int(h), sigma) if i != j else 0.0 for j, h in enumerate(row)] for i, row in enumerate(hamming)], dtype=torch.float64)
+    expected = torch.tensor(
+        [[code_ovl(int(h), sigma) if i != j else 0.0 for j, h in enumerate(row)] for i, row in enumerate(hamming)], dtype=torch.float64
+    )
     off_diagonal = ~torch.eye(len(flat), dtype=torch.bool)
     values = metric.compute()
     assert values["mean"].item() == pytest.approx(expected[off_diagonal].mean().item(), rel=1e-9)

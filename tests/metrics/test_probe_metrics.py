@@ -1,4 +1,5 @@
 """PrefixExtraction and ChangeCorrelation on cases whose answer is known."""
+
 import math
 
 import pytest

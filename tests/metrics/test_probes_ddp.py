@@ -4,6 +4,7 @@ Training sources 0..2 split 2 + 1, the single control grid 1 + 0 (rank 1 has no 
 takes part in every collective). Per-sample seeds: the completions, hence the figures, must not
 depend on the number of ranks.
 """
+
 from pathlib import Path
 
 import pytest

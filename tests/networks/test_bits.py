@@ -1,4 +1,5 @@
 """networks/bits.py: the one codec between signed bits and token ids, in both layouts."""
+
 import pytest
 import torch
 

@@ -9,7 +9,6 @@ from networks.kernel_estimator import KernelARVM
 from networks.sampling import log_flip_kernel
 
 
-
 def random_grids(n, height=4, width=4, bits=4, seed=0):
     return torch.randint(0, 2**bits, (n, height, width), generator=torch.Generator().manual_seed(seed))
 
@@ -130,7 +129,9 @@ def test_stores_compact_grids_that_gloo_can_broadcast(bits, dtype, tmp_path):
     assert model.tokens_by_position.dtype == dtype and model.tokens_by_position.shape == (16, 6)
     assert torch.equal(model.train_tokens.view(6, 4, 4), train)
     kernel_bytes = 2 * 4**bits * 8
-    assert sum(b.nbytes for b in model.buffers()) < 6 * 16 * dtype.itemsize + kernel_bytes + 2**bits * bits * 4 + 4096, "no (N, T, C) bit copy"
+    assert sum(b.nbytes for b in model.buffers()) < 6 * 16 * dtype.itemsize + kernel_bytes + 2**bits * bits * 4 + 4096, (
+        "no (N, T, C) bit copy"
+    )
     # DDP broadcasts every buffer at setup, and gloo refuses some dtypes (int16): broadcast them for real
     import torch.distributed as dist
 

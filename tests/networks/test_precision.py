@@ -1,4 +1,5 @@
 """networks/precision.py: the strict-FP32 guard turns every reduced-precision shortcut off and restores it."""
+
 import os
 import subprocess
 import sys
@@ -44,5 +45,10 @@ assert torch.backends.cudnn.conv.fp32_precision == "tf32"
 def test_strict_fp32_with_the_per_backend_precision_api():
     # a subprocess: once the per-backend API is used, this process could no longer read the legacy flags
     repo_root = Path(__file__).resolve().parents[2]
-    subprocess.run([sys.executable, "-c", PER_BACKEND_API_SCRIPT], cwd=repo_root, check=True, timeout=120,
-                   env={**os.environ, "PYTHONPATH": str(repo_root)})
+    subprocess.run(
+        [sys.executable, "-c", PER_BACKEND_API_SCRIPT],
+        cwd=repo_root,
+        check=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(repo_root)},
+    )

@@ -1,4 +1,5 @@
 """`resample`: both γ-ARVM networks redraw chosen cells; the kernel one also from the full window around them."""
+
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
 """Windowed attention in tiles (networks/tiled_attention.py) against dense masked attention."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,9 @@ def test_tiles_cover_exactly_each_window(height, width, gamma, tile_len):
     rebuilt = torch.zeros(num_tokens, num_tokens + 1, dtype=torch.int64)
     for i in range(num_tokens // tile_len):
         for q in range(tile_len):
-            rebuilt[i * tile_len + q].index_add_(0, tiles.keys[i][tiles.visible[i, q]], torch.ones(int(tiles.visible[i, q].sum()), dtype=torch.int64))
+            rebuilt[i * tile_len + q].index_add_(
+                0, tiles.keys[i][tiles.visible[i, q]], torch.ones(int(tiles.visible[i, q].sum()), dtype=torch.int64)
+            )
     # every query sees each slot of its window exactly once (no duplicates), and nothing else
     assert torch.equal(rebuilt, dense_visibility(height, width, gamma).long())
 
@@ -46,7 +49,10 @@ def test_equals_dense_masked_attention_with_gradients(height, width, gamma, tile
     dense = F.scaled_dot_product_attention(q, k, v, attn_mask=dense_visibility(height, width, gamma))
     dense_grads = torch.autograd.grad(dense, (q, k, v), grad_out)
     tiles = window_tiles(height, width, gamma, tile_len)
-    for attend in (lambda: tiled_attention(q, k, v, tiles), lambda: sdpa_tiles(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), tiles).view_as(q)):
+    for attend in (
+        lambda: tiled_attention(q, k, v, tiles),
+        lambda: sdpa_tiles(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), tiles).view_as(q),
+    ):
         out = attend()
         torch.testing.assert_close(out, dense)
         for grad, expected in zip(torch.autograd.grad(out, (q, k, v), grad_out), dense_grads):

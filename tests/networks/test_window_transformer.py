@@ -14,11 +14,17 @@ from networks.window_transformer import (
 HEIGHT, WIDTH, BITS = 5, 5, 4
 
 
-
 def make_model(gamma, head="histogram", n_layer=3, seed=0, **overrides):
     torch.manual_seed(seed)
     config = WindowedARConfig(
-        height=HEIGHT, width=WIDTH, num_bits=BITS, gamma=gamma, n_layer=n_layer, n_head=2, n_embd=32, head=head,
+        height=HEIGHT,
+        width=WIDTH,
+        num_bits=BITS,
+        gamma=gamma,
+        n_layer=n_layer,
+        n_head=2,
+        n_embd=32,
+        head=head,
         **overrides,
     )
     return WindowedARTransformer(config).eval()

@@ -1,4 +1,5 @@
 """The native W&B charts' rows: γ on a numeric axis in the sweep's order, the frontier's cells."""
+
 from report.charts import frontier_rows, gamma_positions, memorization_rows
 from report.numbers import build_report
 from tests.report.sweep_results import GAMMAS, agreeing_results
@@ -8,7 +9,11 @@ def test_gamma_axis_is_the_sweep_order_with_global_last_and_rows_follow_the_repo
     report = build_report(agreeing_results(), GAMMAS)
     assert gamma_positions(report["rows"]) == {"1": 0, "2": 1, "4": 2, "global": 3}
     rows = memorization_rows(report)
-    assert [(r[0], r[2], r[3]) for r in rows if r[0] == "kernel"] == [("kernel", 0, 0.0), ("kernel", 1, 0.6), ("kernel", 2, 0.99),
-                                                                       ("kernel", 3, 1.0)]
+    assert [(r[0], r[2], r[3]) for r in rows if r[0] == "kernel"] == [
+        ("kernel", 0, 0.0),
+        ("kernel", 1, 0.6),
+        ("kernel", 2, 0.99),
+        ("kernel", 3, 1.0),
+    ]
     assert len(frontier_rows(report, min_novel=10)) == 8
     assert frontier_rows(report, min_novel=41) == []  # 40 novel samples scored: too few for that threshold

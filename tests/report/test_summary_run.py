@@ -1,5 +1,6 @@
 """The sweep's W&B summary run carries native charts (memorization vs γ per model, the frontier), read back
 from the offline run's files with W&B's own reader."""
+
 import json
 
 from report import log_summary_run, write_report
@@ -20,7 +21,8 @@ def test_summary_run_holds_the_line_plot_and_the_frontier(tmp_path, monkeypatch,
     summary = wandb_summary(run_dir)
     line = table_data(run_dir, summary, "charts/memorization_vs_gamma_table")
     assert sorted((r[0], r[1], r[3]) for r in line) == sorted(
-        (r["model"], str(r["gamma"]), r["mem_psnr25"]) for r in json.loads((out / "report.json").read_text())["rows"])
+        (r["model"], str(r["gamma"]), r["mem_psnr25"]) for r in json.loads((out / "report.json").read_text())["rows"]
+    )
     frontier = table_data(run_dir, summary, "charts/frontier_kid_table")
     assert {(r[0], r[2]) for r in frontier} == {(model, 0.05) for model in ("kernel", "neural")}
     log = next(run_dir.glob("run-*.wandb")).read_bytes()
@@ -34,8 +36,10 @@ def test_no_frontier_chart_without_scored_novel_samples(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     out = tmp_path / "sweep"
     out.mkdir()
-    results = {"blae": {"metrics": {"val/psnr": 30.0}, "role": {"stage": "blae", "kind": "autoencoder"}},
-               "kernel-gamma-1": token_record("kernel", "1", 0.0, kid=None)}
+    results = {
+        "blae": {"metrics": {"val/psnr": 30.0}, "role": {"stage": "blae", "kind": "autoencoder"}},
+        "kernel-gamma-1": token_record("kernel", "1", 0.0, kid=None),
+    }
     write_report(out, results, [1], {"wall_s": 1.0, "workers": 1, "threads": 1})
     summary = wandb_summary(log_summary_run(out, "test-group"))["summary"]
     assert "charts/memorization_vs_gamma_table" in summary and "charts/frontier_kid_table" not in summary

@@ -1,4 +1,5 @@
 """The token cells' rows: the Wilson interval of a rate, where the samples came from."""
+
 import pytest
 
 from report.numbers import build_report

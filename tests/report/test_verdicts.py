@@ -1,4 +1,5 @@
 """Verdicts come out of the numbers: reports that agree, that disagree, that are not fitted or not measured."""
+
 import json
 
 from report.markdown import markdown

@@ -1,4 +1,5 @@
 """The report written into the sweep's folder: report.json's seed spread and phase diagram, the plots, report.md."""
+
 import json
 
 import pytest
@@ -10,12 +11,16 @@ from tests.report.sweep_results import GAMMAS, agreeing_results, token_record
 def test_seed_spread_and_phase_diagram_rows(tmp_path):
     extra = {
         "neural-gamma-global-seed7": token_record("neural", "global", 0.90, kind="spread", seed=7),
-        "kernel-gamma-1-n300": token_record("kernel", "1", 0.0, kind="phase", train_size=300,
-                                            extra={"mem/train_size": 300.0, "mem/floor_psnr25_rate": 0.01}),
+        "kernel-gamma-1-n300": token_record(
+            "kernel", "1", 0.0, kind="phase", train_size=300, extra={"mem/train_size": 300.0, "mem/floor_psnr25_rate": 0.01}
+        ),
         "kernel-gamma-global-n300": token_record("kernel", "global", 0.95, kind="phase", train_size=300, extra={"mem/train_size": 300.0}),
     }
     results = agreeing_results(extra_results=extra)
-    results["kernel-gamma-1-n100"] = {**results["kernel-gamma-1"], "role": {**results["kernel-gamma-1"]["role"], "kind": "phase", "same_as": "kernel-gamma-1"}}
+    results["kernel-gamma-1-n100"] = {
+        **results["kernel-gamma-1"],
+        "role": {**results["kernel-gamma-1"]["role"], "kind": "phase", "same_as": "kernel-gamma-1"},
+    }
     out = tmp_path / "sweep"
     out.mkdir()
     write_report(out, results, GAMMAS, {"wall_s": 100.0, "workers": 2, "threads": 1})

@@ -1,4 +1,5 @@
 """import_class finds a class by its dotted path, also where the package does not expose the module as an attribute."""
+
 import torch
 
 from runtime.argument_errors import import_class

@@ -1,4 +1,5 @@
 """Atomic writes: a failed write keeps the previous file, checkpoints are written atomically, temporaries of dead processes go."""
+
 from __future__ import annotations
 
 import errno

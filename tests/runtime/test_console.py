@@ -1,4 +1,5 @@
 """train.py as a command: one line per input error or fault, stop requests, the command that resumes."""
+
 from __future__ import annotations
 
 import errno
@@ -12,15 +13,18 @@ from runtime import errors
 from runtime.console import resume_command
 
 
-@pytest.mark.parametrize("error, started, code", [
-    (ValueError("gamma must be an int >= 1 or None (global), got 0"), False, 2),
-    (FileNotFoundError("autoencoder checkpoint 'x.ckpt' does not exist"), False, 2),
-    (OSError(errno.ENOSPC, "No space left on device"), True, 1),
-    (errors.MepsFault("training loss is nan at global step 4"), True, 1),
-    (RuntimeError("[gloo] Connection closed by peer [127.0.0.1]:1234"), True, 1),
-    (ValueError("a bug deep in a metric"), True, None),  # after the loop started: the traceback stays
-    (KeyError("bug"), False, None),
-])
+@pytest.mark.parametrize(
+    "error, started, code",
+    [
+        (ValueError("gamma must be an int >= 1 or None (global), got 0"), False, 2),
+        (FileNotFoundError("autoencoder checkpoint 'x.ckpt' does not exist"), False, 2),
+        (OSError(errno.ENOSPC, "No space left on device"), True, 1),
+        (errors.MepsFault("training loss is nan at global step 4"), True, 1),
+        (RuntimeError("[gloo] Connection closed by peer [127.0.0.1]:1234"), True, 1),
+        (ValueError("a bug deep in a metric"), True, None),  # after the loop started: the traceback stays
+        (KeyError("bug"), False, None),
+    ],
+)
 def test_console_main_turns_input_errors_and_faults_into_one_line(monkeypatch, capsys, error, started, code):
     def failing_main(argv):
         errors.mark_loop_started(started)
@@ -72,5 +76,7 @@ def test_before_training_a_stop_request_ends_the_run_at_once():
 
 
 def test_the_resume_command_is_the_same_command_with_ckpt_path_last():
-    assert resume_command(["fit", "-c", "a b.yaml", "--ckpt_path", "x.ckpt", "--trainer.max_steps=5"]) == \
-        "python train.py fit -c 'a b.yaml' --trainer.max_steps=5 --ckpt_path last"
+    assert (
+        resume_command(["fit", "-c", "a b.yaml", "--ckpt_path", "x.ckpt", "--trainer.max_steps=5"])
+        == "python train.py fit -c 'a b.yaml' --trainer.max_steps=5 --ckpt_path last"
+    )

@@ -1,4 +1,5 @@
 """A block's stdout and stderr into a log file (runtime/output_redirect.py), file descriptors included."""
+
 import os
 import subprocess
 import sys

@@ -1,4 +1,5 @@
 """Which run a resume continues: the run of a checkpoint, the one named, or the newest unfinished run of the same model."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,14 @@ from runtime.resume import checkpoint_run_id, resume
 from runtime.run_status import write_status
 
 
-def make_run(root: Path, run_id: str, stored_id: str | None = None, state: str | None = None,
-             model: str = "lightning_modules.BinaryLatentAutoencoder", age_s: float = 0.0) -> Path:
+def make_run(
+    root: Path,
+    run_id: str,
+    stored_id: str | None = None,
+    state: str | None = None,
+    model: str = "lightning_modules.BinaryLatentAutoencoder",
+    age_s: float = 0.0,
+) -> Path:
     folder = root / run_id
     (folder / "checkpoints").mkdir(parents=True)
     (folder / "config.yaml").write_text(f"trainer:\n  max_steps: 3\nmodel:\n  class_path: {model}\n  init_args: {{}}\n")
@@ -25,6 +32,7 @@ def make_run(root: Path, run_id: str, stored_id: str | None = None, state: str |
     torch.save({"state_dict": {}, "callbacks": callbacks}, checkpoint)
     os.utime(checkpoint, (time.time() - age_s, time.time() - age_s))
     return checkpoint
+
 
 BLAE_CLASS = "lightning_modules.BinaryLatentAutoencoder"
 

@@ -1,4 +1,5 @@
 """W&B without a network: offline when there is no key or no server, said once."""
+
 from __future__ import annotations
 
 import os

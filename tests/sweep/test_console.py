@@ -1,4 +1,5 @@
 """The sweep's console line per cell, and train.py's overrides in the sweep."""
+
 import contextlib
 import io
 
@@ -14,8 +15,10 @@ from train import main as train_main
 def test_headline_is_psnr_for_autoencoders_and_memorization_and_nll_for_token_cells():
     blae = {"role": {"stage": "blae"}, "metrics": {"val/psnr": 30.94, "mem/psnr25_rate": 0.9}, "seconds": 12.3, "cpu_s": 11.0}
     assert cell_line("blae", blae) == "blae: done in 12 s (11 CPU s), val/psnr 30.9 dB"
-    neural = {"role": {"stage": "neural"}, "metrics": {"mem/psnr25_rate": 0.125, "train/nll_bits": 0.081, "val/nll_bits": 0.4,
-                                                       "fit/plateaued": 0.0}}
+    neural = {
+        "role": {"stage": "neural"},
+        "metrics": {"mem/psnr25_rate": 0.125, "train/nll_bits": 0.081, "val/nll_bits": 0.4, "fit/plateaued": 0.0},
+    }
     assert headline(neural) == "memorization 0.12, nll bits/token train 0.081 / val 0.400, NOT plateaued"
     kernel = {"role": {"stage": "kernel"}, "metrics": {"mem/psnr25_rate": 1.0}}
     assert headline(kernel) == "memorization 1.00"
@@ -24,8 +27,15 @@ def test_headline_is_psnr_for_autoencoders_and_memorization_and_nll_for_token_ce
 
 def test_sweep_takes_the_common_trainer_overrides_in_train_py_syntax(tmp_path):
     overrides = {"max_steps": "7", "max_epochs": "2", "devices": "1", "accelerator": "cpu", "precision": "bf16-mixed"}
-    sweep = sweep_from_args(["-c", str(REPO_ROOT / "configs" / "sweeps" / "digits.yaml"), "--out_dir", str(tmp_path / "s"),
-                             *[a for key, value in overrides.items() for a in (f"--trainer.{key}", value)]])
+    sweep = sweep_from_args(
+        [
+            "-c",
+            str(REPO_ROOT / "configs" / "sweeps" / "digits.yaml"),
+            "--out_dir",
+            str(tmp_path / "s"),
+            *[a for key, value in overrides.items() for a in (f"--trainer.{key}", value)],
+        ]
+    )
     cell = sweep.plan()[0].build({})
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit):

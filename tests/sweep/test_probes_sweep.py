@@ -1,4 +1,5 @@
 """configs/sweeps/probes.yaml: the digits sweep's cells unchanged (so they are reused) plus probe cells; the report sections."""
+
 import json
 
 from report import write_report
@@ -8,8 +9,11 @@ from sweep import sweep_from_args
 from tests.helpers import REPO_ROOT
 
 SWEEPS = REPO_ROOT / "configs" / "sweeps"
-RESULTS = {"blae": {"best_checkpoint": "/ckpt/blae.ckpt", "last_checkpoint": ""},
-           "kernel-gamma-1": {"metrics": {}}, "neural-gamma-1": {"last_checkpoint": "/ckpt/neural-1-last.ckpt", "metrics": {}}}
+RESULTS = {
+    "blae": {"best_checkpoint": "/ckpt/blae.ckpt", "last_checkpoint": ""},
+    "kernel-gamma-1": {"metrics": {}},
+    "neural-gamma-1": {"last_checkpoint": "/ckpt/neural-1-last.ckpt", "metrics": {}},
+}
 
 
 def plan_of(config: str, out_dir) -> dict:
@@ -27,8 +31,13 @@ def test_the_probes_sweep_is_the_digits_sweep_plus_validate_cells_on_its_models(
             one, other = digits[name].build(results), probes[name].build(results)
             assert (one.key, one.args) == (other.key, other.args), name
     neural = probes["probes-neural-gamma-1"].build(results)
-    assert neural.subcommand == "validate" and neural.role == {"stage": "neural", "model": "neural", "gamma": "1", "kind": "probe",
-                                                               "of": "neural-gamma-1"}
+    assert neural.subcommand == "validate" and neural.role == {
+        "stage": "neural",
+        "model": "neural",
+        "gamma": "1",
+        "kind": "probe",
+        "of": "neural-gamma-1",
+    }
     args = " ".join(neural.args)
     assert "--ckpt_path /ckpt/neural-1-last.ckpt" in args and "presets/probes.yaml" in args
     kernel = probes["probes-kernel-gamma-1"].build(results)
@@ -38,21 +47,41 @@ def test_the_probes_sweep_is_the_digits_sweep_plus_validate_cells_on_its_models(
 def probe_record(model: str, gamma: str, rate: float, length: float) -> dict:
     metrics = {"extract/ceiling_rate": 0.97, "extract/control_ceiling_rate": 0.95, "fb/window_conditioning": float(model == "kernel")}
     for k in (2, 4, 6):
-        metrics.update({f"extract/rate_rows{k}": rate, f"extract/control_rate_rows{k}": 0.0, f"extract/hamming_median_rows{k}": 3.0,
-                        f"extract/control_hamming_median_rows{k}": 90.0, f"extract/count_rows{k}": 100.0, f"extract/control_count_rows{k}": 100.0})
+        metrics.update(
+            {
+                f"extract/rate_rows{k}": rate,
+                f"extract/control_rate_rows{k}": 0.0,
+                f"extract/hamming_median_rows{k}": 3.0,
+                f"extract/control_hamming_median_rows{k}": 90.0,
+                f"extract/count_rows{k}": 100.0,
+                f"extract/control_count_rows{k}": 100.0,
+            }
+        )
     for p in ("0", "0_1", "1"):
-        metrics.update({f"fb/changed_fraction_p{p}": 0.1, f"fb/corrupted_changed_fraction_p{p}": 0.2, f"fb/exact_rate_p{p}": 0.5,
-                        f"fb/correlation_length_p{p}": length, "fb/correlation_d1_p" + p: 0.5, "fb/correlation_d2_p" + p: float("nan")})
+        metrics.update(
+            {
+                f"fb/changed_fraction_p{p}": 0.1,
+                f"fb/corrupted_changed_fraction_p{p}": 0.2,
+                f"fb/exact_rate_p{p}": 0.5,
+                f"fb/correlation_length_p{p}": length,
+                "fb/correlation_d1_p" + p: 0.5,
+                "fb/correlation_d2_p" + p: float("nan"),
+            }
+        )
     return {"metrics": metrics, "role": {"stage": model, "model": model, "gamma": gamma, "kind": "probe", "of": f"{model}-gamma-{gamma}"}}
 
 
 def test_the_report_holds_extraction_and_forward_backward_rows_tables_and_plots(tmp_path):
-    results = {"neural-gamma-global": {"metrics": {"fit/plateaued": 0.0}, "role": {"kind": "gamma", "model": "neural", "gamma": "global"}},
-               "probes-neural-gamma-global": probe_record("neural", "global", 0.9, 3.0),
-               "probes-kernel-gamma-1": probe_record("kernel", "1", 0.2, 0.5)}
+    results = {
+        "neural-gamma-global": {"metrics": {"fit/plateaued": 0.0}, "role": {"kind": "gamma", "model": "neural", "gamma": "global"}},
+        "probes-neural-gamma-global": probe_record("neural", "global", 0.9, 3.0),
+        "probes-kernel-gamma-1": probe_record("kernel", "1", 0.2, 0.5),
+    }
     report = build_report(results, [1, None])
     extraction = {(r["model"], r["gamma"], r["prefix_rows"]): r for r in report["extraction"]}
-    assert len(extraction) == 6 and extraction[("kernel", "1", 4)]["rate"] == 0.2 and extraction[("neural", "global", 6)]["control_rate"] == 0
+    assert (
+        len(extraction) == 6 and extraction[("kernel", "1", 4)]["rate"] == 0.2 and extraction[("neural", "global", 6)]["control_rate"] == 0
+    )
     assert {"model", "gamma", "prefix_rows", "rate", "control_rate", "hamming_median"} <= extraction[("kernel", "1", 2)].keys()
     assert extraction[("neural", "global", 2)]["fitted"] is False and extraction[("kernel", "1", 2)]["fitted"] is True
     fb = {(r["model"], r["gamma"], r["p"]): r for r in report["forward_backward"]}

@@ -1,4 +1,5 @@
 """The main job: its plan of cells, and a reduced sweep end to end whose numbers must mean something."""
+
 import json
 
 import pytest
@@ -8,26 +9,60 @@ from sweep import DataOverrides, Stage, Sweep, TrainerOverrides, sweep_from_args
 from tests.helpers import REPO_ROOT, run_script
 
 QUICK = ["-c", "configs/presets/debug.yaml"]
-ROW_KEYS = {"model", "gamma", "mem_psnr25", "mem_ratio13", "latent_copy", "nn_psnr_median", "nll_bits", "train_nll_bits",
-            "kid_novel", "fid_novel", "fitted", "samples_from"}
+ROW_KEYS = {
+    "model",
+    "gamma",
+    "mem_psnr25",
+    "mem_ratio13",
+    "latent_copy",
+    "nn_psnr_median",
+    "nll_bits",
+    "train_nll_bits",
+    "kid_novel",
+    "fid_novel",
+    "fitted",
+    "samples_from",
+}
 
 
 def sweep_from_config(tmp_path, **overrides) -> Sweep:
-    return sweep_from_args(["-c", str(REPO_ROOT / "configs" / "sweeps" / "digits.yaml"), "--out_dir", str(tmp_path / "s"),
-                            *[a for k, v in overrides.items() for a in (f"--{k}", json.dumps(v))]])
+    return sweep_from_args(
+        [
+            "-c",
+            str(REPO_ROOT / "configs" / "sweeps" / "digits.yaml"),
+            "--out_dir",
+            str(tmp_path / "s"),
+            *[a for k, v in overrides.items() for a in (f"--{k}", json.dumps(v))],
+        ]
+    )
 
 
 def test_the_demo_plan_names_every_cell_and_reuses_a_phase_size_the_main_cells_have(tmp_path):
     sweep = sweep_from_config(tmp_path, gammas=[1, 2, 4, "global"], vae_betas=[0.1, 1.0, 5.0])
     plan = {p.name: p for p in sweep.plan()}
-    assert {"blae", "vae-beta-0.1", "vae-beta-1", "vae-beta-5", "kernel-gamma-1", "neural-gamma-global",
-            "neural-gamma-global-seed2", "kernel-gamma-4-n300", "kernel-gamma-global-nall"} <= plan.keys()
+    assert {
+        "blae",
+        "vae-beta-0.1",
+        "vae-beta-1",
+        "vae-beta-5",
+        "kernel-gamma-1",
+        "neural-gamma-global",
+        "neural-gamma-global-seed2",
+        "kernel-gamma-4-n300",
+        "kernel-gamma-global-nall",
+    } <= plan.keys()
     assert not any(name.startswith("neural") and "-n" in name for name in plan)  # the phase diagram is the kernel's
     blae = {"best_checkpoint": "/ckpt/blae.ckpt", "last_checkpoint": ""}
     results = {"blae": blae, "kernel-gamma-4": {"metrics": {"mem/train_size": 100.0}}}
     assert plan["kernel-gamma-4-n100"].build(results) == "kernel-gamma-4"  # the main cell learned from 100 images
     phase = plan["kernel-gamma-4-n300"].build(results)
-    assert phase.subcommand == "validate" and phase.role == {"stage": "kernel", "model": "kernel", "gamma": "4", "kind": "phase", "train_size": 300}
+    assert phase.subcommand == "validate" and phase.role == {
+        "stage": "kernel",
+        "model": "kernel",
+        "gamma": "4",
+        "kind": "phase",
+        "train_size": 300,
+    }
     args = " ".join(phase.args)
     assert "--data.init_args.max_train_samples 300" in args and "memorization_only.yaml" in args
     assert "--data.init_args.autoencoder /ckpt/blae.ckpt" in args and "--model.init_args.gamma 4" in args
@@ -65,8 +100,14 @@ def test_cells_start_two_at_a_time_longest_chain_first_once_their_needs_are_met(
 
 def test_critical_paths_add_the_longest_chain_of_waiting_cells():
     from sweep import Planned, critical_paths
-    cells = [Planned("a", (), None, 1.0), Planned("b", ("a",), None, 5.0), Planned("c", ("a",), None, 2.0),
-             Planned("d", ("c",), None, 4.0), Planned("e", (), None, 3.0)]
+
+    cells = [
+        Planned("a", (), None, 1.0),
+        Planned("b", ("a",), None, 5.0),
+        Planned("c", ("a",), None, 2.0),
+        Planned("d", ("c",), None, 4.0),
+        Planned("e", (), None, 3.0),
+    ]
     assert critical_paths(cells) == {"a": 7.0, "b": 5.0, "c": 6.0, "d": 4.0, "e": 3.0}
 
 
@@ -81,9 +122,13 @@ def test_bad_sweep_options_are_named(tmp_path):
 def measurements(tmp_path) -> list[dict]:
     """The demo's measurements, on fewer samples and Inception images (the real network, ~0.3 s per image)."""
     end_of_fit = {"num_samples": 100, "every_n_val_epochs": None}
-    return [{"class_path": "callbacks.measurements.memorization.MemorizationCallback", "init_args": end_of_fit},
-            {"class_path": "callbacks.measurements.sample_quality.NovelSampleQualityCallback",
-             "init_args": {**end_of_fit, "reference_limit": 16, "max_novel": 8, "feature_cache_dir": str(tmp_path / "features")}}]
+    return [
+        {"class_path": "callbacks.measurements.memorization.MemorizationCallback", "init_args": end_of_fit},
+        {
+            "class_path": "callbacks.measurements.sample_quality.NovelSampleQualityCallback",
+            "init_args": {**end_of_fit, "reference_limit": 16, "max_novel": 8, "feature_cache_dir": str(tmp_path / "features")},
+        },
+    ]
 
 
 def overlay(tmp_path, name: str, callbacks: list) -> list[str]:
@@ -97,14 +142,25 @@ def reduced_sweep(tmp_path) -> str:
     kernel model at γ = 1 and global (the phenomenon itself), a neural model whose budget is far too
     short (it must be reported as not fitted), two VAEs, a phase-diagram size, a seed repeat."""
     config = yaml.safe_load((REPO_ROOT / "configs" / "sweeps" / "digits.yaml").read_text())
-    config.update(out_dir=str(tmp_path / "sweep"), gammas=[1, "global"], vae_betas=[0.1, 5.0], train_sizes=[100, 300],
-                  spread_cells=["kernel-global"], spread_seeds=[5])
+    config.update(
+        out_dir=str(tmp_path / "sweep"),
+        gammas=[1, "global"],
+        vae_betas=[0.1, 5.0],
+        train_sizes=[100, 300],
+        spread_cells=["kernel-global"],
+        spread_seeds=[5],
+    )
     config["blae"]["args"] = config["blae"]["args"] + ["--trainer.max_steps", "1200", "--trainer.val_check_interval", "600"]
     config["vae"]["args"] = QUICK + config["vae"]["args"]
     config["kernel"]["args"] = overlay(tmp_path, "kernel", measurements(tmp_path))
     plateau = {"class_path": "callbacks.run.train_to_plateau.TrainToPlateau", "init_args": {"window": 10}}
-    config["neural"]["args"] = [*overlay(tmp_path, "neural", [plateau, *measurements(tmp_path)]),
-                                "--trainer.max_steps", "30", "--trainer.val_check_interval", "30"]
+    config["neural"]["args"] = [
+        *overlay(tmp_path, "neural", [plateau, *measurements(tmp_path)]),
+        "--trainer.max_steps",
+        "30",
+        "--trainer.val_check_interval",
+        "30",
+    ]
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(config))
     return str(path)
