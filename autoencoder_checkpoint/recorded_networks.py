@@ -10,7 +10,7 @@ networks) is read with the ``config.yaml`` that ``train.py`` wrote into its run 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import yaml
 from jsonargparse import ArgumentParser
@@ -22,7 +22,7 @@ NETWORK_ARGUMENTS = ("encoder", "decoder", "binarizer")
 """BL-AE init arguments that are networks."""
 
 
-def _is_class_config(value: Any) -> bool:
+def _is_class_config(value: Any) -> TypeGuard[dict[str, Any]]:
     return isinstance(value, dict) and "class_path" in value
 
 

@@ -9,7 +9,7 @@ turning images into tokens needs (``networks/token_encoder.py``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar, cast
 
 import torch
 from torch import nn
@@ -47,8 +47,10 @@ def autoencoder_spec(path: str | Path) -> AutoencoderSpec:
     hparams = checkpoint["hyper_parameters"]
     encoder = instantiate_network(recorded_networks(checkpoint, path)["encoder"])
     image_size, channels = int(hparams["image_size"]), int(hparams["channels"])
-    grid = image_size // encoder.downsample
-    return AutoencoderSpec(int(encoder.latent_channels), grid, grid, image_size, channels, sha256, str(path))
+    # every encoder exposes int ``downsample`` and ``latent_channels`` (networks/autoencoder.py)
+    downsample, latent_channels = cast(int, encoder.downsample), cast(int, encoder.latent_channels)
+    grid = image_size // downsample
+    return AutoencoderSpec(int(latent_channels), grid, grid, image_size, channels, sha256, str(path))
 
 
 def check_fits_data(spec: AutoencoderSpec, image_size: int, channels: int) -> None:
@@ -60,7 +62,10 @@ def check_fits_data(spec: AutoencoderSpec, image_size: int, channels: int) -> No
         )
 
 
-def freeze(model: nn.Module) -> nn.Module:
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def freeze(model: ModuleT) -> ModuleT:
     """Eval mode and no gradients. A module that holds it must keep it in eval (``train()`` recurses)."""
     model.eval()
     model.requires_grad_(False)

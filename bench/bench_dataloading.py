@@ -108,8 +108,7 @@ def loader_row(name: str, datamodule: HFImageDataModule, sizes: Sizes, device: t
     ours, baseline = datamodule.train_dataloader(), decoded_twin(datamodule)
     images = {"ours": epoch_seconds(ours, device)[1], "baseline": epoch_seconds(baseline, device)[1]}  # warm-up epochs
     seconds = harness.interleaved_medians(
-        {"ours": lambda: epoch_seconds(ours, device)[0], "baseline": lambda: epoch_seconds(baseline, device)[0]},
-        sizes.repeats,
+        {"ours": lambda: epoch_seconds(ours, device)[0], "baseline": lambda: epoch_seconds(baseline, device)[0]}, sizes.repeats
     )
     workers = datamodule.hparams.num_workers
     return Row(
@@ -204,8 +203,7 @@ def run(smoke: bool = False) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="bench-dataloading-") as tmp, no_progress_bars():
         folder = functools.cache(lambda: folder_source(sizes, Path(tmp)))
         rows = harness.guarded(
-            lambda: [loader_row(DIGITS_NAME, harness.digits_datamodule(sizes.batch_size), sizes, cpu, "embedded digits")],
-            [LOADER_ROWS[0]],
+            lambda: [loader_row(DIGITS_NAME, harness.digits_datamodule(sizes.batch_size), sizes, cpu, "embedded digits")], [LOADER_ROWS[0]]
         )
         rows += harness.guarded(lambda: folder_rows(folder(), sizes), [LOADER_ROWS[1], (EPOCH_NAME, "images/s", CACHE_GOAL)])
         rows += harness.gpu_or_placeholders(

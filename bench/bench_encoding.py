@@ -22,13 +22,13 @@ from dataclasses import dataclass
 
 import torch
 
+from autoencoder_checkpoint.tokens import freeze
 from bench import harness
 from bench.common import Row
 from datamodules.token_cache import encode_tokens
-from networks.precision import strict_fp32
-from autoencoder_checkpoint.tokens import freeze
 from lightning_modules.blae import BinaryLatentAutoencoder
 from networks.autoencoder import PatchMLPDecoder, PatchMLPEncoder
+from networks.precision import strict_fp32
 
 GOAL = 0.95
 TOKENS_NAME = "encoding, digits: BL-AE.tokens vs encoder+sign+pack"
@@ -101,7 +101,10 @@ def rows_on(device: torch.device, sizes: Sizes, suffix: str = "") -> list[Row]:
     images = harness.digits_train_images()
     batches = [chunk.to(device) for chunk in images.split(ENCODE_BATCH_SIZE)]
     split = harness.digits_datamodule().dataset("train")
-    baseline = lambda: encode_batches(lambda x: plain_tokens(model.encoder, x), batches)
+
+    def baseline():
+        return encode_batches(lambda x: plain_tokens(model.encoder, x), batches)
+
     num_workers = harness.digits_datamodule().hparams.num_workers
     return [
         *harness.guarded(

@@ -117,7 +117,7 @@ def run(smoke: bool = False) -> list[Row]:
     seconds = seconds_per_position(sizes)
     memory = {n: memory_mib(n, sizes) for n in SIZES}
     rows = []
-    for name, n in zip(TIME_ROWS, SIZES):
+    for name, n in zip(TIME_ROWS, SIZES, strict=True):
         linear = sizes.queries / seconds[SIZES[0]] * SIZES[0] / n  # the smallest N's rate, scaled N-fold
         m = memory[n]
         note = (

@@ -23,12 +23,7 @@ from torch import Tensor
 
 from bench import harness
 from bench.common import Row
-from metrics.overlap import (
-    PairwiseOverlap,
-    bhattacharyya_diag_gaussian,
-    mc_noise,
-    normal_ovl_1d,
-)
+from metrics.overlap import PairwiseOverlap, bhattacharyya_diag_gaussian, mc_noise, normal_ovl_1d
 
 NAME = "pairwise overlap diag_gaussian: GEMM MC vs elementwise (pairs, M, K)"
 UNIT = "pairs/s"
@@ -117,7 +112,8 @@ def rows_on(device: torch.device, sizes: Sizes, suffix: str = "") -> list[Row]:
             UNIT,
             note=f"{device.type} float64, {torch.get_num_threads()} threads; N={sizes.images} K={sizes.dims} M={sizes.samples}: ours "
             f"{seconds['ours']:.2f} s for all {num_pairs} pairs (target <= {TARGET_SECONDS:g} s), baseline timed on {first.numel()} "
-            f"pairs (~{seconds['baseline'] / first.numel() * num_pairs:.0f} s for all); max |dOVL| {gap:.1e} on overlapping posteriors; median of {sizes.repeats}",
+            f"pairs (~{seconds['baseline'] / first.numel() * num_pairs:.0f} s for all); max |dOVL| {gap:.1e} on overlapping posteriors; "
+            f"median of {sizes.repeats}",
         )
     ]
 

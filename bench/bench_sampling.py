@@ -72,7 +72,7 @@ def kernel_rows(smoke: bool, device) -> list[Row]:
     generator = torch.Generator().manual_seed(0)
     grids = [torch.randint(0, 2**NUM_BITS, (num_train, size, size), generator=generator) for num_train in sizes]
     models = [KernelARVM(train, NUM_BITS, gamma).to(device) for train in grids]
-    speed = samples_per_second({num_train: model.sample for num_train, model in zip(sizes, models)}, n, 3, device)
+    speed = samples_per_second({num_train: model.sample for num_train, model in zip(sizes, models, strict=True)}, n, 3, device)
     rows = []
     for num_train in sizes:
         linear = speed[sizes[0]] * sizes[0] / num_train  # the smallest N's throughput, scaled N-fold

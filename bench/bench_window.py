@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from bench.common import Row
 from bench.harness import interleaved_medians, timed
-from networks.gamma_mask import gamma_window_mask, gamma_name
+from networks.gamma_mask import gamma_name, gamma_window_mask
 from networks.window_transformer import WindowedARConfig, WindowedARTransformer, attention_plan
 
 GRID, BITS, GAMMA = 32, 7, 5
@@ -169,7 +169,10 @@ net = WindowedARTransformer(WindowedARConfig(**args["config"])).train()
 tokens = torch.randint(0, 2 ** args["config"]["num_bits"], (args["batch"], args["config"]["height"], args["config"]["width"]))
 saved = {}
 def step():
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()) and t, lambda t: t):
+    def pack(t):
+        return saved.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()) and t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss = net.loss(net(tokens), tokens)
     loss.backward()
 step()  # warm-up: first-call allocations are not the step's working set
@@ -242,7 +245,8 @@ def sampling_rows(sizes: Sizes) -> list[Row]:
         f"{side}x{side} grid, n={sizes.samples} per call, n_embd {sizes.n_embd}, {sizes.n_layer} layers; global {rate[None]:.3g} samples/s"
     )
     return [
-        Row(name, rate[g], rate[None], "samples/s", note=f"γ={gamma_name(g)}; {note}") for name, g in zip(SAMPLING_ROWS, SAMPLING_GAMMAS)
+        Row(name, rate[g], rate[None], "samples/s", note=f"γ={gamma_name(g)}; {note}")
+        for name, g in zip(SAMPLING_ROWS, SAMPLING_GAMMAS, strict=True)
     ]
 
 

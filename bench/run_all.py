@@ -40,7 +40,7 @@ def discover_modules(only: Sequence[str] = ()) -> list[str]:
     """``bench_*`` module names in ``bench/``, sorted; ``only`` filters by name with or without the ``bench_`` prefix."""
     names = sorted(path.stem for path in BENCH_DIR.glob("bench_*.py"))
     wanted = [module_name(name) for name in only]
-    unknown = [name for name, module in zip(only, wanted) if module not in names]
+    unknown = [name for name, module in zip(only, wanted, strict=True) if module not in names]
     if unknown:
         raise SystemExit(f"--only {' '.join(unknown)}: no such benchmark; have {', '.join(names)}")
     return [name for name in names if not wanted or name in wanted]
@@ -135,7 +135,9 @@ def format_table(rows: Sequence[Row]) -> str:
     numeric = {1, 2, 3, 4}
 
     def line(values: Sequence[str]) -> str:
-        parts = [value.rjust(width) if i in numeric else value.ljust(width) for i, (value, width) in enumerate(zip(values, widths))]
+        parts = [
+            value.rjust(width) if i in numeric else value.ljust(width) for i, (value, width) in enumerate(zip(values, widths, strict=True))
+        ]
         return " | ".join(parts[:-1]) + " | " + parts[-1]  # the note is last and unpadded
 
     rule = "-+-".join("-" * width for width in widths[:-1]) + "-+-" + "-" * max(4, min(widths[-1], 40))

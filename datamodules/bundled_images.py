@@ -31,7 +31,7 @@ fixed tiling, PNG-encoded), hence so is its ``datasets`` fingerprint.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import IO, NamedTuple, cast
 
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
@@ -94,7 +94,7 @@ def load_photo(name: str) -> PILImage.Image:
     if name == "grace_hopper":
         from matplotlib import cbook  # matplotlib is slow to import; only this photograph needs it
 
-        with cbook.get_sample_data("grace_hopper.jpg") as file:
+        with cast(IO[bytes], cbook.get_sample_data("grace_hopper.jpg")) as file:  # a .jpg opens as a file (arrays are .npy/.npz)
             return PILImage.open(file).convert("RGB")
     from sklearn.datasets import load_sample_image  # scikit-learn is slow to import, too
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import datasets
 import numpy as np
@@ -91,7 +91,7 @@ class SplitImages:
     def uint8(self, split: str) -> torch.Tensor:
         """Every image of ``split`` as uint8 (N, C, H, W): the served tensor itself, or decoded in full now (lazy)."""
         if self.serves_decoded(split):
-            return self.rows(split).images
+            return cast(DecodedImages, self.rows(split)).images  # rows() decodes a split it serves decoded
         return decode_split(self.built.splits[split], self.built.image_column, self.image_size, self.channels, self.num_workers)
 
     def decode_cached_splits(self) -> None:
@@ -138,7 +138,7 @@ class DecodedImages(torch.utils.data.Dataset):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         path = state["path"]
-        self.__init__(state["images"] if path is None else _map_file(path, state["shape"]), path)
+        type(self).__init__(self, state["images"] if path is None else _map_file(path, state["shape"]), path)
 
 
 def decode_split(dataset: Dataset, image_column: str, image_size: int, channels: int, num_workers: int = 0) -> torch.Tensor:

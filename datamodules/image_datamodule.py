@@ -18,10 +18,13 @@ served lazily from the Arrow rows), then the loaders here (``resumable_loader.py
 from __future__ import annotations
 
 import os
+from collections.abc import Sized
+from typing import cast
 
 import torch
 from datasets import Dataset
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import AttributeDict
 from torch.utils.data import DataLoader
 
 from datamodules.bundled_images import DIGITS_SOURCE
@@ -122,13 +125,13 @@ class HFImageDataModule(LightningDataModule):
 
         In-memory splits are decoded (or mapped from their cache) on first use, once per process.
         """
-        self.per_device_batch_size = per_device_batch_size(self.hparams.batch_size, self._world_size())
+        self.per_device_batch_size = per_device_batch_size(self._hp.batch_size, self._world_size())
         if self._splits is None:
             self.image_column, self._splits, self._fingerprint = self._memoized_splits()
 
     def check_world_size(self, world_size: int) -> None:
         """Fail before any process, W&B run or folder exists when the global batch cannot be split over ``world_size``."""
-        per_device_batch_size(self.hparams.batch_size, world_size)
+        per_device_batch_size(self._hp.batch_size, world_size)
 
     def train_dataloader(self) -> ResumableLoader:
         """This rank's share of a seeded order per epoch, resumable mid-epoch (``datamodules/resumable_loader.py``).
@@ -142,18 +145,20 @@ class HFImageDataModule(LightningDataModule):
             train, num_replicas=self._world_size(), rank=getattr(trainer, "global_rank", 0), seed=int(os.environ.get("PL_GLOBAL_SEED", 0))
         )
         # drop_last keeps batch statistics even, but a split smaller than one global batch would give no step
-        return self._loader(train, sampler=sampler, drop_last=len(train) >= self.hparams.batch_size, loader=ResumableLoader)
+        loader = self._loader(train, sampler=sampler, drop_last=len(cast(Sized, train)) >= self._hp.batch_size, loader=ResumableLoader)
+        return cast(ResumableLoader, loader)  # built by loader=ResumableLoader
 
     def val_dataloader(self) -> DataLoader | list:
         """The "val" loader; an empty list (Lightning then skips validation) when there is no "val" split."""
         self._require_setup("val_dataloader")
+        assert self._splits is not None  # _require_setup raised otherwise
         return self._loader(self._served("val")) if "val" in self._splits else []
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self._served("test"))
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self._served(self.hparams.predict_split))
+        return self._loader(self._served(self._hp.predict_split))
 
     # ---------------------------------------------------------------- public helpers
 
@@ -161,6 +166,7 @@ class HFImageDataModule(LightningDataModule):
     def split_names(self) -> list[str]:
         """The splits this datamodule has after ``setup``: "train" and any of "val", "test"."""
         self._require_setup("split_names")
+        assert self._splits is not None  # _require_setup raised otherwise
         return list(self._splits)
 
     def dataset(self, split: str = "train") -> Dataset:
@@ -185,9 +191,15 @@ class HFImageDataModule(LightningDataModule):
         ``image_splits.splits_fingerprint``).
         """
         self._require_setup("source_fingerprint")
+        assert self._fingerprint is not None  # setup() sets it with _splits; _require_setup raised otherwise
         return self._fingerprint
 
     # ---------------------------------------------------------------- internals
+
+    @property
+    def _hp(self) -> AttributeDict:
+        """``hparams`` as ``save_hyperparameters`` keeps them: an ``AttributeDict`` (attribute access typed as such)."""
+        return cast(AttributeDict, self.hparams)
 
     def _world_size(self) -> int:
         return self.trainer.world_size if self.trainer is not None else 1
@@ -198,6 +210,7 @@ class HFImageDataModule(LightningDataModule):
 
     def _split(self, split: str) -> Dataset:
         self._require_setup(f"dataset({split!r})")
+        assert self._splits is not None  # _require_setup raised otherwise
         if split not in self._splits:
             how_to_get_it = f"; set {split}_split or {split}_fraction to get one" if split in SPLITS else ""
             raise ValueError(f"no {split!r} split: this datamodule has {list(self._splits)}{how_to_get_it}")
@@ -228,8 +241,8 @@ class HFImageDataModule(LightningDataModule):
             batch_size=self.per_device_batch_size,
             sampler=sampler,
             drop_last=drop_last,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
+            num_workers=self._hp.num_workers,
+            persistent_workers=self._hp.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             collate_fn=collate_rows,
         )
@@ -246,7 +259,7 @@ class HFImageDataModule(LightningDataModule):
         Returns the image column, the splits and their fingerprint. Pure (no ``self.x =``); use
         ``_memoized_splits`` for the memoized result.
         """
-        hp = self.hparams
+        hp = self._hp
         source = load_source_splits(hp.path, hp.cache_dir, hp.image_column, hp.train_split, hp.val_split, hp.test_split, hp.skip_corrupt)
         return build_splits(
             source, hp.path, hp.train_split, hp.val_fraction, hp.test_fraction, hp.split_seed, hp.max_train_samples, self._pixels
@@ -255,7 +268,7 @@ class HFImageDataModule(LightningDataModule):
     def _split_images(self) -> SplitImages:
         """The images of the built splits as the loaders serve them (step 3), once per process; works before ``setup``."""
         if self._images is None:
-            hp = self.hparams
+            hp = self._hp
             self._images = SplitImages(self._memoized_splits(), self.image_size, self.channels, hp.num_workers, hp.in_memory, hp.cache_dir)
         return self._images
 

@@ -108,8 +108,8 @@ def names_a_split(folder: Path) -> bool:
     """Whether ``datasets`` could infer any split but "train" from the names under ``folder`` (one walk).
 
     A superset of its rules (``datasets.data_files``): a split word (train, val, test, ...) between
-    separators in any folder or file name, a ``-00000-of-00001`` shard name, or a ``.eval`` file. Only when none occurs is the folder loaded as
-    ``{"train": "**"}`` directly; otherwise ``datasets`` resolves the splits itself, as before.
+    separators in any folder or file name, a ``-00000-of-00001`` shard name, or a ``.eval`` file. Only when
+    none occurs is the folder loaded as ``{"train": "**"}`` directly; otherwise ``datasets`` resolves the splits itself, as before.
     """
     for _root, dirs, files in os.walk(folder):
         for name in (*dirs, *files):

@@ -21,7 +21,7 @@ The pipeline for one image is:
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -42,7 +42,7 @@ class UndecodableImageError(ValueError):
     """An image that PIL cannot decode; the message names the file (or says it had no path)."""
 
 
-def one_line(text: str) -> str:
+def one_line(text: object) -> str:
     """Collapse a message onto one line: our errors must stay one line even when PIL's are not."""
     return " ".join(str(text).split())
 
@@ -66,7 +66,7 @@ def check_pixel_range(image: PILImage.Image) -> None:
     top = PIXEL_RANGES.get(image.mode)
     if top is None:
         return
-    low, high = image.getextrema()
+    low, high = cast("tuple[float, float]", image.getextrema())  # F and I images have one band: one (min, max) pair
     if low < 0 or high > top:
         raise ValueError(f"mode {image.mode} pixel values in [{low:g}, {high:g}] are outside the expected range 0..{top:g}")
     if image.mode == "F" and high <= 1.0:

@@ -19,7 +19,8 @@ that the model's noise and dropout draw from.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator
+from collections.abc import Iterator, Sized
+from typing import Any, cast
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
@@ -39,7 +40,7 @@ class EpochShuffle(DistributedSampler):
 
     def order(self) -> list[int]:
         """The epoch's global order, padded by wrapping around to a multiple of num_replicas."""
-        size = len(self.dataset)
+        size = len(cast(Sized, self.dataset))  # a map-style dataset, as DistributedSampler requires
         if self.shuffle:
             indices = torch.randperm(size, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
         else:
@@ -80,7 +81,7 @@ class ResumableLoader(DataLoader):
         sampler = self.shuffle_sampler
         return 0 if sampler is None else self._pass_start + self._served * self._global_batch(sampler)
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]  # a generator pass, not _BaseDataLoaderIter
         if self.shuffle_sampler is None:
             return super().__iter__()
         return self._pass()
@@ -88,6 +89,7 @@ class ResumableLoader(DataLoader):
     def _pass(self) -> Iterator[Any]:
         """One epoch pass, created when its first batch is asked for (see the module docstring)."""
         sampler = self.shuffle_sampler
+        assert sampler is not None  # __iter__ makes a pass only over an EpochShuffle
         pending, self._pending = self._pending, None
         start = pending["position"] if pending is not None and pending["epoch"] == sampler.epoch else 0
         self._pass_start, self._served = start, 0
@@ -109,7 +111,7 @@ class ResumableLoader(DataLoader):
             "epoch": sampler.epoch,
             "position": self.position,
             "seed": sampler.seed,
-            "dataset_size": len(sampler.dataset),
+            "dataset_size": len(cast(Sized, sampler.dataset)),
             "global_batch": self._global_batch(sampler),
         }
 
@@ -117,7 +119,7 @@ class ResumableLoader(DataLoader):
         sampler = self.shuffle_sampler
         if not state or sampler is None:
             return
-        now = {"seed": sampler.seed, "dataset_size": len(sampler.dataset), "global_batch": self._global_batch(sampler)}
+        now = {"seed": sampler.seed, "dataset_size": len(cast(Sized, sampler.dataset)), "global_batch": self._global_batch(sampler)}
         changed = {key: (state.get(key), value) for key, value in now.items() if state.get(key) != value}
         if {"seed", "dataset_size"} & set(changed):
             rank_zero_warn(

@@ -18,7 +18,7 @@ from datasets import Dataset
 from torch.utils.data import DataLoader, default_collate
 
 
-def select_rows(dataset: Dataset, rows: Sequence[int], purpose: str) -> Dataset:
+def select_rows(dataset: Dataset, rows: Sequence[int] | np.ndarray, purpose: str) -> Dataset:
     """``dataset.select(rows)`` with the indices kept in memory and a cheap deterministic fingerprint.
 
     In memory: the indices of a split are small, and ``select`` would otherwise write an indices
@@ -88,7 +88,7 @@ class IndexedTokens(torch.utils.data.Dataset):
         return {"tokens": self.tokens}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["tokens"])
+        type(self).__init__(self, state["tokens"])
 
 
 class SampleRequests(torch.utils.data.Dataset):

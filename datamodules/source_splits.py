@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import datasets
 from datasets import Dataset, DatasetDict, Image
@@ -176,7 +176,11 @@ def cached_undecodable_rows(dataset: Dataset, image_column: str, cache_dir: str 
     failures = scan_undecodable_rows(dataset, image_column)
     if cache_file is not None:
         record = {"rows": len(dataset), "undecodable": [asdict(row) for row in failures]}
-        atomic_write(cache_file, lambda file: file.write(json.dumps(record).encode()))
+
+        def write(file: BinaryIO) -> None:
+            file.write(json.dumps(record).encode())
+
+        atomic_write(cache_file, write)
     return failures
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from datasets import Dataset
+from torch.utils.data import DataLoader
 
 from autoencoder_checkpoint.tokens import AutoencoderSpec, autoencoder_spec, check_fits_data, load_token_encoder
 from datamodules.image_datamodule import HFImageDataModule
@@ -57,12 +58,7 @@ class LatentTokenDataModule(HFImageDataModule):
     """
 
     def __init__(
-        self,
-        autoencoder: str,
-        token_cache_dir: str | None = None,
-        encode_batch_size: int = 256,
-        num_samples: int = 64,
-        **kwargs: Any,
+        self, autoencoder: str, token_cache_dir: str | None = None, encode_batch_size: int = 256, num_samples: int = 64, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
         self.num_samples = num_samples
@@ -70,7 +66,7 @@ class LatentTokenDataModule(HFImageDataModule):
             raise ValueError(f"encode_batch_size must be >= 1, got {encode_batch_size}")
         self.spec: AutoencoderSpec = autoencoder_spec(autoencoder)
         check_fits_data(self.spec, self.image_size, self.channels)
-        root = token_cache_dir or Path(self.hparams.cache_dir or _DEFAULT_CACHE_ROOT) / "tokens"
+        root = token_cache_dir or Path(self._hp.cache_dir or _DEFAULT_CACHE_ROOT) / "tokens"
         self.token_cache_dir = Path(root).expanduser()
         self._token_splits: dict[str, torch.Tensor] | None = None
         self._token_meta: dict[str, Any] | None = None
@@ -91,6 +87,7 @@ class LatentTokenDataModule(HFImageDataModule):
             return
         fingerprint = self.source_fingerprint()
         folder = self.cache_folder(fingerprint)
+        assert self._splits is not None  # super().setup() loaded them
         problem = cache_problem(folder, self._expected_meta(fingerprint, self._splits))
         if problem is not None:
             raise RuntimeError(
@@ -126,21 +123,24 @@ class LatentTokenDataModule(HFImageDataModule):
         checkpoint was when the cache was built), autoencoder_sha256, source_fingerprint, image_size,
         channels, token_dtype, split_sizes, version."""
         self._require_setup("token_meta")
+        assert self._token_meta is not None  # setup() reads it right after _splits
         return dict(self._token_meta)
 
     def token_dataset(self, split: str = "train") -> IndexedTokens:
         """The map-style dataset that the DataLoaders of ``split`` iterate."""
         self._split(split)  # names a missing split
+        assert self._token_splits is not None  # setup() reads them right after _splits
         return IndexedTokens(self._token_splits[split])
 
     def token_grids(self, split: str = "train") -> torch.Tensor:
         """Every token grid of ``split`` as int64 (N, h, w); row i belongs to ``images_uint8(split)[i]``."""
         self._split(split)
+        assert self._token_splits is not None  # setup() reads them right after _splits
         return self._token_splits[split].long()
 
     def load_token_encoder(self) -> Any:
         """The encoder of the BL-AE the tokens come from, frozen (eval, no grad), on CPU; refuses a changed checkpoint file."""
-        return load_token_encoder(self.hparams.autoencoder, expected_sha256=self.autoencoder_sha256)
+        return load_token_encoder(self._hp.autoencoder, expected_sha256=self.autoencoder_sha256)
 
     def cache_folder(self, fingerprint: str | None = None) -> Path:
         """Cache folder of these images (``source_fingerprint``) encoded by this checkpoint."""
@@ -149,7 +149,7 @@ class LatentTokenDataModule(HFImageDataModule):
 
     # ---------------------------------------------------------------- internals
 
-    def predict_dataloader(self):
+    def predict_dataloader(self) -> DataLoader:
         return self._loader(SampleRequests(self.num_samples))
 
     def _served(self, split: str) -> IndexedTokens:
@@ -162,7 +162,7 @@ class LatentTokenDataModule(HFImageDataModule):
             "num_bits": spec.num_bits,
             "grid_height": spec.grid_height,
             "grid_width": spec.grid_width,
-            "autoencoder_path": str(Path(self.hparams.autoencoder).expanduser().resolve()),
+            "autoencoder_path": str(Path(self._hp.autoencoder).expanduser().resolve()),
             "autoencoder_sha256": spec.sha256,
             "source_fingerprint": fingerprint,
             "image_size": self.image_size,
@@ -181,12 +181,5 @@ class LatentTokenDataModule(HFImageDataModule):
         encoder = self.load_token_encoder().to(device)
         # the images are decoded once, shared with images_uint8 later
         build_token_cache(
-            folder,
-            meta,
-            encoder,
-            self._split_images().rows,
-            self.hparams.encode_batch_size,
-            self.hparams.num_workers,
-            device,
-            self.hparams.autoencoder,
+            folder, meta, encoder, self._split_images().rows, self._hp.encode_batch_size, self._hp.num_workers, device, self._hp.autoencoder
         )

@@ -37,6 +37,6 @@ def save_png(array: np.ndarray, path: str | Path, scale: int = 1) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     image = Image.fromarray(array)
     if scale > 1:
-        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
     image.save(path)
     return path

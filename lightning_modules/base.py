@@ -1,4 +1,7 @@
-"""What the trainable LightningModules share: optimizer/scheduler injection (LightningCLI's ``OptimizerCallable``/``LRSchedulerCallable``)."""
+"""What the trainable LightningModules share: optimizer/scheduler injection.
+
+LightningCLI's ``OptimizerCallable`` / ``LRSchedulerCallable``: the config names the class, the module builds it.
+"""
 
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 

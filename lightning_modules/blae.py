@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
@@ -23,7 +25,7 @@ def check_autoencoder_fits(encoder: nn.Module, decoder: nn.Module, channels: int
             raise ValueError(f"model.{name}.init_args.image_channels={net.image_channels} does not match data.channels={channels}")
     if encoder.latent_channels != decoder.latent_channels:
         raise ValueError(f"encoder latent_channels={encoder.latent_channels} != decoder latent_channels={decoder.latent_channels}")
-    if image_size % encoder.downsample:
+    if image_size % cast(int, encoder.downsample):  # networks/autoencoder.py: an int
         raise ValueError(f"data.image_size={image_size} is not divisible by the encoder's downsampling {encoder.downsample}")
 
 
@@ -61,8 +63,8 @@ class BinaryLatentAutoencoder(InjectedOptimizers, LightningModule):
         check_autoencoder_fits(encoder, decoder, channels, image_size)
         self.encoder, self.decoder = encoder, decoder
         self.binarizer = binarizer if binarizer is not None else NoiseInjectionBinarizer()
-        self.num_bits = encoder.latent_channels
-        self.grid_size = image_size // encoder.downsample
+        self.num_bits = cast(int, encoder.latent_channels)  # networks/autoencoder.py: ints
+        self.grid_size = image_size // cast(int, encoder.downsample)
         self.stage_metrics = nn.ModuleDict({stage: ReconstructionMetrics(self.num_bits) for stage in ("val", "test")})
 
     # --- public API -------------------------------------------------------------------------
@@ -132,7 +134,7 @@ class BinaryLatentAutoencoder(InjectedOptimizers, LightningModule):
     @property
     def straight_through_in_training(self) -> bool:
         """Whether a training step now feeds the decoder straight-through hard codes (no noise)."""
-        start = self.hparams.straight_through_from_step
+        start = self.hparams["straight_through_from_step"]
         return self.binarizer.straight_through or (start is not None and self.global_step >= start)
 
     @property
@@ -145,7 +147,7 @@ class BinaryLatentAutoencoder(InjectedOptimizers, LightningModule):
         recon = self.decode(self.binarize(z))
         mse = F.mse_loss(recon, x)
         latent_l2 = z.pow(2).mean()
-        loss = mse + self.hparams.latent_penalty * latent_l2
+        loss = mse + self.hparams["latent_penalty"] * latent_l2
         self.log("train/loss", loss)
         if self.is_logging_step:  # the logger records only these steps; each self.log costs ~1 ms
             with torch.no_grad():
@@ -162,14 +164,14 @@ class BinaryLatentAutoencoder(InjectedOptimizers, LightningModule):
 
     @property
     def is_logging_step(self) -> bool:
-        every = self._trainer.log_every_n_steps if self._trainer is not None else 1
+        every = self._trainer.log_every_n_steps if self._trainer is not None else 1  # type: ignore[attr-defined]  # set by Lightning, not declared
         return (self.global_step + 1) % max(every, 1) == 0
 
     def _evaluate(self, batch: dict, stage: str) -> None:
         x = batch["image"]
         z = self.encode(x)
         codes = self.binarizer(z)  # eval mode: hard sign
-        metrics = self.stage_metrics[stage]
+        metrics = cast(ReconstructionMetrics, self.stage_metrics[stage])  # every value of stage_metrics is one
         metrics.psnr(self.decode(codes).clamp(-1, 1), x)
         metrics.psnr_soft(self.decode(z).clamp(-1, 1), x)
         metrics.bin_rate(z)
@@ -186,7 +188,8 @@ class BinaryLatentAutoencoder(InjectedOptimizers, LightningModule):
         returns each value unchanged on any number of ranks: the max of equal numbers is exact, a mean of
         three equal floats need not be.
         """
-        usage = self.stage_metrics[stage].bit_usage.compute()
+        bit_usage = cast(ReconstructionMetrics, self.stage_metrics[stage]).bit_usage
+        usage = bit_usage.compute()
         self.log_dict(
             {
                 f"{stage}/bit_entropy": usage.mean_entropy,
@@ -197,7 +200,7 @@ class BinaryLatentAutoencoder(InjectedOptimizers, LightningModule):
             sync_dist=True,
             reduce_fx="max",
         )
-        self.stage_metrics[stage].bit_usage.reset()
+        bit_usage.reset()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "val")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -15,6 +16,7 @@ from autoencoder_checkpoint.reader import check_unchanged, checked_autoencoder, 
 from autoencoder_checkpoint.recorded_networks import NETWORK_ARGUMENTS, instantiate_network, recorded_networks
 from autoencoder_checkpoint.tokens import freeze
 from lightning_modules.blae import BinaryLatentAutoencoder
+from networks.binarizer import NoiseInjectionBinarizer
 from runtime.argument_errors import import_class
 
 NOT_MODEL_ARGUMENTS = ("optimizer", "scheduler")
@@ -34,14 +36,16 @@ def load_autoencoder(path: str | Path, expected_sha256: str | None = None) -> Bi
     kwargs = {
         key: value for key, value in hparams.items() if not key.startswith("_") and key not in NETWORK_ARGUMENTS + NOT_MODEL_ARGUMENTS
     }
-    cls = import_class(hparams["_class_path"]) if "_class_path" in hparams else BinaryLatentAutoencoder
+    # checked_autoencoder accepted the file only if its recorded class imports and is a BL-AE (or a subclass)
+    cls = cast(type[BinaryLatentAutoencoder], import_class(hparams["_class_path"])) if "_class_path" in hparams else BinaryLatentAutoencoder
     # fork_rng: the random init that load_state_dict overwrites must not shift the caller's RNG stream
     with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
         warnings.filterwarnings("ignore", message=r".*is an instance of `nn.Module`")  # outside the CLI
         model = cls(
             encoder=instantiate_network(networks["encoder"]),
             decoder=instantiate_network(networks["decoder"]),
-            binarizer=instantiate_network(networks["binarizer"]) if networks.get("binarizer") else None,
+            # the recorded binarizer argument of a BL-AE, typed NoiseInjectionBinarizer there
+            binarizer=cast(NoiseInjectionBinarizer, instantiate_network(networks["binarizer"])) if networks.get("binarizer") else None,
             **kwargs,
         )
     try:

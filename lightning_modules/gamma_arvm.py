@@ -68,7 +68,7 @@ class GammaARVM(InjectedOptimizers, LatentTokenModel):
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         tokens = batch["tokens"]
-        loss = self.net.loss(self.net(tokens), tokens, self.hparams.flip_prob)
+        loss = self.net.loss(self.net(tokens), tokens, self.hparams["flip_prob"])
         self.log("train/loss", loss, prog_bar=True)
         return loss
 

@@ -31,14 +31,14 @@ class KernelGammaARVM(LatentTokenModel):
 
     def setup(self, stage: str) -> None:
         if self.estimator is None:
-            self.fit_to(self.trainer.datamodule.token_grids())
+            self.fit_to(self.trainer.datamodule.token_grids())  # type: ignore[attr-defined]  # set by Lightning, not declared
 
-    def fit_to(self, train_tokens: Tensor) -> "KernelGammaARVM":
+    def fit_to(self, train_tokens: Tensor) -> KernelGammaARVM:
         """Store the training token grids (the estimator's whole state)."""
         if tuple(train_tokens.shape[1:]) != tuple(self.grid_shape):
             raise ValueError(f"training tokens have grid {tuple(train_tokens.shape[1:])}, the autoencoder makes {self.grid_shape}")
         self.estimator = KernelARVM(
-            train_tokens.to(self.device), self.num_bits, self.gamma, self.hparams.flip_prob, self.hparams.chunk_size
+            train_tokens.to(self.device), self.num_bits, self.gamma, self.hparams["flip_prob"], self.hparams["chunk_size"]
         )
         return self
 
@@ -49,13 +49,16 @@ class KernelGammaARVM(LatentTokenModel):
         return None
 
     def sample(self, n: int, temperature: float = 1.0, generator=None) -> Tensor:
+        assert self.estimator is not None  # set by setup / fit_to, which run before any sampling or evaluation
         return self.estimator.sample(n, temperature, generator).to(self.device)
 
     conditionings = ("window", "causal")
 
     def resample(self, tokens: Tensor, redraw: Tensor, seeds: list[int], conditioning: str = "window") -> Tensor:
         self.check_conditioning(conditioning)
+        assert self.estimator is not None  # set by setup / fit_to, which run before any sampling or evaluation
         return self.estimator.resample(tokens, redraw, self.temperature, seeds, full_window=conditioning == "window").to(self.device)
 
     def nll_bits(self, tokens: Tensor) -> tuple[Tensor, None]:
+        assert self.estimator is not None  # set by setup / fit_to, which run before any sampling or evaluation
         return self.estimator.nll_bits(tokens), None

@@ -50,12 +50,20 @@ class LatentDistribution(NamedTuple):
         if self.kind == "point":
             return z
         if self.kind == "bounded":
+            assert self.scale is not None  # a bounded law carries its scale (class docstring)
             noise = triangular_noise(z.shape, self.kappa, device=z.device, dtype=z.dtype, generator=generator)
             return z + self.scale * noise
         noise = torch.randn(z.shape, device=z.device, dtype=z.dtype, generator=generator)
-        std = (0.5 * self.logvar).exp() if self.kind == "diag_gaussian" else self.scale
+        std: Tensor | float
+        if self.kind == "diag_gaussian":
+            assert self.logvar is not None  # a diag_gaussian law carries its logvar (class docstring)
+            std = (0.5 * self.logvar).exp()
+        else:
+            assert self.scale is not None  # a gaussian law carries its scale (class docstring)
+            std = self.scale
         return z + std * noise
 
     def centred_on_codes(self) -> LatentDistribution:
         """The same noise law around the hard codes (`codes` must be set)."""
+        assert self.codes is not None  # the precondition above; the caller (callbacks/measurements/overlap.py) checks it
         return self._replace(latents=self.codes, codes=None)

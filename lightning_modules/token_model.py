@@ -7,7 +7,7 @@ never sees its parameters.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
@@ -47,7 +47,7 @@ class LatentTokenModel(LightningModule):
         self.spec = spec
         self.num_bits, self.grid_shape = spec.num_bits, spec.grid_shape
         self.sample_seed, self.temperature = sample_seed, temperature
-        self._frozen = {"autoencoder": None}  # a dict keeps it out of the module tree
+        self._frozen: dict[str, BinaryLatentAutoencoder | None] = {"autoencoder": None}  # a dict keeps it out of the module tree
         self.train_nll_grids = train_nll_grids
         self.val_nll_bits, self.val_acc = MeanMetric(), MeanMetric()
         self.train_nll_bits, self.test_nll_bits = MeanMetric(), MeanMetric()
@@ -137,7 +137,7 @@ class LatentTokenModel(LightningModule):
         """
         if self.train_nll_grids == 0 or self.trainer.sanity_checking:
             return
-        datamodule = getattr(self.trainer, "datamodule", None)
+        datamodule: Any = getattr(self.trainer, "datamodule", None)  # duck-typed: any data module with token_grids()
         if not hasattr(datamodule, "token_grids"):
             return
         grids = datamodule.token_grids()[: self.train_nll_grids][self.trainer.global_rank :: self.trainer.world_size]

@@ -9,7 +9,7 @@ Zhao & Basu (arXiv 2506.21731, v1) describe. `kl_weight` is the β of a β-VAE (
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +51,8 @@ class GaussianVAE(InjectedOptimizers, LightningModule):
         super().__init__()
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.save_hyperparameters(logger=False)
-        if encoder.latent_channels != 2 * decoder.latent_channels:
+        # the networks of networks/autoencoder.py expose int image_channels, latent_channels and downsample
+        if encoder.latent_channels != 2 * cast(int, decoder.latent_channels):
             raise ValueError(
                 f"GaussianVAE needs encoder latent_channels = 2 x decoder latent_channels (mean and log-variance), "
                 f"got {encoder.latent_channels} and {decoder.latent_channels}"
@@ -60,8 +61,8 @@ class GaussianVAE(InjectedOptimizers, LightningModule):
             if net.image_channels != channels:
                 raise ValueError(f"model.{name}.init_args.image_channels={net.image_channels} does not match data.channels={channels}")
         self.encoder, self.decoder = encoder, decoder
-        self.latent_channels = decoder.latent_channels
-        self.grid_size = image_size // encoder.downsample
+        self.latent_channels = cast(int, decoder.latent_channels)
+        self.grid_size = image_size // cast(int, encoder.downsample)
         self.val_psnr, self.val_psnr_sampled = image_psnr(), image_psnr()
 
     def encode(self, x: Tensor) -> Posterior:
@@ -79,7 +80,7 @@ class GaussianVAE(InjectedOptimizers, LightningModule):
         posterior = self.encode(x)
         mse = F.mse_loss(self.decode(posterior.sample()), x)
         kl = posterior.kl_to_standard_normal().mean()
-        loss = mse + self.hparams.kl_weight * kl
+        loss = mse + self.hparams["kl_weight"] * kl
         self.log_dict({"train/loss": loss, "train/mse": mse, "train/kl": kl})
         return loss
 

@@ -11,7 +11,8 @@ contribution, the empty one included, before the gather; `.to(dtype)` casts neve
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -61,10 +62,10 @@ class PerSampleMetric(Metric):
             setattr(self, name, [self.gathered(name)])  # (n_rank,) float64, possibly empty
         super()._sync_dist(dist_sync_fn, process_group=process_group)
 
-    def _apply(self, fn: Callable, exclude_state: Any = ()) -> "PerSampleMetric":
+    def _apply(self, fn: Callable, exclude_state: Any = ()) -> PerSampleMetric:
         """Device moves apply to per-sample states; dtype casts (`.to(torch.bfloat16)`) do not."""
         per_sample = tuple(getattr(self, "_per_sample_names", ()))
-        this = super()._apply(fn, exclude_state=(*exclude_state, *per_sample))
+        this = cast(PerSampleMetric, super()._apply(fn, exclude_state=(*exclude_state, *per_sample)))  # Module._apply returns self
         for name in per_sample:
             value = getattr(this, name)
             moved = value.to(this.device) if isinstance(value, Tensor) else [v.to(this.device) for v in value]

@@ -14,15 +14,16 @@ with uneven or empty shares, whatever the number of ranks.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from imaging.pixels import signed_unit_to_uint8
 from metrics._per_sample import PerSampleMetric
 from metrics.memorization import _median as median
 from metrics.memorization import psnr_from_distance
-from imaging.pixels import signed_unit_to_uint8
 
 TRAIN, CONTROL = 0, 1
 

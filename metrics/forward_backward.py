@@ -63,6 +63,15 @@ class ChangeCorrelation(Metric):
     full_state_update = False
     is_differentiable = False
     higher_is_better = None
+    rings: Tensor  # buffer
+    grids: Tensor  # states (add_state): () counts, then (D,) pair counts
+    cells: Tensor
+    erased: Tensor
+    changed: Tensor
+    exact: Tensor
+    pairs: Tensor
+    pairs_changed: Tensor
+    pair_ends_changed: Tensor
 
     def __init__(self, height: int, width: int, max_distance: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -18,8 +18,9 @@ pixels, and uint8 on both sides gives an exact integer search (nn_search/).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from fractions import Fraction
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -76,6 +77,11 @@ class NNMemorization(PerSampleMetric):
     """
 
     higher_is_better = False
+    reference_pixels: Tensor  # buffers; the token ones exist only with reference_tokens
+    reference_pixel_index: Tensor
+    reference_sq_norms: Tensor
+    reference_codes: Tensor
+    reference_token_index: Tensor
 
     def __init__(
         self,
@@ -105,7 +111,7 @@ class NNMemorization(PerSampleMetric):
         self.add_per_sample_state("nn_psnr", "ratio", "nearest_index")
 
         self.with_tokens = reference_tokens is not None
-        if self.with_tokens:
+        if reference_tokens is not None:  # i.e. self.with_tokens
             if num_bits is None:
                 raise ValueError("num_bits is required with reference_tokens")
             if reference_tokens.ndim != 3:
@@ -123,7 +129,7 @@ class NNMemorization(PerSampleMetric):
             raise ValueError(f"images of shape {tuple(images.shape[1:])} do not match the reference {self.image_shape}")
         if self.with_tokens != (tokens is not None):
             raise ValueError("pass tokens exactly when the metric was built with reference_tokens")
-        codes = self._codes(tokens) if self.with_tokens else None  # (B, C*h*w) int8, validated first
+        codes = self._codes(tokens) if tokens is not None else None  # (B, C*h*w) int8, validated first; tokens iff with_tokens
         pixels = signed_unit_to_uint8(images.to(self.reference_pixels.device)).flatten(1)  # (B, C*H*W) uint8
         top = exact_l2_top2(pixels, self.reference_pixels, self.reference_sq_norms, chunk_size=self.chunk_size)
         self.append_per_sample(
@@ -133,13 +139,10 @@ class NNMemorization(PerSampleMetric):
         )
         if codes is not None:
             latent = hamming_top2(codes, self.reference_codes, chunk_size=self.chunk_size)
-            self.append_per_sample(
-                hamming=latent.d1,
-                hamming2=latent.d2,
-                latent_nearest_index=self.reference_token_index[latent.idx1],
-            )
+            self.append_per_sample(hamming=latent.d1, hamming2=latent.d2, latent_nearest_index=self.reference_token_index[latent.idx1])
 
     def _codes(self, tokens: Tensor) -> Tensor:
+        assert self.num_bits is not None  # cannot fire: __init__ requires num_bits with reference_tokens
         codes = token_codes(tokens.to(self.reference_codes.device), self.num_bits)  # (B, C*h*w) int8
         if codes.shape[1] != self.num_code_bits:
             raise ValueError(f"token grids give {codes.shape[1]} bits, the reference {self.num_code_bits}")

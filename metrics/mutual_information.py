@@ -59,6 +59,8 @@ class TokenMutualInformation(PerSampleMetric):
     """
 
     higher_is_better = None
+    height: Tensor  # states (add_state): the grid shape
+    width: Tensor
 
     def __init__(self, num_bits: int, max_distance: int = 4, num_permutations: int = 100, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -177,12 +177,7 @@ def _bhattacharyya_coefficient(p: _Gaussians, q: _Gaussians, terms: _PairTerms) 
 
 
 def diag_gaussian_ovl_mc(
-    mu1: Tensor,
-    logvar1: Tensor,
-    mu2: Tensor,
-    logvar2: Tensor,
-    num_samples: int = 256,
-    generator: torch.Generator | None = None,
+    mu1: Tensor, logvar1: Tensor, mu2: Tensor, logvar2: Tensor, num_samples: int = 256, generator: torch.Generator | None = None
 ) -> Tensor:
     """Symmetric MC estimate 0.5 (E_p[min(1, q/p)] + E_q[min(1, p/q)]) for diagonal Gaussians.
 
@@ -344,6 +339,8 @@ class PairwiseOverlap(PerSampleMetric):
     """
 
     higher_is_better = False
+    latent_dim: Tensor  # states (add_state): flattened per-sample sizes
+    image_dim: Tensor
 
     def __init__(
         self,
@@ -411,6 +408,12 @@ class PairwiseOverlap(PerSampleMetric):
             return self._diag_gaussian_pairwise(latents, logvars)
         return self._noise_pairwise(latents.double())
 
+    @property
+    def _noise_scale(self) -> float:
+        """`scale` of the "gaussian" and "bounded" kinds, the only ones that read it."""
+        assert self.scale is not None  # cannot fire: __init__ rejects these kinds without a positive scale
+        return self.scale
+
     def _noise_pairwise(self, z: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """Pair OVL and per-dimension OVL of the shared-noise kinds. Gaussian pair OVL needs only
         the (N, N) distances; everything else goes over chunks of unordered pairs i < j with
@@ -418,7 +421,7 @@ class PairwiseOverlap(PerSampleMetric):
         num, dims = z.shape
         if self.kind == "gaussian" and not self.per_dimension:
             distances = torch.cdist(z, z, compute_mode="donot_use_mm_for_euclid_dist")  # (N, N), no cancellation
-            return isotropic_gaussian_ovl(distances, self.scale).fill_diagonal_(0), z.new_tensor(float("nan")), {}
+            return isotropic_gaussian_ovl(distances, self._noise_scale).fill_diagonal_(0), z.new_tensor(float("nan")), {}
         first, second = torch.triu_indices(num, num, offset=1, device=z.device)  # (P,), (P,)
         noise = None
         if self.kind == "bounded" and self.kappa != 1:
@@ -438,21 +441,22 @@ class PairwiseOverlap(PerSampleMetric):
     def _per_dimension_ovl(self, gap: Tensor) -> Tensor:
         """(p, K) gaps -> (p, K) 1-D overlaps of the noise law along each latent dimension."""
         if self.kind == "gaussian":
-            return isotropic_gaussian_ovl(gap.abs(), self.scale)
+            return isotropic_gaussian_ovl(gap.abs(), self._noise_scale)
         if self.kind == "bounded":
-            return bounded_noise_ovl_1d(gap, self.scale, self.kappa)
+            return bounded_noise_ovl_1d(gap, self._noise_scale, self.kappa)
         return (gap == 0).double()  # point
 
     def _pair_ovl(self, gap: Tensor, per_dim: Tensor, noise: Tensor | None) -> Tensor:
         """(p, K) gaps and their 1-D overlaps -> (p,) OVL of the K-dimensional laws."""
         if self.kind == "gaussian":  # the problem is 1-D along the gap
-            return isotropic_gaussian_ovl(gap.square().sum(-1).sqrt(), self.scale)
+            return isotropic_gaussian_ovl(gap.square().sum(-1).sqrt(), self._noise_scale)
         if self.kind == "point" or self.kappa == 1:  # product densities constant on their supports
             return per_dim.prod(-1)
         ovl = gap.new_zeros(gap.shape[0])
         overlapping = (per_dim > 0).all(-1)  # elsewhere the supports are disjoint in some coordinate: exactly 0
         if overlapping.any():
-            ovl[overlapping] = bounded_noise_ovl_mc(gap[overlapping], self.scale, self.kappa, noise)
+            assert noise is not None  # cannot fire: _noise_pairwise draws it for bounded noise with kappa != 1, the only kind here
+            ovl[overlapping] = bounded_noise_ovl_mc(gap[overlapping], self._noise_scale, self.kappa, noise)
         return ovl
 
     def _diag_gaussian_pairwise(self, mu: Tensor, logvar: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:

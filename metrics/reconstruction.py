@@ -18,6 +18,8 @@ class BinRate(Metric):
 
     full_state_update = False
     higher_is_better = True
+    hits: Tensor  # states (add_state)
+    total: Tensor
 
     def __init__(self, tolerance: float = 0.1, **kwargs):
         super().__init__(**kwargs)
@@ -48,6 +50,8 @@ class BitUsage(Metric):
     """Per-bit usage of hard codes: P(+1) per latent channel, mean bit entropy, dead bits."""
 
     full_state_update = False
+    ones: Tensor  # states (add_state)
+    count: Tensor
 
     def __init__(self, num_bits: int, dead_tolerance: float = 0.01, **kwargs):
         super().__init__(**kwargs)

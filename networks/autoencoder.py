@@ -83,7 +83,7 @@ class ConvResNetEncoder(nn.Module):
     def __init__(self, image_channels: int = 3, latent_channels: int = 16, width: int = 64, levels: int = 2, blocks_per_level: int = 1):
         super().__init__()
         self.image_channels, self.latent_channels, self.downsample = image_channels, latent_channels, 2**levels
-        layers = [nn.Conv2d(image_channels, width, 3, padding=1)]
+        layers: list[nn.Module] = [nn.Conv2d(image_channels, width, 3, padding=1)]
         for _ in range(levels):
             layers += [ResBlock(width) for _ in range(blocks_per_level)]
             layers.append(nn.Conv2d(width, width, 4, stride=2, padding=1))  # halves H and W

@@ -56,13 +56,7 @@ class NoiseInjectionBinarizer(nn.Module):
     the decoder trains on exactly the codes it sees at inference.
     """
 
-    def __init__(
-        self,
-        noise: NoiseKind = "gaussian",
-        noise_rate: float = 0.3,
-        kappa: float = 2.0,
-        straight_through: bool = False,
-    ):
+    def __init__(self, noise: NoiseKind = "gaussian", noise_rate: float = 0.3, kappa: float = 2.0, straight_through: bool = False):
         super().__init__()
         unit_noise(noise, (1,), kappa)  # validates the kind
         if noise_rate < 0:

@@ -107,7 +107,7 @@ class Window(NamedTuple):
     length: (T,) long number of positions in each window.
     """
 
-    index: Tensor
+    index: Tensor  # type: ignore[assignment]  # field deliberately shadows tuple.index
     valid: Tensor
     length: Tensor
 
@@ -118,7 +118,8 @@ def window_indices(height: int, width: int, gamma: int | None, device=None) -> W
     Cells falling outside the grid are simply absent, so windows near the top/left edges are short.
     """
     num_tokens = height * width
-    if check_gamma_fits(gamma, height, width) is None:
+    gamma = check_gamma_fits(gamma, height, width)  # gamma itself, or an error
+    if gamma is None:
         width_k = max(num_tokens - 1, 0)
         index = torch.arange(width_k, device=device).expand(num_tokens, width_k)  # (T, K)
         valid = index < torch.arange(num_tokens, device=device).view(-1, 1)  # (T, K) k < t

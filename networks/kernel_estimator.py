@@ -47,13 +47,15 @@ def scatter_logsumexp(log_w: Tensor, groups: Tensor, num_groups: int) -> Tensor:
 class KernelARVM(nn.Module):
     """Non-parametric γ-ARVM over stored training token grids (no parameters, nothing to train)."""
 
+    # buffers, registered in __init__
+    kernel: Tensor
+    tokens_by_position: Tensor
+    sign_table: Tensor
+    window_index: Tensor
+    neighbourhood_index: Tensor
+
     def __init__(
-        self,
-        train_tokens: Tensor,
-        num_bits: int,
-        gamma: int | str | None = None,
-        flip_prob: float = 0.002,
-        chunk_size: int = 4096,
+        self, train_tokens: Tensor, num_bits: int, gamma: int | str | None = None, flip_prob: float = 0.002, chunk_size: int = 4096
     ):
         super().__init__()
         if num_bits > MAX_KERNEL_BITS:

@@ -40,7 +40,8 @@ def strict_fp32() -> Iterator[None]:
 
 @contextmanager
 def _strict_fp32_per_backend() -> Iterator[None]:
-    backends = [torch.backends.cuda.matmul, torch.backends.mkldnn.matmul, torch.backends.cudnn.conv]
+    # mkldnn/cudnn swap their module for an object at import: the stubs miss these attributes
+    backends = [torch.backends.cuda.matmul, torch.backends.mkldnn.matmul, torch.backends.cudnn.conv]  # type: ignore[attr-defined]
     saved = [backend.fp32_precision for backend in backends]
     for backend in backends:
         backend.fp32_precision = "ieee"

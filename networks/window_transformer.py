@@ -29,8 +29,9 @@ Heads: "histogram" = 2^C logits (the paper's histogram); "bits" = C independent 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -234,6 +235,12 @@ class QueryBlock(nn.Module):
 
 
 class WindowedARTransformer(nn.Module):
+    # buffers, registered in __init__ (tile_* when windowed, else attn_mask; window_slots for a finite γ)
+    tile_keys: Tensor
+    tile_visible: Tensor
+    attn_mask: Tensor
+    window_slots: Tensor
+
     def __init__(self, config: WindowedARConfig):
         super().__init__()
         self.config = config
@@ -246,19 +253,20 @@ class WindowedARTransformer(nn.Module):
 
         # training attention over the slots [null, positions 0..T-1]: tiles, or a dense mask whose
         # null column is always visible
-        tiles = attention_plan(config.height, config.width, config.gamma, config.attention)
+        gamma = cast("int | None", config.gamma)  # normalised by WindowedARConfig.__post_init__
+        tiles = attention_plan(config.height, config.width, gamma, config.attention)
         self.windowed = tiles is not None
-        if self.windowed:
+        if tiles is not None:
             self.register_buffer("tile_keys", tiles.keys, persistent=False)  # (n_tiles, L)
             self.register_buffer("tile_visible", tiles.visible, persistent=False)  # (n_tiles, Q, L)
         else:
-            window = gamma_window_mask(config.height, config.width, config.gamma)  # (T, T)
+            window = gamma_window_mask(config.height, config.width, gamma)  # (T, T)
             always = torch.ones(config.num_tokens, 1, dtype=torch.bool)
             self.register_buffer("attn_mask", torch.cat([always, window], dim=1), persistent=False)  # (T, 1+T)
         # cache slots of every window for cached sampling (finite γ only; global slices a prefix)
         self.window_len: list[int] = []
-        if config.gamma is not None:
-            win = window_indices(config.height, config.width, config.gamma)
+        if gamma is not None:
+            win = window_indices(config.height, config.width, gamma)
             slots = torch.cat([torch.zeros_like(win.index[:, :1]), win.index + 1], dim=1)  # (T, 1+K)
             self.register_buffer("window_slots", slots, persistent=False)
             self.window_len = (win.length + 1).tolist()
@@ -308,7 +316,7 @@ class WindowedARTransformer(nn.Module):
         context = self.context(tokens, positions)  # (B, T, d)
         x = self.drop(self.query_pos(positions)).expand(batch, -1, -1)  # (B, T, d)
         visible = self.training_visibility()
-        for block in self.blocks:
+        for block in cast(Iterable[QueryBlock], self.blocks):
             k, v = block.attn.context_kv(context)  # (B, H, T, d/H) each
             null_k, null_v = block.attn.null_slot(batch)  # (B, H, 1, d/H) each
             k, v = torch.cat([null_k, k], dim=2), torch.cat([null_v, v], dim=2)  # (B, H, 1+T, d/H) slots
@@ -357,7 +365,7 @@ class WindowedARTransformer(nn.Module):
         config = self.config
         shape = (config.n_layer, 2, n, config.n_head, 1 + config.num_tokens, config.n_embd // config.n_head)
         cache = torch.empty(shape, device=self.head.weight.device, dtype=self.head.weight.dtype)
-        cache[..., :1, :] = torch.stack([torch.stack(block.attn.null_slot(n)) for block in self.blocks])
+        cache[..., :1, :] = torch.stack([torch.stack(block.attn.null_slot(n)) for block in cast(Iterable[QueryBlock], self.blocks)])
         return cache
 
     @torch.no_grad()
@@ -365,7 +373,7 @@ class WindowedARTransformer(nn.Module):
         """Store the keys/values of the (n,) tokens just drawn at position t (they depend on nothing else)."""
         position = torch.full((1,), t, device=token.device)
         context = self.context(token.view(-1, 1), position)  # (n, 1, d)
-        kv = [torch.stack(block.attn.context_kv(context)) for block in self.blocks]  # L x (2, n, H, 1, d/H)
+        kv = [torch.stack(block.attn.context_kv(context)) for block in cast(Iterable[QueryBlock], self.blocks)]  # L x (2, n, H, 1, d/H)
         cache[..., t + 1 : t + 2, :] = torch.stack(kv)  # (L, 2, n, H, 1, d/H)
 
     def window_slice(self, cache: Tensor, t: int) -> Tensor:
@@ -378,7 +386,7 @@ class WindowedARTransformer(nn.Module):
         """(n, out_dim) logits of position t from the cache: one query stream, O(γ²) keys."""
         window = self.window_slice(cache, t)  # (L, 2, n, H, S_t, d/H)
         x = self.query_pos.weight[t].expand(window.shape[2], 1, -1)  # (n, 1, d)
-        for block, (k, v) in zip(self.blocks, window):
+        for block, (k, v) in zip(self.blocks, window, strict=True):
             x = block(x, k, v, None)
         return self.head(self.ln_f(x))[:, 0]
 
@@ -425,9 +433,9 @@ class WindowedARTransformer(nn.Module):
             cache = self.empty_cache(n) if use_cache else None
             for t in range(config.num_tokens):
                 if redraw[:, t].any():
-                    logits = self.step_logits(cache, t) if use_cache else self(tokens)[:, t]  # (n, out_dim)
+                    logits = self.step_logits(cache, t) if cache is not None else self(tokens)[:, t]  # (n, out_dim)
                     tokens[:, t] = torch.where(redraw[:, t], self.draw(logits, uniforms[:, t], temperature), tokens[:, t])
-                if use_cache:
+                if cache is not None:
                     self.write_cache(cache, tokens[:, t], t)
         finally:
             self.train(was_training)

@@ -70,12 +70,7 @@ def _onednn_hamming_applies(query_signs: Tensor, reference_signs: Tensor) -> boo
     return on_cpu and _ONEDNN_QLINEAR is not None and 0 < query_signs.shape[1] < 2**24
 
 
-def hamming_top2(
-    query_codes: Tensor,
-    reference_codes: Tensor,
-    chunk_size: int = 1024,
-    reference_chunk_size: int = 4096,
-) -> Top2:
+def hamming_top2(query_codes: Tensor, reference_codes: Tensor, chunk_size: int = 1024, reference_chunk_size: int = 4096) -> Top2:
     """Hamming distances (as float64 integers) from every query code to its two nearest reference codes.
 
     query_codes (Q, K) and reference_codes (N, K) hold signed bits: int8 in {-1, +1} is used as is;

@@ -34,8 +34,10 @@ def references_table(report: dict) -> str:
     floor, ceiling, ref = report["floor"], report["ceiling"], report["reference"]
     return (
         "| reference | mem_psnr25 | mem_ratio13 | NN-PSNR median (dB) | KID | FID |\n|---|---|---|---|---|---|\n"
-        f"| floor (held-out images vs train) | {fmt(floor['mem_psnr25'], 3)} | {fmt(floor['mem_ratio13'], 3)} | {fmt(floor['nn_psnr_median'], 1)} | | |\n"
-        f"| ceiling (BL-AE reconstructions of train) | {fmt(ceiling['mem_psnr25'], 3)} | {fmt(ceiling['mem_ratio13'], 3)} | {fmt(ceiling['nn_psnr_median'], 1)} | | |\n"
+        f"| floor (held-out images vs train) | {fmt(floor['mem_psnr25'], 3)} | {fmt(floor['mem_ratio13'], 3)} "
+        f"| {fmt(floor['nn_psnr_median'], 1)} | | |\n"
+        f"| ceiling (BL-AE reconstructions of train) | {fmt(ceiling['mem_psnr25'], 3)} | {fmt(ceiling['mem_ratio13'], 3)} "
+        f"| {fmt(ceiling['nn_psnr_median'], 1)} | | |\n"
         f"| BL-AE reconstructions of held-out vs held-out | | | | {fmt(ref['kid'], 4)} | {fmt(ref['fid'], 1)} |\n"
     )
 

@@ -80,7 +80,8 @@ def raw_mi_curve(record: dict | None, source: str) -> list[list]:
 
 def mi_block(results: dict, gammas: list) -> tuple[dict, dict]:
     """(raw MI curves, MI excess curves): the training tokens' ("data") and each main cell's samples' (``model-γ``)."""
-    curves, excess = {}, {}
+    curves: dict[str, list] = {}
+    excess: dict[str, list] = {}
     for gamma in gammas:
         for model in TOKEN_MODELS:
             record = results.get(token_cell_name(model, gamma))

@@ -23,7 +23,7 @@ from report.verdicts import FRONTIER_MIN_NOVEL, model_rows  # noqa: E402
 def plot_memorization(report: dict, path: Path) -> None:
     """Memorization against γ, one line per model with 95 % Wilson intervals, between the floor and the ceiling."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    for model, marker in zip(TOKEN_MODELS, "os"):
+    for model, marker in zip(TOKEN_MODELS, "os", strict=True):
         rows = model_rows(report, model)
         if rows:
             labels = [str(r["gamma"]) for r in rows]
@@ -53,7 +53,7 @@ def plot_memorization(report: dict, path: Path) -> None:
 def plot_frontier(report: dict, path: Path) -> None:
     """Memorization against the KID of the novel samples, one point per γ with enough novel samples."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    for model, marker in zip(TOKEN_MODELS, "os"):
+    for model, marker in zip(TOKEN_MODELS, "os", strict=True):
         rows = [r for r in model_rows(report, model) if r["kid_novel"] is not None and (r["novel_scored"] or 0) >= FRONTIER_MIN_NOVEL]
         if rows:
             ax.plot([r["mem_psnr25"] for r in rows], [r["kid_novel"] for r in rows], marker=marker, label=f"{model} γ-ARVM")
@@ -80,7 +80,7 @@ def plot_phase_diagram(report: dict, path: Path) -> None:
     rows = report["memorization_vs_train_size"]
     models = list(dict.fromkeys(r["model"] for r in rows))
     fig, axes = plt.subplots(1, max(1, len(models)), figsize=(4.5 * max(1, len(models)), 3.6), squeeze=False)
-    for ax, model in zip(axes[0], models):
+    for ax, model in zip(axes[0], models, strict=False):
         mine = [r for r in rows if r["model"] == model]
         gammas = list(dict.fromkeys(str(r["gamma"]) for r in mine))
         sizes = sorted({int(r["train_size"]) for r in mine if r["train_size"] is not None})
@@ -124,7 +124,7 @@ def plot_extraction(report: dict, path: Path) -> None:
     rows = report["extraction"]
     models = [m for m in TOKEN_MODELS if any(r["model"] == m for r in rows)]
     fig, axes = probe_panels(models, "Prefix extraction: rate vs prefix rows (dashed: held-out control)")
-    for ax, model in zip(axes, models):
+    for ax, model in zip(axes, models, strict=False):
         for i, gamma in enumerate(gammas_of(rows, model)):
             mine = sorted((r for r in rows if r["model"] == model and r["gamma"] == gamma), key=lambda r: r["prefix_rows"])
             colour = f"C{i}"
@@ -142,7 +142,7 @@ def plot_correlation_length(report: dict, path: Path) -> None:
     rows = report["forward_backward"]
     models = [m for m in TOKEN_MODELS if any(r["model"] == m for r in rows)]
     fig, axes = probe_panels(models, "Forward–backward: correlation length of the changes vs noise level p")
-    for ax, model in zip(axes, models):
+    for ax, model in zip(axes, models, strict=False):
         for gamma in gammas_of(rows, model):
             mine = sorted((r for r in rows if r["model"] == model and r["gamma"] == gamma), key=lambda r: r["p"])
             ax.plot([r["p"] for r in mine], [r["correlation_length"] for r in mine], marker="o", label=f"γ = {gamma}")

@@ -13,7 +13,7 @@ from networks.gamma_mask import parse_gamma
 from report.cells import TOKEN_MODELS, cells_of, metrics_of
 from report.formatting import fixed
 
-CONDITIONING = {1.0: "full window", 0.0: "causal window"}
+CONDITIONING: dict[float | None, str] = {1.0: "full window", 0.0: "causal window"}
 
 
 def probe_cells(results: dict) -> list[tuple[str, dict]]:

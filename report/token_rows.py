@@ -94,7 +94,7 @@ def report_rows(results: dict, gammas: list) -> list[dict]:
 def seed_spread(results: dict) -> list[dict]:
     """Per (model, γ) run at several seeds: the main cell and its spread cells."""
     groups: dict[tuple[str, str], list[dict]] = {}
-    for name, record in cells_of(results, "spread"):
+    for _, record in cells_of(results, "spread"):
         key = (role(record)["model"], role(record)["gamma"])
         groups.setdefault(key, [])
         groups[key].append(token_row(record, *key))
@@ -104,7 +104,10 @@ def seed_spread(results: dict) -> list[dict]:
         rows = ([token_row(main, model, gamma)] if main is not None else []) + extra
         rates = [r["mem_psnr25"] for r in rows if r["mem_psnr25"] is not None]
         mean = sum(rates) / len(rates) if rates else None
-        low, high = wilson_interval(mean, rows[0]["num_samples"]) if mean is not None else (None, None)
+        width = None
+        if mean is not None:
+            low, high = wilson_interval(mean, rows[0]["num_samples"])
+            width = high - low
         spreads.append(
             {
                 "model": model,
@@ -115,7 +118,7 @@ def seed_spread(results: dict) -> list[dict]:
                 "fitted": [r["fitted"] for r in rows],
                 "mean": mean,
                 "range": max(rates) - min(rates) if rates else None,
-                "sampling_interval_width": None if mean is None else high - low,
+                "sampling_interval_width": width,
             }
         )
     return spreads

@@ -8,6 +8,8 @@ report.json, so it can be fed reports that agree and reports that disagree (test
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from report.cells import TOKEN_MODELS
 from report.formatting import fmt
 
@@ -128,7 +130,7 @@ def conflict_verdict(report: dict) -> dict:
         evidence = f"{len(rows)} β value(s) measured (the sweep's --vae_betas, e.g. [0.1, 1, 5])"
         return verdict(claim, rule, evidence, "not measured")
     overlaps, psnrs = [r["ovl_mean"] for r in rows], [r["psnr"] for r in rows]
-    monotone = all(b >= a for a, b in zip(overlaps, overlaps[1:])) and all(b <= a for a, b in zip(psnrs, psnrs[1:]))
+    monotone = all(b >= a for a, b in pairwise(overlaps)) and all(b <= a for a, b in pairwise(psnrs))
     evidence = ", ".join(f"β = {r['beta']:g}: overlap {fmt(r['ovl_mean'], 3)}, PSNR {r['psnr']:.1f} dB" for r in rows)
     return verdict(claim, rule, evidence, "agrees" if monotone and overlaps[-1] > overlaps[0] else "disagrees")
 

@@ -9,13 +9,13 @@ no suggestions), which jsonargparse itself resolves from the class that its mess
 
 from __future__ import annotations
 
-import importlib
-
 import difflib
+import importlib
 import re
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 from jsonargparse import ArgumentParser
@@ -150,9 +150,9 @@ def argument_error_line(message: str, argv: list[str], top_level: Iterable[str] 
     if match := _UNRECOGNIZED.search(message):
         first = match.group(1).split()[0]
         if first.startswith("--"):
-            head = first[2:].split("=")[0].split(".")[0]
-            close = difflib.get_close_matches(head, top_level, n=1, cutoff=0.6)
-            return f"{first}: no such option" + (f"; did you mean {first.replace(head, close[0], 1)!r}?" if close else "")
+            option = first[2:].split("=")[0].split(".")[0]
+            close = difflib.get_close_matches(option, top_level, n=1, cutoff=0.6)
+            return f"{first}: no such option" + (f"; did you mean {first.replace(option, close[0], 1)!r}?" if close else "")
         return f"unexpected argument {first!r}: options start with --, after the subcommand (fit, validate, test, predict)"
     lines = [line.strip().removeprefix("- ") for line in str(message).splitlines()]  # bullets, not a flag's dashes
     useful = [

@@ -16,8 +16,9 @@ import os
 import shutil
 import socket
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 PARTIAL_PREFIX = ".partial-"
 PARTIAL_SUFFIX = ".tmp"
@@ -81,7 +82,7 @@ def _publish(partial: Path, target: Path, replace: bool) -> None:
             os.replace(partial, target)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], prefix: str = PARTIAL_PREFIX, replace: bool = True) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object], prefix: str = PARTIAL_PREFIX, replace: bool = True) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, then atomically put it in place.
 
     On any error (disk full; a kill is not an error: it simply never reaches the rename) the

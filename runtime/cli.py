@@ -24,9 +24,10 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import cast
 
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import Callback, ProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -227,8 +228,10 @@ class MepsCLI(LightningCLI):
             lines.append(f"W&B run: {files.resolve()}" + (f"  (offline: `wandb sync {files.resolve()}`)" if offline else ""))
         if (folder := run_dir(trainer)) is not None:
             lines.append(f"run folder (config.yaml, checkpoints/): {folder.resolve()}")
-        if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_path:
-            lines.append(f"best checkpoint: {Path(trainer.checkpoint_callback.best_model_path).resolve()}")
+        # Lightning types it as any Checkpoint; its documented (and here the only) kind is ModelCheckpoint
+        checkpoint_callback = cast(ModelCheckpoint | None, trainer.checkpoint_callback)
+        if checkpoint_callback is not None and checkpoint_callback.best_model_path:
+            lines.append(f"best checkpoint: {Path(checkpoint_callback.best_model_path).resolve()}")
         print("\n".join(lines), flush=True)
 
 

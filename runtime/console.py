@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from runtime import exit_codes
 from runtime.errors import Preempted, mark_loop_started, one_line_error

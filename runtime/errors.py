@@ -72,8 +72,8 @@ class ErrorLine(NamedTuple):
     exit_code: int
 
 
-def squeeze(text: str) -> str:
-    """All whitespace runs (newlines included) as single spaces."""
+def squeeze(text: object) -> str:
+    """All whitespace runs (newlines included) of ``str(text)`` as single spaces."""
     return " ".join(str(text).split())
 
 

@@ -20,7 +20,7 @@ class HeldLogs:
         self._hold = MemoryHandler(capacity=1 << 30, flushLevel=logging.CRITICAL + 1)  # no target: it only holds
         self._saved: list[tuple[logging.Logger, list[logging.Handler], bool]] = []
 
-    def __enter__(self) -> "HeldLogs":
+    def __enter__(self) -> HeldLogs:
         for logger in self.loggers:
             self._saved.append((logger, list(logger.handlers), logger.propagate))
             logger.handlers, logger.propagate = [self._hold], False

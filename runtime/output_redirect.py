@@ -26,4 +26,5 @@ def output_to(log: Path):
             sys.stdout.flush(), sys.stderr.flush()
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
-            os.close(saved[0]), os.close(saved[1])
+            os.close(saved[0])
+            os.close(saved[1])

@@ -86,8 +86,8 @@ def resume(
     if not ckpt_path:
         return Resume(explicit_id or env_id, None)
     if ckpt_path == "last":
-        if explicit_id or env_id:
-            return _continue(explicit_id or env_id, runs_root, "")
+        if run_id := explicit_id or env_id:
+            return _continue(run_id, runs_root, "")
         candidates = resumable_runs(runs_root, model_class)
         if not candidates:
             raise FileNotFoundError(

@@ -7,7 +7,7 @@ States are stored as tensors and plain Python values, so a checkpoint holding th
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -24,7 +24,9 @@ def rank_seed(base_seed: int, global_rank: int) -> int:
 
 def rng_state() -> dict[str, Any]:
     """This process's global generators: torch CPU, CUDA (current device), numpy, Python."""
-    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    # the global RandomState is an MT19937, whose legacy state is this tuple (never the dict form)
+    legacy = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
+    kind, keys, pos, has_gauss, cached_gaussian = legacy
     version, python_state, gauss = random.getstate()
     state = {
         "torch": torch.get_rng_state(),

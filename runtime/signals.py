@@ -15,8 +15,9 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
-from typing import Any, Callable
+from typing import Any
 
 from runtime.errors import Preempted
 
@@ -56,7 +57,7 @@ class StopRequests:
             if signum == signal.SIGINT:
                 print("\nCtrl-C: stopping after this step with a checkpoint of it (Ctrl-C again to stop at once)", flush=True)
 
-    def install(self) -> "StopRequests":
+    def install(self) -> StopRequests:
         if _in_main_thread() and not self._previous:
             self._previous = {signum: signal.signal(signum, self.handle) for signum in self.signals}
         return self

@@ -80,6 +80,7 @@ def ensure_wandb_mode(announce: bool = True) -> str:
     respected as it is."""
     if "WANDB_MODE" in os.environ:
         return os.environ["WANDB_MODE"]
+    reason: str | None
     if not wandb_key_available():
         reason = "no API key found"
     else:

@@ -4,6 +4,7 @@ mean what it says, before anything is trained or written."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from jsonargparse import ActionConfigFile, ArgumentParser
@@ -87,7 +88,7 @@ def check_workers(workers: int, in_process: bool, devices) -> None:
         )
 
 
-def check_token_models(spread_cells: list[str], phase_models: list[str], probe_models: list[str]) -> None:
+def check_token_models(spread_cells: Sequence[str], phase_models: Sequence[str], probe_models: Sequence[str]) -> None:
     """--spread_cells are <model>-<γ>, and every model named is one of the token models."""
     for name in spread_cells:
         if name.split("-")[0] not in TOKEN_MODELS or "-" not in name:

@@ -9,7 +9,9 @@ they start in (the longest chain of waiting cells first).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from networks.gamma_mask import gamma_name, parse_gamma
@@ -55,13 +57,13 @@ class SweepPlan:
         trainer: TrainerOverrides,
         group: str | None,
         vae_betas: list[float] | None,
-        spread_cells: list[str],
-        spread_seeds: list[int],
-        train_sizes: list[int | None],
-        phase_models: list[str],
+        spread_cells: Sequence[str],
+        spread_seeds: Sequence[int],
+        train_sizes: Sequence[int | None],
+        phase_models: Sequence[str],
         phase_args: dict[str, list[str]] | None,
         probes: Stage | None,
-        probe_models: list[str],
+        probe_models: Sequence[str],
     ):
         self.gammas = gammas
         self.out_dir = Path(out_dir).resolve()
@@ -74,7 +76,7 @@ class SweepPlan:
         self.phase_args = phase_args or {}
         self.probes, self.probe_models = probes, list(probe_models)
 
-    def cell(self, name: str, stage: str, extra: list[str] = (), role: dict | None = None) -> Cell:
+    def cell(self, name: str, stage: str, extra: Sequence[str] = (), role: dict | None = None) -> Cell:
         folder = self.out_dir / "cells" / name
         spec = self.stages[stage]
         args = [
@@ -99,33 +101,31 @@ class SweepPlan:
         ]
         return Cell(name, SUBCOMMAND[stage], args, folder, {"stage": stage, **(role or {})})
 
-    def token_cell(self, results: dict, model: str, gamma, name: str, extra: list[str] = (), **role) -> Cell:
+    def token_cell(self, results: dict, model: str, gamma, name: str, extra: Sequence[str] = (), **role) -> Cell:
         blae = results["blae"]
         checkpoint = blae["best_checkpoint"] or blae["last_checkpoint"]
         args = ["--data.init_args.autoencoder", checkpoint, "--model.init_args.gamma", gamma_name(gamma), *extra]
         return self.cell(name, model, args, {"model": model, "gamma": gamma_name(gamma), **role})
 
+    def first_cell(self, results: dict, name: str, stage: str, extra: Sequence[str] = (), role: dict | None = None) -> Cell:
+        """A cell that needs no other cell's results (the autoencoders): ``cell`` as a `Planned.build`."""
+        return self.cell(name, stage, extra, role)
+
     def plan(self) -> list[Planned]:
         """Every cell of the sweep, needs before the cells that need them (`next_ready` picks the start order)."""
         cost = EXPECTED_CPU_S
-        plan = [Planned("blae", (), lambda results: self.cell("blae", "blae", role={"kind": "autoencoder"}), cost["blae"])]
+        plan = [Planned("blae", (), partial(self.first_cell, name="blae", stage="blae", role={"kind": "autoencoder"}), cost["blae"])]
         for beta in self.vae_betas:
             name = "vae" if beta is None else f"vae-beta-{beta:g}"
             extra = [] if beta is None else ["--model.init_args.kl_weight", str(beta)]
-            plan.append(
-                Planned(name, (), lambda results, n=name, e=extra, b=beta: self.cell(n, "vae", e, {"kind": "vae", "beta": b}), cost["vae"])
-            )
+            build = partial(self.first_cell, name=name, stage="vae", extra=extra, role={"kind": "vae", "beta": beta})
+            plan.append(Planned(name, (), build, cost["vae"]))
         # kernel cells before neural ones (the order among equals): the first computes the held-out features the others reuse
         for model in TOKEN_MODELS:
             for gamma in self.gammas:
                 name = token_cell_name(model, gamma)
                 plan.append(
-                    Planned(
-                        name,
-                        ("blae",),
-                        lambda results, m=model, g=gamma, n=name: self.token_cell(results, m, g, n, kind="gamma"),
-                        cost[model],
-                    )
+                    Planned(name, ("blae",), partial(self.token_cell, model=model, gamma=gamma, name=name, kind="gamma"), cost[model])
                 )
         for spread in self.spread_cells:
             model, label = spread.split("-", 1)
@@ -137,7 +137,7 @@ class SweepPlan:
                     Planned(
                         name,
                         ("blae", main),
-                        lambda results, m=model, g=gamma, n=name, s=seed, main=main: self.spread_cell(results, m, g, n, s, main),
+                        partial(self.spread_cell, model=model, gamma=gamma, name=name, seed=seed, main=main),
                         cost[model],
                     )
                 )
@@ -150,7 +150,7 @@ class SweepPlan:
                         Planned(
                             name,
                             ("blae", main),
-                            lambda results, m=model, g=gamma, n=name, size=size, main=main: self.phase_cell(results, m, g, n, size, main),
+                            partial(self.phase_cell, model=model, gamma=gamma, name=name, size=size, main=main),
                             cost[model],
                         )
                     )
@@ -158,18 +158,14 @@ class SweepPlan:
             for gamma in self.gammas:
                 main = token_cell_name(model, gamma)
                 plan.append(
-                    Planned(
-                        f"probes-{main}",
-                        ("blae", main),
-                        lambda results, m=model, g=gamma, main=main: self.probe_cell(results, m, g, main),
-                        cost["probes"],
-                    )
+                    Planned(f"probes-{main}", ("blae", main), partial(self.probe_cell, model=model, gamma=gamma, main=main), cost["probes"])
                 )
         return plan
 
     def probe_cell(self, results: dict, model: str, gamma, main: str) -> Cell:
         """`validate` with the probes on the main cell's model: the kernel estimator of the same data, the neural
         model from the main cell's final checkpoint (the fitted model its memorization was measured on)."""
+        assert self.probes is not None  # probe cells are planned only with --probes
         extra = resolve_config_paths(["-c", self.probes.config, *self.probes.args])
         if model == "neural":
             extra += ["--ckpt_path", results[main].get("last_checkpoint") or results[main]["best_checkpoint"]]

@@ -10,8 +10,11 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Sequence
 from multiprocessing.connection import wait as wait_for_processes
+from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import cast
 
 from networks.gamma_mask import parse_gamma
 from report import log_summary_run, write_report
@@ -45,13 +48,13 @@ class Sweep(SweepPlan):
         threads: int | None = None,
         workers: int = 1,
         vae_betas: list[float] | None = None,
-        spread_cells: list[str] = (),
-        spread_seeds: list[int] = (),
-        train_sizes: list[int | None] = (),
-        phase_models: list[str] = ("kernel",),
+        spread_cells: Sequence[str] = (),
+        spread_seeds: Sequence[int] = (),
+        train_sizes: Sequence[int | None] = (),
+        phase_models: Sequence[str] = ("kernel",),
         phase_args: dict[str, list[str]] | None = None,
         probes: Stage | None = None,
-        probe_models: list[str] = TOKEN_MODELS,
+        probe_models: Sequence[str] = TOKEN_MODELS,
     ):
         gammas = [parse_gamma(g) for g in gammas]
         check_sweep_arguments(out_dir, gammas)
@@ -102,7 +105,10 @@ class Sweep(SweepPlan):
 
         A stop request (SIGTERM/SIGUSR1 to the sweep) is passed on to the running workers, which checkpoint and
         exit 75; no new cell starts, and the sweep then stops with 75 too (the same command resumes)."""
-        pending, running, failures, stopped = list(plan), {}, [], []
+        pending = list(plan)
+        running: dict[int, tuple[BaseProcess, Cell]] = {}  # sentinel -> (worker, its cell)
+        failures: list[Cell] = []
+        stopped: list[Cell] = []
         codes: list[int | None] = []  # the exit code of each failed worker (2: a bad input, said in one line)
         context = worker_context() if self.workers > 1 else None
         guard = forward_to_workers(running) if context is not None else contextlib.nullcontext(StopRequests(()))
@@ -128,7 +134,7 @@ class Sweep(SweepPlan):
                         raise RuntimeError(f"cells wait for cells that never ran: {[p.name for p in pending]}")
                     break
                 for sentinel in wait_for_processes(list(running)):
-                    process, cell = running.pop(sentinel)
+                    process, cell = running.pop(cast(int, sentinel))  # waited on the sentinels: ints
                     process.join()
                     if process.exitcode == 0 and (done := finished(cell)) is not None:
                         self.results[cell.name] = done

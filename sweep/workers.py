@@ -15,7 +15,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 import torch
 
@@ -33,7 +35,7 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_in_process(cell: Cell, threads: int | None, extra: list[str] = ()) -> None:
+def run_in_process(cell: Cell, threads: int | None, extra: Sequence[str] = ()) -> None:
     """`train.py <subcommand> <args>` in this process, as a fresh process would see it (a stop raises Preempted)."""
     import wandb
 
@@ -51,7 +53,7 @@ def run_in_process(cell: Cell, threads: int | None, extra: list[str] = ()) -> No
         os.environ.pop(RUN_ID_ENV, None)
 
 
-def run_as_script(cell: Cell, threads: int | None, extra: list[str] = ()) -> None:
+def run_as_script(cell: Cell, threads: int | None, extra: Sequence[str] = ()) -> None:
     """`python train.py ...` (several devices: Lightning launches the ranks); SIGTERM/SIGUSR1 are passed on."""
     env = {k: v for k, v in os.environ.items() if k != RUN_ID_ENV}
     if threads:
@@ -110,23 +112,28 @@ def last_error(cell: Cell) -> str:
     return next((line for line in reversed(lines) if line.startswith("error:")), f"see {log}")
 
 
-@contextlib.contextmanager
-def forward_to_workers(running: dict):
-    """While workers run, SIGTERM/SIGUSR1 to the sweep are recorded and passed on to each running worker (a
-    scheduler may signal the sweep's process only); Ctrl-C reaches the workers from the terminal already."""
-    stop = StopRequests(STOP_SIGNALS)
+class ForwardToWorkers(StopRequests):
+    """Records the first stop request and passes SIGTERM/SIGUSR1 on to each running worker (a scheduler may
+    signal the sweep's process only); Ctrl-C reaches the workers from the terminal already."""
 
-    def forward(signum, frame) -> None:
-        if stop.received is None:
-            stop.received = signum
+    def __init__(self, running: dict):
+        super().__init__(STOP_SIGNALS)
+        self.running = running  # sentinel -> (worker process, its cell), kept current by the schedule
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is None:
+            self.received = signum
         if signum == signal.SIGINT:
             return
-        for process, _ in list(running.values()):
+        for process, _ in list(self.running.values()):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signum)
 
-    stop.handle = forward
-    stop.install()
+
+@contextlib.contextmanager
+def forward_to_workers(running: dict):
+    """While workers run, stop requests to the sweep are recorded and passed on to them (``ForwardToWorkers``)."""
+    stop = ForwardToWorkers(running).install()
     try:
         yield stop
     finally:

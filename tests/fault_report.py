@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-RECORDS: list["FaultRecord"] = []
+RECORDS: list[FaultRecord] = []
 
 
 @dataclass

@@ -18,6 +18,7 @@ Lightning then validates before it stops), `max_steps` is reached, or the last e
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -29,6 +30,9 @@ from torch import Tensor
 from imaging.pixels import uint8_to_signed_unit
 from lightning_modules.model_outputs import Generated
 from lightning_modules.sample_seeds import sample_seeds
+
+if TYPE_CHECKING:
+    from datamodules.image_datamodule import HFImageDataModule
 
 
 def rank_sample_indices(num_samples: int, rank: int, world_size: int) -> range:
@@ -63,13 +67,18 @@ def generated_samples(pl_module: LightningModule, trainer: Trainer, num_samples:
         else:  # a rank with no share still takes part in every collective
             samples = Generated(None, torch.empty(0))
         cache = (key, samples)
-        pl_module._measurement_samples = cache
+        pl_module._measurement_samples = cache  # type: ignore[assignment]  # Module.__setattr__ stub: tensors/modules only
     return cache[1]
+
+
+def data_module(trainer: Trainer) -> HFImageDataModule:
+    """`trainer.datamodule`: the image (or token) data module whose images the measurements read."""
+    return trainer.datamodule  # type: ignore[attr-defined]  # Lightning sets it at run time
 
 
 def reference_images(trainer: Trainer, split: str, limit: int | None = None) -> Tensor:
     """uint8 (N, C, H, W) images of a split of the data module (the first `limit` rows)."""
-    images = trainer.datamodule.images_uint8(split)
+    images = data_module(trainer).images_uint8(split)
     return images if limit is None else images[:limit]
 
 
@@ -81,7 +90,7 @@ def training_tokens(trainer: Trainer, pl_module: LightningModule, limit: int | N
     """
     if not hasattr(pl_module, "num_bits"):
         return None
-    cached = getattr(trainer.datamodule, "token_grids", None)
+    cached = getattr(data_module(trainer), "token_grids", None)
     if cached is not None:
         return cached()[:limit]
     images = reference_images(trainer, "train", limit)

@@ -76,6 +76,7 @@ class MemorizationCallback(MeasurementCallback):
     def measure(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.metric is None:
             self.build(trainer, pl_module)
+        assert self.metric is not None and self.reference_stats is not None  # build() sets both
         samples = generated_samples(pl_module, trainer, self.num_samples, self.seed, self.batch_size)
         if len(samples.images):
             self.metric.update(samples.images, samples.tokens if self.metric.with_tokens else None)
@@ -93,7 +94,7 @@ class MemorizationCallback(MeasurementCallback):
     def log_media(self, trainer: Trainer, per_sample: dict, samples, local: dict) -> None:
         """Histograms of all samples; a table of the most memorized of rank 0's own samples."""
         for logger in wandb_loggers(trainer):
-            media = {"mem/nn_psnr_hist": wandb.Histogram(per_sample["nn_psnr"].cpu().numpy())}
+            media: dict[str, wandb.Histogram | wandb.Table] = {"mem/nn_psnr_hist": wandb.Histogram(per_sample["nn_psnr"].cpu().numpy())}
             if "hamming" in per_sample:
                 media["mem/hamming_hist"] = wandb.Histogram(per_sample["hamming"].cpu().numpy())
             if local:

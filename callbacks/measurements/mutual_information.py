@@ -9,6 +9,8 @@ distance, and does a γ-ARVM reproduce the data's curve? Models without tokens a
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import wandb
 from lightning.pytorch import LightningModule, Trainer
@@ -50,7 +52,7 @@ class MutualInformationCallback(MeasurementCallback):
     def curves(self, pl_module: LightningModule, tokens, index) -> dict:
         """MI curves of every rank's tokens together; `index`: their global indices (the null pairs
         images by it, so any split over ranks gives the same numbers)."""
-        metric = TokenMutualInformation(pl_module.num_bits, self.max_distance, self.num_permutations).to(pl_module.device)
+        metric = TokenMutualInformation(cast(int, pl_module.num_bits), self.max_distance, self.num_permutations).to(pl_module.device)
         if tokens is not None and len(tokens):
             metric.update(tokens, torch.as_tensor(index))
         return metric.compute()  # collective: every rank
@@ -61,6 +63,7 @@ class MutualInformationCallback(MeasurementCallback):
         rank, world = trainer.global_rank, trainer.world_size
         if self.data_curves is None:  # training latents, dealt to ranks round-robin
             tokens = training_tokens(trainer, pl_module, self.data_limit, self.batch_size)
+            assert tokens is not None  # None only without num_bits, which returned above
             self.data_curves = self.curves(pl_module, tokens[rank::world], range(len(tokens))[rank::world])
         samples = generated_samples(pl_module, trainer, self.num_samples, self.seed, self.batch_size)
         sample_curves = self.curves(pl_module, samples.tokens, rank_sample_indices(self.num_samples, rank, world))
@@ -76,6 +79,7 @@ class MutualInformationCallback(MeasurementCallback):
     def log_plot(self, trainer: Trainer, sample_curves: dict) -> None:
         key = "token_mi_excess" if "token_mi_excess" in sample_curves else "bit_mi_excess"
         distances = list(range(1, self.max_distance + 1))
+        assert self.data_curves is not None  # measure() computes them first
         for logger in wandb_loggers(trainer):
             plot = wandb.plot.line_series(
                 xs=distances,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, cast
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
@@ -35,6 +36,10 @@ from torchmetrics import MeanSquaredError
 from callbacks.measurements.base import MeasurementCallback, reference_images, uint8_to_model_images
 from lightning_modules.model_outputs import LatentDistribution
 from metrics.overlap import PairwiseOverlap
+
+if TYPE_CHECKING:
+    from lightning_modules.blae import BinaryLatentAutoencoder
+    from lightning_modules.vae import GaussianVAE
 
 
 class OverlapCallback(MeasurementCallback):
@@ -129,7 +134,7 @@ class OverlapCallback(MeasurementCallback):
         overlap.update(law.latents, law.logvar, images)
         return overlap.compute()  # collective
 
-    def noisy_reconstruction(self, model: LightningModule, law: LatentDistribution, rank: int) -> Tensor:
+    def noisy_reconstruction(self, model: BinaryLatentAutoencoder | GaussianVAE, law: LatentDistribution, rank: int) -> Tensor:
         """Decode one draw from each image's latent law (the left side of the bound), fixed generator."""
         generator = torch.Generator(device=law.latents.device).manual_seed(self.seed + rank)
         return model.decode(law.sample(generator)).clamp(-1, 1)
@@ -147,6 +152,6 @@ def evaluating(pl_module: LightningModule):
         pl_module.train(was_training)
 
 
-def latent_model(pl_module: LightningModule) -> LightningModule:
+def latent_model(pl_module: LightningModule) -> BinaryLatentAutoencoder | GaussianVAE:
     """The model whose latents are measured: a token model's frozen BL-AE, else the module itself."""
-    return getattr(pl_module, "autoencoder", pl_module)
+    return cast("BinaryLatentAutoencoder | GaussianVAE", getattr(pl_module, "autoencoder", pl_module))  # this project's latent models

@@ -23,17 +23,21 @@ rank, also on a rank whose share is empty).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, cast
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from torch import nn
 
-from callbacks.measurements.base import MeasurementCallback, rank_sample_indices, reference_images
+from callbacks.measurements.base import MeasurementCallback, data_module, rank_sample_indices, reference_images
 from lightning_modules.sample_seeds import sample_seeds
 from metrics.extraction import PrefixExtraction
 from metrics.forward_backward import ChangeCorrelation, erased_cells, erasure_order
 
+if TYPE_CHECKING:
+    from datamodules.token_datamodule import LatentTokenDataModule
+    from lightning_modules.token_model import LatentTokenModel
 
 FB_SEED_BLOCK = 2**24  # forward-backward seeds of noise level l: seed + 2^24 (l + 1) + source index
 
@@ -80,16 +84,17 @@ class ProbesCallback(MeasurementCallback):
     def measure(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not hasattr(pl_module, "resample"):
             raise TypeError(f"ProbesCallback needs a token model with `resample`, got {type(pl_module).__name__}")
-        self.log_scalars(pl_module, "extract", self.extraction(trainer, pl_module))
-        self.log_scalars(pl_module, "fb", self.forward_backward(trainer, pl_module))
+        model = cast("LatentTokenModel", pl_module)  # `resample` is LatentTokenModel's (the γ-ARVMs)
+        self.log_scalars(pl_module, "extract", self.extraction(trainer, model))
+        self.log_scalars(pl_module, "fb", self.forward_backward(trainer, model))
 
     # --- prefix extraction ----------------------------------------------------------------------
     def sources(self, trainer: Trainer, split: str, limit: int | None):
         """(tokens (N, h, w), uint8 images (N, C, H, W)) of a split's first `limit` rows, aligned."""
-        tokens = trainer.datamodule.token_grids(split)[:limit]
+        tokens = cast("LatentTokenDataModule", data_module(trainer)).token_grids(split)[:limit]  # a token model's data
         return tokens, reference_images(trainer, split, limit)
 
-    def extraction(self, trainer: Trainer, pl_module: LightningModule) -> dict:
+    def extraction(self, trainer: Trainer, pl_module: LatentTokenModel) -> dict:
         height, width = pl_module.grid_shape
         rows = prefix_rows_of(self.prefix_fractions, height)
         metric = PrefixExtraction([*rows, height], pl_module.num_bits, self.threshold_db).to(pl_module.device)
@@ -119,24 +124,25 @@ class ProbesCallback(MeasurementCallback):
         return values
 
     # --- forward-backward -----------------------------------------------------------------------
-    def forward_backward(self, trainer: Trainer, pl_module: LightningModule) -> dict:
+    def forward_backward(self, trainer: Trainer, pl_module: LatentTokenModel) -> dict:
         height, width = pl_module.grid_shape
         conditioning = self.conditioning or pl_module.conditionings[0]
         pl_module.check_conditioning(conditioning)
-        tokens = trainer.datamodule.token_grids("train")[: self.fb_sources]
+        tokens = cast("LatentTokenDataModule", data_module(trainer)).token_grids("train")[: self.fb_sources]
         metrics = nn.ModuleList([ChangeCorrelation(height, width, self.max_distance) for _ in self.noise_levels]).to(pl_module.device)
+        levels = cast(Iterable[ChangeCorrelation], metrics)  # the ModuleList holds ChangeCorrelations
         share = rank_sample_indices(len(tokens), trainer.global_rank, trainer.world_size)
         for start in range(share.start, share.stop, self.batch_size):
             indices = list(range(start, min(start + self.batch_size, share.stop)))
             clean = tokens[indices].to(pl_module.device)
             orders = torch.stack([erasure_order(self.seed + i, height * width) for i in indices]).to(pl_module.device)  # (B, T)
-            for level, (p, metric) in enumerate(zip(self.noise_levels, metrics)):
+            for level, (p, metric) in enumerate(zip(self.noise_levels, levels, strict=True)):
                 erased = erased_cells(orders, p).view_as(clean)  # (B, h, w)
                 seeds = sample_seeds(self.seed + FB_SEED_BLOCK * (1 + level), indices)  # apart from the extraction's
                 restored = pl_module.resample(clean, erased, seeds, conditioning) if erased.any() else clean
                 metric.update(clean, restored, erased)
         values = {"window_conditioning": torch.tensor(float(conditioning == "window"))}
-        for p, metric in zip(self.noise_levels, metrics):
+        for p, metric in zip(self.noise_levels, levels, strict=True):
             result = metric.compute()  # collective: every rank
             name = level_name(p)
             for key in ("changed_fraction", "corrupted_changed_fraction", "exact_rate", "correlation_length"):

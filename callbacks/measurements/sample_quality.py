@@ -23,7 +23,6 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from torch import nn
 
-from metrics.feature_cache import DEFAULT_CACHE_DIR, cached_features
 from callbacks.measurements.base import (
     MeasurementCallback,
     generated_samples,
@@ -32,9 +31,10 @@ from callbacks.measurements.base import (
     reference_images,
     uint8_to_model_images,
 )
+from imaging.pixels import signed_unit_to_uint8
+from metrics.feature_cache import DEFAULT_CACHE_DIR, cached_features
 from metrics.fid import InceptionFeatures, NovelSampleQuality, frechet_distance, kernel_inception_distance
 from metrics.memorization import NNMemorization
-from imaging.pixels import signed_unit_to_uint8
 
 
 class NovelSampleQualityCallback(MeasurementCallback):
@@ -78,6 +78,7 @@ class NovelSampleQualityCallback(MeasurementCallback):
 
     def features(self, trainer: Trainer, pl_module: LightningModule, images: torch.Tensor, cache: bool = False) -> torch.Tensor:
         """(N, D) features of uint8 images; the fixed reference sets are cached, samples never are."""
+        assert self.feature is not None  # build() sets it before any features are taken
         return cached_features(
             self.feature, images, self.feature_cache_dir if cache else None, self.batch_size, pl_module.device, write=trainer.is_global_zero
         )
@@ -85,6 +86,7 @@ class NovelSampleQualityCallback(MeasurementCallback):
     def measure(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.quality is None:
             self.build(trainer, pl_module)
+        assert self.quality is not None  # build() sets it
         samples = generated_samples(pl_module, trainer, self.num_samples, self.seed, self.batch_size)
         mine = rank_sample_indices(self.num_samples, trainer.global_rank, trainer.world_size)
         if len(samples.images):

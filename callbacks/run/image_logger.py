@@ -1,12 +1,20 @@
 """ImageLogger: asks the model for `log_images(batch)` after validation and logs uint8 grids."""
 
 from pathlib import Path
+from typing import Protocol, cast
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
+from torch import Tensor
 
 from imaging.grids import make_grid, save_png
+
+
+class ImageLoggingModel(Protocol):
+    """What ImageLogger asks of a model (every LightningModule of this project has it)."""
+
+    def log_images(self, batch: dict, max_images: int = 16) -> dict[str, Tensor]: ...
 
 
 def move_batch(batch: dict, device) -> dict:
@@ -36,7 +44,9 @@ class ImageLogger(Callback):
         was_training = pl_module.training
         pl_module.eval()
         with torch.no_grad():
-            images = pl_module.log_images(move_batch(self.fixed_batch, pl_module.device), max_images=self.max_images)
+            images = cast(ImageLoggingModel, pl_module).log_images(
+                move_batch(self.fixed_batch, pl_module.device), max_images=self.max_images
+            )
         pl_module.train(was_training)
         self.log_grids({k: make_grid(v) for k, v in images.items()}, trainer)
 

@@ -67,6 +67,7 @@ class LineProgress(ProgressBar):
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:
             return
+        assert trainer.state.fn is not None  # set while a trainer entry point runs its hooks
         stage = "validation" if trainer.state.fn == "fit" else trainer.state.fn.value
         metrics = format_metrics({k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
         self.say(f"{stage} at step {trainer.global_step}: {metrics}".rstrip())

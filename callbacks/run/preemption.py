@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch.distributed as dist
 from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
@@ -40,13 +40,16 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 
-from callbacks.run.resumable_run import ResumableRun
-from runtime.wandb_run import run_dir
+from callbacks.run.resumable_run import ResumableRun, fast_dev_run
 from runtime import exit_codes
 from runtime.errors import Preempted
 from runtime.run_status import write_status
 from runtime.signals import StopRequests
 from runtime.slurm import requeue, slurm_job_key
+from runtime.wandb_run import run_dir
+
+if TYPE_CHECKING:
+    from lightning.pytorch.loops.fetchers import _DataFetcher
 
 
 class Preemption(Callback):
@@ -148,7 +151,7 @@ class Preemption(Callback):
     @staticmethod
     def _status(trainer: Trainer, state: str, **fields: Any) -> None:
         folder = run_dir(trainer)
-        if trainer.is_global_zero and folder is not None and not trainer.fast_dev_run:
+        if trainer.is_global_zero and folder is not None and not fast_dev_run(trainer):
             write_status(folder, state, run_id=folder.name, slurm_job=slurm_job_key(), **fields)
 
 
@@ -191,7 +194,8 @@ def _validates_now(trainer: Trainer) -> bool:
     """Whether Lightning runs validation right after this training step (its own rule, evaluated the same on every rank)."""
     epoch_loop = trainer.fit_loop.epoch_loop
     try:
-        return bool(epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
+        fetcher = cast("_DataFetcher", trainer.fit_loop._data_fetcher)  # set while the epoch loop runs its batches
+        return bool(epoch_loop._should_check_val_fx(fetcher))
     except (AttributeError, TypeError):  # another Lightning version: stop after the step, without the top-k of a validation
         return False
 

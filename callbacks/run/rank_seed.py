@@ -25,4 +25,4 @@ class PerRankSeed(Callback):
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)
         random.seed(seed)
-        pl_module.rank_seed = seed
+        pl_module.rank_seed = seed  # type: ignore[assignment]  # Module.__setattr__ stub: tensors/modules only

@@ -42,6 +42,11 @@ from runtime.wandb_run import run_dir
 STATE_VERSION = 1
 
 
+def fast_dev_run(trainer: Trainer) -> int | bool:
+    """``trainer.fast_dev_run``, which ``Trainer.__init__`` sets without declaring it on the class."""
+    return trainer.fast_dev_run  # type: ignore[attr-defined]  # Lightning sets it at run time
+
+
 class ResumableRun(Callback):
     """Stores what an exact resume needs and keeps ``last.ckpt`` current (see the module docstring).
 
@@ -84,11 +89,11 @@ class ResumableRun(Callback):
             original(trainer, pl_module)
             every = self.refresh_last_every_n_epochs
             resumed_here = self.restored is not None and self.restored.get("global_step") == trainer.global_step
-            if every and (trainer.current_epoch + 1) % every == 0 and not trainer.fast_dev_run and not resumed_here:
+            if every and (trainer.current_epoch + 1) % every == 0 and not fast_dev_run(trainer) and not resumed_here:
                 self.refresh_last(trainer)  # (a resumed run re-enters the epoch end it was saved at: nothing new)
 
-        checkpoint.on_train_epoch_end = on_train_epoch_end
-        checkpoint._refresh_last_hooked = True
+        checkpoint.on_train_epoch_end = on_train_epoch_end  # type: ignore[method-assign]  # deliberate: wraps the hook
+        checkpoint._refresh_last_hooked = True  # type: ignore[attr-defined]  # deliberate: marks the wrap
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._trainer = None
@@ -163,6 +168,7 @@ class ResumableRun(Callback):
 
     def _apply(self, trainer: Trainer) -> None:
         state = self._pending
+        assert state is not None and self.restored is not None  # callers check _pending; load_state_dict set both
         states = state.get("rng") or []
         if len(states) == trainer.world_size:
             set_rng_state(states[trainer.global_rank])
@@ -203,5 +209,5 @@ class ResumableRun(Callback):
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """The final state as last.ckpt: training may stop between epoch ends (``max_steps``) and validations."""
-        if self.refresh_last_every_n_epochs and not trainer.fast_dev_run:
+        if self.refresh_last_every_n_epochs and not fast_dev_run(trainer):
             self.refresh_last(trainer)

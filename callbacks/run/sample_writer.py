@@ -7,6 +7,7 @@ rank reaches) into `samples.npz` (tokens, uint8 images, sample indices) and `sam
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -44,7 +45,7 @@ class SampleWriter(BasePredictionWriter):
         merged = {key: np.concatenate([s[key] for s in shards if s[key].size]) for key in ("index", "tokens", "images")}
         order = np.argsort(merged["index"])
         merged = {key: value[order] for key, value in merged.items()}
-        np.savez(folder / "samples.npz", **merged)
+        np.savez(folder / "samples.npz", **cast(dict[str, Any], merged))  # Any: else mypy checks the arrays against allow_pickle
         for r in range(world_size):
             (folder / f"shard_rank{r}.npz").unlink()
         images = uint8_to_signed_unit(torch.from_numpy(merged["images"][: self.grid_images]))

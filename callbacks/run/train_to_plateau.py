@@ -111,12 +111,13 @@ class TrainToPlateau(Callback):
         return warmup * self.lr_factor**self.decays
 
     def set_lr(self, trainer: Trainer, scale: float) -> None:
-        for optimizer, base_lrs in zip(trainer.optimizers, self.base_lrs or []):
-            for group, base_lr in zip(optimizer.param_groups, base_lrs):
+        for optimizer, base_lrs in zip(trainer.optimizers, self.base_lrs or [], strict=False):
+            for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=False):
                 group["lr"] = base_lr * scale
 
     def end_window(self, trainer: Trainer, pl_module: LightningModule) -> bool:
         """Apply the rule to the window that just ended; True when the CPU budget is spent."""
+        assert self.cpu_mark is not None and self.base_lrs is not None  # on_train_start sets both
         now = process_cpu_seconds()
         self.cpu_spent += now - self.cpu_mark
         self.cpu_mark = now

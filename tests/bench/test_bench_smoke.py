@@ -78,11 +78,7 @@ def test_table_marks_met_missed_and_unjudged_goals():
     from bench.common import Row
 
     table = run_all.format_table(
-        [
-            Row("met", 2.0, 1.0, "x/s", goal=1.0),
-            Row("missed", 1.0, 2.0, "x/s", goal=1.0),
-            Row("no goal", 1.0, 1.0, "x/s"),
-        ]
+        [Row("met", 2.0, 1.0, "x/s", goal=1.0), Row("missed", 1.0, 2.0, "x/s", goal=1.0), Row("no goal", 1.0, 1.0, "x/s")]
     )
     lines = table.splitlines()
     assert len({line.index("|") for line in lines if "|" in line}) == 1, "columns are not aligned"

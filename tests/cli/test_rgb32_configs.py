@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from datasets import ClassLabel, Dataset, Features, Image, Value
+from datasets import ClassLabel, Dataset, Features, Image
 from PIL import Image as PILImage
 
 from tests.cli.test_cli import CONFIG_DIR, print_config

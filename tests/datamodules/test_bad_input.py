@@ -9,8 +9,13 @@ from datasets import Dataset, DatasetDict
 
 import datamodules.source_splits as source_splits
 from datamodules import HFImageDataModule
-from tests.datamodules.images import hf_image_dataset, one_line_error, ready, write_image_folder
-from tests.datamodules.images import private_offline_hf_cache  # noqa: F401  (autouse: every test reads a private offline cache)
+from tests.datamodules.images import (
+    hf_image_dataset,
+    one_line_error,
+    private_offline_hf_cache,  # noqa: F401  (autouse: every test reads a private offline cache)
+    ready,
+    write_image_folder,
+)
 
 
 @pytest.mark.parametrize("path", ["/no/such/folder", "./missing_images", "~/no_such_dir_xyz", "images.parquet"])

@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from datamodules import HFImageDataModule
 from PIL import Image
 
-from datamodules.bundled_images import (
-    MIN_TEXTURE,
-    PHOTO_CROPS_SOURCE,
-    TILE,
-    Tile,
-    load_photo_crops_dataset,
-    region_of,
-    texture,
-    tiles,
-)
+from datamodules import HFImageDataModule
+from datamodules.bundled_images import MIN_TEXTURE, PHOTO_CROPS_SOURCE, TILE, Tile, load_photo_crops_dataset, region_of, texture, tiles
 
 TRAIN_TILES, VAL_TILES = 404, 57
 
@@ -52,7 +42,7 @@ def test_the_source_is_deterministic_with_region_split_sizes(crops):
     for name in crops:
         assert crops[name]._fingerprint == again[name]._fingerprint
         first, second = crops[name][:5]["image"], again[name][:5]["image"]
-        assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(first, second))
+        assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(first, second, strict=True))
     assert set(crops["train"]["scale"]) == set(crops["validation"]["scale"]) == {1, 2}
     assert len(set(crops["validation"]["photo"])) == 2  # the flower's held-out strip has no textured tile
 

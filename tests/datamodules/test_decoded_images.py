@@ -16,8 +16,12 @@ from datamodules import HFImageDataModule
 from datamodules.decoded_images import DecodedImages
 from datamodules.rows import IndexedSplit, collate_rows
 from imaging.pixels import uint8_to_signed_unit
-from tests.datamodules.images import MIXED_IMAGES, ready, write_image_folder
-from tests.datamodules.images import private_offline_hf_cache  # noqa: F401  (autouse: every test reads a private offline cache)
+from tests.datamodules.images import (
+    MIXED_IMAGES,
+    private_offline_hf_cache,  # noqa: F401  (autouse: every test reads a private offline cache)
+    ready,
+    write_image_folder,
+)
 
 
 def all_batches(loader, seed: int = 0) -> list[dict]:
@@ -37,7 +41,7 @@ def test_in_memory_batches_equal_the_lazy_batches(tmp_path, source):
     for loader in ("train_dataloader", "val_dataloader"):
         expected, served = all_batches(getattr(lazy, loader)()), all_batches(getattr(memory, loader)())
         assert len(served) == len(expected) > 0
-        for ours, theirs in zip(served, expected):
+        for ours, theirs in zip(served, expected, strict=True):
             assert set(ours) == set(theirs) == {"image", "index"}
             assert ours["image"].dtype == theirs["image"].dtype == torch.float32
             assert ours["index"].dtype == theirs["index"].dtype == torch.int64

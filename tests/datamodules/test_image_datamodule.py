@@ -11,8 +11,13 @@ import torch
 from datamodules import HFImageDataModule
 from datamodules.image_datamodule import per_device_batch_size
 from datamodules.rows import IndexedSplit
-from tests.datamodules.images import assert_batch_contract, one_line_error, ready, write_image_folder
-from tests.datamodules.images import private_offline_hf_cache  # noqa: F401  (autouse: every test reads a private offline cache)
+from tests.datamodules.images import (
+    assert_batch_contract,
+    one_line_error,
+    private_offline_hf_cache,  # noqa: F401  (autouse: every test reads a private offline cache)
+    ready,
+    write_image_folder,
+)
 
 
 def test_split_is_deterministic_across_instances_and_depends_on_the_seed():

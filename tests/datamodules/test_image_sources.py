@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,11 +17,11 @@ from tests.datamodules.images import (
     assert_batch_contract,
     hf_image_dataset,
     image_structs,
+    private_offline_hf_cache,  # noqa: F401  (autouse: every test reads a private offline cache)
     random_image,
     ready,
     write_image_folder,
 )
-from tests.datamodules.images import private_offline_hf_cache  # noqa: F401  (autouse: every test reads a private offline cache)
 
 
 def test_digits_source_has_all_1797_images_scaled_to_uint8():

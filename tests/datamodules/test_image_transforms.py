@@ -9,15 +9,13 @@ import pytest
 import torch
 from PIL import Image as PILImage
 
-from datamodules.image_transforms import (
-    ImageBatchTransform,
-    ImageToUint8,
-    UndecodableImageError,
-    convert_channels,
-    resize_and_center_crop,
+from datamodules.image_transforms import ImageBatchTransform, ImageToUint8, UndecodableImageError, convert_channels, resize_and_center_crop
+from tests.datamodules.images import (
+    one_line_error,
+    png_bytes,
+    private_offline_hf_cache,  # noqa: F401  (autouse: every test reads a private offline cache)
+    random_image,
 )
-from tests.datamodules.images import one_line_error, png_bytes, random_image
-from tests.datamodules.images import private_offline_hf_cache  # noqa: F401  (autouse: every test reads a private offline cache)
 
 
 def test_alpha_is_composited_on_white_and_16_bit_is_scaled():

@@ -40,7 +40,7 @@ def test_the_order_is_lightnings_distributed_order_and_the_same_for_every_world_
     assert list(ours) == list(theirs)  # a DDP run keeps the order Lightning's own sampler gave it
     one = batches(loader(world=1, batch_size=8), epoch=2)
     two = [batches(loader(world=2, rank=r, batch_size=4), epoch=2) for r in (0, 1)]
-    assert [sorted(a + b) for a, b in zip(*two)] == [sorted(step) for step in one]  # step j: the same global batch
+    assert [sorted(a + b) for a, b in zip(*two, strict=True)] == [sorted(step) for step in one]  # step j: the same global batch
     assert batches(loader(), 0) != batches(loader(), 1) and batches(loader(), 1) == batches(loader(), 1)
     assert batches(loader(seed=8), 0) != batches(loader(seed=7), 0)
 
@@ -90,7 +90,7 @@ def test_two_ranks_resume_their_own_shares_and_a_new_world_size_keeps_the_global
     one = loader(world=1, batch_size=8)  # the same global batch on one process
     one.load_state_dict(states[0])
     rest = batches(one, 0)
-    assert [sorted(step) for step in rest] == [sorted(a + b) for a, b in zip(full[0][2:], full[1][2:])]
+    assert [sorted(step) for step in rest] == [sorted(a + b) for a, b in zip(full[0][2:], full[1][2:], strict=True)]
 
 
 def test_other_data_restarts_the_epoch_with_a_warning():

@@ -23,13 +23,13 @@ import yaml
 from datasets import Dataset
 from lightning.pytorch import LightningModule, Trainer
 
-from autoencoder_checkpoint.reader import NotAnAutoencoderCheckpointError, read_checkpoint
-from autoencoder_checkpoint.tokens import autoencoder_spec, load_token_encoder
 import datamodules.decoded_images as decoded
 import datamodules.token_cache as token_cache
+from autoencoder_checkpoint.reader import NotAnAutoencoderCheckpointError, read_checkpoint
+from autoencoder_checkpoint.tokens import autoencoder_spec, load_token_encoder
 from datamodules import HFImageDataModule, LatentTokenDataModule
-from lightning_modules.frozen_autoencoder import load_autoencoder
 from lightning_modules.blae import BinaryLatentAutoencoder
+from lightning_modules.frozen_autoencoder import load_autoencoder
 from networks.autoencoder import PatchMLPDecoder, PatchMLPEncoder
 from networks.binarizer import NoiseInjectionBinarizer
 

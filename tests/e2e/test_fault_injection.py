@@ -31,8 +31,8 @@ import torch
 from datasets import Dataset
 
 import train
-from runtime.checkpoint_files import PARTIAL_PREFIX
 from autoencoder_checkpoint.reader import file_sha256
+from runtime.checkpoint_files import PARTIAL_PREFIX
 from tests.helpers import DEBUG_PRESET, DIGITS_CONFIG, REPO_ROOT, InjectedFault, wandb_runs, wandb_summary
 from tests.runs import Run
 

@@ -70,7 +70,7 @@ def run_two_nodes(args: list[str], cwd: Path, timeout: int = 600, **env: str) ->
             if node.poll() is None:
                 os.killpg(node.pid, signal.SIGKILL)  # the agent and its worker; started in their own session
                 node.wait()
-    for rank, (node, output) in enumerate(zip(nodes, outputs)):
+    for rank, (node, output) in enumerate(zip(nodes, outputs, strict=True)):
         assert node.returncode == 0, f"node {rank} exited {node.returncode}\n{output[-6000:]}"
     return outputs
 

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from metrics.memorization import NNMemorization, code_l2_ratio, nn_ratio, psnr_from_distance, ratio_key
 from imaging.pixels import signed_unit_to_uint8
+from metrics.memorization import NNMemorization, code_l2_ratio, nn_ratio, psnr_from_distance, ratio_key
 
 NUM_BITS = 4
 IMAGE_SHAPE = (1, 8, 8)

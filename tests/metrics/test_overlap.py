@@ -190,7 +190,7 @@ def test_gaussian_noise_on_soft_latents_overlaps_where_codes_do_not():
     values = metric.compute()
     flat = soft.flatten(1).double()
     first, second = pairs_of(8)
-    expected = [NormalDist(0, 0.5).overlap(NormalDist((flat[i] - flat[j]).norm().item(), 0.5)) for i, j in zip(first, second)]
+    expected = [NormalDist(0, 0.5).overlap(NormalDist((flat[i] - flat[j]).norm().item(), 0.5)) for i, j in zip(first, second, strict=True)]
     assert values["mean"].item() == pytest.approx(sum(expected) / len(expected), rel=1e-9)
     assert values["mean"].item() > 0.3
     codes = PairwiseOverlap("gaussian", scale=0.5)
@@ -342,7 +342,7 @@ def test_gemm_mc_matches_the_elementwise_definition_with_the_same_noise(monkeypa
 
     per_bit = sum(
         NormalDist(mu[i, k].item(), logvar[i, k].exp().sqrt().item()).overlap(NormalDist(mu[j, k].item(), logvar[j, k].exp().sqrt().item()))
-        for i, j in zip(first.tolist(), second.tolist())
+        for i, j in zip(first.tolist(), second.tolist(), strict=True)
         for k in range(6)
     ) / (36 * 6)
     assert values["per_bit"].item() == pytest.approx(per_bit, abs=1e-12)

@@ -1,14 +1,7 @@
 import pytest
 import torch
 
-from networks.gamma_mask import (
-    check_gamma,
-    gamma_name,
-    gamma_window_mask,
-    parse_gamma,
-    window_indices,
-    window_offsets,
-)
+from networks.gamma_mask import check_gamma, gamma_name, gamma_window_mask, parse_gamma, window_indices, window_offsets
 
 GRIDS = [(1, 1), (1, 5), (4, 4), (5, 3), (6, 7)]
 

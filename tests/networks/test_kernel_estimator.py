@@ -118,7 +118,7 @@ def test_query_blocks_equal_one_block(monkeypatch):
     model = KernelARVM(train, num_bits=4, gamma=2, chunk_size=8)
     whole = [model.log_histogram(context, t) for t in (0, 7, 15)]
     monkeypatch.setattr("networks.kernel_estimator.QUERY_CHUNK_SIZE", 2)
-    for t, expected in zip((0, 7, 15), whole):
+    for t, expected in zip((0, 7, 15), whole, strict=True):
         torch.testing.assert_close(model.log_histogram(context, t), expected)
 
 

@@ -55,7 +55,7 @@ def test_equals_dense_masked_attention_with_gradients(height, width, gamma, tile
     ):
         out = attend()
         torch.testing.assert_close(out, dense)
-        for grad, expected in zip(torch.autograd.grad(out, (q, k, v), grad_out), dense_grads):
+        for grad, expected in zip(torch.autograd.grad(out, (q, k, v), grad_out), dense_grads, strict=True):
             torch.testing.assert_close(grad, expected)
 
 

@@ -5,11 +5,7 @@ import torch.nn.functional as F
 from networks.bits import token_bits
 from networks.gamma_mask import gamma_window_mask
 from networks.sampling import draw_uniforms, log_flip_kernel
-from networks.window_transformer import (
-    WindowedARConfig,
-    WindowedARTransformer,
-    attention_plan,
-)
+from networks.window_transformer import WindowedARConfig, WindowedARTransformer, attention_plan
 
 HEIGHT, WIDTH, BITS = 5, 5, 4
 
@@ -17,15 +13,7 @@ HEIGHT, WIDTH, BITS = 5, 5, 4
 def make_model(gamma, head="histogram", n_layer=3, seed=0, **overrides):
     torch.manual_seed(seed)
     config = WindowedARConfig(
-        height=HEIGHT,
-        width=WIDTH,
-        num_bits=BITS,
-        gamma=gamma,
-        n_layer=n_layer,
-        n_head=2,
-        n_embd=32,
-        head=head,
-        **overrides,
+        height=HEIGHT, width=WIDTH, num_bits=BITS, gamma=gamma, n_layer=n_layer, n_head=2, n_embd=32, head=head, **overrides
     )
     return WindowedARTransformer(config).eval()
 

@@ -6,15 +6,7 @@ import torch
 
 from networks.bits import token_hamming
 from networks.precision import strict_fp32
-from nn_search import (
-    deduplicate_rows,
-    exact_l2_top2,
-    first_occurrence,
-    hamming_top2,
-    search_sq_norms,
-    signed_codes,
-    token_codes,
-)
+from nn_search import deduplicate_rows, exact_l2_top2, first_occurrence, hamming_top2, search_sq_norms, signed_codes, token_codes
 
 SHAPES = [(37, 101, 13), (300, 700, 64), (5, 3, 7), (20, 2, 3)]
 

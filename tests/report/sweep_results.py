@@ -63,7 +63,7 @@ def agreeing_results(**overrides) -> dict:
                 **excess_metrics(overrides.pop("excess", [0.3, 0.1, 0.02, 0.0])),
             },
             "role": {"stage": "blae", "kind": "autoencoder"},
-        },
+        }
     }
     for beta, overlap, psnr in overrides.pop("vaes", [(0.1, 1e-6, 27.0), (1.0, 0.02, 22.0), (5.0, 0.2, 12.0)]):
         results[f"vae-beta-{beta:g}"] = {
@@ -71,7 +71,7 @@ def agreeing_results(**overrides) -> dict:
             "role": {"stage": "vae", "kind": "vae", "beta": beta},
         }
     for model in ("kernel", "neural"):
-        for label, rate in zip(LABELS, rates[model]):
+        for label, rate in zip(LABELS, rates[model], strict=True):
             results[f"{model}-gamma-{label}"] = token_record(model, label, rate)
     results.update(overrides.pop("extra_results", {}))
     assert not overrides, overrides

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from runtime.wandb_run import keep_previous_config
 from runtime.resume import checkpoint_run_id, resume
 from runtime.run_status import write_status
+from runtime.wandb_run import keep_previous_config
 
 
 def make_run(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 
-
 from runtime.wandb_run import ensure_wandb_mode
 
 
