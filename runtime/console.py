@@ -41,7 +41,7 @@ def run_command(main: Callable[[list[str] | None], Any], argv: list[str] | None 
     except Preempted as stop:
         mark_stopped_for_resume()
         if main_process:
-            print(f"{stop} (exit code {exit_codes.RESUMABLE}: resumable)\nto resume: {resume_command(argv)}", file=sys.stderr, flush=True)
+            say_resumable(stop, resume_command(argv))
         return stop.exit_code
     except (KeyboardInterrupt, SystemExit) as stop:
         interrupted = isinstance(stop, KeyboardInterrupt) or isinstance(stop.__context__, KeyboardInterrupt)
@@ -57,6 +57,11 @@ def run_command(main: Callable[[list[str] | None], Any], argv: list[str] | None 
     except Exception as err:
         return report_error(err)
     return exit_codes.OK
+
+
+def say_resumable(stop: Preempted, command: str) -> None:
+    """The two lines of a command stopped with a checkpoint: what stopped it, and the command that goes on."""
+    print(f"{stop} (exit code {exit_codes.RESUMABLE}: resumable)\nto resume: {command}", file=sys.stderr, flush=True)
 
 
 def report_error(err: Exception) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from runtime.checkpoint_files import load_torch_file
+from runtime.checkpoint_files import existing_file, load_torch_file
 from runtime.run_status import last_checkpoint, read_status, resumable_runs
 
 LIGHTNING_CKPT_KEYWORDS = ("last", "best", "hpc")
@@ -57,13 +57,8 @@ def checkpoint_run_id(path: str | Path) -> str | None:
 
 def require_checkpoint_file(ckpt_path: str) -> None:
     """Fail before anything is created (W&B run, run folder) when --ckpt_path names no file."""
-    if ckpt_path in LIGHTNING_CKPT_KEYWORDS or "://" in ckpt_path:
-        return
-    path = Path(ckpt_path).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"--ckpt_path {ckpt_path!r} does not exist")
-    if path.is_dir():
-        raise IsADirectoryError(f"--ckpt_path {ckpt_path!r} is a folder, not a .ckpt file")
+    if ckpt_path not in LIGHTNING_CKPT_KEYWORDS and "://" not in ckpt_path:
+        existing_file(ckpt_path, "--ckpt_path")
 
 
 def _continue(run_id: str, runs_root: Path, how: str) -> Resume:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from runtime import exit_codes
-from runtime.console import report_error
+from runtime.console import report_error, say_resumable
 from runtime.errors import Preempted
 from runtime.quiet import quiet_known_noise
 from runtime.signals import stop_at_once
@@ -44,11 +44,7 @@ def console_main(argv: list[str] | None = None) -> int:
         with stop_at_once():
             main(argv)
     except Preempted as stop:
-        print(
-            f"{stop} (exit code {exit_codes.RESUMABLE}: resumable)\nto resume: {shlex.join(['python', 'sweep.py', *argv])}",
-            file=sys.stderr,
-            flush=True,
-        )
+        say_resumable(stop, shlex.join(["python", "sweep.py", *argv]))  # the same command resumes the sweep
         return exit_codes.RESUMABLE
     except Exception as err:
         return report_error(err)

@@ -182,12 +182,12 @@ class Sweep(SweepPlan):
             self.results[planned.name] = {**same, "role": {**same.get("role", {}), "kind": "phase", "same_as": cell}}
             self.say(f"{planned.name}: the same as {cell}")
             return None
-        if (done := finished(cell)) is not None:
-            self.results[cell.name] = done
-            self.say(f"{cell.name}: reused (finished earlier)")
-            return None
-        if (broken := recorded(cell)) is not None:
-            self.say(f"{cell.name}: rebuilt ({missing_promise(broken, cell.subcommand)})")
+        if (record := recorded(cell)) is not None:  # an earlier run of these arguments: reused when complete
+            if (missing := missing_promise(record, cell.subcommand)) is None:
+                self.results[cell.name] = record
+                self.say(f"{cell.name}: reused (finished earlier)")
+                return None
+            self.say(f"{cell.name}: rebuilt ({missing})")
         cell.folder.mkdir(parents=True, exist_ok=True)
         return cell
 
