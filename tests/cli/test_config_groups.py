@@ -91,6 +91,24 @@ def test_a_second_source_for_the_channels_is_refused():
     assert exit_info.value.code == 2 and "image_channels" in err.getvalue()
 
 
+@pytest.mark.parametrize(
+    "flag, source",
+    [
+        ("--model.init_args.image_size", "--data.init_args.image_size"),
+        ("--model.init_args.channels", "--data.init_args.channels"),
+        ("--model.init_args.decoder.init_args.image_channels", "--data.init_args.channels"),
+    ],
+)
+def test_every_linked_value_is_set_at_its_source_only(flag, source):
+    """A flag aimed at a link target would be overwritten by the link in silence: it is refused in one line."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exit_info:
+        main(["fit", "-c", str(CONFIG_DIR / "blae" / "digits.yaml"), flag, "16", "--print_config"])
+    lines = [line for line in err.getvalue().splitlines() if line.strip()]
+    assert exit_info.value.code == 2 and len(lines) == 1, err.getvalue()
+    assert f"{flag}: follows {source} (linked); set that instead" in lines[0]
+
+
 def test_a_missing_group_file_fails_the_parse(tmp_path):
     experiment = tmp_path / "experiment.yaml"
     experiment.write_text(yaml.safe_dump({"data": str(CONFIG_DIR / "data" / "digits.yaml"), "model": "no_such_model.yaml"}))
