@@ -207,6 +207,13 @@ class BinaryLatentAutoencoder(InjectedOptimizers, LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_bit_usage("val")
+        self._log_noise_settings()
+
+    def _log_noise_settings(self) -> None:
+        """The training noise as metrics (its rate a and its standard deviation), so that every results.json and
+        W&B run states the noise its BL-AE was trained at (the sweep's noise cells, the MEPS frontier)."""
+        noise = {"blae/noise_rate": float(self.binarizer.noise_rate), "blae/noise_std": float(self.binarizer.noise_std)}
+        self.log_dict(noise, sync_dist=True, reduce_fx="max")
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "test")

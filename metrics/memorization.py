@@ -1,6 +1,6 @@
 """Nearest-neighbour memorization of generated samples against the (deduplicated) training set.
 
-Three tests share one exact NN search each:
+Three tests share one exact NN search each, and a fourth searches a second pixel reference:
 - NN-PSNR >= tau (tau = 25 dB, as in the follow-up code of Zhao & Basu, arXiv 2506.21731). Max
   PSNR over the training set is the PSNR of the L2 nearest neighbour, so it is computed exactly as
   a 1-NN.
@@ -11,6 +11,10 @@ Three tests share one exact NN search each:
   (0 = exact copy, <= fraction x bits = near copy), and the same L2 ratio test on the ±1 codes:
   ||s - t|| = 2 sqrt(H), so d1/d2 = sqrt(H1/H2) < 1/3, i.e. H1/H2 < 1/9 (`code_l2_ratio`; a ratio
   of Hamming distances against 1/3 would be a looser rule with another name). docs/metrics.md.
+- decoded copies (`decoded_reference`): NN-PSNR >= tau against the training images as the
+  autoencoder decodes them (their reconstructions: what a copier of a training token grid or
+  latent decodes to). A perfect copier scores 1 here at any autoencoder quality, whereas against
+  the original images it scores only as well as the decoder reconstructs (the pixel rates' ceiling).
 
 Images are compared as saved uint8 images would be: the quantization can only merge nearly equal
 pixels, and uint8 on both sides gives an exact integer search (nn_search/).
@@ -71,7 +75,10 @@ class NNMemorization(PerSampleMetric):
     reference_images: uint8 (N, C, H, W) training images; reference_tokens: long (N, h, w) token
     ids of the same (or other) training items, packing `num_bits` sign bits each. Both are
     deduplicated separately and kept as non-persistent uint8 / int8 buffers, so `.half()` or a
-    bf16 Lightning run cannot round them. `per_sample()` gives the values behind the rates and the
+    bf16 Lightning run cannot round them. decoded_reference: optional uint8 (M, C, H, W) training
+    images decoded through the autoencoder (their reconstructions), for the `decoded_*` NN-PSNR
+    rates; deduplicated too, and one distinct row is enough (no ratio test is run against it: a
+    collapsed decoder may map every image to one). `per_sample()` gives the values behind the rates and the
     nearest training index (into the arguments as given) of every sample. Under DDP, `compute()`
     and `per_sample()` are collectives: call them on every rank (a rank may have seen no sample).
     """
@@ -82,12 +89,16 @@ class NNMemorization(PerSampleMetric):
     reference_sq_norms: Tensor
     reference_codes: Tensor
     reference_token_index: Tensor
+    decoded_pixels: Tensor  # the decoded ones exist only with decoded_reference
+    decoded_pixel_index: Tensor
+    decoded_sq_norms: Tensor
 
     def __init__(
         self,
         reference_images: Tensor,
         reference_tokens: Tensor | None = None,
         num_bits: int | None = None,
+        decoded_reference: Tensor | None = None,
         psnr_thresholds: Sequence[float] = (25.0, 30.0, 35.0),
         ratio_threshold: float = 1 / 3,
         near_copy_fraction: float = 0.01,
@@ -122,6 +133,21 @@ class NNMemorization(PerSampleMetric):
             self.num_code_bits = self.reference_codes.shape[1]
             self.add_per_sample_state("hamming", "hamming2", "latent_nearest_index")
 
+        self.with_decoded = decoded_reference is not None
+        if decoded_reference is not None:  # i.e. self.with_decoded
+            if decoded_reference.dtype != torch.uint8 or tuple(decoded_reference.shape[1:]) != self.image_shape:
+                raise ValueError(
+                    f"decoded_reference must be uint8 (M, {', '.join(map(str, self.image_shape))}), "
+                    f"got {decoded_reference.dtype} {tuple(decoded_reference.shape)}"
+                )
+            if decoded_reference.shape[0] == 0:
+                raise ValueError("decoded_reference is empty")
+            decoded = deduplicate_rows(decoded_reference.flatten(1))
+            self.register_buffer("decoded_pixels", decoded.rows, persistent=False)  # (Ud, C*H*W) uint8
+            self.register_buffer("decoded_pixel_index", first_occurrence(decoded.inverse), persistent=False)  # (Ud,) long
+            self.register_buffer("decoded_sq_norms", search_sq_norms(decoded.rows), persistent=False)  # (Ud,) int32, once
+            self.add_per_sample_state("decoded_nn_psnr", "decoded_nearest_index")
+
     def update(self, images: Tensor, tokens: Tensor | None = None) -> None:
         """images: (B, C, H, W) float in [-1, 1] or uint8; tokens: (B, h, w) ids, required iff the
         metric was built with reference_tokens."""
@@ -137,6 +163,12 @@ class NNMemorization(PerSampleMetric):
             ratio=nn_ratio(top.d1, top.d2),
             nearest_index=self.reference_pixel_index[top.idx1],
         )
+        if self.with_decoded:
+            decoded = exact_l2_top2(pixels, self.decoded_pixels, self.decoded_sq_norms, chunk_size=self.chunk_size)
+            self.append_per_sample(
+                decoded_nn_psnr=psnr_from_distance(decoded.d1, pixels.shape[1]),
+                decoded_nearest_index=self.decoded_pixel_index[decoded.idx1],
+            )
         if codes is not None:
             latent = hamming_top2(codes, self.reference_codes, chunk_size=self.chunk_size)
             self.append_per_sample(hamming=latent.d1, hamming2=latent.d2, latent_nearest_index=self.reference_token_index[latent.idx1])
@@ -153,6 +185,10 @@ class NNMemorization(PerSampleMetric):
         rates = {f"psnr{threshold:g}_rate": _rate(psnr >= threshold) for threshold in self.psnr_thresholds}
         rates[f"{ratio_key(self.ratio_threshold)}_rate"] = _rate(ratio < self.ratio_threshold)
         rates["nn_psnr_median"] = _median(psnr)
+        if self.with_decoded:
+            decoded_psnr = self.gathered("decoded_nn_psnr")
+            rates |= {f"decoded_psnr{threshold:g}_rate": _rate(decoded_psnr >= threshold) for threshold in self.psnr_thresholds}
+            rates["decoded_nn_psnr_median"] = _median(decoded_psnr)
         if self.with_tokens:
             hamming, hamming2 = self.gathered("hamming"), self.gathered("hamming2")
             rates["latent_copy_rate"] = _rate(hamming == 0)
@@ -165,7 +201,8 @@ class NNMemorization(PerSampleMetric):
         """Synced per-sample values (for histograms / tables); a collective: call on every rank.
 
         Keys: nn_psnr, ratio, nearest_index (long, into reference_images) and with tokens:
-        hamming, latent_ratio (the L2 ratio sqrt(H1/H2)), latent_nearest_index (long, into reference_tokens).
+        hamming, latent_ratio (the L2 ratio sqrt(H1/H2)), latent_nearest_index (long, into reference_tokens);
+        with a decoded reference: decoded_nn_psnr, decoded_nearest_index (long, into decoded_reference).
         """
         states = self.synced_per_sample()
         values = {"nn_psnr": states["nn_psnr"], "ratio": states["ratio"], "nearest_index": states["nearest_index"].long()}
@@ -173,6 +210,9 @@ class NNMemorization(PerSampleMetric):
             values["hamming"] = states["hamming"]
             values["latent_ratio"] = code_l2_ratio(states["hamming"], states["hamming2"])
             values["latent_nearest_index"] = states["latent_nearest_index"].long()
+        if self.with_decoded:
+            values["decoded_nn_psnr"] = states["decoded_nn_psnr"]
+            values["decoded_nearest_index"] = states["decoded_nearest_index"].long()
         return values
 
 

@@ -1,5 +1,6 @@
 """The report's matplotlib figures (PNG files beside report.md): memorization vs γ, the generation–memorization
-frontier, the phase diagram, and the probes' extraction and correlation-length curves.
+frontier, the phase diagram, the MEPS frontier, the overlap against training step, membership inference against γ
+(drawn by report/membership.py), and the probes' extraction and correlation-length curves.
 
 Each is drawn from report.json's content alone. The Agg backend (files, no display) is chosen here, the one
 place in the report that imports pyplot.
@@ -16,31 +17,56 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from report.cells import TOKEN_MODELS  # noqa: E402
+from report.membership import plot_membership  # noqa: E402
 from report.probes import gammas_of  # noqa: E402
-from report.verdicts import FRONTIER_MIN_NOVEL, model_rows  # noqa: E402
+from report.verdicts import FRONTIER_MIN_NOVEL  # noqa: E402
+
+
+def measure_name(report: dict) -> str:
+    """The measure the memorization verdicts read (report.json ``memorization_measure``; pixel when none was chosen)."""
+    return (report.get("memorization_measure") or {}).get("name", "pixel")
+
+
+def measured_rows(report: dict, model: str) -> list[dict]:
+    """The model's main rows with a rate on the verdicts' measure, each with ``rate``/``low``/``high`` on it."""
+    name, rows = measure_name(report), []
+    for r in report["rows"]:
+        pixel = {"rate": r["mem_psnr25"], "low": r["mem_psnr25_low"], "high": r["mem_psnr25_high"]}
+        rate = (r.get("measures") or {"pixel": pixel}).get(name) or {}
+        if r["model"] == model and rate.get("rate") is not None:
+            rows.append({**r, "rate": rate["rate"], "low": rate.get("low"), "high": rate.get("high")})
+    return rows
+
+
+def references(report: dict) -> tuple[float | None, float | None]:
+    """(floor, ceiling) of the verdicts' measure (the pixel measure's without a chosen one)."""
+    choice = report.get("memorization_measure")
+    if choice:
+        return choice["floor"], choice["ceiling"]
+    return report["floor"]["mem_psnr25"], report["ceiling"]["mem_psnr25"]
 
 
 def plot_memorization(report: dict, path: Path) -> None:
-    """Memorization against γ, one line per model with 95 % Wilson intervals, between the floor and the ceiling."""
+    """Memorization (the verdicts' measure) against γ, one line per model with 95 % Wilson intervals, between the floor
+    and the ceiling."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for model, marker in zip(TOKEN_MODELS, "os", strict=True):
-        rows = model_rows(report, model)
+        rows = measured_rows(report, model)
         if rows:
-            labels = [str(r["gamma"]) for r in rows]
-            rates = [r["mem_psnr25"] for r in rows]
             errors = [
-                [max(0.0, r["mem_psnr25"] - r["mem_psnr25_low"]) for r in rows],
-                [max(0.0, r["mem_psnr25_high"] - r["mem_psnr25"]) for r in rows],
+                [max(0.0, r["rate"] - r["low"]) if r["low"] is not None else 0.0 for r in rows],
+                [max(0.0, r["high"] - r["rate"]) if r["high"] is not None else 0.0 for r in rows],
             ]
-            ax.errorbar(labels, rates, yerr=errors, marker=marker, capsize=3, label=f"{model} γ-ARVM")
-    floor, ceiling = report["floor"]["mem_psnr25"], report["ceiling"]["mem_psnr25"]
+            labels = [str(r["gamma"]) for r in rows]
+            ax.errorbar(labels, [r["rate"] for r in rows], yerr=errors, marker=marker, capsize=3, label=f"{model} γ-ARVM")
+    floor, ceiling = references(report)
     if floor is not None:
         ax.axhspan(0, max(floor, 0.005), color="grey", alpha=0.3, label=f"floor (held-out) {floor:.2f}")
     if ceiling is not None:
         ax.axhline(ceiling, color="black", linestyle="--", linewidth=1, label=f"ceiling (copying) {ceiling:.2f}")
     ax.set(
         xlabel="γ (observation radius)",
-        ylabel="fraction of samples with NN-PSNR ≥ 25 dB",
+        ylabel=f"memorization rate ({measure_name(report)} measure)",
         ylim=(-0.02, 1.05),
         title="Memorization vs γ (95 % Wilson intervals)",
     )
@@ -51,24 +77,33 @@ def plot_memorization(report: dict, path: Path) -> None:
 
 
 def plot_frontier(report: dict, path: Path) -> None:
-    """Memorization against the KID of the novel samples, one point per γ with enough novel samples."""
+    """Memorization (the verdicts' measure) against the KID of the novel samples with its bootstrap 95 % interval, one
+    point per γ with enough novel samples."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for model, marker in zip(TOKEN_MODELS, "os", strict=True):
-        rows = [r for r in model_rows(report, model) if r["kid_novel"] is not None and (r["novel_scored"] or 0) >= FRONTIER_MIN_NOVEL]
+        rows = [r for r in measured_rows(report, model) if r["kid_novel"] is not None and (r["novel_scored"] or 0) >= FRONTIER_MIN_NOVEL]
         if rows:
-            ax.plot([r["mem_psnr25"] for r in rows], [r["kid_novel"] for r in rows], marker=marker, label=f"{model} γ-ARVM")
+            errors = [
+                [max(0.0, r["kid_novel"] - r["kid_novel_low"]) if r.get("kid_novel_low") is not None else 0.0 for r in rows],
+                [max(0.0, r["kid_novel_high"] - r["kid_novel"]) if r.get("kid_novel_high") is not None else 0.0 for r in rows],
+            ]
+            rates = [r["rate"] for r in rows]
+            ax.errorbar(rates, [r["kid_novel"] for r in rows], yerr=errors, marker=marker, capsize=3, label=f"{model} γ-ARVM")
             for r in rows:
                 ax.annotate(
                     f"γ={r['gamma']} (n={int(r['novel_scored'])})",
-                    (r["mem_psnr25"], r["kid_novel"]),
+                    (r["rate"], r["kid_novel"]),
                     fontsize=7,
                     xytext=(3, 3),
                     textcoords="offset points",
                 )
-    if report["reference"]["kid"] is not None:
-        ax.axhline(report["reference"]["kid"], color="black", linestyle="--", linewidth=1, label="BL-AE reconstructions (reference)")
-    ax.set(xlabel="memorization (mem_psnr25)", ylabel="KID of the novel samples vs held-out", xlim=(-0.02, 1.02))
-    ax.set_title(f"Generation–memorization frontier (γ with ≥ {FRONTIER_MIN_NOVEL} novel samples)", fontsize=9)
+    ref = report["reference"]
+    if ref["kid"] is not None:
+        ax.axhline(ref["kid"], color="black", linestyle="--", linewidth=1, label="autoencoder reconstructions (reference)")
+        if ref.get("kid_low") is not None and ref.get("kid_high") is not None:
+            ax.axhspan(ref["kid_low"], ref["kid_high"], color="grey", alpha=0.2)
+    ax.set(xlabel=f"memorization ({measure_name(report)} measure)", ylabel="KID of the novel samples vs held-out", xlim=(-0.02, 1.02))
+    ax.set_title(f"Generation–memorization frontier (γ with ≥ {FRONTIER_MIN_NOVEL} novel samples; KID 95 % intervals)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -108,8 +143,70 @@ def plot_phase_diagram(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-PLOTS = {"memorization_vs_gamma.png": plot_memorization, "frontier.png": plot_frontier, "phase_diagram.png": plot_phase_diagram}
-"""The main figures by file name (the phase diagram only where report.json has phase rows)."""
+def finite_points(rows: list[dict], x: str, y: str) -> list[dict]:
+    """The rows with a finite x and y (a log10 overlap of -inf, exactly 0, cannot be drawn on a log axis)."""
+    return [r for r in rows if r[x] is not None and r[y] is not None and math.isfinite(r[x]) and math.isfinite(r[y])]
+
+
+def plot_frontier_meps(report: dict, path: Path) -> None:
+    """The MEPS frontier: log10 overlap against PSNR, the VAE's curve over β and the BL-AE's over its training noise."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    frontier = report.get("meps_frontier") or []
+    for model, key, marker in (("VAE", "beta", "o"), ("BL-AE", "noise", "s")):
+        rows = sorted(finite_points([r for r in frontier if r["model"] == model], "psnr", "log10_ovl"), key=lambda r: r[key] or 0.0)
+        if not rows:
+            continue
+        ax.plot(
+            [r["psnr"] for r in rows],
+            [r["log10_ovl"] for r in rows],
+            marker=marker,
+            label=f"{model} (over {'β' if key == 'beta' else 'noise'})",
+        )
+        for r in rows:
+            name = "β" if key == "beta" else "noise"
+            text = f"{name}={r[key]:g}" if r[key] is not None else r["cell"]
+            ax.annotate(
+                text + (" (main)" if r["main"] else ""), (r["psnr"], r["log10_ovl"]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
+    ax.set(xlabel="val PSNR (dB)", ylabel="log10 mean pairwise overlap")
+    ax.set_title("MEPS frontier: log10 latent overlap vs reconstruction quality", fontsize=9)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_ovl_vs_step(report: dict, path: Path) -> None:
+    """Log10 overlap against training step: the main BL-AE and the VAE nearest the ELBO."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for cell, points in (report.get("ovl_vs_step") or {}).items():
+        finite = [p for p in points if math.isfinite(p[1])]
+        ax.plot([p[0] for p in finite], [p[1] for p in finite], marker=".", label=cell)
+    ax.set(xlabel="training step", ylabel="log10 mean pairwise overlap", title="Latent overlap during training")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+PLOTS = {
+    "memorization_vs_gamma.png": plot_memorization,
+    "frontier.png": plot_frontier,
+    "phase_diagram.png": plot_phase_diagram,
+    "frontier_meps.png": plot_frontier_meps,
+    "ovl_vs_step.png": plot_ovl_vs_step,
+    "membership_vs_gamma.png": plot_membership,
+}
+"""The main figures by file name (each only where report.json has its section: `drawn`)."""
+
+SECTIONS = {"phase_diagram.png": "memorization_vs_train_size", "ovl_vs_step.png": "ovl_vs_step", "membership_vs_gamma.png": "membership"}
+"""The figures drawn only where report.json's section of that name is non-empty."""
+
+
+def drawn(report: dict, name: str) -> bool:
+    """Whether the main figure ``name`` has numbers to draw."""
+    return name not in SECTIONS or bool(report.get(SECTIONS[name]))
 
 
 def probe_panels(models: list[str], title: str):
@@ -175,6 +272,6 @@ def write_probe_plots(report: dict, out_dir: Path) -> list[str]:
 def write_plots(report: dict, out_dir: Path) -> None:
     """Every figure report.json has the numbers for, into ``out_dir``: the main ones, then the probes'."""
     for name, draw in PLOTS.items():
-        if name != "phase_diagram.png" or report["memorization_vs_train_size"]:
+        if drawn(report, name):
             draw(report, out_dir / name)
     write_probe_plots(report, out_dir)

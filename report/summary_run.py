@@ -1,6 +1,6 @@
 """The sweep's W&B summary run: one more run in the sweep's group holding the report.
 
-Its tables (the main rows, the phase diagram's, the probes'), the plots as images, W&B's native charts
+Its tables (the main rows, the MEPS frontier, the phase diagram's, the probes'), the plots as images, W&B's native charts
 (report/charts.py), the headline figures and every verdict in its summary, and report.md/report.json
 as files. Read from the report.json that `write_report` wrote, never from the cells.
 """
@@ -11,7 +11,8 @@ import json
 import shutil
 from pathlib import Path
 
-from report.charts import native_charts
+from report.charts import finite, meps_table, native_charts
+from report.membership import membership_chart
 from report.plots import PLOTS, PROBE_PLOTS
 from report.verdicts import FRONTIER_MIN_NOVEL
 from runtime.wandb_run import PROJECT
@@ -38,12 +39,16 @@ def log_summary_run(out_dir: Path, group: str) -> Path:
         "mem_psnr25",
         "mem_psnr25_low",
         "mem_psnr25_high",
+        "mem_decoded_psnr25",
+        "latent_near_copy",
         "mem_ratio13",
         "latent_copy",
         "nn_psnr_median",
         "train_nll_bits",
         "nll_bits",
         "kid_novel",
+        "kid_novel_low",
+        "kid_novel_high",
         "fid_novel",
         "novel_scored",
     ]
@@ -55,17 +60,24 @@ def log_summary_run(out_dir: Path, group: str) -> Path:
             report["memorization_vs_train_size"],
         )
     media.update(probe_tables(wandb, report))
+    if report.get("meps_frontier"):
+        media["report/meps_frontier"] = meps_table(wandb, report)
     plots = [name for name in [*PLOTS, *PROBE_PLOTS] if (out_dir / name).is_file()]
     media.update({f"report/{Path(name).stem}": wandb.Image(str(out_dir / name)) for name in plots})
     media.update(native_charts(wandb, report, FRONTIER_MIN_NOVEL))
+    media.update(membership_chart(wandb, report))
     run.log(media)
     run.summary.update(
         {
             "report/wall_s": report["wall_s"],
             "report/cells_cpu_s": report["costs"].get("cells_cpu_s"),
-            "report/ovl_blae_mean": report["ovl"]["blae_mean"],
-            "report/ovl_vae_mean": report["ovl"]["vae_mean"],
+            "report/ovl_blae_log10_mean": finite(report["ovl"]["blae_log10_mean"]),
+            "report/ovl_vae_log10_mean": finite(report["ovl"]["vae_log10_mean"]),
+            "report/ovl_vae_matched_beta": report["ovl"]["vae_matched_beta"],
+            "report/ovl_blae_decades_below_vae": finite(report["ovl"]["blae_decades_below_vae"]),
             "report/blae_psnr": report["blae"]["psnr"],
+            "report/memorization_measure": (report.get("memorization_measure") or {}).get("name"),
+            **dependence_radius_summary(report),
             "report/reference_kid": report["reference"]["kid"],
             "report/reference_fid": report["reference"]["fid"],
             **{f"report/floor_{k}": v for k, v in report["floor"].items()},
@@ -105,3 +117,12 @@ def probe_tables(wandb, report: dict) -> dict:
         ]
         media["report/forward_backward"] = table(wandb, columns, report["forward_backward"])
     return media
+
+
+def dependence_radius_summary(report: dict) -> dict:
+    """``report/dependence_radius/<source>`` (None: not measured or beyond the grid) and whether it lay beyond the grid."""
+    summary = {}
+    for source, radius in (report.get("dependence_radius") or {}).items():
+        summary[f"report/dependence_radius/{source}"] = radius["radius"]
+        summary[f"report/dependence_radius_beyond_grid/{source}"] = radius["beyond_grid"]
+    return summary

@@ -2,7 +2,8 @@
 
 Cells, each a `train.py` run (its own W&B run, all in one W&B group), each with a role:
   blae              the BL-AE (fit); every token cell below reads its tokens and decodes with it
-  vae[-beta-<β>]    the Gaussian VAE baseline (fit), once per --vae_betas (MEPS: overlap vs β)
+  blae-noise-<r>    the same BL-AE at training noise rate r, once per --blae_noises (fit; MEPS frontier only)
+  vae[-beta-<β>]    the Gaussian VAE baseline (fit), once per --vae_betas, β on the ELBO scale (MEPS frontier)
   <model>-gamma-<γ> kernel (validate: nothing to train) and neural (fit) γ-ARVM, for every γ
   <model>-gamma-<γ>-seed<s>   the same cell at another seed, for --spread_cells x --spread_seeds
   <model>-gamma-<γ>-n<N>      the same cell on N training images, for --phase_models x γ x --train_sizes

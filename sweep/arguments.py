@@ -4,6 +4,7 @@ mean what it says, before anything is trained or written."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,8 +26,18 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--group", type=str | None, default=None, help="W&B group of the runs (default: sweep-<out_dir name>)")
     parser.add_argument("--threads", type=int | None, default=None, help="torch intra-op threads per run (default: torch's choice)")
     parser.add_argument("--workers", type=int, default=1, help="cells run side by side (one device only)")
+    # list[float | str]: a value that is not a number reaches check_levels, which names it in one line
     parser.add_argument(
-        "--vae_betas", type=list[float] | None, default=None, help="one VAE cell per KL weight β (default: the VAE config's own)"
+        "--vae_betas",
+        type=list[float | str] | None,
+        default=None,
+        help="one VAE cell per KL weight β >= 0 on the ELBO scale (β = 1: the ELBO; default: the VAE config's own)",
+    )
+    parser.add_argument(
+        "--blae_noises",
+        type=list[float | str],
+        default=[],
+        help="one more BL-AE cell per training noise rate > 0 (Gaussian noise_rate), beside the main cell's own: the MEPS frontier",
     )
     parser.add_argument("--spread_cells", type=list[str], default=[], help="cells run again at other seeds, e.g. [neural-global]")
     parser.add_argument("--spread_seeds", type=list[int], default=[], help="the other seeds (seed_everything) of --spread_cells")
@@ -75,6 +86,28 @@ def check_sweep_arguments(out_dir: str, gammas: list) -> None:
             if not parent.is_dir():
                 raise BadInput(f"--out_dir {out_dir!r}: {str(parent)!r} is a file, not a folder")
             break
+
+
+def check_levels(flag: str, values: Sequence | None, *, zero_allowed: bool) -> list[float]:
+    """Each value of --vae_betas (β >= 0) or --blae_noises (a noise rate > 0) a finite number listed once (as its cell
+    name writes it, `level_label`), as floats; anything else is one line naming the flag and the value, before any
+    cell starts."""
+    bound = ">= 0" if zero_allowed else "> 0"
+    listed = "[" + ", ".join(level_label(v) for v in values or []) + "]"
+    levels: list[float] = []
+    for value in values or []:
+        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        if number is None or not math.isfinite(number) or not (number >= 0 if zero_allowed else number > 0):
+            raise BadInput(f"{flag} {level_label(value)}: each value must be a finite number {bound}, got {listed}")
+        if level_label(value) in [level_label(level) for level in levels]:  # the cell name's label: 0.3 and 0.3000001 are one cell
+            raise BadInput(f"{flag} lists {level_label(value)} twice ({listed}): each value is one cell of the sweep, list it once")
+        levels.append(float(number))
+    return levels
+
+
+def level_label(value) -> str:
+    """A level as a cell name writes it (0.3, 1, -2), anything else as written (quoted)."""
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
 
 
 def check_workers(workers: int, in_process: bool, devices) -> None:

@@ -1,7 +1,7 @@
 """What a sweep cell is: one `train.py` run (its name, arguments, folder and role), the plan entry that
 builds it once the cells it needs are done, and the overrides every cell shares.
 
-`Cell.key` (a hash of the subcommand and arguments) is the cell's identity: a finished cell is reused only
+`Cell.key` (a hash of `MEASUREMENTS_VERSION`, the subcommand and arguments) is the cell's identity: a finished cell is reused only
 while its key is unchanged (`sweep/records.py`).
 """
 
@@ -16,6 +16,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 """The repository root (the parent of this package): train.py and the configs/ that stage args name."""
 SUBCOMMAND = {"blae": "fit", "vae": "fit", "kernel": "validate", "neural": "fit"}
+MEASUREMENTS_VERSION = 2
+"""Part of every cell's key: raised when what a cell measures or trains changes under the same arguments (2: the
+VAE's ELBO-scale β, log-domain overlaps, memorization floors in decoded space, KID intervals, membership), so that
+a sweep rerun in an older folder runs such cells again instead of reusing figures of another definition."""
 
 
 @dataclass
@@ -60,7 +64,7 @@ class Cell:
 
     @property
     def key(self) -> str:
-        return hashlib.sha256(json.dumps([self.subcommand, self.args]).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps([MEASUREMENTS_VERSION, self.subcommand, self.args]).encode()).hexdigest()[:16]
 
     @property
     def results_path(self) -> Path:

@@ -11,12 +11,14 @@ def figure(metrics: dict, key: str) -> float | None:
 
 
 def headline(record: dict) -> str:
-    """An autoencoder's val/psnr; a token model's memorization and its train/val nll (bits per token)."""
+    """An autoencoder's val/psnr (and a BL-AE's bin rate); a token model's memorization and its train/val nll (bits per token)."""
     metrics, stage = record.get("metrics", {}), record.get("role", {}).get("stage")
     parts = []
     if stage in ("blae", "vae"):
         if (psnr := figure(metrics, "val/psnr")) is not None:
             parts.append(f"val/psnr {psnr:.1f} dB")
+        if (bin_rate := figure(metrics, "val/bin_rate")) is not None:  # a BL-AE's: how binary its latents became
+            parts.append(f"bin rate {bin_rate:.2f}")
     else:
         if (rate := figure(metrics, "mem/psnr25_rate")) is not None:
             parts.append(f"memorization {rate:.2f}")

@@ -2,6 +2,8 @@
 they start in (the longest chain of waiting cells first).
 
   blae              the BL-AE (fit); every token cell reads its tokens and decodes with it
+  blae-noise-<r>    the same BL-AE at another training noise rate r, once per --blae_noises (fit; the MEPS
+                    frontier's BL-AE points beside the main cell's; no cell waits on them)
   vae[-beta-<β>]    the Gaussian VAE baseline (fit), once per --vae_betas
   <model>-gamma-<γ> kernel (validate) and neural (fit) γ-ARVM, for every γ (`report/cells.py` names them)
   ...-seed<s>, ...-n<N>, probes-...   seed spread, phase diagram and probe cells on a main cell
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from networks.gamma_mask import gamma_name, parse_gamma
 from report.cells import TOKEN_MODELS, token_cell_name
+from sweep.arguments import check_levels
 from sweep.cells import (
     SUBCOMMAND,
     Cell,
@@ -46,7 +49,10 @@ def critical_paths(pending: list[Planned]) -> dict[str, float]:
 
 
 class SweepPlan:
-    """The cells of a sweep's settings (checked already, `sweep/arguments.py`; `gammas` parsed: ints, None for global)."""
+    """The cells of a sweep's settings (checked already, `sweep/arguments.py`; `gammas` parsed: ints, None for global).
+
+    `vae_betas` and `blae_noises` are checked here (`check_levels`), so that a bad value is refused before any cell starts.
+    """
 
     def __init__(
         self,
@@ -64,13 +70,16 @@ class SweepPlan:
         phase_args: dict[str, list[str]] | None,
         probes: Stage | None,
         probe_models: Sequence[str],
+        blae_noises: Sequence[float | str] | None = None,
     ):
+        betas = check_levels("--vae_betas", vae_betas, zero_allowed=True)
+        self.blae_noises = check_levels("--blae_noises", blae_noises, zero_allowed=False)
         self.gammas = gammas
         self.out_dir = Path(out_dir).resolve()
         self.stages = stages
         self.data, self.trainer = data, trainer
         self.group = group or f"sweep-{self.out_dir.name}"
-        self.vae_betas = list(vae_betas) if vae_betas else [None]
+        self.vae_betas: list[float | None] = list(betas) if betas else [None]
         self.spread_cells, self.spread_seeds = list(spread_cells), list(spread_seeds)
         self.train_sizes, self.phase_models = list(train_sizes), list(phase_models)
         self.phase_args = phase_args or {}
@@ -115,6 +124,11 @@ class SweepPlan:
         """Every cell of the sweep, needs before the cells that need them (`next_ready` picks the start order)."""
         cost = EXPECTED_CPU_S
         plan = [Planned("blae", (), partial(self.first_cell, name="blae", stage="blae", role={"kind": "autoencoder"}), cost["blae"])]
+        for noise in self.blae_noises:
+            name = f"blae-noise-{noise:g}"
+            extra = ["--model.init_args.binarizer.init_args.noise_rate", str(noise)]
+            role = {"kind": "autoencoder_noise", "noise": noise}
+            plan.append(Planned(name, (), partial(self.first_cell, name=name, stage="blae", extra=extra, role=role), cost["blae"]))
         for beta in self.vae_betas:
             name = "vae" if beta is None else f"vae-beta-{beta:g}"
             extra = [] if beta is None else ["--model.init_args.kl_weight", str(beta)]

@@ -55,6 +55,7 @@ class Sweep(SweepPlan):
         phase_args: dict[str, list[str]] | None = None,
         probes: Stage | None = None,
         probe_models: Sequence[str] = TOKEN_MODELS,
+        blae_noises: Sequence[float | str] = (),
     ):
         gammas = [parse_gamma(g) for g in gammas]
         check_sweep_arguments(out_dir, gammas)
@@ -76,6 +77,7 @@ class Sweep(SweepPlan):
             phase_args,
             probes,
             probe_models,
+            blae_noises,
         )
         self.threads, self.workers = threads, workers
         self.results: dict[str, dict] = {}

@@ -1,14 +1,21 @@
 """MemorizationCallback: do generated samples copy the training set? (keys under `mem/`)
 
 Per run: n samples are drawn (split over ranks, one seed per global sample index), decoded, and
-searched against the deduplicated training images (exact L2) and token grids (Hamming). Two
-references put a rate in context:
-- floor (`mem/floor_*`): held-out images vs the training set, the false-positive rate;
-- ceiling (`mem/ceiling_*`): the model's own reconstructions of training images, what a perfect
-  copier scores through this decoder (a lossy decoder caps the pixel-space rates).
-`mem/num_samples`, `mem/train_size` and `mem/step` (the optimizer step of the model that drew the
-samples) say what the rates were measured on. The quality of the samples that are *not* copies is
-callbacks/measurements/sample_quality.py's (it shares the samples when it draws as many with the same seed).
+searched against the deduplicated training images (exact L2), the training images as the
+autoencoder decodes them (their reconstructions, computed once per run: `mem/decoded_*`) and the
+training token grids (Hamming). Every measure is put in context by two references measured in the
+same space as the samples, i.e. on images that went through the same autoencoder:
+- floor (`mem/floor_*`): the reconstructions of `reference_subset` held-out images (their tokens
+  for the latent measures), searched like samples: the rate of a model that generates fresh images
+  of the data's law, i.e. the data's own redundancy (the false-positive rate);
+- ceiling (`mem/ceiling_*`): the reconstructions of `reference_subset` training images, what a
+  perfect copier scores through this decoder (a lossy decoder caps the pixel rates against the
+  original images; the decoded and latent rates of a copier are 1 by construction).
+`mem/floor_n` and `mem/ceiling_n` are the images each reference was measured on (the n of their
+intervals), `mem/num_samples`, `mem/train_size` and `mem/step` (the optimizer step of the model
+that drew the samples) say what the rates were measured on. The quality of the samples that are
+*not* copies is callbacks/measurements/sample_quality.py's (it shares the samples when it draws as
+many with the same seed).
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from callbacks.measurements.base import (
     wandb_loggers,
 )
 from imaging.grids import to_uint8
+from imaging.pixels import signed_unit_to_uint8
+from lightning_modules.model_outputs import Generated
 from metrics.memorization import NNMemorization
 
 
@@ -48,33 +57,53 @@ class MemorizationCallback(MeasurementCallback):
         self.reference_subset, self.table_rows = reference_subset, table_rows
         self.metric: NNMemorization | None = None
         self.reference_stats: dict | None = None
+        self.built_at_step: int | None = None
 
     def build(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Reference set (uint8 images, tokens) once per rank; floor and ceiling once, on every rank alike."""
+        """References (training images, their reconstructions, tokens), floor and ceiling, on every rank alike.
+
+        Once per model: a token model's autoencoder is frozen and it measures once, at the end; an
+        autoencoder measured during its own training is rebuilt at every measured step, as its
+        reconstructions (and tokens) change with it.
+        """
+        self.built_at_step = trainer.global_step
         self.train_images = reference_images(trainer, "train", self.reference_limit)
         tokens = training_tokens(trainer, pl_module, self.reference_limit, self.batch_size)
         num_bits = getattr(pl_module, "num_bits", None)
+        train_recon = self.reconstructions(pl_module, self.train_images)  # once per run: the decoded reference and the ceiling
+        self.decoded_train = signed_unit_to_uint8(train_recon.images).cpu()  # (N, C, H, W) uint8
         self.metric = self.new_metric(tokens, num_bits).to(pl_module.device)
         # floor and ceiling are deterministic: every rank computes them in full, without syncing
         floor_images = reference_images(trainer, self.floor_split, self.reference_subset)
-        floor_recon = in_batches(pl_module.reconstruct, uint8_to_model_images(floor_images, pl_module.device), self.batch_size)
-        floor = self.new_metric(tokens, num_bits, sync_on_compute=False).to(pl_module.device)
-        floor.update(floor_images.to(pl_module.device), floor_recon.tokens)
-        ceiling = self.new_metric(tokens, num_bits, sync_on_compute=False).to(pl_module.device)
-        subset = self.train_images[: self.reference_subset]
-        recon = in_batches(pl_module.reconstruct, uint8_to_model_images(subset, pl_module.device), self.batch_size)
-        ceiling.update(recon.images, recon.tokens)
+        floor = self.reference_rates(tokens, num_bits, self.reconstructions(pl_module, floor_images), pl_module.device)
+        subset = slice(0, self.reference_subset)
+        ceiling_recon = Generated(None if train_recon.tokens is None else train_recon.tokens[subset], train_recon.images[subset])
+        ceiling = self.reference_rates(tokens, num_bits, ceiling_recon, pl_module.device)
         self.reference_stats = {
-            **{f"floor_{k}": v for k, v in floor.compute().items()},
-            **{f"ceiling_{k}": v for k, v in ceiling.compute().items()},
+            **{f"floor_{k}": v for k, v in floor.items()},
+            **{f"ceiling_{k}": v for k, v in ceiling.items()},
+            "floor_n": torch.tensor(float(len(floor_images))),
+            "ceiling_n": torch.tensor(float(len(ceiling_recon.images))),
             "train_size": torch.tensor(float(len(self.train_images))),
         }
 
+    def reconstructions(self, pl_module: LightningModule, images: torch.Tensor) -> Generated:
+        """The model's round trip of uint8 images: its tokens (None without) and decoded images in [-1, 1]."""
+        return in_batches(pl_module.reconstruct, uint8_to_model_images(images, pl_module.device), self.batch_size)
+
+    def reference_rates(self, tokens, num_bits, recon: Generated, device) -> dict[str, torch.Tensor]:
+        """Every rate of reconstructed images (and their tokens), searched exactly as samples are (unsynced)."""
+        metric = self.new_metric(tokens, num_bits, sync_on_compute=False).to(device)
+        metric.update(recon.images, recon.tokens if metric.with_tokens else None)
+        return metric.compute()
+
     def new_metric(self, tokens, num_bits, **kwargs) -> NNMemorization:
-        return NNMemorization(self.train_images, tokens, num_bits if tokens is not None else None, **kwargs)
+        return NNMemorization(
+            self.train_images, tokens, num_bits if tokens is not None else None, decoded_reference=self.decoded_train, **kwargs
+        )
 
     def measure(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.metric is None:
+        if self.metric is None or self.built_at_step != trainer.global_step:
             self.build(trainer, pl_module)
         assert self.metric is not None and self.reference_stats is not None  # build() sets both
         samples = generated_samples(pl_module, trainer, self.num_samples, self.seed, self.batch_size)
@@ -94,7 +123,10 @@ class MemorizationCallback(MeasurementCallback):
     def log_media(self, trainer: Trainer, per_sample: dict, samples, local: dict) -> None:
         """Histograms of all samples; a table of the most memorized of rank 0's own samples."""
         for logger in wandb_loggers(trainer):
-            media: dict[str, wandb.Histogram | wandb.Table] = {"mem/nn_psnr_hist": wandb.Histogram(per_sample["nn_psnr"].cpu().numpy())}
+            media: dict[str, wandb.Histogram | wandb.Table] = {
+                "mem/nn_psnr_hist": wandb.Histogram(per_sample["nn_psnr"].cpu().numpy()),
+                "mem/decoded_nn_psnr_hist": wandb.Histogram(per_sample["decoded_nn_psnr"].cpu().numpy()),
+            }
             if "hamming" in per_sample:
                 media["mem/hamming_hist"] = wandb.Histogram(per_sample["hamming"].cpu().numpy())
             if local:

@@ -2,9 +2,12 @@
 
 Empirical MI between tokens (and between equal bits) at grid distance d = 1..D, for the training
 latents (`ldh/data_*`) and for the model's samples (`ldh/samples_*`), each against a permutation
-null at the same positions (`*_excess_d{d}` = MI - null, with a 95 % interval `*_excess_lo_d{d}`,
-`*_excess_hi_d{d}`; metrics/mutual_information.py, docs/metrics.md): does dependence fall with
-distance, and does a γ-ARVM reproduce the data's curve? Models without tokens are skipped.
+null at the same positions (`*_excess_d{d}` = MI - null, with a 95 % bootstrap-over-images interval
+`*_excess_lo_d{d}`, `*_excess_hi_d{d}`), and the dependence radius `ldh/{source}_dependence_radius`
+(the first d whose interval is not above 0; D + 1: every measured d is significant, beyond the grid;
+`ldh/{source}_bit_dependence_radius` the same for bits). metrics/mutual_information.py and
+docs/metrics.md have the definitions: does dependence stay local, and does a γ-ARVM reproduce the
+data's curve? Models without tokens are skipped.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from lightning.pytorch import LightningModule, Trainer
 from callbacks.measurements.base import MeasurementCallback, generated_samples, rank_sample_indices, training_tokens, wandb_loggers
 from metrics.mutual_information import TokenMutualInformation
 
+RADII = ("dependence_radius", "bit_dependence_radius")
 CURVES = (
     "token_mi",
     "token_mi_bias",
@@ -33,6 +37,17 @@ CURVES = (
 )
 
 
+def ldh_scalars(source: str, curves: dict) -> dict[str, torch.Tensor]:
+    """The logged figures of one source ("data" or "samples"), without the ``ldh/`` prefix:
+    ``{source}_{curve}_d{d}`` for every curve and d, and ``{source}_dependence_radius`` (+ bits')."""
+    scalars = {}
+    for name in CURVES:
+        if name in curves:
+            scalars.update({f"{source}_{name}_d{d + 1}": v for d, v in enumerate(curves[name])})
+    scalars.update({f"{source}_{name}": curves[name] for name in RADII if name in curves})
+    return scalars
+
+
 class MutualInformationCallback(MeasurementCallback):
     def __init__(
         self,
@@ -42,17 +57,21 @@ class MutualInformationCallback(MeasurementCallback):
         data_limit: int | None = 2000,
         batch_size: int = 256,
         num_permutations: int = 100,
+        num_bootstrap: int = 200,
         every_n_val_epochs: int = 1,
     ):
         super().__init__(every_n_val_epochs)
         self.num_samples, self.seed, self.max_distance = num_samples, seed, max_distance
         self.data_limit, self.batch_size, self.num_permutations = data_limit, batch_size, num_permutations
+        self.num_bootstrap = num_bootstrap
         self.data_curves: dict | None = None
 
     def curves(self, pl_module: LightningModule, tokens, index) -> dict:
         """MI curves of every rank's tokens together; `index`: their global indices (the null pairs
         images by it, so any split over ranks gives the same numbers)."""
-        metric = TokenMutualInformation(cast(int, pl_module.num_bits), self.max_distance, self.num_permutations).to(pl_module.device)
+        metric = TokenMutualInformation(
+            cast(int, pl_module.num_bits), self.max_distance, self.num_permutations, num_bootstrap=self.num_bootstrap
+        ).to(pl_module.device)
         if tokens is not None and len(tokens):
             metric.update(tokens, torch.as_tensor(index))
         return metric.compute()  # collective: every rank
@@ -67,11 +86,7 @@ class MutualInformationCallback(MeasurementCallback):
             self.data_curves = self.curves(pl_module, tokens[rank::world], range(len(tokens))[rank::world])
         samples = generated_samples(pl_module, trainer, self.num_samples, self.seed, self.batch_size)
         sample_curves = self.curves(pl_module, samples.tokens, rank_sample_indices(self.num_samples, rank, world))
-        scalars = {}
-        for source, curves in (("data", self.data_curves), ("samples", sample_curves)):
-            for name in CURVES:
-                if name in curves:
-                    scalars.update({f"{source}_{name}_d{d + 1}": v for d, v in enumerate(curves[name])})
+        scalars = {**ldh_scalars("data", self.data_curves), **ldh_scalars("samples", sample_curves)}
         self.log_scalars(pl_module, "ldh", scalars)
         if trainer.is_global_zero:
             self.log_plot(trainer, sample_curves)

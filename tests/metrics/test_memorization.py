@@ -193,3 +193,61 @@ def test_no_samples_give_nan_rates_and_empty_per_sample_values():
     assert all(math.isnan(v.item()) for v in values.values())
     per_sample = metric.per_sample()
     assert per_sample["nearest_index"].shape == (0,) and per_sample["latent_ratio"].shape == (0,)
+
+
+def blocky_decoder(tokens):
+    """A lossy toy decoder: (N, 4, 4) ids -> (N, 1, 8, 8) uint8, each token a flat 2x2 patch of grey 17 x id.
+
+    It keeps nothing of the images the tokens came from (random noise here), so the training images'
+    reconstructions are far from the originals: a perfect copier of the training grids is invisible
+    to the pixel test against the originals, and fully visible against the decoded training grids."""
+    return (tokens * 17).to(torch.uint8).repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)[:, None]
+
+
+def test_decoded_measure_scores_copied_token_grids_as_copies_through_a_lossy_decoder():
+    images, tokens = training_set()
+    decoded_train = blocky_decoder(tokens)  # the training images' reconstructions
+    metric = build_metric(images, tokens, decoded_reference=decoded_train)
+    picks = torch.tensor([5, 2, 30, 30, 47, 11])
+    metric.update(blocky_decoder(tokens[picks]), tokens[picks])  # a perfect copier of training grids, decoded
+    values = metric.compute()
+    assert values["decoded_psnr25_rate"].item() == 1.0 and values["decoded_nn_psnr_median"].item() == 100.0
+    assert values["latent_copy_rate"].item() == 1.0
+    assert values["psnr25_rate"].item() == 0.0  # the decoder's loss hides every copy from the pixel test
+    assert values["nn_psnr_median"].item() < 15
+    assert metric.per_sample()["decoded_nearest_index"].tolist() == picks.tolist()
+    # fresh grids through the same decoder are not copies in any space: the decoded rate is not 1 by construction
+    _, fresh_tokens = training_set(num=64, seed=1)
+    fresh = build_metric(images, tokens, decoded_reference=decoded_train)
+    fresh.update(blocky_decoder(fresh_tokens), fresh_tokens)
+    values = fresh.compute()
+    assert values["decoded_psnr25_rate"].item() == 0.0 and values["latent_near_copy_rate"].item() == 0.0
+
+
+def test_decoded_reference_is_deduplicated_and_may_collapse_to_one_image():
+    images, tokens = training_set()
+    collapsed = torch.full((48, *IMAGE_SHAPE), 128, dtype=torch.uint8)  # a decoder that maps every image to one grey image
+    metric = NNMemorization(images, decoded_reference=collapsed)
+    assert metric.decoded_pixels.shape[0] == 1
+    metric.update(torch.zeros(3, *IMAGE_SHAPE))  # grey 127.5 rounds to 128: a "copy" of the one decoded image
+    values = metric.compute()
+    assert values["decoded_psnr25_rate"].item() == 1.0 and values["psnr25_rate"].item() == 0.0
+    assert set(values) == {"psnr25_rate", "psnr30_rate", "psnr35_rate", "ratio13_rate", "nn_psnr_median"} | {
+        "decoded_psnr25_rate",
+        "decoded_psnr30_rate",
+        "decoded_psnr35_rate",
+        "decoded_nn_psnr_median",
+    }
+    assert metric.per_sample()["decoded_nearest_index"].tolist() == [0, 0, 0]
+    metric = metric.to(torch.bfloat16)
+    assert metric.decoded_pixels.dtype == torch.uint8 and metric.decoded_sq_norms.dtype == torch.int32
+
+
+def test_decoded_reference_argument_errors():
+    images, _ = training_set()
+    with pytest.raises(ValueError, match="decoded_reference"):
+        NNMemorization(images, decoded_reference=to_unit_range(images))  # must be uint8
+    with pytest.raises(ValueError, match="decoded_reference"):
+        NNMemorization(images, decoded_reference=images[:, :, :4])  # not the images' shape
+    with pytest.raises(ValueError, match="decoded_reference"):
+        NNMemorization(images, decoded_reference=images[:0])

@@ -52,7 +52,9 @@ def make_data():
 
 def build_metrics(data):
     return {
-        "memorization": NNMemorization(data["reference_images"], data["reference_tokens"], num_bits=NUM_BITS),
+        "memorization": NNMemorization(
+            data["reference_images"], data["reference_tokens"], num_bits=NUM_BITS, decoded_reference=data["reference_images"] // 4 * 4
+        ),
         "memorization_empty_rank": NNMemorization(data["reference_images"]).to(torch.bfloat16),
         "overlap_diag": PairwiseOverlap("diag_gaussian", mc_samples=64, seed=3),
         "overlap_gaussian_empty_rank": PairwiseOverlap("gaussian", scale=0.5),
@@ -122,6 +124,8 @@ def test_two_gloo_ranks_with_uneven_and_empty_shares_equal_one_process(tmp_path)
     assert single["overlap_triangular"]["mean"].item() > 0.01  # overlapping soft latents: the MC path ran
     assert not torch.isnan(single["mutual_information"]["token_mi_excess_lo"]).any()
     assert single["memorization_per_sample"]["nearest_index"].numel() == NUM_SAMPLES
+    assert single["memorization_per_sample"]["decoded_nearest_index"].numel() == NUM_SAMPLES
+    assert single["memorization"]["decoded_psnr25_rate"].item() == pytest.approx(2 / 7)  # the copies, through a 2-bit "decoder"
     for rank in (0, 1):
         synced = torch.load(tmp_path / f"rank{rank}.pt")
         fid_synced, fid_single = synced.pop("fid"), single["fid"]

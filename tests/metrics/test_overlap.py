@@ -1,4 +1,7 @@
-"""Overlap coefficients: closed forms vs stdlib / quadrature / Monte Carlo, bounds, and the PairwiseOverlap metric."""
+"""Overlap coefficients: closed forms vs stdlib / quadrature / Monte Carlo, bounds, and the PairwiseOverlap metric.
+
+The log domain (tiny overlaps) is tested in test_overlap_log_domain.py, the VAE estimator against
+ground truth in test_overlap_validation.py."""
 
 import math
 from statistics import NormalDist
@@ -8,13 +11,15 @@ import torch
 from torch.distributions import Normal
 
 import metrics.overlap as overlap_module
+import metrics.overlap_importance as importance_module
 from metrics.overlap import (
     PairwiseOverlap,
     bhattacharyya_diag_gaussian,
     bounded_mc_noise,
     bounded_noise_ovl_1d,
     bounded_noise_ovl_mc,
-    diag_gaussian_ovl_mc,
+    diag_gaussian_log_ovl,
+    diag_gaussian_log_ovl_plain_mc,
     isotropic_gaussian_ovl,
     mc_noise,
     normal_ovl_1d,
@@ -101,40 +106,59 @@ def test_normal_ovl_1d_is_symmetric_and_stable_near_equal_variances():
 
 
 @pytest.mark.parametrize("mu1,s1,mu2,s2", NORMAL_PAIRS[:3])
-def test_mc_estimator_matches_normaldist_in_1d(mu1, s1, mu2, s2):
+def test_importance_estimator_matches_normaldist_in_1d(mu1, s1, mu2, s2):
     generator = torch.Generator().manual_seed(0)
-    mc = diag_gaussian_ovl_mc(
+    estimate = diag_gaussian_log_ovl(
         torch.tensor([[mu1]]), log_variance(s1), torch.tensor([[mu2]]), log_variance(s2), num_samples=40_000, generator=generator
     )
-    assert mc.item() == pytest.approx(NormalDist(mu1, s1).overlap(NormalDist(mu2, s2)), abs=0.01)
+    assert estimate.log_ovl.exp().item() == pytest.approx(NormalDist(mu1, s1).overlap(NormalDist(mu2, s2)), abs=0.005)
 
 
-def test_hamming_closed_form_matches_mc_on_codes():
+def test_hamming_closed_form_matches_importance_sampling_on_codes():
     codes = torch.ones(2, 8, dtype=torch.float64)
     codes[1, :3] = -1  # Hamming 3
     sigma = 1.0
     logvar = torch.full_like(codes, 2 * math.log(sigma))
-    mc = diag_gaussian_ovl_mc(codes[:1], logvar[:1], codes[1:], logvar[1:], num_samples=40_000, generator=torch.Generator().manual_seed(1))
-    assert mc.item() == pytest.approx(code_ovl(3, sigma), abs=0.005)  # 0.0833
+    estimate = diag_gaussian_log_ovl(
+        codes[:1], logvar[:1], codes[1:], logvar[1:], num_samples=40_000, generator=torch.Generator().manual_seed(1)
+    )
+    assert estimate.log_ovl.exp().item() == pytest.approx(code_ovl(3, sigma), rel=0.02)  # 0.0833
 
 
-def test_mc_identical_is_one_and_disjoint_is_zero():
-    mu, logvar = torch.randn(3, 16, dtype=torch.float64), torch.randn(3, 16, dtype=torch.float64) * 0.1
-    identical = diag_gaussian_ovl_mc(mu, logvar, mu, logvar, num_samples=64)
-    assert torch.allclose(identical, torch.ones(3, dtype=torch.float64), rtol=0, atol=1e-12)  # log-ratio rounding only
-    far = diag_gaussian_ovl_mc(mu, logvar, mu + 100, logvar, num_samples=64)
-    assert torch.equal(far, torch.zeros(3, dtype=torch.float64))
+def test_importance_identical_is_one_and_far_is_the_closed_form_not_zero():
+    for seed in range(20):  # log BC of identical laws rounds to +-1e-16: clamped at 0, so the bracket stays finite
+        generator = torch.Generator().manual_seed(seed)
+        mu, logvar = (
+            torch.randn(3, 16, generator=generator, dtype=torch.float64),
+            torch.randn(3, 16, generator=generator, dtype=torch.float64),
+        )
+        identical = diag_gaussian_log_ovl(mu, logvar, mu, logvar, num_samples=64)
+        assert (identical.log_ovl <= 0).all() and (identical.log_ovl > -1e-14).all()  # Delta = 0 exactly, BC = 1 up to rounding
+        assert torch.isfinite(identical.log_bc_lower).all() and not identical.outside_bounds().any()
+    far = diag_gaussian_log_ovl(mu, logvar, mu + 100, logvar, num_samples=256, generator=torch.Generator().manual_seed(0))
+    mahalanobis = (100 / (0.5 * logvar).exp()).square().sum(-1).sqrt()  # equal covariances: log 2 + log Phi(-Delta_M / 2)
+    exact = math.log(2) + torch.special.log_ndtr(-mahalanobis / 2)  # ~ -1e5 nats
+    assert torch.isfinite(far.log_ovl).all()
+    assert ((far.log_ovl - exact).abs() / exact.abs() < 0.05).all()
+    assert not far.outside_bounds().any()
 
 
-def test_bhattacharyya_brackets_the_mc_estimate():
+def test_bhattacharyya_brackets_the_importance_estimate():
     generator = torch.Generator().manual_seed(2)
     mu1, mu2 = torch.randn(2, 5, 16, generator=generator, dtype=torch.float64) * 0.5
     logvar1, logvar2 = torch.randn(2, 5, 16, generator=generator, dtype=torch.float64) * 0.5
     bounds = bhattacharyya_diag_gaussian(mu1, logvar1, mu2, logvar2)
-    mc = diag_gaussian_ovl_mc(mu1, logvar1, mu2, logvar2, num_samples=20_000, generator=generator)
-    standard_error = 0.5 / math.sqrt(20_000)
-    assert (bounds.lower <= mc + 3 * standard_error).all() and (mc <= bounds.upper + 3 * standard_error).all()
+    estimate = diag_gaussian_log_ovl(mu1, logvar1, mu2, logvar2, num_samples=256, generator=generator)
+    assert (bounds.log_lower <= estimate.log_ovl).all() and (estimate.log_ovl <= bounds.log_upper).all()
+    assert not estimate.outside_bounds().any()
+    torch.testing.assert_close(estimate.log_bc, bounds.log_upper, rtol=0, atol=1e-12)
+    torch.testing.assert_close(estimate.log_bc_lower, bounds.log_lower, rtol=0, atol=1e-12)
     assert (bounds.lower < bounds.upper).all()
+    torch.testing.assert_close(bounds.lower, -torch.expm1(0.5 * torch.log1p(-bounds.coefficient.square())), rtol=1e-12, atol=0)
+    # an estimate outside the bracket is flagged: below 1 - sqrt(1 - BC^2), above BC
+    shifted = estimate._replace(log_ovl=bounds.log_lower - 1e-3)
+    assert shifted.outside_bounds().all()
+    assert estimate._replace(log_ovl=bounds.log_upper + 1e-3).outside_bounds().all()
     # 1-D closed form: sqrt(2 s1 s2 / (s1^2 + s2^2)) exp(-(mu1 - mu2)^2 / (4 (s1^2 + s2^2)))
     one_d = bhattacharyya_diag_gaussian(torch.tensor([0.0]), log_variance(1.0)[0], torch.tensor([1.0]), log_variance(2.0)[0])
     assert one_d.coefficient.item() == pytest.approx(math.sqrt(4 / 5) * math.exp(-1 / 20))
@@ -220,9 +244,20 @@ def test_bounded_noise_is_exactly_zero_where_supports_are_disjoint():
     metric = PairwiseOverlap("bounded", scale=1.0, kappa=2.0)  # supports [-1, 1] around +-1 codes touch only at 0
     metric.update(codes, images=torch.rand(codes.shape[0], 1, 4, 4) * 2 - 1)
     values = metric.compute()
-    assert set(values) == {"mean", "max", "mean_nn", "log10_mean", "per_bit", "lower_bound_mse"}
+    assert set(values) == {
+        "mean",
+        "max",
+        "mean_nn",
+        "log10_mean",
+        "log10_max",
+        "log10_mean_nn",
+        "per_bit",
+        "lower_bound_mse",
+        "log10_lower_bound_mse",
+    }
     assert values["mean"].item() == 0.0 and values["max"].item() == 0.0 and values["lower_bound_mse"].item() == 0.0
-    assert values["log10_mean"].item() == -300.0
+    for key in ("log10_mean", "log10_max", "log10_mean_nn", "log10_lower_bound_mse"):  # exactly 0: log -inf, no floor
+        assert values[key].item() == -math.inf, key
     flat = codes.flatten(1)
     mean_hamming = (flat[:, None] != flat[None]).sum(-1).double().sum() / (len(flat) * (len(flat) - 1))
     assert values["per_bit"].item() == pytest.approx(1 - mean_hamming.item() / flat.shape[1])
@@ -299,16 +334,18 @@ def test_pairwise_diag_gaussian_matches_mc_of_each_pair():
     assert cheap_values["mean"].item() == pytest.approx(values["mean"].item(), rel=1e-12)
 
 
-def elementwise_min_ratio(mu_p, logvar_p, mu_q, logvar_q, noise):
-    """The definition, straight: z = mu_p + s_p eps (P, M, K), mean over M of min(1, q(z) / p(z))."""
-    p = Normal(mu_p[:, None], (0.5 * logvar_p).exp()[:, None])
-    q = Normal(mu_q[:, None], (0.5 * logvar_q).exp()[:, None])
-    z = p.loc + p.scale * noise  # (P, M, K)
-    return (q.log_prob(z).sum(-1) - p.log_prob(z).sum(-1)).clamp(max=0).exp().mean(-1)
-
-
-def elementwise_symmetric_ovl(mu1, logvar1, mu2, logvar2, noise):
-    return 0.5 * (elementwise_min_ratio(mu1, logvar1, mu2, logvar2, noise[0]) + elementwise_min_ratio(mu2, logvar2, mu1, logvar1, noise[1]))
+def elementwise_importance_log_ovl(mu_p, logvar_p, mu_q, logvar_q, noise):
+    """The definition, straight: x = m_r + s_r eps (P, M, K) from r = sqrt(pq) / BC, then
+    log BC + log mean exp(-|log p(x) - log q(x)| / 2), with BC from the textbook D_B."""
+    var_p, var_q = logvar_p.exp(), logvar_q.exp()
+    precision = (1 / var_p + 1 / var_q) / 2
+    mean_r = (mu_p / var_p + mu_q / var_q) / 2 / precision
+    x = mean_r[:, None] + precision.rsqrt()[:, None] * noise  # (P, M, K)
+    p, q = Normal(mu_p[:, None], var_p.sqrt()[:, None]), Normal(mu_q[:, None], var_q.sqrt()[:, None])
+    delta = p.log_prob(x).sum(-1) - q.log_prob(x).sum(-1)  # (P, M)
+    mean_var = (var_p + var_q) / 2
+    log_bc = -((mu_p - mu_q).square() / mean_var).sum(-1) / 8 - 0.5 * (mean_var / (var_p * var_q).sqrt()).log().sum(-1)
+    return log_bc + torch.logsumexp(-delta.abs() / 2, -1) - math.log(noise.shape[0])
 
 
 def overlapping_posteriors(num, dims, seed):
@@ -321,8 +358,8 @@ def overlapping_posteriors(num, dims, seed):
     return mu, logvar
 
 
-def test_gemm_mc_matches_the_elementwise_definition_with_the_same_noise(monkeypatch):
-    monkeypatch.setattr(overlap_module, "_pairs_per_chunk", lambda dims, samples: 7)  # many chunks, ragged last one
+def test_gemm_importance_sampling_matches_the_elementwise_definition_with_the_same_noise(monkeypatch):
+    monkeypatch.setattr(overlap_module, "pairs_per_chunk", lambda dims, samples: 7)  # many chunks, ragged last one
     mu, logvar = overlapping_posteriors(num=9, dims=6, seed=7)
     metric = PairwiseOverlap("diag_gaussian", mc_samples=300, seed=11)
     metric.update(mu[:4].float(), logvar=logvar[:4].float())  # float32 states, as the callback feeds them
@@ -330,15 +367,16 @@ def test_gemm_mc_matches_the_elementwise_definition_with_the_same_noise(monkeypa
     mu, logvar = mu.float().double(), logvar.float().double()
     values = metric.compute()
 
-    noise = mc_noise(300, 6, torch.Generator().manual_seed(11))  # the metric's draws: seed, then (2, M, K)
+    noise = mc_noise(300, 6, torch.Generator().manual_seed(11))  # the metric's draws: seed, then (M, K)
     first, second = torch.triu_indices(9, 9, offset=1)
-    expected = elementwise_symmetric_ovl(mu[first], logvar[first], mu[second], logvar[second], noise)  # (36,)
-    assert 1e-3 < expected.min() and expected.max() == 1.0  # a non-trivial set, the duplicate included
-    ovl, _, _ = metric._pairwise(mu)
-    torch.testing.assert_close(ovl[first, second], expected, rtol=0, atol=1e-12)  # same noise: rounding only
-    torch.testing.assert_close(ovl, ovl.T, rtol=0, atol=0)
-    assert values["mean"].item() == pytest.approx(expected.mean().item(), abs=1e-12)
-    assert values["max"].item() == 1.0
+    expected = elementwise_importance_log_ovl(mu[first], logvar[first], mu[second], logvar[second], noise)  # (36,)
+    assert -7 < expected.min() and expected.max() == 0.0  # a non-trivial set (OVL 1e-3 .. 1), the duplicate included
+    log_ovl, _, _ = metric.pairwise_log_ovl(mu)
+    torch.testing.assert_close(log_ovl[first, second], expected, rtol=0, atol=1e-11)  # same noise: rounding only
+    torch.testing.assert_close(log_ovl, log_ovl.T, rtol=0, atol=0)
+    assert values["log10_mean"].item() == pytest.approx(math.log10(expected.exp().mean().item()), abs=1e-11)
+    assert values["mean"].item() == pytest.approx(expected.exp().mean().item(), rel=1e-11)
+    assert values["max"].item() == 1.0 and values["outside_bounds"].item() == 0.0
 
     per_bit = sum(
         NormalDist(mu[i, k].item(), logvar[i, k].exp().sqrt().item()).overlap(NormalDist(mu[j, k].item(), logvar[j, k].exp().sqrt().item()))
@@ -350,20 +388,48 @@ def test_gemm_mc_matches_the_elementwise_definition_with_the_same_noise(monkeypa
     mean_var = (var1 + var2) / 2
     bc = torch.exp(-((mu[first] - mu[second]).square() / mean_var).sum(-1) / 8 - 0.5 * (mean_var / (var1 * var2).sqrt()).log().sum(-1))
     assert values["bc_upper"].item() == pytest.approx(bc.mean().item(), rel=1e-12)
+    assert values["log10_bc_mean"].item() == pytest.approx(math.log10(bc.mean().item()), abs=1e-12)
+    lower = 1 - (1 - bc.square()).sqrt()
+    assert values["log10_bc_lower_mean"].item() == pytest.approx(math.log10(lower.mean().item()), abs=1e-9)
 
 
-def test_diag_gaussian_ovl_mc_matches_the_elementwise_definition_and_broadcasts(monkeypatch):
+def test_diag_gaussian_log_ovl_matches_the_elementwise_definition_and_broadcasts(monkeypatch):
     mu, logvar = overlapping_posteriors(num=7, dims=5, seed=8)
     noise = mc_noise(200, 5, torch.Generator().manual_seed(2))
-    pairwise = diag_gaussian_ovl_mc(mu[:, None], logvar[:, None], mu[None], logvar[None], 200, torch.Generator().manual_seed(2))  # (7, 7)
+    pairwise = diag_gaussian_log_ovl(mu[:, None], logvar[:, None], mu[None], logvar[None], 200, torch.Generator().manual_seed(2))  # (7, 7)
     first, second = (index.flatten() for index in torch.meshgrid(torch.arange(7), torch.arange(7), indexing="ij"))
-    expected = elementwise_symmetric_ovl(mu[first], logvar[first], mu[second], logvar[second], noise).view(7, 7)
-    torch.testing.assert_close(pairwise, expected, rtol=0, atol=1e-12)
-    monkeypatch.setattr(overlap_module, "_pairs_per_chunk", lambda dims, samples: 4)
-    chunked = diag_gaussian_ovl_mc(mu[:, None], logvar[:, None], mu[None], logvar[None], 200, torch.Generator().manual_seed(2))
-    torch.testing.assert_close(chunked, pairwise, rtol=0, atol=1e-14)  # a pair's estimate ignores its chunk-mates
-    single = diag_gaussian_ovl_mc(mu[2], logvar[2], mu[5], logvar[5], 200, torch.Generator().manual_seed(2))
-    assert single.shape == () and single.item() == pytest.approx(expected[2, 5].item(), abs=1e-12)
+    expected = elementwise_importance_log_ovl(mu[first], logvar[first], mu[second], logvar[second], noise).view(7, 7)
+    torch.testing.assert_close(pairwise.log_ovl, expected, rtol=0, atol=1e-11)
+    torch.testing.assert_close(pairwise.log_ovl, pairwise.log_ovl.T, rtol=0, atol=1e-13)  # |Delta| is symmetric in p, q
+    monkeypatch.setattr(importance_module, "pairs_per_chunk", lambda dims, samples: 4)
+    chunked = diag_gaussian_log_ovl(mu[:, None], logvar[:, None], mu[None], logvar[None], 200, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(chunked.log_ovl, pairwise.log_ovl, rtol=0, atol=1e-14)  # a pair's estimate ignores its chunk-mates
+    single = diag_gaussian_log_ovl(mu[2], logvar[2], mu[5], logvar[5], 200, torch.Generator().manual_seed(2))
+    assert single.log_ovl.shape == () and single.log_ovl.item() == pytest.approx(expected[2, 5].item(), abs=1e-11)
+
+
+def elementwise_plain_log_ovl(mu_p, logvar_p, mu_q, logvar_q, noise):
+    """The replaced estimator's definition: log of 1/2 (E_p[min(1, q/p)] + E_q[min(1, p/q)]) with z = mu + s eps."""
+
+    def log_min_ratio(mu_a, logvar_a, mu_b, logvar_b, eps):
+        a = Normal(mu_a[:, None], (0.5 * logvar_a).exp()[:, None])
+        b = Normal(mu_b[:, None], (0.5 * logvar_b).exp()[:, None])
+        z = a.loc + a.scale * eps  # (P, M, K)
+        return torch.logsumexp((b.log_prob(z).sum(-1) - a.log_prob(z).sum(-1)).clamp(max=0), -1) - math.log(eps.shape[0])
+
+    return torch.logaddexp(
+        log_min_ratio(mu_p, logvar_p, mu_q, logvar_q, noise[0]), log_min_ratio(mu_q, logvar_q, mu_p, logvar_p, noise[1])
+    ) - math.log(2)
+
+
+def test_plain_mc_comparison_matches_its_definition():
+    """The replaced estimator, kept for the validation table: same draws -> the definition, in logs."""
+    mu, logvar = overlapping_posteriors(num=6, dims=5, seed=9)
+    first, second = torch.triu_indices(6, 6, offset=1)
+    noise = torch.randn(2, 300, 5, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    plain = diag_gaussian_log_ovl_plain_mc(mu[first], logvar[first], mu[second], logvar[second], 300, torch.Generator().manual_seed(4))
+    expected = elementwise_plain_log_ovl(mu[first], logvar[first], mu[second], logvar[second], noise)
+    torch.testing.assert_close(plain, expected, rtol=0, atol=1e-11)
 
 
 def test_pairwise_argument_errors():

@@ -78,7 +78,7 @@ def test_the_demo_plan_names_every_cell_and_reuses_a_phase_size_the_main_cells_h
 
 
 def test_cells_start_two_at_a_time_longest_chain_first_once_their_needs_are_met(tmp_path):
-    sweep = sweep_from_config(tmp_path, vae_betas=[0.1, 1.0, 5.0])
+    sweep = sweep_from_config(tmp_path, vae_betas=[0.1, 1.0, 5.0], blae_noises=[])  # noise cells: test_autoencoder_levels.py
     pending = sweep.plan()
     blae, vae = sweep.next_ready(pending, {}), sweep.next_ready(pending[1:], {0: None})
     assert (blae.name, vae.name) == ("blae", "vae-beta-0.1")  # independent: side by side, the BL-AE's chain first
@@ -140,12 +140,14 @@ def overlay(tmp_path, name: str, callbacks: list) -> list[str]:
 def reduced_sweep(tmp_path) -> str:
     """The demo's sweep, small: a BL-AE trained briefly (its codes must already tell images apart), the
     kernel model at γ = 1 and global (the phenomenon itself), a neural model whose budget is far too
-    short (it must be reported as not fitted), two VAEs, a phase-diagram size, a seed repeat."""
+    short (it must be reported as not fitted), two VAEs, the BL-AE at one more noise rate, a phase-diagram
+    size, a seed repeat."""
     config = yaml.safe_load((REPO_ROOT / "configs" / "sweeps" / "digits.yaml").read_text())
     config.update(
         out_dir=str(tmp_path / "sweep"),
         gammas=[1, "global"],
-        vae_betas=[0.1, 5.0],
+        vae_betas=[1.0, 8.0],
+        blae_noises=[1.0],
         train_sizes=[100, 300],
         spread_cells=["kernel-global"],
         spread_seeds=[5],
@@ -191,11 +193,21 @@ def test_reduced_sweep_measures_the_phenomenon_reports_honestly_and_resumes(tmp_
         assert outcome[(claim, "neural")] == "not fitted"  # 30 steps: the budget ended before any plateau
     assert not rows[("neural", 1)]["fitted"] and rows[("neural", 1)]["samples_from"] == "final model (step 30)"
 
-    # the frontier: the real Inception on novel samples (all of γ = 1's are novel) and on the reference
-    assert kernel_1["novel_scored"] >= 2 and kernel_1["kid_novel"] is not None and kernel_1["fid_novel"] > 0
-    assert all(r["kid_novel"] is None for r in rows.values() if (r["novel_scored"] or 0) < 2)
-    assert report["reference"]["kid"] is not None and report["reference"]["fid"] > 0
-    assert report["reference"]["fid"] < kernel_1["fid_novel"]  # reconstructions of held-out images beat γ = 1 samples
+    # the frontier: the real Inception on novel samples (all of γ = 1's are novel) and on the reference, every KID with
+    # its interval; no FID at this n (below quality/fid_min_n)
+    assert kernel_1["novel_scored"] >= 5 and kernel_1["kid_novel_low"] <= kernel_1["kid_novel"] <= kernel_1["kid_novel_high"]
+    assert kernel_1["fid_novel"] is None and kernel_1["fid_min_n"] > kernel_1["novel_scored"]
+    assert all(r["kid_novel"] is None for r in rows.values() if (r["novel_scored"] or 0) < 5)
+    reference = report["reference"]
+    assert reference["kid_low"] <= reference["kid"] <= reference["kid_high"] and reference["fid"] is None
+    # membership: a row per main cell, the global kernel estimator singles out its own training images
+    membership = {(r["model"], r["gamma"]): r for r in report["membership"]}
+    assert set(membership) == set(rows) and membership[("kernel", "global")]["auc_low"] > 0.9
+    # MEPS: finite log10 overlaps for the BL-AE at two noise rates and both VAEs
+    frontier = report["meps_frontier"]
+    assert sorted(r["beta"] for r in frontier if r["model"] == "VAE") == [1.0, 8.0]
+    assert sorted(r["noise"] for r in frontier if r["model"] == "BL-AE") == [pytest.approx(0.6), 1.0]
+    assert all(r["log10_ovl"] is not None and -1e4 < r["log10_ovl"] <= 0 for r in frontier)
 
     # the phase diagram: the main cells give N = 100 (not run twice), the extra size its own cells
     phase = {(r["gamma"], r["train_size"]) for r in report["memorization_vs_train_size"]}
@@ -204,8 +216,20 @@ def test_reduced_sweep_measures_the_phenomenon_reports_honestly_and_resumes(tmp_
     # the seed spread of a training-free estimator with fixed sampling seeds is exactly zero
     spread = report["seed_spread"][0]
     assert (spread["model"], spread["gamma"], spread["seeds"]) == ("kernel", "global", [None, 5]) and spread["range"] == 0
-    assert [v["beta"] for v in report["vae_betas"]] == [0.1, 5.0]
-    for name in ("report.md", "memorization_vs_gamma.png", "frontier.png", "phase_diagram.png"):
+    # each autoencoder record states its setting: the BL-AE its training noise, the VAE its β and σ
+    record = {name: json.loads((out / "cells" / name / "results.json").read_text()) for name in ("blae", "blae-noise-1", "vae-beta-8")}
+    assert record["blae"]["metrics"]["blae/noise_rate"] == pytest.approx(0.6)
+    assert record["blae-noise-1"]["metrics"]["blae/noise_rate"] == 1.0 and record["blae-noise-1"]["role"]["noise"] == 1.0
+    vae = record["vae-beta-8"]["metrics"]
+    assert vae["vae/beta"] == 8.0 and vae["vae/likelihood_sigma"] == pytest.approx(0.1)
+    for name in (
+        "report.md",
+        "memorization_vs_gamma.png",
+        "frontier.png",
+        "phase_diagram.png",
+        "frontier_meps.png",
+        "membership_vs_gamma.png",
+    ):
         assert (out / name).stat().st_size > 0
     assert "NOT FITTED" in (out / "report.md").read_text()
     summary_runs = [p for p in (out / "runs" / "wandb").glob("offline-run-*") if (p / "files" / "report.md").is_file()]
