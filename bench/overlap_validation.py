@@ -14,13 +14,19 @@ Carlo where possible:
   arithmetic. {p > q} is a ball, so OVL = P_q(ball) + P_p(outside the ball), two noncentral
   chi-square probabilities with K degrees of freedom, summed as Poisson mixtures of regularized
   incomplete gamma functions in mpmath (`isotropic_unequal_log_ovl`);
-- K = 384, general diagonal covariances: the same importance sampler with 100x the draws and an
-  independent seed (`importance_reference`), the only Monte-Carlo reference.
-Estimates: the metric's importance sampler (`diag_gaussian_log_ovl`) and the replaced plain MC
-(`diag_gaussian_log_ovl_plain_mc`), both with `mc_samples` draws (the callback's 256) over
+- K = 384, general diagonal covariances: the same importance sampler with 100x the draws (64x for
+  the mixed-ratio case) and an independent seed (`importance_reference`), the only Monte-Carlo
+  reference. For the mixed-ratio case (per-coordinate log variance ratios uniform on [-3, 3], where
+  no 1-D reduction exists) it is also checked against an independent implementation of the
+  Chernoff-point sampler (`independent_chernoff_log_ovl`: bisection on E_{r_t}[Delta] from the
+  moments of r_t, densities evaluated directly, log Z_t = E_{r_t}[t log p + (1-t) log q - log r_t]).
+Estimates: the metric's importance sampler at each pair's Chernoff point (`diag_gaussian_log_ovl`),
+the earlier sampler at t = 1/2 (`diag_gaussian_log_ovl(..., tilt=0.5)`) and the replaced plain MC
+(`diag_gaussian_log_ovl_plain_mc`), all with `mc_samples` draws (the callback's 256) over
 `seeds` generator seeds: median and 5-95 % of log10 OVL, the median error (`bar_errors`:
 |log10 est - log10 true| / |log10 true|, or |est / true - 1| for an overlap above 0.1), the fraction of
-seeds within the 5 % bar, and whether every importance estimate lies in the Bhattacharyya bracket. tests/metrics/test_overlap_validation.py
+seeds within the 5 % bar, the median effective sample size of the weights, and whether every
+importance estimate lies in the Bhattacharyya bracket. tests/metrics/test_overlap_validation.py
 asserts the bar on these cases.
 """
 
@@ -42,6 +48,7 @@ LN10 = math.log(10.0)
 DIMS = 384
 MC_SAMPLES = 256  # the callback's mc_samples
 REFERENCE_FACTOR = 100  # draws of the importance reference, relative to MC_SAMPLES
+MIXED_REFERENCE_FACTOR = 64  # the same for the mixed-ratio case, cross-checked by `independent_chernoff_log_ovl`
 RELATIVE_BAR = 0.05  # |log10 est - log10 true| / |log10 true|
 SEED_SHARE = 0.95  # of the seeds within the bar
 
@@ -141,6 +148,40 @@ def importance_reference(mu_p: Tensor, logvar_p: Tensor, mu_q: Tensor, logvar_q:
     return diag_gaussian_log_ovl(mu_p, logvar_p, mu_q, logvar_q, num_samples, torch.Generator().manual_seed(seed)).log_ovl.item()
 
 
+def independent_chernoff_log_ovl(mu_p: Tensor, logvar_p: Tensor, mu_q: Tensor, logvar_q: Tensor, num_samples: int, seed: int) -> float:
+    """log OVL of one pair (1, K) by importance sampling from r_t = p^t q^(1-t) / Z_t at the Chernoff
+    point, written without the metric's code: t* by 60 bisection steps on E_{r_t}[log p - log q]
+    (Gaussian moments of r_t), draws x from r_t, log p(x) - log q(x) from the densities directly,
+    log Z_t = E_{r_t}[t log p + (1-t) log q - log r_t] (exact: constant in x for the tilted law)."""
+    var_p, var_q = logvar_p.double().exp()[0], logvar_q.double().exp()[0]
+    mp, mq = mu_p.double()[0], mu_q.double()[0]
+
+    def proposal(t: float) -> tuple[Tensor, Tensor]:
+        precision = t / var_p + (1 - t) / var_q
+        return (t * mp / var_p + (1 - t) * mq / var_q) / precision, 1 / precision
+
+    def expected_log(mean: Tensor, var: Tensor, mu: Tensor, v: Tensor) -> Tensor:
+        return (-0.5 * (torch.log(2 * math.pi * v) + ((mean - mu) ** 2 + var) / v)).sum()
+
+    low, high = 0.0, 1.0
+    for _ in range(60):
+        t = (low + high) / 2
+        mean, var = proposal(t)
+        if (expected_log(mean, var, mp, var_p) - expected_log(mean, var, mq, var_q)).item() > 0:
+            high = t
+        else:
+            low = t
+    t = (low + high) / 2
+    mean, var = proposal(t)
+    entropy = (0.5 * torch.log(2 * math.pi * math.e * var)).sum()
+    log_z = t * expected_log(mean, var, mp, var_p) + (1 - t) * expected_log(mean, var, mq, var_q) + entropy
+    generator = torch.Generator().manual_seed(seed)
+    x = mean + var.sqrt() * torch.randn(num_samples, mp.shape[0], generator=generator, dtype=torch.float64)
+    delta = (-0.5 * (torch.log(var_p) + (x - mp) ** 2 / var_p)).sum(-1) - (-0.5 * (torch.log(var_q) + (x - mq) ** 2 / var_q)).sum(-1)
+    log_w = torch.minimum((1 - t) * delta, -t * delta)
+    return (log_z + torch.logsumexp(log_w, 0) - math.log(num_samples)).item()
+
+
 # --------------------------------------------------------------------------------------------
 # cases
 
@@ -213,6 +254,22 @@ def diagonal_unequal_case(name: str, scale: float, seed: int, reference_samples:
     return Case(name, mu_p, logvar_p, mu_q, logvar_q, true, f"importance sampling, {reference_samples} draws")
 
 
+def mixed_ratio_case(
+    name: str, ratio_range: tuple[float, float], scale: float, seed: int, reference_samples: int, dims: int = DIMS
+) -> Case:
+    """Per-coordinate log variance ratios log(v_q / v_p) uniform on `ratio_range` ([-3, 3]: each law
+    narrower than the other in about half the coordinates, by up to e^3 = 20x; [-1, 3]: q mostly the
+    wider, where t* is far from 1/2), log v_p = -1 +- 0.5, and a shift of `scale` std_p per
+    coordinate: the reference is the importance sampler with `reference_samples` draws."""
+    generator = torch.Generator().manual_seed(seed)
+    logvar_p = -1 + 0.5 * torch.randn(1, dims, generator=generator, dtype=torch.float64)
+    logvar_q = logvar_p + torch.empty(1, dims, dtype=torch.float64).uniform_(*ratio_range, generator=generator)
+    mu_p = torch.randn(1, dims, generator=generator, dtype=torch.float64)
+    mu_q = mu_p + scale * (0.5 * logvar_p).exp() * torch.randn(1, dims, generator=generator, dtype=torch.float64)
+    true = importance_reference(mu_p, logvar_p, mu_q, logvar_q, reference_samples, seed=1_000_033)
+    return Case(name, mu_p, logvar_p, mu_q, logvar_q, true, f"importance sampling, {reference_samples} draws")
+
+
 def high_dimensional_cases(reference_samples: int = REFERENCE_FACTOR * MC_SAMPLES) -> list[Case]:
     """K = 384 pairs whose true overlap is ~1e-2, ~1e-6 and ~1e-20 for each kind of reference."""
     return [
@@ -223,9 +280,22 @@ def high_dimensional_cases(reference_samples: int = REFERENCE_FACTOR * MC_SAMPLE
         isotropic_unequal_case(f"{DIMS}-D isotropic var 1 vs 1.5, shift 6", 6.0, 1.5, seed=5),
         isotropic_unequal_case(f"{DIMS}-D isotropic var 1 vs 2", 0.0, 2.0, seed=6),
         isotropic_unequal_case(f"{DIMS}-D isotropic var 1 vs 4", 0.0, 4.0, seed=7),
+        isotropic_unequal_case(f"{DIMS}-D isotropic var 1 vs 8", 0.0, 8.0, seed=11),
+        isotropic_unequal_case(f"{DIMS}-D isotropic var 1 vs 16", 0.0, 16.0, seed=12),
+        isotropic_unequal_case(f"{DIMS}-D isotropic var 1 vs 50", 0.0, 50.0, seed=13),
         diagonal_unequal_case(f"{DIMS}-D unequal diag cov, ~1e-2", 0.0, seed=8, reference_samples=reference_samples),
         diagonal_unequal_case(f"{DIMS}-D unequal diag cov, ~1e-6", 0.26, seed=9, reference_samples=reference_samples),
         diagonal_unequal_case(f"{DIMS}-D unequal diag cov, ~1e-20", 0.57, seed=10, reference_samples=reference_samples),
+        *(
+            mixed_ratio_case(
+                f"{DIMS}-D mixed log var ratios U[{low:g}, {high:g}]",
+                (low, high),
+                0.0,
+                seed=seed,
+                reference_samples=reference_samples * MIXED_REFERENCE_FACTOR // REFERENCE_FACTOR,
+            )
+            for low, high, seed in ((-3.0, 3.0, 14), (-1.0, 3.0, 15))
+        ),
     ]
 
 
@@ -237,6 +307,27 @@ Estimator = Callable[..., Tensor]
 
 def importance_log_ovl(case: Case, num_samples: int, generator: torch.Generator) -> Tensor:
     return diag_gaussian_log_ovl(case.mu_p, case.logvar_p, case.mu_q, case.logvar_q, num_samples, generator).log_ovl
+
+
+def symmetric_log_ovl(case: Case, num_samples: int, generator: torch.Generator) -> Tensor:
+    """The earlier importance sampler: r = sqrt(pq) / BC (t = 1/2) for every pair."""
+    return diag_gaussian_log_ovl(case.mu_p, case.logvar_p, case.mu_q, case.logvar_q, num_samples, generator, tilt=0.5).log_ovl
+
+
+def median_ess(case: Case, num_samples: int, seeds: range, tilt: float | None = None) -> float:
+    """Median over `seeds` of the effective sample size (sum w)^2 / sum w^2 of the importance weights."""
+    return (
+        torch.tensor(
+            [
+                diag_gaussian_log_ovl(
+                    case.mu_p, case.logvar_p, case.mu_q, case.logvar_q, num_samples, torch.Generator().manual_seed(s), tilt
+                ).ess.item()
+                for s in seeds
+            ]
+        )
+        .median()
+        .item()
+    )
 
 
 def plain_mc_log_ovl(case: Case, num_samples: int, generator: torch.Generator) -> Tensor:
@@ -273,13 +364,14 @@ def within_bracket(case: Case, num_samples: int, seeds: range) -> bool:
 
 def table(cases: list[Case], num_samples: int, seeds: range) -> list[str]:
     header = (
-        "| case | K | true log10 OVL | reference | IS median [5 %, 95 %] | IS error (median) | IS seeds within 5 % | "
+        "| case | K | true log10 OVL | reference | IS median [5 %, 95 %] | IS error (median) | IS seeds within 5 % | IS ESS | "
+        "t = 1/2 median [5 %, 95 %] | t = 1/2 error | t = 1/2 within 5 % | t = 1/2 ESS | "
         "plain MC median [5 %, 95 %] | plain error (median) | plain seeds within 5 % | IS in BC bracket |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for case in cases:
         row = [case.name, str(case.dims), f"{case.true_log10:.3f}", case.reference]
-        for estimator in (importance_log_ovl, plain_mc_log_ovl):
+        for estimator, tilt in ((importance_log_ovl, None), (symmetric_log_ovl, 0.5), (plain_mc_log_ovl, None)):
             values = log10_estimates(case, estimator, num_samples, seeds)
             errors = bar_errors(case, values)
             quantiles = values.quantile(torch.tensor([0.05, 0.5, 0.95], dtype=values.dtype))
@@ -288,6 +380,8 @@ def table(cases: list[Case], num_samples: int, seeds: range) -> list[str]:
                 f"{errors.median():.1%}",
                 f"{(errors <= RELATIVE_BAR).double().mean():.0%}",
             ]
+            if estimator is not plain_mc_log_ovl:
+                row.append(f"{median_ess(case, num_samples, seeds, tilt):.1f}")
         row.append("yes" if within_bracket(case, num_samples, seeds) else "NO")
         lines.append("| " + " | ".join(row) + " |")
     return lines
@@ -301,12 +395,20 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     start = time.perf_counter()
     cases = low_dimensional_cases() + high_dimensional_cases()
+    draws = MIXED_REFERENCE_FACTOR * MC_SAMPLES
+    mixed = [case for case in cases if "mixed" in case.name]
+    independent = [independent_chernoff_log_ovl(c.mu_p, c.logvar_p, c.mu_q, c.logvar_q, draws, seed=2_000_003) for c in mixed]
     lines = table(cases, args.samples, range(args.seeds))
     print(
         f"Overlap estimator validation: M = {args.samples} draws, {args.seeds} seeds; error |dlog10| / |log10 true| "
         f"(|est / true - 1| where true OVL > 0.1), bar {RELATIVE_BAR:.0%}"
     )
     print("\n".join(lines))
+    for case, value in zip(mixed, independent, strict=True):
+        print(
+            f"{case.name}: reference (the metric's sampler, {draws} draws) log10 {case.true_log10:.3f}; "
+            f"independent Chernoff sampler ({draws} draws, own seed) {value / LN10:.3f}"
+        )
     print(f"({time.perf_counter() - start:.0f} s on {torch.get_num_threads()} thread)")
 
 

@@ -115,7 +115,8 @@ class LatentTokenModel(LightningModule):
 
     # --- evaluation -----------------------------------------------------------------------------
     def nll_bits(self, tokens: Tensor) -> tuple[Tensor, Tensor | None]:
-        """(B, h, w) -> per-token NLL in bits (B, T) and, if the model has one, its argmax prediction (B, T)."""
+        """(B, h, w) -> NLL in bits, per token (B, T) or, for the kernel model, the per-token mean of each grid (B,),
+        and, if the model has one, its argmax prediction (B, T). Either way every grid's T tokens weigh alike."""
         raise NotImplementedError
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

@@ -40,7 +40,8 @@ class PerSampleMetric(Metric):
 
     def append_per_sample(self, **values: Tensor) -> None:
         for name, value in values.items():
-            getattr(self, name).append(value.detach().reshape(-1).to(STATE_DTYPE))
+            # on the metric's device: a caller's CPU tensor (cached token grids, an empty share) must not reach an NCCL gather
+            getattr(self, name).append(value.detach().reshape(-1).to(device=self.device, dtype=STATE_DTYPE))
 
     def gathered(self, name: str) -> Tensor:
         """One per-sample state as a flat float64 tensor (after sync: all ranks, rank order)."""

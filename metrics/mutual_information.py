@@ -21,15 +21,26 @@ w_i on the images, so its joint table is sum_i w_i T_i of the per-image tables T
 matrix product for all replicates), and its null is the permutation null's expectation in closed
 form: E = (M - O) / (N - 1), M = sum_p n_p (x) n_{p+d} the products of the position marginals
 (self pairs included), O the observed table (self pairs removed; a random cyclic permutation
-sends i to every j != i with probability 1 / (N - 1)). With g = MI(O) - MI(E), the interval is the
-basic (pivotal) bootstrap one, [2 g - q97.5(g*), 2 g - q2.5(g*)]: g carries the plug-in bias that
-the permutation null removes from `*_excess`, and the pivotal form removes the same bias (the
-bootstrap replicates carry it once more), so the interval is centred where `*_excess` is without
-drawing permutations per replicate. Validated for coverage on Markov rows with a closed-form MI
-and on independent tokens (tests/metrics/test_mutual_information.py).
+sends i to every j != i with probability 1 / (N - 1)). Per replicate g* = MI(O*) - MI(E*).
+
+The interval is centred on `*_excess` and takes only its width from the bootstrap (`excess_curves`):
+`*_excess_lo` / `_hi` = excess -/+ 1.96 sd, with the null-matched variance
+
+  sd^2 = Var*(g) - Var*(g0) + Var(null) (1 + 1/R),   at least Var(null) (1 + 1/R),
+
+Var*(g) the spread of g* over the resamples, g0 the same statistic for one permuted pairing of the
+images (independent at every d, same marginals) under the same resamples, and Var(null) the spread of
+the R permutation-null MIs (the exact sampling spread of an independent pairing's plug-in MI). A
+plain (percentile or basic) bootstrap of the plug-in MI is wrong near independence: the resampled
+images carry their own sampling dependence, which inflates the replicates' spread and shifts their
+centre; subtracting the bootstrap's spread on the independent pairing removes that surplus.
+Validated for coverage on Markov rows with a closed-form MI and on independent tokens
+(tests/metrics/test_mutual_information.py); docs/metrics.md has the figures.
 
 The dependence radius is the first d whose interval is not above 0 (includes 0, lies below, or
 has no pairs); `max_distance + 1` when every measured d is significant, i.e. "beyond the grid".
+It says nothing of the d beyond it: report/ldh.py lists the d past the radius that are significant
+again (dependence returning at longer range, `returns_at`), and the LDH verdict then disagrees.
 
 DDP: the token grids are tiny, so they are gathered (every rank then holds the same set, ordered
 by the global image index given to `update`) and every rank computes the same counts, the same

@@ -5,16 +5,16 @@ says that a deterministic decoder can reconstruct every image under latent noise
 per-image latent laws barely overlap; the overlaps imply a lower bound on the reconstruction MSE
 (`log_ovl_reconstruction_lower_bound`). The laws measured are the ones the decoder is trained on
 (`lightning_modules.model_outputs.LatentDistribution`). Every pair's overlap is computed as a
-natural log, so values like 1e-2600 (+-1 codes 3000 bits apart under noise 0.5) stay finite:
+natural log, so values like 1e-2608 (+-1 codes 3000 bits apart under noise 0.5) stay finite:
 - isotropic Gaussian noise around any latent: log 2 + log_ndtr(-||z_i - z_j|| / (2 sigma)), exact
   (`metrics/overlap_gaussian.py`);
 - bounded noise with iid Tri(kappa) coordinates of half-width a: -inf exactly where the supports
   are disjoint in some coordinate (|z_ik - z_jk| >= 2a), the exact sum_k log(1 - |dz_k| / (2a))
   for uniform noise (kappa = 1), a symmetric Monte-Carlo estimate in logs otherwise
   (`metrics/overlap_bounded.py`);
-- diagonal Gaussians (VAE posteriors): importance sampling from the normalised geometric mean
-  sqrt(pq) / BC, checked pair by pair against the Bhattacharyya bracket
-  (`metrics/overlap_importance.py`);
+- diagonal Gaussians (VAE posteriors): importance sampling from the tilted geometric mean
+  p^t q^(1-t) / Z_t at each pair's Chernoff point, checked pair by pair against the Bhattacharyya
+  bracket and by the weights' effective sample size (`metrics/overlap_importance.py`);
 - points: 0 for identical latents, -inf otherwise.
 The mean over pairs is a log-mean-exp. See docs/metrics.md.
 """
@@ -48,6 +48,7 @@ from metrics.overlap_gaussian import (
 )
 from metrics.overlap_importance import (
     BRACKET_TOLERANCE,
+    LOW_ESS,
     DiagGaussianLogOverlap,
     diag_gaussian_log_ovl,
     diag_gaussian_log_ovl_plain_mc,
@@ -60,6 +61,7 @@ from metrics.overlap_importance import (
 __all__ = [
     "BRACKET_TOLERANCE",
     "KINDS",
+    "LOW_ESS",
     "BhattacharyyaBounds",
     "DiagGaussianLogOverlap",
     "OverlapKind",
@@ -133,8 +135,9 @@ class PairwiseOverlap(PerSampleMetric):
     - "bounded": z_i + scale * e, e with iid Tri(kappa) coordinates on [-1, 1] (kappa = 1: uniform).
       Exactly 0 (log -inf) for a pair whose supports are disjoint in some coordinate; the exact box
       overlap for kappa = 1; a symmetric MC estimate in logs with `mc_samples` draws otherwise.
-    - "diag_gaussian": VAE posteriors N(mu, exp(logvar)): importance sampling from sqrt(pq) / BC
-      with `mc_samples` draws, each pair checked against the Bhattacharyya bracket.
+    - "diag_gaussian": VAE posteriors N(mu, exp(logvar)): importance sampling from p^t q^(1-t) / Z_t
+      at each pair's Chernoff point t* with `mc_samples` draws, each pair checked against the
+      Bhattacharyya bracket and by its effective sample size.
     - "point": no noise (OVL 1 for identical latents, else 0).
     MC draws come from a CPU generator seeded with `seed`, identical on every rank and shared by
     all pairs. update(latents (B, ...), logvar=None (diag_gaussian only), images=None (B, ...) in
@@ -154,7 +157,10 @@ class PairwiseOverlap(PerSampleMetric):
     - diag_gaussian only: bc_upper (mean BC, linear), log10_bc_mean (log10 mean BC: the upper end of
       the bracket), log10_bc_lower_mean (log10 mean of 1 - sqrt(1 - BC^2): the lower end), and
       outside_bounds, the fraction of pairs whose estimate lies outside their bracket by more than
-      `BRACKET_TOLERANCE` (a rank-0 warning says so when it is > 0).
+      `BRACKET_TOLERANCE`, and low_ess_share, the fraction of pairs whose importance weights have an
+      effective sample size (sum w)^2 / sum w^2 below `LOW_ESS` (10): their estimates rest on a
+      handful of draws and may read low by decades, which the bracket (|log BC| wide) cannot show
+      (a rank-0 warning says so when either is > 0).
     """
 
     higher_is_better = False
@@ -289,7 +295,7 @@ class PairwiseOverlap(PerSampleMetric):
         return log_ovl
 
     def _diag_gaussian_pairwise(self, mu: Tensor, logvar: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """Importance-sampling log OVL, BC bracket and per-dimension closed-form OVL for every unordered
+        """Importance-sampling log OVL, BC bracket, ESS and per-dimension closed-form OVL for every unordered
         pair i < j, in chunks of pairs: the estimate is one (pairs, 2K) @ (2K, M) GEMM
         (`importance_log_ovl_of`), the rest is elementwise over (pairs, K), every temporary ~2^18 elements."""
         num, dims = mu.shape
@@ -308,13 +314,23 @@ class PairwiseOverlap(PerSampleMetric):
         num_pairs = first.numel()
         if not num_pairs:
             empty = _symmetric_matrix(images.mu.new_zeros(0), first, second, num)
-            return empty, nan, {"bc_upper": nan, "log10_bc_mean": nan, "log10_bc_lower_mean": nan, "outside_bounds": nan}
+            return (
+                empty,
+                nan,
+                {"bc_upper": nan, "log10_bc_mean": nan, "log10_bc_lower_mean": nan, "outside_bounds": nan, "low_ess_share": nan},
+            )
         pairs = DiagGaussianLogOverlap(*(torch.cat(field) for field in zip(*estimates, strict=True)))  # (P,) each
         outside = pairs.outside_bounds().double().mean()
         if outside > 0:
             rank_zero_warn(
                 f"PairwiseOverlap(diag_gaussian): {outside.item():.2%} of the pairs' overlap estimates lie outside their "
                 f"Bhattacharyya bracket (tolerance {BRACKET_TOLERANCE:g} nats x max(1, |log BC|)): raise mc_samples"
+            )
+        low_ess = pairs.low_ess().double().mean()
+        if low_ess > 0:
+            rank_zero_warn(
+                f"PairwiseOverlap(diag_gaussian): {low_ess.item():.2%} of the pairs' importance weights have an effective "
+                f"sample size below {LOW_ESS:g} of {self.mc_samples}: their overlap estimates may read low, raise mc_samples"
             )
         per_bit = torch.stack(per_dim_sums).sum() / (num_pairs * dims) if per_dim_sums else nan
         log_bc_mean = log_mean_exp(pairs.log_bc)
@@ -323,6 +339,7 @@ class PairwiseOverlap(PerSampleMetric):
             "log10_bc_mean": log_bc_mean / LN10,
             "log10_bc_lower_mean": log_mean_exp(pairs.log_bc_lower) / LN10,
             "outside_bounds": outside,
+            "low_ess_share": low_ess,
         }
         return _symmetric_matrix(pairs.log_ovl, first, second, num), per_bit, extra
 

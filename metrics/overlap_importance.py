@@ -1,22 +1,37 @@
-"""Overlap of two diagonal Gaussians by importance sampling from their normalised geometric mean.
+"""Overlap of two diagonal Gaussians by importance sampling from their tilted geometric mean.
 
-OVL(p, q) = integral min(p, q). With Delta = log p - log q, min(p, q) = sqrt(p q) exp(-|Delta| / 2),
-and sqrt(p q) = BC r with BC = integral sqrt(p q) (Bhattacharyya) and r the normalised geometric
-mean. So
-    OVL = BC E_r[exp(-|Delta(x)| / 2)],     log OVL = log BC + logmeanexp_m(-|Delta(x_m)| / 2),
-every weight lies in (0, 1] and the estimate never exceeds BC. r covers the region where p and q
-cross, which the plain estimator E_p[min(1, q / p)] (kept here only as a documented comparison,
-`diag_gaussian_log_ovl_plain_mc`) almost never visits once OVL << 1 / M: in 384 dims with 256
-draws it reads ~4 orders of magnitude low at OVL 2e-6 (docs/metrics.md; bench/overlap_validation.py).
+OVL(p, q) = integral min(p, q). With Delta = log p - log q and, for t in (0, 1), the tilted
+geometric mean r_t = p^t q^(1-t) / Z_t (Z_t = integral p^t q^(1-t), the Chernoff coefficient; at
+t = 1/2 it is the Bhattacharyya coefficient BC and r_t is sqrt(pq) / BC),
+    min(p, q) / r_t = Z_t min(exp((1-t) Delta), exp(-t Delta)),
+    OVL = Z_t E_{r_t}[min(exp((1-t) Delta), exp(-t Delta))],
+every weight lies in (0, 1]. log Z_t is convex in t with d/dt log Z_t = E_{r_t}[Delta], so Z_t is
+smallest at the Chernoff point t*, where E_{r_t*}[Delta] = 0: r_t* is centred on the crossing region
+{p = q}, and the estimate never exceeds Z_t* <= BC. The symmetric t = 1/2 (the earlier estimator)
+sits far from that region once one law is narrower than the other across many dimensions: same-mean
+isotropic laws with variance ratio 8 in 384 dims give an effective sample size ~1 of 256 and an
+estimate 4.5 decades low (docs/metrics.md; bench/overlap_validation.py). t* is found per pair by a
+safeguarded Newton iteration on the closed form of E_{r_t}[Delta] (`chernoff_point`); equal
+variances give t* = 1/2 exactly. The plain estimator E_p[min(1, q / p)] (kept only as a documented
+comparison, `diag_gaussian_log_ovl_plain_mc`) almost never visits the crossing region once
+OVL << 1 / M.
 
-For diagonal Gaussians r is Gaussian, per coordinate: precision (1/v_p + 1/v_q) / 2, i.e.
-v_r = 2 v_p v_q / (v_p + v_q), mean m_r = (m_p v_q + m_q v_p) / (v_p + v_q). At x = m_r + s_r eps,
-with d = m_q - m_p, V = v_p + v_q and L = log(v_q / v_p), exactly
-    Delta = sum_k [ (v_p - v_q)/V eps^2  -  2 s_r d / V eps  +  1/2 (L - (v_p - v_q)/V d^2 / V) ],
+For diagonal Gaussians r_t is Gaussian, per coordinate: precision t / v_p + (1-t) / v_q, i.e.
+v_t = v_p v_q / W, W = t v_q + (1-t) v_p, mean m_t = (t v_q m_p + (1-t) v_p m_q) / W. With d = m_q - m_p,
+L = log(v_q / v_p), at x = m_t + s_t eps, exactly
+    Delta = sum_k [ (v_p - v_q) / (2W) eps^2  -  s_p s_q d / W^(3/2) eps  +  d^2 (t^2 v_q - (1-t)^2 v_p) / (2 W^2) + L / 2 ],
+    E_{r_t}[Delta] = sum_k [ (v_p - v_q) / (2W) + d^2 (t^2 v_q - (1-t)^2 v_p) / (2 W^2) + L / 2 ],
+    d/dt E_{r_t}[Delta] = Var_{r_t}[Delta] = sum_k [ (v_q - v_p)^2 / (2 W^2) + d^2 v_p v_q / W^3 ],
+    log Z_t = -1/2 sum_k [ t (1-t) d^2 / W + log(W / v_p) - t L ],
 a quadratic in eps: (P, 2K) weights @ (2K, M) features [eps^2, eps] plus a per-pair offset, one
-GEMM for all pairs of a chunk. (v_p - v_q) / V = -tanh(L / 2) lies in (-1, 1); no term carries
-m^2 / v, so rounding stays at the size of Delta; swapping p and q flips the sign of Delta and
-leaves the estimate unchanged; identical laws give Delta = 0 exactly (OVL 1).
+GEMM for all pairs of a chunk. Written through rho = v_q / v_p and y = v_p / W = 1 / (1 + t (rho - 1))
+in (0, max(1, 1/rho)]: no term carries m^2 / v. Swapping p and q maps t* to 1 - t* and Delta to
+-Delta and leaves the estimate unchanged up to rounding; identical laws give Delta = 0 exactly (OVL 1).
+
+Per pair the effective sample size of the weights, ESS = (sum w)^2 / sum w^2 in [1, M], says how
+many draws carry the estimate: at ESS ~ 1 it is one draw's weight and can read decades low while
+the Bhattacharyya bracket, |log BC| wide, cannot tell (PairwiseOverlap reports the share of pairs
+with ESS < `LOW_ESS`).
 
 The standard-normal draws eps (M, K) come from a CPU generator (identical on every device and
 rank) and are shared by all pairs (common random numbers): a pair's estimate does not depend on
@@ -37,19 +52,33 @@ from metrics.overlap_gaussian import Gaussians, log_bhattacharyya_from, log_bhat
 # more than this many nats times max(1, |log BC|): float64 rounding of a sum of K terms of size
 # |log BC| is ~1e-15 of it, so only a real violation (an estimate the bracket rules out) counts.
 BRACKET_TOLERANCE = 1e-9
+# A pair's estimate rests on too few draws when its effective sample size is below this.
+LOW_ESS = 10.0
+# Newton on t stops once |E_{r_t}[Delta]| <= this x sd_{r_t}[Delta] (+ 1e-9): r_t is then centred on
+# the crossing region to 1/20 of the spread of Delta, all the sampler needs (any t gives an unbiased
+# estimate; t* only makes it efficient). Typically 2 evaluations per chunk (3 at 1e-3, no gain).
+CHERNOFF_TOLERANCE = 0.05
+CHERNOFF_MAX_STEPS = 60
 
 
 class DiagGaussianLogOverlap(NamedTuple):
-    """Per-pair natural logs: the importance-sampling estimate, BC and the bracket's lower end."""
+    """Per pair: natural logs of the importance-sampling estimate, BC and the bracket's lower end;
+    the effective sample size of the weights and the tilt t of the proposal r_t."""
 
     log_ovl: Tensor
     log_bc: Tensor
     log_bc_lower: Tensor
+    ess: Tensor
+    tilt: Tensor
 
     def outside_bounds(self) -> Tensor:
         """Bool, per pair: the estimate lies outside [lower, BC] beyond `BRACKET_TOLERANCE`."""
         slack = BRACKET_TOLERANCE * self.log_bc.abs().clamp_min(1)
         return (self.log_ovl < self.log_bc_lower - slack) | (self.log_ovl > self.log_bc + slack)
+
+    def low_ess(self) -> Tensor:
+        """Bool, per pair: the effective sample size is below `LOW_ESS`."""
+        return self.ess < LOW_ESS
 
 
 def mc_noise(num_samples: int, dims: int, generator: torch.Generator | None) -> Tensor:
@@ -68,35 +97,100 @@ def pairs_per_chunk(dims: int, num_samples: int) -> int:
     return max(1, 2**18 // max(2 * dims, num_samples, 1))
 
 
-def importance_log_ovl_of(p: Gaussians, q: Gaussians, features: Tensor) -> DiagGaussianLogOverlap:
-    """Paired (P, K) rows p, q and (M, 2K) `quadratic_features` -> per-pair logs (P,) each.
+def _mean_and_slope(tilt: Tensor, half_log_ratio: Tensor, rho_gap: Tensor, scaled_shift_sq: Tensor, rho: Tensor) -> tuple[Tensor, Tensor]:
+    """E_{r_t}[Delta] and its t-derivative Var_{r_t}[Delta], (P,) each, at tilts (P, 1).
 
-    Per coordinate, with V = v_p + v_q and d = m_q - m_p: the eps^2 weight (v_p - v_q) / V, the eps
-    weight -2 s_r d / V = -2 sqrt2 s_p s_q d / V^(3/2) (s_r = sqrt2 s_p s_q / sqrt V), and the offset
-    1/2 [sum lv_q - sum lv_p - sum (v_p - v_q) / V d^2 / V]: products and quotients of per-image
-    values, one log (in log BC) and one sqrt per pair coordinate.
+    Per coordinate, with y = v_p / W = 1 / (1 + t (rho - 1)) and c = d^2 / v_p:
+    (v_p - v_q) / (2W) = -(rho - 1) y / 2, d^2 (t^2 v_q - (1-t)^2 v_p) / (2 W^2) = c y (t - (1-t) y) / 2
+    (t^2 v_q - (1-t)^2 v_p = t W - (1-t) v_p), (v_q - v_p)^2 / (2 W^2) = ((rho - 1) y)^2 / 2 and
+    d^2 v_p v_q / W^3 = c rho y^3.
+    """
+    y = (rho_gap * tilt).add_(1).reciprocal_()  # (P, K)
+    gap_y = rho_gap * y
+    c_y = scaled_shift_sq * y
+    mean = half_log_ratio + (c_y * (tilt - (1 - tilt) * y) - gap_y).sum(-1) / 2
+    slope = (gap_y.square_().div_(2) + c_y.mul_(rho).mul_(y).mul_(y)).sum(-1)
+    return mean, slope
+
+
+def chernoff_point(half_log_ratio: Tensor, rho_gap: Tensor, scaled_shift_sq: Tensor, rho: Tensor) -> Tensor:
+    """(P,) t* in (0, 1) with E_{r_t*}[Delta] = 0, from per-pair 1/2 sum L (P,) and (P, K) rho - 1,
+    d^2 / v_p, rho = v_q / v_p. E_{r_t}[Delta] rises from -KL(q || p) at t = 0 to KL(p || q) at 1;
+    Newton from t = 1/2 inside a bisection bracket that every step shrinks (a step that would leave
+    it bisects instead). Pairs with Var[Delta] = 0 (identical laws) keep t = 1/2."""
+    tilt = half_log_ratio.new_full(half_log_ratio.shape, 0.5)
+    low, high = torch.zeros_like(tilt), torch.ones_like(tilt)
+    for _ in range(CHERNOFF_MAX_STEPS):
+        mean, slope = _mean_and_slope(tilt[:, None], half_log_ratio, rho_gap, scaled_shift_sq, rho)
+        done = mean.abs() <= CHERNOFF_TOLERANCE * slope.sqrt() + 1e-9
+        if bool(done.all()):
+            break
+        above = mean > 0
+        high = torch.where(above, tilt, high)
+        low = torch.where(above, low, tilt)
+        newton = tilt - mean / slope
+        inside = (newton > low) & (newton < high)  # False for NaN
+        step = torch.where(inside, newton, (low + high) / 2)
+        tilt = torch.where(done, tilt, step)
+    return tilt
+
+
+def importance_log_ovl_of(p: Gaussians, q: Gaussians, features: Tensor, tilt: float | None = None) -> DiagGaussianLogOverlap:
+    """Paired (P, K) rows p, q and (M, 2K) `quadratic_features` -> per-pair fields (P,) each.
+
+    `tilt` None samples from r_t at the Chernoff point t* (`chernoff_point`); a number fixes t for
+    every pair (1/2: the earlier estimator, kept for the validation's comparison). Per coordinate, in
+    rho = v_q / v_p and y = 1 / (1 + t (rho - 1)): the eps^2 weight -(rho - 1) y / 2, the eps weight
+    -(d / s_p) sqrt(rho y^3) (= -s_p s_q d / W^(3/2)), the offset 1/2 sum L + 1/2 sum c y (t - (1-t) y)
+    with c = d^2 / v_p, and log Z_t = -1/2 [t (1-t) sum c y - sum log y - t sum L].
     """
     dims = p.mu.shape[-1]
     num_samples = features.shape[0]
     shift = q.mu - p.mu  # (P, K) d
     var_sum = p.var + q.var  # (P, K) V
-    scaled_shift = shift / var_sum  # (P, K) d / V
-    scaled_shift_sq = shift * scaled_shift  # (P, K) d^2 / V
-    log_bc = log_bhattacharyya_from(scaled_shift_sq, var_sum, p, q)  # (P,)
+    log_bc = log_bhattacharyya_from(shift.square() / var_sum, var_sum, p, q)  # (P,)
+    log_ratio = q.logvar - p.logvar  # (P, K) L
+    half_log_ratio = 0.5 * (q.logvar_sum - p.logvar_sum)  # (P,) 1/2 sum L
+    rho_gap = torch.expm1(log_ratio)  # (P, K) rho - 1
+    rho = rho_gap + 1
+    scaled_shift = shift / p.std  # (P, K) d / s_p
+    scaled_shift_sq = scaled_shift.square()  # (P, K) c
+    if tilt is None:
+        tilts = chernoff_point(half_log_ratio, rho_gap, scaled_shift_sq, rho)  # (P,)
+    else:
+        tilts = half_log_ratio.new_full(half_log_ratio.shape, float(tilt))
+    t = tilts[:, None]  # (P, 1)
+    y = (rho_gap * t).add_(1).reciprocal_()  # (P, K)
+    c_y = scaled_shift_sq * y
     weights = shift.new_empty(shift.shape[0], 2 * dims)  # (P, 2K): coefficients of [eps^2, eps]
-    quad = torch.div(p.var - q.var, var_sum, out=weights[:, :dims])  # (P, K) (v_p - v_q) / V
-    torch.mul(p.std, q.std, out=weights[:, dims:]).mul_(scaled_shift).div_(var_sum.sqrt_()).mul_(-2 * math.sqrt(2))
-    offset = 0.5 * (q.logvar_sum - p.logvar_sum - (quad * scaled_shift_sq).sum(-1))  # (P,)
+    torch.mul(rho_gap, y, out=weights[:, :dims]).mul_(-0.5)
+    torch.mul(rho, y.pow(3), out=weights[:, dims:]).sqrt_().mul_(scaled_shift).neg_()
+    offset = half_log_ratio + 0.5 * (c_y * (t - (1 - t) * y)).sum(-1)  # (P,)
+    log_z = -0.5 * (tilts * (1 - tilts) * c_y.sum(-1) + y.log().sum(-1).neg() - tilts * 2 * half_log_ratio)  # (P,)
+    log_z = torch.minimum(log_z, log_bc) if tilt is None else log_z  # Z_t* <= BC exactly; rounding must not undo it
     delta = torch.addmm(offset[:, None], weights, features.T)  # (P, M) log p - log q at the draws
-    log_ovl = log_bc + torch.logsumexp(delta.abs_().mul_(-0.5), -1) - math.log(num_samples)
-    return DiagGaussianLogOverlap(log_ovl, log_bc, log_bhattacharyya_lower(log_bc))
+    log_w = torch.minimum((1 - t) * delta, delta.mul_(-t))  # (P, M) log min(p, q) / r_t - log Z_t, <= 0
+    peak = log_w.amax(-1, keepdim=True)  # (P, 1): weights relative to the largest, one exp for both sums
+    scaled = log_w.sub_(peak).exp_()  # (P, M) in (0, 1]
+    total = scaled.sum(-1)
+    ess = total.square() / scaled.square_().sum(-1)  # (sum w)^2 / sum w^2, in [1, M]
+    log_sum = peak.squeeze(-1) + total.log()
+    log_ovl = log_z + log_sum - math.log(num_samples)
+    return DiagGaussianLogOverlap(log_ovl, log_bc, log_bhattacharyya_lower(log_bc), ess, tilts)
 
 
 def diag_gaussian_log_ovl(
-    mu1: Tensor, logvar1: Tensor, mu2: Tensor, logvar2: Tensor, num_samples: int = 256, generator: torch.Generator | None = None
+    mu1: Tensor,
+    logvar1: Tensor,
+    mu2: Tensor,
+    logvar2: Tensor,
+    num_samples: int = 256,
+    generator: torch.Generator | None = None,
+    tilt: float | None = None,
 ) -> DiagGaussianLogOverlap:
     """Importance-sampling log OVL of diagonal Gaussians (..., K) -> (...) fields, with `num_samples`
-    draws eps (M, K) from `generator` (`mc_noise`), shared by all pairs; chunked to bounded memory."""
+    draws eps (M, K) from `generator` (`mc_noise`), shared by all pairs; chunked to bounded memory.
+    `tilt`: None for the Chernoff point per pair, a number to fix t (1/2: the earlier estimator)."""
     mu1, logvar1, mu2, logvar2 = torch.broadcast_tensors(mu1, logvar1, mu2, logvar2)
     batch_shape, dims = mu1.shape[:-1], mu1.shape[-1]
     features = quadratic_features(mc_noise(num_samples, dims, generator).to(mu1.device))  # (M, 2K)
@@ -104,12 +198,12 @@ def diag_gaussian_log_ovl(
     second = Gaussians.from_logvar(mu2.reshape(-1, dims), logvar2.reshape(-1, dims))
     step = pairs_per_chunk(dims, num_samples)
     chunks = [
-        importance_log_ovl_of(first.take(slice(start, start + step)), second.take(slice(start, start + step)), features)
+        importance_log_ovl_of(first.take(slice(start, start + step)), second.take(slice(start, start + step)), features, tilt)
         for start in range(0, first.mu.shape[0], step)
     ]
     if not chunks:
         empty = first.mu.new_zeros(batch_shape)
-        return DiagGaussianLogOverlap(empty, empty, empty)
+        return DiagGaussianLogOverlap(empty, empty, empty, empty, empty)
     return DiagGaussianLogOverlap(*(torch.cat(field).view(batch_shape) for field in zip(*chunks, strict=True)))
 
 

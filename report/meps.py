@@ -26,6 +26,7 @@ from report.verdict_record import verdict
 MATCH_MARGIN_DECADES = 1.0  # the BL-AE must lie at least this far below the VAE curve at its PSNR
 EXCLUSIVE_LOG10_AT_MOST = -3.0  # the main BL-AE's log10 overlap: "mutually exclusive" (the old 1e-3 rule, on log10)
 OUTSIDE_BOUNDS_AT_MOST = 0.05  # share of pairs whose overlap estimate may fall outside the Bhattacharyya bracket
+LOW_ESS_SHARE_AT_MOST = 0.05  # share of pairs whose importance weights may have an effective sample size below 10
 BLAE_KINDS = ("autoencoder", "autoencoder_noise")
 MAIN_BLAE = "blae"
 SERIES_KEY = "ovl/log10_mean"
@@ -53,6 +54,7 @@ def frontier_row(name: str, record: dict, model: str) -> dict:
         "log10_ovl": metric(record, "ovl/log10_mean"),
         "log10_bc": metric(record, "ovl/log10_bc_mean") if model == "VAE" else None,
         "outside_bounds": metric(record, "ovl/outside_bounds"),
+        "low_ess_share": metric(record, "ovl/low_ess_share") if model == "VAE" else None,
         "ovl_mean": metric(record, "ovl/mean"),  # the raw mean, kept for reference: it underflows, no verdict reads it
         "log10_lower_bound_mse": metric(record, "ovl/log10_lower_bound_mse"),
         "lower_bound_mse": metric(record, "ovl/lower_bound_mse"),
@@ -244,20 +246,29 @@ def bound_check(row: dict) -> dict:
     if bound_log10 is None:  # a bound of exactly 0 (no log10 logged) holds under any MSE
         holds, bound_text = measured >= 0, fmt(bound, 4)
     else:
-        holds = measured > 0 and bound_log10 <= math.log10(measured)
+        holds = bound_log10 == -math.inf or (measured > 0 and bound_log10 <= math.log10(measured))  # a zero bound holds under any MSE
         bound_text = log10_text(bound_log10, 2)
     evidence = f"bound {bound_text} vs measured {fmt(measured, 4)}"
     return verdict(BOUND_CLAIM, rule, evidence, CONSISTENCY[0] if holds else CONSISTENCY[1], label(row))
 
 
 def bracket_check(row: dict) -> dict:
-    """The VAE's importance-sampling estimates checked against the Bhattacharyya bounds of each pair."""
-    rule = f"share of pairs whose overlap estimate falls outside [Bhattacharyya lower bound, BC] ≤ {OUTSIDE_BOUNDS_AT_MOST:g}"
-    share = row["outside_bounds"]
+    """The VAE's importance-sampling estimates checked against the Bhattacharyya bounds of each pair and by
+    the effective sample size of their weights. The bracket's upper end (BC) holds by construction (every
+    weight is <= 1 and Z_t* <= BC), so what can fail is the lower end and the ESS: an estimate resting on
+    one or two draws can read decades low while staying inside a bracket |log BC| wide."""
+    rule = (
+        f"share of pairs whose overlap estimate falls below the Bhattacharyya lower bound (the upper end, BC, holds by "
+        f"construction: weights ≤ 1) ≤ {OUTSIDE_BOUNDS_AT_MOST:g}, and share of pairs whose importance weights have an "
+        f"effective sample size below 10 ≤ {LOW_ESS_SHARE_AT_MOST:g}"
+    )
+    share, low_ess = row["outside_bounds"], row.get("low_ess_share")
     if share is None:
         return verdict(BRACKET_CLAIM, rule, "not measured", "not measured", label(row))
-    evidence = f"outside bounds {share:.3f}; overlap {log10_text(row['log10_ovl'])}, BC {log10_text(row['log10_bc'])}"
-    return verdict(BRACKET_CLAIM, rule, evidence, CONSISTENCY[0] if share <= OUTSIDE_BOUNDS_AT_MOST else CONSISTENCY[1], label(row))
+    ess_text = "ESS not logged" if low_ess is None else f"ESS < 10 on {low_ess:.3f}"
+    evidence = f"outside bounds {share:.3f}, {ess_text}; overlap {log10_text(row['log10_ovl'])}, BC {log10_text(row['log10_bc'])}"
+    holds = share <= OUTSIDE_BOUNDS_AT_MOST and (low_ess is None or low_ess <= LOW_ESS_SHARE_AT_MOST)
+    return verdict(BRACKET_CLAIM, rule, evidence, CONSISTENCY[0] if holds else CONSISTENCY[1], label(row))
 
 
 def consistency_checks(report: dict) -> list[dict]:
@@ -293,6 +304,7 @@ def ovl_block(frontier: list[dict]) -> dict:
         "vae_psnr": vae.get("psnr"),
         "vae_log10_bc_mean": vae.get("log10_bc"),
         "vae_outside_bounds": vae.get("outside_bounds"),
+        "vae_low_ess_share": vae.get("low_ess_share"),
         "vae_log10_at_blae_psnr": gap.matched.log10_ovl if gap is not None and gap.matched is not None else None,
         "blae_decades_below_vae": gap.decades_below if gap is not None else None,
         "blae_mean": blae.get("ovl_mean"),

@@ -149,11 +149,14 @@ def finite_points(rows: list[dict], x: str, y: str) -> list[dict]:
 
 
 def plot_frontier_meps(report: dict, path: Path) -> None:
-    """The MEPS frontier: log10 overlap against PSNR, the VAE's curve over β and the BL-AE's over its training noise."""
+    """The MEPS frontier: log10 overlap against PSNR, the VAE's curve over β and the BL-AE's over its training noise.
+    The VAE line joins its points in PSNR order, the order the verdicts interpolate it in (report/meps.py): a
+    β series whose PSNR is not monotone would otherwise draw a curve other than the one the verdicts read."""
     fig, ax = plt.subplots(figsize=(6, 4))
     frontier = report.get("meps_frontier") or []
     for model, key, marker in (("VAE", "beta", "o"), ("BL-AE", "noise", "s")):
-        rows = sorted(finite_points([r for r in frontier if r["model"] == model], "psnr", "log10_ovl"), key=lambda r: r[key] or 0.0)
+        points = finite_points([r for r in frontier if r["model"] == model], "psnr", "log10_ovl")
+        rows = sorted(points, key=lambda r: r["psnr"]) if model == "VAE" else sorted(points, key=lambda r: r[key] or 0.0)
         if not rows:
             continue
         ax.plot(

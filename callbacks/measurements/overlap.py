@@ -11,7 +11,8 @@ defines every key.
 Every overlap is computed per pair as a natural log (metrics/overlap.py) and logged as log10:
 `ovl/log10_mean` (log-mean-exp over pairs), `ovl/log10_max`, `ovl/log10_mean_nn`,
 `ovl/log10_lower_bound_mse`, for a VAE the Bhattacharyya bracket `ovl/log10_bc_mean`,
-`ovl/log10_bc_lower_mean` and `ovl/outside_bounds`, for the BL-AE `ovl/hard_codes_log10_mean`;
+`ovl/log10_bc_lower_mean`, `ovl/outside_bounds` and `ovl/low_ess_share` (pairs whose importance
+weights' effective sample size is below 10), for the BL-AE `ovl/hard_codes_log10_mean`;
 the linear `ovl/mean` etc. are kept (float64 before the loggers' float32 cast: they may read 0).
 Nothing is exponentiated before logging.
 

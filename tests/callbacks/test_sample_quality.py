@@ -1,5 +1,6 @@
 """NovelSampleQualityCallback on toy models whose copies are known: disjoint reference halves, drawing
-until the target number of novel samples (or the cap), the FID minimum, and the same rounds on every rank."""
+until the target number of novel samples (or the cap), novelty against the decoded training images
+(copies through a lossy decoder are no novel samples), the FID minimum, and the same rounds on every rank."""
 
 from pathlib import Path
 from types import SimpleNamespace
@@ -62,6 +63,24 @@ class CopiesFirst(LightningModule):
         return None
 
 
+def blocky(images):
+    """A lossy toy decoder on [-1, 1] images: each 2x2 patch becomes its mean (random noise keeps ~12 dB)."""
+    return F.interpolate(F.avg_pool2d(images, 2), scale_factor=2, mode="nearest")
+
+
+class LossyCopiesFirst(CopiesFirst):
+    """CopiesFirst through a lossy autoencoder: sample i < copies_until is the decoded training image i mod N
+    (what a copier of its token grid decodes to), later samples decode fresh noise; reconstruct is `blocky`."""
+
+    def sample_image(self, index: int) -> torch.Tensor:
+        if index < self.copies_until:
+            return self.reconstruct(uint8_to_signed_unit(self.train_images[index % len(self.train_images)])[None]).images[0]
+        return blocky(torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(SEED + index)) * 2 - 1)[0]
+
+    def reconstruct(self, images):
+        return Generated(None, blocky(images))
+
+
 class ToyImages(LightningDataModule):
     def __init__(self, train, val):
         super().__init__()
@@ -77,18 +96,18 @@ class ToyImages(LightningDataModule):
 TRAIN, VAL = random_images(30, seed=0), random_images(60, seed=1)
 
 
-def measure(copies_until, **kwargs) -> dict[str, float]:
+def measure(copies_until, model=CopiesFirst, **kwargs) -> dict[str, float]:
     settings = {"num_samples": 20, "max_novel": 10, "max_samples": 200, "reference_limit": 30, "fid_min_n": 10, "num_resamples": 200}
     callback = NovelSampleQualityCallback(PooledFeatures(), feature_cache_dir=None, batch_size=16, **{**settings, **kwargs})
     trainer = Trainer(
         logger=False, enable_progress_bar=False, enable_checkpointing=False, callbacks=[callback], accelerator="cpu", devices=1
     )
-    trainer.validate(CopiesFirst(TRAIN, copies_until), datamodule=ToyImages(TRAIN, VAL))
+    trainer.validate(model(TRAIN, copies_until), datamodule=ToyImages(TRAIN, VAL))
     return {k.removeprefix("quality/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("quality/")}
 
 
-def novel_features(indices):
-    model = CopiesFirst(TRAIN, copies_until=0)
+def novel_features(indices, model_class=CopiesFirst):
+    model = model_class(TRAIN, copies_until=0)
     return PooledFeatures()(signed_unit_to_uint8(torch.stack([model.sample_image(i) for i in indices])))  # as the callback sees them
 
 
@@ -122,6 +141,39 @@ def test_a_pure_copier_stops_at_the_cap_with_nothing_scored():
     assert all(torch.isnan(torch.tensor(values[k])) for k in ("kid_novel", "kid_novel_low", "kid_novel_high", "fid_novel"))
 
 
+def test_decoded_copies_through_a_lossy_decoder_are_not_novel_while_the_originals_rule_let_them_in():
+    """Samples 0..49 decode training images through a lossy decoder, as a copier of their token grids does:
+    ~12 dB from the originals (novel under the old rule: samples 0..9 were scored), 100 dB from the decoded
+    training images (not novel: the search draws on to the decoded fresh noise of samples 50..59)."""
+    model = LossyCopiesFirst(TRAIN, copies_until=50)
+    copies, fresh = torch.stack([model.sample_image(i) for i in range(20)]), torch.stack([model.sample_image(i) for i in range(50, 70)])
+    settings = {"max_novel": 10, "reference_limit": 30, "feature_cache_dir": None}
+    callback, original = (
+        NovelSampleQualityCallback(PooledFeatures(), **settings),
+        NovelSampleQualityCallback(PooledFeatures(), novel_reference="original", **settings),
+    )
+    trainer = SimpleNamespace(datamodule=ToyImages(TRAIN, VAL), is_global_zero=True)
+    callback.build(trainer, model)
+    assert not callback.is_novel(copies).any() and callback.is_novel(fresh).all()
+    original.build(trainer, model)
+    assert original.is_novel(copies).all() and original.is_novel(fresh).all()  # the old rule: every decoded copy is "novel"
+
+    decoded = measure(copies_until=50, model=LossyCopiesFirst)
+    assert decoded["novel_reference_decoded"] == 1.0 and decoded["novel_scored"] == 10 and decoded["samples_drawn"] >= 60
+    real = PooledFeatures()(disjoint_halves(VAL, 30, 10).real)
+    expected = kid_with_interval(real, novel_features(range(50, 60), LossyCopiesFirst), num_resamples=200)
+    assert decoded["kid_novel"] == pytest.approx(expected.kid.item(), rel=1e-5)
+    old_rule = measure(copies_until=50, model=LossyCopiesFirst, novel_reference="original")
+    assert old_rule["novel_reference_decoded"] == 0.0 and old_rule["novel_scored"] == 10 and old_rule["samples_drawn"] == 20
+    copies_kid = kid_with_interval(real, PooledFeatures()(signed_unit_to_uint8(copies[:10])), num_resamples=200)
+    assert old_rule["kid_novel"] == pytest.approx(copies_kid.kid.item(), rel=1e-5)  # it scored the copies
+
+
+def test_a_copier_through_a_lossy_decoder_is_scored_under_the_originals_rule_and_not_under_the_decoded_one():
+    assert measure(copies_until=float("inf"), model=LossyCopiesFirst)["novel_scored"] == 0
+    assert measure(copies_until=float("inf"), model=LossyCopiesFirst, novel_reference="original")["novel_scored"] == 10
+
+
 def test_fid_is_printed_from_its_minimum_n_on_and_the_unpaired_reference_covers_zero():
     """At n = fid_min_n both FIDs are numbers; one image short of it both are NaN (KID is unchanged). The
     reference, reconstructions (here: copies) of *other* held-out images, scores ~0: its interval covers 0."""
@@ -138,6 +190,8 @@ def test_settings_that_cannot_give_a_score_are_refused():
         NovelSampleQualityCallback(PooledFeatures(), max_novel=4)
     with pytest.raises(ValueError, match="max_samples >= num_samples"):
         NovelSampleQualityCallback(PooledFeatures(), num_samples=200, max_samples=100)
+    with pytest.raises(ValueError, match="novel_reference"):
+        NovelSampleQualityCallback(PooledFeatures(), novel_reference="latent")
 
 
 def test_round_sizes_follow_the_novel_rate_double_when_none_is_novel_and_stop_at_the_cap():

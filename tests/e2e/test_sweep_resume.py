@@ -30,7 +30,7 @@ def one_gamma_sweep(tmp_path, neural_extra: list[str] = ()) -> str:
     config["gammas"] = [1]
     # one cell at a time, one VAE, no seed or phase cells. The sweep starts the longest chain first, so the
     # neural cell runs right after the BL-AE and the signal lands in it before the VAE and kernel cells ran
-    config.update(workers=1, vae_betas=None, spread_cells=[], spread_seeds=[], train_sizes=[])
+    config.update(workers=1, vae_betas=None, blae_noises=[], spread_cells=[], spread_seeds=[], train_sizes=[])
     for stage in ("blae", "vae", "kernel", "neural"):
         config[stage]["args"] = config[stage].get("args", []) + QUICK  # last: the stage's own cadence must not win
     config["neural"]["args"] += list(neural_extra)

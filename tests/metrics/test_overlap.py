@@ -334,18 +334,47 @@ def test_pairwise_diag_gaussian_matches_mc_of_each_pair():
     assert cheap_values["mean"].item() == pytest.approx(values["mean"].item(), rel=1e-12)
 
 
-def elementwise_importance_log_ovl(mu_p, logvar_p, mu_q, logvar_q, noise):
-    """The definition, straight: x = m_r + s_r eps (P, M, K) from r = sqrt(pq) / BC, then
-    log BC + log mean exp(-|log p(x) - log q(x)| / 2), with BC from the textbook D_B."""
+def tilted_proposal(mu_p, logvar_p, mu_q, logvar_q, tilt):
+    """r_t = p^t q^(1-t) / Z_t per coordinate, straight from the precisions: mean and variance (P, K)."""
     var_p, var_q = logvar_p.exp(), logvar_q.exp()
-    precision = (1 / var_p + 1 / var_q) / 2
-    mean_r = (mu_p / var_p + mu_q / var_q) / 2 / precision
-    x = mean_r[:, None] + precision.rsqrt()[:, None] * noise  # (P, M, K)
+    t = torch.as_tensor(tilt, dtype=torch.float64).expand(mu_p.shape[:-1])[..., None]
+    precision = t / var_p + (1 - t) / var_q
+    return (t * mu_p / var_p + (1 - t) * mu_q / var_q) / precision, precision.reciprocal()
+
+
+def expected_log_density(mean_r, var_r, mu, logvar):
+    """E_{x ~ N(mean_r, var_r)}[log N(x; mu, exp(logvar))] summed over coordinates: (P,)."""
+    return (-0.5 * (math.log(2 * math.pi) + logvar + ((mean_r - mu).square() + var_r) / logvar.exp())).sum(-1)
+
+
+def elementwise_mean_delta(mu_p, logvar_p, mu_q, logvar_q, tilt):
+    """E_{r_t}[log p - log q] (P,), from the Gaussian r_t's first two moments."""
+    mean_r, var_r = tilted_proposal(mu_p, logvar_p, mu_q, logvar_q, tilt)
+    return expected_log_density(mean_r, var_r, mu_p, logvar_p) - expected_log_density(mean_r, var_r, mu_q, logvar_q)
+
+
+def elementwise_importance_log_ovl(mu_p, logvar_p, mu_q, logvar_q, noise, tilt=0.5):
+    """The definition, straight: x = m_t + s_t eps (P, M, K) from r_t = p^t q^(1-t) / Z_t, then
+    log Z_t + log mean min(exp((1-t) Delta), exp(-t Delta)), Delta = log p(x) - log q(x), with
+    log Z_t = E_{r_t}[t log p + (1-t) log q - log r_t] (exact: the integrand is constant in x). At t = 1/2
+    Z_t is the textbook BC = exp(-D_B), checked here too."""
+    var_p, var_q = logvar_p.exp(), logvar_q.exp()
+    mean_r, var_r = tilted_proposal(mu_p, logvar_p, mu_q, logvar_q, tilt)
+    t = torch.as_tensor(tilt, dtype=torch.float64).expand(mu_p.shape[:-1])
+    x = mean_r[:, None] + var_r.sqrt()[:, None] * noise  # (P, M, K)
     p, q = Normal(mu_p[:, None], var_p.sqrt()[:, None]), Normal(mu_q[:, None], var_q.sqrt()[:, None])
     delta = p.log_prob(x).sum(-1) - q.log_prob(x).sum(-1)  # (P, M)
-    mean_var = (var_p + var_q) / 2
-    log_bc = -((mu_p - mu_q).square() / mean_var).sum(-1) / 8 - 0.5 * (mean_var / (var_p * var_q).sqrt()).log().sum(-1)
-    return log_bc + torch.logsumexp(-delta.abs() / 2, -1) - math.log(noise.shape[0])
+    entropy = (0.5 * (2 * math.pi * math.e * var_r).log()).sum(-1)
+    log_z = (
+        t * expected_log_density(mean_r, var_r, mu_p, logvar_p) + (1 - t) * expected_log_density(mean_r, var_r, mu_q, logvar_q) + entropy
+    )
+    if not torch.is_tensor(tilt) and tilt == 0.5:
+        mean_var = (var_p + var_q) / 2
+        log_bc = -((mu_p - mu_q).square() / mean_var).sum(-1) / 8 - 0.5 * (mean_var / (var_p * var_q).sqrt()).log().sum(-1)
+        torch.testing.assert_close(log_z, log_bc, rtol=1e-12, atol=1e-12)
+    t = t[:, None]
+    log_w = torch.minimum((1 - t) * delta, -t * delta)
+    return log_z + torch.logsumexp(log_w, -1) - math.log(noise.shape[0])
 
 
 def overlapping_posteriors(num, dims, seed):
@@ -369,7 +398,8 @@ def test_gemm_importance_sampling_matches_the_elementwise_definition_with_the_sa
 
     noise = mc_noise(300, 6, torch.Generator().manual_seed(11))  # the metric's draws: seed, then (M, K)
     first, second = torch.triu_indices(9, 9, offset=1)
-    expected = elementwise_importance_log_ovl(mu[first], logvar[first], mu[second], logvar[second], noise)  # (36,)
+    tilts = diag_gaussian_log_ovl(mu[first], logvar[first], mu[second], logvar[second], 8).tilt  # each pair's Chernoff point
+    expected = elementwise_importance_log_ovl(mu[first], logvar[first], mu[second], logvar[second], noise, tilts)  # (36,)
     assert -7 < expected.min() and expected.max() == 0.0  # a non-trivial set (OVL 1e-3 .. 1), the duplicate included
     log_ovl, _, _ = metric.pairwise_log_ovl(mu)
     torch.testing.assert_close(log_ovl[first, second], expected, rtol=0, atol=1e-11)  # same noise: rounding only
@@ -398,14 +428,97 @@ def test_diag_gaussian_log_ovl_matches_the_elementwise_definition_and_broadcasts
     noise = mc_noise(200, 5, torch.Generator().manual_seed(2))
     pairwise = diag_gaussian_log_ovl(mu[:, None], logvar[:, None], mu[None], logvar[None], 200, torch.Generator().manual_seed(2))  # (7, 7)
     first, second = (index.flatten() for index in torch.meshgrid(torch.arange(7), torch.arange(7), indexing="ij"))
-    expected = elementwise_importance_log_ovl(mu[first], logvar[first], mu[second], logvar[second], noise).view(7, 7)
+    tilts = pairwise.tilt.reshape(-1)
+    expected = elementwise_importance_log_ovl(mu[first], logvar[first], mu[second], logvar[second], noise, tilts).view(7, 7)
     torch.testing.assert_close(pairwise.log_ovl, expected, rtol=0, atol=1e-11)
-    torch.testing.assert_close(pairwise.log_ovl, pairwise.log_ovl.T, rtol=0, atol=1e-13)  # |Delta| is symmetric in p, q
+    # swapping p and q: t -> 1 - t (to the Newton tolerance) and Delta -> -Delta, the same r_t up to that
+    torch.testing.assert_close(pairwise.tilt + pairwise.tilt.T, torch.ones(7, 7, dtype=torch.float64), rtol=0, atol=0.02)
+    torch.testing.assert_close(pairwise.log_ovl, pairwise.log_ovl.T, rtol=0, atol=0.05)
     monkeypatch.setattr(importance_module, "pairs_per_chunk", lambda dims, samples: 4)
     chunked = diag_gaussian_log_ovl(mu[:, None], logvar[:, None], mu[None], logvar[None], 200, torch.Generator().manual_seed(2))
     torch.testing.assert_close(chunked.log_ovl, pairwise.log_ovl, rtol=0, atol=1e-14)  # a pair's estimate ignores its chunk-mates
+    torch.testing.assert_close(chunked.tilt, pairwise.tilt, rtol=0, atol=0)
     single = diag_gaussian_log_ovl(mu[2], logvar[2], mu[5], logvar[5], 200, torch.Generator().manual_seed(2))
     assert single.log_ovl.shape == () and single.log_ovl.item() == pytest.approx(expected[2, 5].item(), abs=1e-11)
+
+
+def test_the_chernoff_point_centres_the_proposal_and_minimises_z():
+    """t* solves E_{r_t}[Delta] = 0 (to 5 % of sd Delta, checked against the moments of r_t computed
+    independently), lies in (0, 1), equals an independent bisection, and Z_t* <= BC."""
+    generator = torch.Generator().manual_seed(5)
+    mu_p, mu_q = 0.5 * torch.randn(2, 12, 64, generator=generator, dtype=torch.float64)
+    logvar_p = -1 + torch.randn(12, 64, generator=generator, dtype=torch.float64)
+    logvar_q = logvar_p + torch.empty(12, 64, dtype=torch.float64).uniform_(-3, 3, generator=generator)
+    estimate = diag_gaussian_log_ovl(mu_p, logvar_p, mu_q, logvar_q, 64, torch.Generator().manual_seed(0))
+    assert ((estimate.tilt > 0) & (estimate.tilt < 1)).all()
+    low, high = torch.zeros(12, dtype=torch.float64), torch.ones(12, dtype=torch.float64)
+    for _ in range(60):
+        middle = (low + high) / 2
+        above = elementwise_mean_delta(mu_p, logvar_p, mu_q, logvar_q, middle) > 0
+        low, high = torch.where(above, low, middle), torch.where(above, middle, high)
+    torch.testing.assert_close(estimate.tilt, (low + high) / 2, rtol=0, atol=5e-3)
+    mean = elementwise_mean_delta(mu_p, logvar_p, mu_q, logvar_q, estimate.tilt)
+    variance = (
+        elementwise_mean_delta(mu_p, logvar_p, mu_q, logvar_q, estimate.tilt + 1e-5)
+        - elementwise_mean_delta(mu_p, logvar_p, mu_q, logvar_q, estimate.tilt - 1e-5)
+    ) / 2e-5  # d/dt E[Delta] = Var[Delta]
+    assert (mean.abs() <= importance_module.CHERNOFF_TOLERANCE * variance.sqrt() + 1e-6).all()
+    assert (estimate.log_ovl <= estimate.log_bc).all() and not estimate.outside_bounds().any()
+    symmetric = diag_gaussian_log_ovl(mu_p, logvar_p, mu_q, logvar_q, 64, torch.Generator().manual_seed(0), tilt=0.5)
+    assert (estimate.ess >= 1).all() and (estimate.ess <= 64).all() and (symmetric.ess >= 1 - 1e-12).all()
+
+
+def test_equal_variances_give_t_one_half_and_the_earlier_estimator():
+    """E_{r_1/2}[Delta] = 0 exactly for equal covariances: t* = 1/2 and the estimate is the t = 1/2
+    estimator log BC + log mean exp(-|Delta| / 2), same draws, to rounding."""
+    generator = torch.Generator().manual_seed(6)
+    mu_p, mu_q = torch.randn(2, 10, 32, generator=generator, dtype=torch.float64)
+    logvar = torch.randn(10, 32, generator=generator, dtype=torch.float64) * 0.5
+    estimate = diag_gaussian_log_ovl(mu_p, logvar, mu_q, logvar, 128, torch.Generator().manual_seed(3))
+    assert (estimate.tilt == 0.5).all()
+    noise = mc_noise(128, 32, torch.Generator().manual_seed(3))
+    p, q = Normal(mu_p[:, None], (0.5 * logvar).exp()[:, None]), Normal(mu_q[:, None], (0.5 * logvar).exp()[:, None])
+    x = (mu_p + mu_q)[:, None] / 2 + (0.5 * logvar).exp()[:, None] * noise  # r_1/2 = N(midpoint, v)
+    delta = p.log_prob(x).sum(-1) - q.log_prob(x).sum(-1)
+    earlier = estimate.log_bc + torch.logsumexp(-delta.abs() / 2, -1) - math.log(128)
+    torch.testing.assert_close(estimate.log_ovl, earlier, rtol=0, atol=1e-11)
+    fixed = diag_gaussian_log_ovl(mu_p, logvar, mu_q, logvar, 128, torch.Generator().manual_seed(3), tilt=0.5)
+    torch.testing.assert_close(fixed.log_ovl, estimate.log_ovl, rtol=0, atol=1e-12)  # t* path: log Z_t* clamped at log BC
+
+
+def test_ess_is_the_effective_sample_size_of_the_weights():
+    mu, logvar = overlapping_posteriors(num=6, dims=5, seed=10)
+    first, second = torch.triu_indices(6, 6, offset=1)
+    estimate = diag_gaussian_log_ovl(mu[first], logvar[first], mu[second], logvar[second], 100, torch.Generator().manual_seed(1))
+    noise = mc_noise(100, 5, torch.Generator().manual_seed(1))
+    mean_r, var_r = tilted_proposal(mu[first], logvar[first], mu[second], logvar[second], estimate.tilt)
+    x = mean_r[:, None] + var_r.sqrt()[:, None] * noise
+    p = Normal(mu[first][:, None], (0.5 * logvar[first]).exp()[:, None])
+    q = Normal(mu[second][:, None], (0.5 * logvar[second]).exp()[:, None])
+    delta = p.log_prob(x).sum(-1) - q.log_prob(x).sum(-1)
+    t = estimate.tilt[:, None]
+    weights = torch.minimum((1 - t) * delta, -t * delta).exp()
+    torch.testing.assert_close(estimate.ess, weights.sum(-1).square() / weights.square().sum(-1), rtol=1e-10, atol=0)
+    duplicate = (first == 0) & (second == 5)
+    assert estimate.ess[duplicate].item() == pytest.approx(100, rel=1e-12)  # identical laws: every weight 1
+    assert not estimate.low_ess().any()
+
+
+def test_low_ess_share_flags_the_pairs_the_t_one_half_proposal_misses(monkeypatch):
+    """Same-mean isotropic laws, variance ratio 8 in 384 dims: the Chernoff proposal keeps ESS ~ 30;
+    the t = 1/2 proposal has ESS ~ 1 and the metric's low_ess_share says so."""
+    dims = 384
+    mu = torch.zeros(2, dims)
+    logvar = torch.stack([torch.zeros(dims), torch.full((dims,), math.log(8.0))])
+    metric = PairwiseOverlap("diag_gaussian", per_dimension=False)
+    metric.update(mu, logvar=logvar)
+    assert metric.compute()["low_ess_share"].item() == 0.0
+    original = importance_module.importance_log_ovl_of
+    monkeypatch.setattr(overlap_module, "importance_log_ovl_of", lambda p, q, features: original(p, q, features, 0.5))
+    symmetric = PairwiseOverlap("diag_gaussian", per_dimension=False)
+    symmetric.update(mu, logvar=logvar)
+    with pytest.warns(UserWarning, match="effective sample size"):
+        assert symmetric.compute()["low_ess_share"].item() == 1.0
 
 
 def elementwise_plain_log_ovl(mu_p, logvar_p, mu_q, logvar_q, noise):

@@ -103,12 +103,13 @@ def blae_record(noise, log10_ovl, psnr, main=True, extra=None):
     return {"metrics": metrics, "role": cell_role}
 
 
-def vae_record(beta, log10_ovl, psnr, outside_bounds=0.0):
+def vae_record(beta, log10_ovl, psnr, outside_bounds=0.0, low_ess_share=0.0):
     metrics = {
         **overlap_metrics(log10_ovl, psnr, measured_mse=0.04),
         "ovl/log10_bc_mean": log10_ovl + 0.3,
         "ovl/log10_bc_lower_mean": log10_ovl - 0.6,
         "ovl/outside_bounds": outside_bounds,
+        "ovl/low_ess_share": low_ess_share,
         "vae/beta": beta,
         "vae/likelihood_sigma": 0.1,
     }

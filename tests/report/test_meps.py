@@ -147,6 +147,33 @@ def test_vae_estimates_outside_their_bhattacharyya_bracket_are_inconsistent():
     found = meps(results)
     assert found[(BRACKET_CLAIM, "VAE β = 5")]["outcome"] == "inconsistent"
     assert found[(BRACKET_CLAIM, "VAE β = 1")]["outcome"] == "consistent"
+    assert "upper end, BC, holds by construction" in found[(BRACKET_CLAIM, "VAE β = 1")]["rule"]
+
+
+def test_vae_estimates_on_too_few_effective_draws_are_inconsistent_inside_their_bracket():
+    results = agreeing_results()
+    results["vae-beta-5"] = vae_record(5.0, -0.3, 14.0, outside_bounds=0.0, low_ess_share=0.07)
+    results["vae-beta-1"] = vae_record(1.0, -1.3, 24.0, outside_bounds=0.0, low_ess_share=0.05)
+    found = meps(results)
+    assert found[(BRACKET_CLAIM, "VAE β = 5")]["outcome"] == "inconsistent"
+    assert "ESS < 10 on 0.070" in found[(BRACKET_CLAIM, "VAE β = 5")]["evidence"]
+    assert found[(BRACKET_CLAIM, "VAE β = 1")]["outcome"] == "consistent"  # at the threshold
+    rows = {r["cell"]: r for r in build_report(results, GAMMAS)["meps_frontier"]}
+    assert rows["vae-beta-5"]["low_ess_share"] == 0.07 and rows["blae"]["low_ess_share"] is None
+    # a cell from before the key was logged: the bracket alone decides, and the evidence says so
+    del results["vae-beta-5"]["metrics"]["ovl/low_ess_share"]
+    found = meps(results)
+    assert found[(BRACKET_CLAIM, "VAE β = 5")]["outcome"] == "consistent"
+    assert "ESS not logged" in found[(BRACKET_CLAIM, "VAE β = 5")]["evidence"]
+
+
+def test_a_zero_bound_is_consistent_with_a_zero_measured_error():
+    results = agreeing_results()
+    results["blae"]["metrics"] |= {"ovl/log10_lower_bound_mse": -math.inf, "ovl/lower_bound_mse": 0.0, "ovl/measured_mse": 0.0}
+    found = meps(results)
+    assert found[(BOUND_CLAIM, "BL-AE")]["outcome"] == "consistent"
+    results["blae"]["metrics"] |= {"ovl/log10_lower_bound_mse": -5.0, "ovl/lower_bound_mse": 1e-5}
+    assert meps(results)[(BOUND_CLAIM, "BL-AE")]["outcome"] == "inconsistent"  # a positive bound above a zero MSE
 
 
 def test_an_overlap_below_float_range_stays_a_finite_log10_in_the_report(tmp_path):

@@ -128,6 +128,7 @@ def measurements(tmp_path) -> list[dict]:
             "class_path": "callbacks.measurements.sample_quality.NovelSampleQualityCallback",
             "init_args": {**end_of_fit, "reference_limit": 16, "max_novel": 8, "feature_cache_dir": str(tmp_path / "features")},
         },
+        {"class_path": "callbacks.measurements.membership.MembershipCallback"},
     ]
 
 
