@@ -1,9 +1,11 @@
 """The sweep's report: report.json, report.md (tables, plots, one verdict per claim) and a W&B summary run.
 
-`write_report` (report/writer.py) builds report.json from the cells' results (report/numbers.py,
-report/token_rows.py, report/probes.py), reads the verdicts from it (report/verdicts.py), draws the plots
-(report/plots.py) and writes report.md (report/markdown.py); `log_summary_run` (report/summary_run.py)
-puts it in W&B. The cells' names and how a cell is read: report/cells.py.
+`write_report` (report/writer.py) builds report.json from the cells' results (report/numbers.py, with
+one module per subject: report/token_rows.py and report/memorization_*.py for memorization, report/meps.py
+for the MEPS frontier, report/ldh.py for token dependence, report/membership.py, report/probes.py), reads the
+verdicts from it (report/verdicts.py, gathering each subject's), draws the plots (report/plots.py) and writes
+report.md (report/markdown.py); `log_summary_run` (report/summary_run.py) puts it in W&B. The cells' names and
+how a cell is read: report/cells.py.
 """
 
 from __future__ import annotations
