@@ -111,27 +111,43 @@ def dependence_radius(record: dict | None, source: str, curve: list[dict]) -> di
 
 
 def mi_block(results: dict, gammas: list) -> MIBlock:
-    """The training tokens' ("data") and each main token cell's samples' (``model-γ``) curves and radii."""
+    """The training tokens' and each main token cell's samples' (``model-γ``) curves and radii.
+
+    "data" (what the LDH verdict reads) is the measurement on the most training images: the BL-AE cell measures
+    the latents of its whole training split, the token cells those of their (often smaller) training subset,
+    which is kept beside it as "data_subset" when the two differ. A significance-based radius grows with the
+    number of images, so the verdict reads the most precise curve, never the least."""
     curves: dict[str, list] = {}
     excess: dict[str, list] = {}
     radius: dict[str, dict] = {}
-    data_record = None
+    subset_record = None
     for gamma in gammas:
         for model in TOKEN_MODELS:
             record = results.get(token_cell_name(model, gamma))
             if record is None:
                 continue
             curves.setdefault("data", raw_mi_curve(record, "data"))
-            if data_record is None and excess_curve(record, "data"):
-                data_record = record
+            if subset_record is None and excess_curve(record, "data"):
+                subset_record = record
             key = f"{model}-{gamma_name(gamma)}"
             curves[key], excess[key] = raw_mi_curve(record, "samples"), excess_curve(record, "samples")
             radius[key] = dependence_radius(record, "samples", excess[key])
-    if data_record is None:  # the BL-AE stage measures the training latents too
-        data_record = results.get("blae")
-    excess = {"data": excess_curve(data_record, "data"), **excess}
-    radius = {"data": dependence_radius(data_record, "data", excess["data"]), **radius}
-    return MIBlock(curves, excess, radius)
+    candidates = [r for r in (results.get("blae"), subset_record) if r is not None and excess_curve(r, "data")]
+    data_record = max(candidates, key=training_images, default=None)  # the first (the BL-AE) on a tie
+    data = {"data": excess_curve(data_record, "data")}
+    data_radius = {"data": dependence_radius(data_record, "data", data["data"])}
+    if subset_record is not None and data_record is not subset_record and training_images(subset_record) < training_images(data_record):
+        data["data_subset"] = excess_curve(subset_record, "data")
+        data_radius["data_subset"] = dependence_radius(subset_record, "data", data["data_subset"])
+    for name, record in (("data", data_record), ("data_subset", subset_record)):
+        if name in data_radius and training_images(record):
+            data_radius[name]["images"] = training_images(record)
+    return MIBlock(curves, {**data, **excess}, {**data_radius, **radius})
+
+
+def training_images(record: dict | None) -> float:
+    """How many training images a cell measured its training latents on (`mem/train_size`; 0 when not logged)."""
+    return metric(record, "mem/train_size") or 0.0
 
 
 def mi_sections(results: dict, gammas: list) -> dict:
@@ -178,7 +194,12 @@ def local_dependence_verdict(report: dict) -> dict:
         return verdict(CLAIM, RULE, "MI excess over the permutation null, or its interval, not measured", "not measured")
     radius["returns_at"] = returns_at(curve, radius["radius"])  # from the curve itself (a report.json may predate the key)
     agrees = curve[0]["low"] > 0 and not radius["beyond_grid"] and not radius["returns_at"]
-    evidence = f"{level_text(radius.get('level'))}: {curve_text(curve)}; {radius_text(radius)}"
+    images = radius.get("images")
+    evidence = f"{level_text(radius.get('level'))}{f' over {images:.0f} training images' if images else ''}: {curve_text(curve)}; "
+    evidence += radius_text(radius)
+    subset = report.get("dependence_radius", {}).get("data_subset")
+    if subset and subset.get("images"):  # the smaller sample, for reference: a significance radius grows with n
+        evidence += f" (on the token models' {subset['images']:.0f}-image training subset: {radius_text(subset)})"
     return verdict(CLAIM, RULE, evidence, "agrees" if agrees else "disagrees")
 
 
@@ -208,7 +229,9 @@ def excess_table(report: dict) -> str:
         cells += ["–"] * (distances - len(cells))
         radius = dict(radii.get(name) or dependence_radius(None, name, excess[name]))
         radius["returns_at"] = returns_at(excess[name], radius["radius"])
-        label = "training tokens" if name == "data" else f"samples {name}"
+        images = radius.get("images")
+        on = f" ({images:.0f} images)" if images else ""
+        label = {"data": f"training tokens{on}", "data_subset": f"training tokens, token models' subset{on}"}.get(name, f"samples {name}")
         label += " (bit MI)" if radius.get("level") == "bit" else ""
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {radius_cell(radius)} |")
     return (

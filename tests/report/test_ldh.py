@@ -181,3 +181,25 @@ def test_missing_figures_read_not_measured():
     no_interval = {"mi_excess": {"data": [{"d": 1, "excess": 0.3, "low": None, "high": None, "significant": None}]}}
     assert local_dependence_verdict(no_interval)["outcome"] == "not measured"
     assert excess_table({"mi_excess": {"data": []}}) == ""
+
+
+def test_the_verdict_reads_the_training_latents_measured_on_the_most_images():
+    """A significance radius grows with the number of images: the BL-AE cell's curve over all 1617 training images
+    (significant at every d: beyond the grid) is what the verdict reads, not the token cells' 100-image subset (radius
+    3), which stays in the report beside it; with the subset alone the verdict reads the subset."""
+    results = agreeing_results()
+    results["blae"]["metrics"] |= excess_metrics([0.36, 0.038, 0.009, 0.007], half_width=0.002) | {"mem/train_size": 1617.0}
+    for name, record in results.items():
+        if name.startswith(("kernel-gamma", "neural-gamma")):
+            record["metrics"] |= excess_metrics([0.31, 0.024, 0.004, 0.005], half_width=0.008)  # train_size 100
+    sections = mi_sections(results, GAMMAS)
+    assert sections["dependence_radius"]["data"]["beyond_grid"] and sections["dependence_radius"]["data"]["images"] == 1617
+    assert sections["dependence_radius"]["data_subset"]["radius"] == 3 and sections["dependence_radius"]["data_subset"]["images"] == 100
+    outcome = local_dependence_verdict(sections)
+    assert outcome["outcome"] == "disagrees" and "1617 training images" in outcome["evidence"] and "100-image" in outcome["evidence"]
+    assert "token models' subset (100 images)" in excess_table(sections)
+
+    del results["blae"]["metrics"]["ldh/data_token_mi_excess_d1"]  # no BL-AE curve: the subset is all there is
+    only_subset = mi_sections(results, GAMMAS)
+    assert "data_subset" not in only_subset["dependence_radius"] and only_subset["dependence_radius"]["data"]["radius"] == 3
+    assert local_dependence_verdict(only_subset)["outcome"] == "agrees"
