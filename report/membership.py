@@ -13,6 +13,7 @@ from pathlib import Path
 from networks.gamma_mask import gamma_name, parse_gamma
 from report.cells import TOKEN_MODELS, metric, token_cell_name
 from report.charts import GAMMA_AXIS, gamma_positions
+from report.figure_files import save_figure
 from report.formatting import fixed
 
 FIGURES = {
@@ -136,9 +137,7 @@ def plot_membership(report: dict, path: Path) -> bool:
     ax.set(xlabel="γ (observation radius)", ylabel="ROC AUC (training vs held-out)", ylim=(0.4, 1.02))
     ax.set_title("Membership inference from the likelihood vs γ (95 % bootstrap intervals)", fontsize=9)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 

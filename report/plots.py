@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from report.cells import TOKEN_MODELS  # noqa: E402
+from report.figure_files import save_figure  # noqa: E402
 from report.membership import plot_membership  # noqa: E402
 from report.probes import gammas_of  # noqa: E402
 from report.verdicts import FRONTIER_MIN_NOVEL  # noqa: E402
@@ -71,9 +72,7 @@ def plot_memorization(report: dict, path: Path) -> None:
         title="Memorization vs γ (95 % Wilson intervals)",
     )
     ax.legend(loc="center right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_frontier(report: dict, path: Path) -> None:
@@ -105,9 +104,7 @@ def plot_frontier(report: dict, path: Path) -> None:
     ax.set(xlabel=f"memorization ({measure_name(report)} measure)", ylabel="KID of the novel samples vs held-out", xlim=(-0.02, 1.02))
     ax.set_title(f"Generation–memorization frontier (γ with ≥ {FRONTIER_MIN_NOVEL} novel samples; KID 95 % intervals)", fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_phase_diagram(report: dict, path: Path) -> None:
@@ -138,9 +135,7 @@ def plot_phase_diagram(report: dict, path: Path) -> None:
             title=f"{model}: mem_psnr25",
         )
         fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def finite_points(rows: list[dict], x: str, y: str) -> list[dict]:
@@ -175,9 +170,7 @@ def plot_frontier_meps(report: dict, path: Path) -> None:
     ax.set_title("MEPS frontier: log10 latent overlap vs reconstruction quality", fontsize=9)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_ovl_vs_step(report: dict, path: Path) -> None:
@@ -188,9 +181,7 @@ def plot_ovl_vs_step(report: dict, path: Path) -> None:
         ax.plot([p[0] for p in finite], [p[1] for p in finite], marker=".", label=cell)
     ax.set(xlabel="training step", ylabel="log10 mean pairwise overlap", title="Latent overlap during training")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 PLOTS = {
@@ -232,9 +223,7 @@ def plot_extraction(report: dict, path: Path) -> None:
             ax.plot([r["prefix_rows"] for r in mine], [r["control_rate"] for r in mine], linestyle="--", marker="x", color=colour)
         ax.set(xlabel="prefix rows k", ylabel="extraction rate (≥ 25 dB)", ylim=(-0.02, 1.05), title=model)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_correlation_length(report: dict, path: Path) -> None:
@@ -250,9 +239,7 @@ def plot_correlation_length(report: dict, path: Path) -> None:
         ax.set(xlabel="noise level p (fraction of cells erased)", ylabel="correlation length (cells)", title=f"{model} ({conditioning})")
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 PROBE_PLOTS = {

@@ -27,7 +27,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from imaging.pixels import uint8_to_signed_unit
+from imaging.pixels import signed_unit_to_uint8, uint8_to_signed_unit
 from lightning_modules.model_outputs import Generated
 from lightning_modules.sample_seeds import sample_seeds
 
@@ -93,8 +93,26 @@ def training_tokens(trainer: Trainer, pl_module: LightningModule, limit: int | N
     cached = getattr(data_module(trainer), "token_grids", None)
     if cached is not None:
         return cached()[:limit]
-    images = reference_images(trainer, "train", limit)
-    return in_batches(pl_module.reconstruct, uint8_to_model_images(images, pl_module.device), batch_size).tokens.cpu()
+    return training_reconstructions(trainer, pl_module, limit, batch_size).tokens
+
+
+def reconstructions(pl_module: LightningModule, images: Tensor, batch_size: int) -> Generated:
+    """The model's round trip of uint8 images, on the CPU: its tokens (None without) and its decoded images as uint8
+    (what the nearest-neighbour searches and the Inception read)."""
+    recon = in_batches(pl_module.reconstruct, uint8_to_model_images(images, pl_module.device), batch_size)
+    return Generated(None if recon.tokens is None else recon.tokens.cpu(), signed_unit_to_uint8(recon.images).cpu())
+
+
+def training_reconstructions(trainer: Trainer, pl_module: LightningModule, limit: int | None, batch_size: int) -> Generated:
+    """`reconstructions` of the first `limit` training images, cached per training step on the module (as
+    `generated_samples`), so that the callbacks measuring one model (memorization's decoded reference and ceiling, the
+    novelty test of sample quality, an autoencoder's tokens) share one round trip of the training set."""
+    key = (trainer.global_step, limit)
+    cache = getattr(pl_module, "_training_reconstructions", None)
+    if cache is None or cache[0] != key:
+        cache = (key, reconstructions(pl_module, reference_images(trainer, "train", limit), batch_size))
+        pl_module._training_reconstructions = cache  # type: ignore[assignment]  # Module.__setattr__ stub: tensors/modules only
+    return cache[1]
 
 
 def wandb_loggers(trainer: Trainer) -> list[WandbLogger]:

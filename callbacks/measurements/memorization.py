@@ -27,14 +27,13 @@ from lightning.pytorch import LightningModule, Trainer
 from callbacks.measurements.base import (
     MeasurementCallback,
     generated_samples,
-    in_batches,
+    reconstructions,
     reference_images,
+    training_reconstructions,
     training_tokens,
-    uint8_to_model_images,
     wandb_loggers,
 )
 from imaging.grids import to_uint8
-from imaging.pixels import signed_unit_to_uint8
 from lightning_modules.model_outputs import Generated
 from metrics.memorization import NNMemorization
 
@@ -70,12 +69,12 @@ class MemorizationCallback(MeasurementCallback):
         self.train_images = reference_images(trainer, "train", self.reference_limit)
         tokens = training_tokens(trainer, pl_module, self.reference_limit, self.batch_size)
         num_bits = getattr(pl_module, "num_bits", None)
-        train_recon = self.reconstructions(pl_module, self.train_images)  # once per run: the decoded reference and the ceiling
-        self.decoded_train = signed_unit_to_uint8(train_recon.images).cpu()  # (N, C, H, W) uint8
+        train_recon = training_reconstructions(trainer, pl_module, self.reference_limit, self.batch_size)  # decoded reference, ceiling
+        self.decoded_train = train_recon.images  # (N, C, H, W) uint8
         self.metric = self.new_metric(tokens, num_bits).to(pl_module.device)
         # floor and ceiling are deterministic: every rank computes them in full, without syncing
         floor_images = reference_images(trainer, self.floor_split, self.reference_subset)
-        floor = self.reference_rates(tokens, num_bits, self.reconstructions(pl_module, floor_images), pl_module.device)
+        floor = self.reference_rates(tokens, num_bits, reconstructions(pl_module, floor_images, self.batch_size), pl_module.device)
         subset = slice(0, self.reference_subset)
         ceiling_recon = Generated(None if train_recon.tokens is None else train_recon.tokens[subset], train_recon.images[subset])
         ceiling = self.reference_rates(tokens, num_bits, ceiling_recon, pl_module.device)
@@ -86,10 +85,6 @@ class MemorizationCallback(MeasurementCallback):
             "ceiling_n": torch.tensor(float(len(ceiling_recon.images))),
             "train_size": torch.tensor(float(len(self.train_images))),
         }
-
-    def reconstructions(self, pl_module: LightningModule, images: torch.Tensor) -> Generated:
-        """The model's round trip of uint8 images: its tokens (None without) and decoded images in [-1, 1]."""
-        return in_batches(pl_module.reconstruct, uint8_to_model_images(images, pl_module.device), self.batch_size)
 
     def reference_rates(self, tokens, num_bits, recon: Generated, device) -> dict[str, torch.Tensor]:
         """Every rate of reconstructed images (and their tokens), searched exactly as samples are (unsynced)."""

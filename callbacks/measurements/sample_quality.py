@@ -43,7 +43,13 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor, nn
 
-from callbacks.measurements.base import MeasurementCallback, generated_samples, in_batches, reference_images, uint8_to_model_images
+from callbacks.measurements.base import (
+    MeasurementCallback,
+    generated_samples,
+    reconstructions,
+    reference_images,
+    training_reconstructions,
+)
 from callbacks.measurements.held_out_halves import disjoint_halves
 from callbacks.measurements.novel_sample_search import draw_novel_samples
 from imaging.pixels import signed_unit_to_uint8
@@ -100,13 +106,13 @@ class NovelSampleQualityCallback(MeasurementCallback):
             self.feature = InceptionFeatures()
         self.feature.to(pl_module.device)
         train = reference_images(trainer, "train", self.train_limit)
-        decoded = self.reconstructions(pl_module, train) if self.decoded_novelty else None  # (N, C, H, W) uint8, on the CPU
+        decoded = training_reconstructions(trainer, pl_module, self.train_limit, self.batch_size).images if self.decoded_novelty else None
         self.novelty = NNMemorization(train, decoded_reference=decoded, psnr_thresholds=(self.novel_below_db,), sync_on_compute=False)
         self.novelty.to(pl_module.device)
         held_out = reference_images(trainer, self.reference_split, 2 * (self.reference_limit + self.max_novel))  # spare rows for duplicates
         halves = disjoint_halves(held_out, self.reference_limit, self.max_novel)
         real = self.features(trainer, pl_module, halves.real, cache=True)
-        reconstructed = self.features(trainer, pl_module, self.reconstructions(pl_module, halves.generator), cache=True)
+        reconstructed = self.features(trainer, pl_module, reconstructions(pl_module, halves.generator, self.batch_size).images, cache=True)
         self.quality = NovelSampleQuality(real, self.fid_min_n, self.num_resamples).to(pl_module.device)
         reference = kid_with_interval(real, reconstructed, self.num_resamples)
         self.reference = {
@@ -115,11 +121,6 @@ class NovelSampleQualityCallback(MeasurementCallback):
             "reference_kid_high": reference.high,
             "reference_fid": reportable_frechet_distance(real, reconstructed, self.fid_min_n),
         }
-
-    def reconstructions(self, pl_module: LightningModule, images: Tensor) -> Tensor:
-        """uint8 (N, C, H, W) images -> their round trip through the model's autoencoder, uint8 on the CPU."""
-        recon = in_batches(pl_module.reconstruct, uint8_to_model_images(images, pl_module.device), self.batch_size).images
-        return signed_unit_to_uint8(recon).cpu()
 
     def features(self, trainer: Trainer, pl_module: LightningModule, images: Tensor, cache: bool = False) -> Tensor:
         """(N, D) features of uint8 images; the fixed reference sets are cached, samples never are."""

@@ -152,7 +152,7 @@ def test_decoded_copies_through_a_lossy_decoder_are_not_novel_while_the_original
         NovelSampleQualityCallback(PooledFeatures(), **settings),
         NovelSampleQualityCallback(PooledFeatures(), novel_reference="original", **settings),
     )
-    trainer = SimpleNamespace(datamodule=ToyImages(TRAIN, VAL), is_global_zero=True)
+    trainer = SimpleNamespace(datamodule=ToyImages(TRAIN, VAL), is_global_zero=True, global_step=0)
     callback.build(trainer, model)
     assert not callback.is_novel(copies).any() and callback.is_novel(fresh).all()
     original.build(trainer, model)
