@@ -1,0 +1,60 @@
+"""The overlap training curve across a crash: resumed from a mid-epoch checkpoint, the run ends at the same step with
+the same validation metrics and the same `ovl/log10_mean` series (results.json "series") as an uninterrupted run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import train
+from tests.callbacks.test_resumable_run import QUICK, VAE_CONFIG
+from tests.helpers import InjectedFault
+
+
+def fit(args: list[str], folder) -> tuple[int, dict[str, float], list[list[float]]]:
+    """(final global step, val/ metrics, the overlap callback's curve) of one `train.py fit`."""
+    cli = train.main([*args, "--trainer.default_root_dir", str(folder)])
+    (overlap,) = [c for c in cli.trainer.callbacks if type(c).__name__ == "OverlapCallback"]
+    metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")}
+    return cli.trainer.global_step, metrics, overlap.results_series()["ovl/log10_mean"]
+
+
+def test_a_resumed_run_keeps_the_overlap_curve_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def args(steps: str) -> list[str]:
+        return [
+            "fit",
+            "-c",
+            VAE_CONFIG,
+            *QUICK,
+            "--trainer.max_steps",
+            "-1",
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.limit_train_batches",
+            "4",
+            "--trainer.check_val_every_n_epoch",
+            "1",
+            "--trainer.callbacks+=callbacks.measurements.overlap.OverlapCallback",
+            "--trainer.callbacks.init_args.num_images",
+            "24",
+            "--trainer.callbacks.init_args.every_n_train_steps",
+            "2",
+            "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+            "--trainer.callbacks.init_args.every_n_train_steps",
+            "1",
+            "--trainer.callbacks.init_args.save_last",
+            "true",
+            "--trainer.callbacks.init_args.dirpath",
+            steps,
+        ]
+
+    expected = fit(args("steps-a"), tmp_path / "uninterrupted")
+    with pytest.raises(InjectedFault):
+        fit([*args("steps-b"), "--trainer.callbacks+=tests.helpers.FaultInjector", "--trainer.callbacks.init_args.step", "6"], tmp_path / "b")
+    assert torch.load(tmp_path / "steps-b" / "last.ckpt", weights_only=True)["global_step"] == 6  # mid-epoch
+    step, metrics, curve = fit([*args("steps-b"), "--ckpt_path", str(tmp_path / "steps-b" / "last.ckpt")], tmp_path / "b")
+    assert step == expected[0] == 8 and metrics == expected[1]
+    assert [s for s, _ in curve] == [s for s, _ in expected[2]] == [0, 1, 2, 4, 6, 8]  # the points before the crash kept
+    assert [v for _, v in curve] == pytest.approx([v for _, v in expected[2]], abs=1e-9)
