@@ -52,7 +52,8 @@ def test_a_resumed_run_keeps_the_overlap_curve_of_an_uninterrupted_one(tmp_path,
 
     expected = fit(args("steps-a"), tmp_path / "uninterrupted")
     with pytest.raises(InjectedFault):
-        fit([*args("steps-b"), "--trainer.callbacks+=tests.helpers.FaultInjector", "--trainer.callbacks.init_args.step", "6"], tmp_path / "b")
+        crash = ["--trainer.callbacks+=tests.helpers.FaultInjector", "--trainer.callbacks.init_args.step", "6"]
+        fit([*args("steps-b"), *crash], tmp_path / "b")
     assert torch.load(tmp_path / "steps-b" / "last.ckpt", weights_only=True)["global_step"] == 6  # mid-epoch
     step, metrics, curve = fit([*args("steps-b"), "--ckpt_path", str(tmp_path / "steps-b" / "last.ckpt")], tmp_path / "b")
     assert step == expected[0] == 8 and metrics == expected[1]
