@@ -148,12 +148,14 @@ class Sweep(SweepPlan):
                         failures.append(cell)
                         codes.append(process.exitcode)
                         self.say(f"{cell.name}: FAILED (exit code {process.exitcode}): {last_error(cell)}")
-        if failures:
-            first = failures[0]
+        if failures:  # named in plan order, not in the order parallel workers happened to finish
+            order = {p.name: i for i, p in enumerate(plan)}
+            ranked = sorted(zip(failures, codes), key=lambda fc: order.get(fc[0].name, len(order)))
+            first, code = ranked[0]
             raise CellFailed(
-                f"sweep cells failed: {', '.join(c.name for c in failures)} ({first.name}: "
+                f"sweep cells failed: {', '.join(c.name for c, _ in ranked)} ({first.name}: "
                 f"{last_error(first)}); finished cells are kept: run the sweep again to go on",
-                codes[0] if isinstance(codes[0], int) and codes[0] > 0 else exit_codes.FAULT,
+                code if isinstance(code, int) and code > 0 else exit_codes.FAULT,
             )
         if stopped or stop.received is not None:
             names = ", ".join(c.name for c in stopped) or "no cell was running"
