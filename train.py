@@ -18,21 +18,14 @@ the traceback instead.
 
 from __future__ import annotations
 
-from jsonargparse import set_parsing_settings
-from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.cli import ArgsType
+from typing import TYPE_CHECKING
 
-from callbacks.run.input_guard import BatchGuard
-from callbacks.run.line_progress import LineProgress
-from callbacks.run.nan_guard import NonFiniteGuard
-from callbacks.run.preemption import Preemption
-from callbacks.run.rank_seed import PerRankSeed
-from callbacks.run.resumable_run import ResumableRun
-from runtime.cli import DEFAULT_LOGGER, MepsArgumentParser, MepsCLI, help_first
-from runtime.console import exit_with, run_command
-from runtime.quiet import quiet_known_noise
-from runtime.run_location import DEFAULT_ROOT_DIR
-from runtime.wandb_run import WandbSaveConfigCallback, ensure_wandb_mode
+from runtime.console import exit_with, run_command  # imports no Lightning: a Ctrl-C while the rest imports is one line
+
+if TYPE_CHECKING:
+    from lightning.pytorch.cli import ArgsType
+
+    from runtime.cli import MepsCLI
 
 HELP_INTRO = """{what} This project's options are --model and --data, each a class (with -c CONFIG they are
 filled in; `--model.help lightning_modules.BinaryLatentAutoencoder`, `--model.help
@@ -55,7 +48,21 @@ SHARED_INIT_ARGS = {"autoencoder": "the tokens and the decoder must come from th
 
 
 def main(args: ArgsType = None, run: bool = True) -> MepsCLI:
-    ensure_wandb_mode(announce=False)
+    # imported here, under run_command's stop handling: Lightning's import alone takes seconds
+    from jsonargparse import set_parsing_settings
+    from lightning.pytorch import LightningDataModule, LightningModule
+
+    from callbacks.run.input_guard import BatchGuard
+    from callbacks.run.line_progress import LineProgress
+    from callbacks.run.nan_guard import NonFiniteGuard
+    from callbacks.run.preemption import Preemption
+    from callbacks.run.rank_seed import PerRankSeed
+    from callbacks.run.resumable_run import ResumableRun
+    from runtime.cli import DEFAULT_LOGGER, MepsArgumentParser, MepsCLI, help_first
+    from runtime.quiet import quiet_known_noise
+    from runtime.run_location import DEFAULT_ROOT_DIR
+    from runtime.wandb_config import WandbSaveConfigCallback
+
     quiet_known_noise()
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
     return MepsCLI(

@@ -94,11 +94,26 @@ def row_payload(row: Row) -> dict:
     }
 
 
+LOWER_IS_BETTER = "(lower is better)"
+"""A unit that ends so (seconds, MiB) has its goal as a ceiling: ratio <= goal, shown ``≤goal``."""
+
+
+def lower_is_better(row: Row) -> bool:
+    return row.unit.endswith(LOWER_IS_BETTER)
+
+
 def verdict(row: Row) -> str:
     """✓ goal met, ✗ missed, – nothing to judge (no goal, or a side not measured)."""
     if row.goal is None or row.ratio is None:
         return "–"
-    return "✓" if row.ratio >= row.goal else "✗"
+    met = row.ratio <= row.goal if lower_is_better(row) else row.ratio >= row.goal
+    return "✓" if met else "✗"
+
+
+def format_goal(row: Row) -> str:
+    if row.goal is None:
+        return "–"
+    return f"{'≤' if lower_is_better(row) else '≥'}{row.goal:g}"
 
 
 def format_number(value: float | None) -> str:
@@ -117,14 +132,14 @@ def format_ratio(ratio: float | None) -> str:
 
 
 def format_table(rows: Sequence[Row]) -> str:
-    """Aligned text table: name | ours | baseline | ratio | goal | unit | ✓/✗/– | note."""
+    """Aligned text table: name | ours | baseline | ratio | goal (≥, or ≤ for a lower-is-better unit) | unit | ✓/✗/– | note."""
     cells = [
         [
             row.name,
             format_number(row.ours),
             format_number(row.baseline),
             format_ratio(row.ratio),
-            "–" if row.goal is None else f"≥{row.goal:g}",
+            format_goal(row),
             row.unit,
             verdict(row),
             row.note,

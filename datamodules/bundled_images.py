@@ -31,11 +31,13 @@ fixed tiling, PNG-encoded), hence so is its ``datasets`` fingerprint.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import IO, NamedTuple, cast
+from typing import IO, TYPE_CHECKING, NamedTuple, cast
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 from PIL import Image as PILImage
+
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
 
 # -------------------------------------------------------------------------------------------- digits
 
@@ -58,6 +60,7 @@ def load_digits_dataset() -> Dataset:
     them exactly like images from a folder or a parquet file. The table content is deterministic,
     hence so is the dataset fingerprint.
     """
+    from datasets import ClassLabel, Dataset, Features, Image  # `datasets` too: importing this module must stay cheap
     from sklearn.datasets import load_digits  # scikit-learn is slow to import; only this source needs it
 
     digits = load_digits()
@@ -128,6 +131,8 @@ def tiles(photo: PILImage.Image, name: str, scale: int) -> Iterator[tuple[str | 
 
 def load_photo_crops_dataset() -> DatasetDict:
     """The kept tiles as ``{"train", "validation"}``: an ``image`` column (32×32 RGB) and the tile's origin."""
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
+
     splits: dict[str, list[Tile]] = {"train": [], "validation": []}
     for name in PHOTOS:
         photo = load_photo(name)

@@ -26,12 +26,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import datasets
 import numpy as np
 import torch
-from datasets import Dataset
 from lightning.pytorch.utilities import rank_zero_warn
 
 from datamodules.image_splits import BuiltSplits
@@ -39,6 +37,9 @@ from datamodules.image_transforms import ImageBatchTransform
 from datamodules.rows import IndexedSplit, ordered_loader
 from imaging.pixels import uint8_to_signed_unit
 from runtime.atomic_files import PARTIAL_PREFIX, atomic_write, remove_dead_partials
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 IN_MEMORY_MAX_BYTES = 2 * 1024**3
 """``in_memory=None`` decodes a split when its uint8 pixels take at most this much (2 GiB per split)."""
@@ -154,6 +155,8 @@ def decoded_cache_file(dataset: Dataset, fingerprint: str, split: str, cache_dir
     """Where the decoded ``split`` is kept; ``None`` for in-memory data (no stable identity, cheap anyway)."""
     if not dataset.cache_files:
         return None
+    import datasets  # here: importing the module must not import `datasets` (start-up of every command)
+
     return Path(cache_dir or datasets.config.HF_DATASETS_CACHE) / _DECODED_SUBDIR / fingerprint / f"{split}.npy"
 
 

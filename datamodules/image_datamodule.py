@@ -22,11 +22,11 @@ from collections.abc import Sized
 from typing import cast
 
 import torch
-from datasets import Dataset
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import AttributeDict
 from torch.utils.data import DataLoader
 
+import datamodules.hf_types as hf_types
 from datamodules.bundled_images import DIGITS_SOURCE
 from datamodules.decoded_images import SplitImages
 from datamodules.image_splits import BuiltSplits, build_splits
@@ -103,7 +103,7 @@ class HFImageDataModule(LightningDataModule):
         self.channels = channels
         self.per_device_batch_size = batch_size
         self.image_column: str | None = None
-        self._splits: dict[str, Dataset] | None = None
+        self._splits: dict[str, hf_types.Dataset] | None = None
         self._fingerprint: str | None = None
         self._built: BuiltSplits | None = None
         self._images: SplitImages | None = None
@@ -169,7 +169,7 @@ class HFImageDataModule(LightningDataModule):
         assert self._splits is not None  # _require_setup raised otherwise
         return list(self._splits)
 
-    def dataset(self, split: str = "train") -> Dataset:
+    def dataset(self, split: str = "train") -> hf_types.Dataset:
         """The split as a ``datasets.Dataset`` whose rows are ``{"image": float32 (C, H, W) in [-1, 1]}``."""
         return self._split(split)
 
@@ -208,7 +208,7 @@ class HFImageDataModule(LightningDataModule):
         if self._splits is None:
             raise RuntimeError(f"{type(self).__name__}.{caller} needs the data: call prepare_data() and setup() first")
 
-    def _split(self, split: str) -> Dataset:
+    def _split(self, split: str) -> hf_types.Dataset:
         self._require_setup(f"dataset({split!r})")
         assert self._splits is not None  # _require_setup raised otherwise
         if split not in self._splits:

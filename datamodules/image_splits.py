@@ -14,16 +14,18 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-from datasets import Dataset
 from lightning.pytorch.utilities import rank_zero_warn
 
 from datamodules.bundled_images import DIGITS_SOURCE
 from datamodules.image_transforms import ImageBatchTransform, ImageToUint8
 from datamodules.rows import select_rows
 from datamodules.source_splits import SPLITS, SourceSplits, where
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 
 class BuiltSplits(NamedTuple):

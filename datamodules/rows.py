@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from datasets import Dataset
 from torch.utils.data import DataLoader, default_collate
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 
 def select_rows(dataset: Dataset, rows: Sequence[int] | np.ndarray, purpose: str) -> Dataset:

@@ -15,16 +15,16 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
-import datasets
-from datasets import Dataset, DatasetDict, Image
 from lightning.pytorch.utilities import rank_zero_warn
 
-from datamodules.image_sources import load_image_source
 from datamodules.image_transforms import UndecodableImageError, decode_image, describe_image_value
 from datamodules.rows import select_rows
 from runtime.atomic_files import atomic_write
+
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
 
 SPLITS = ("train", "val", "test")
 SOURCE_SPLIT_ALIASES = {"val": ("validation", "valid", "val"), "test": ("test",)}
@@ -56,6 +56,8 @@ def load_source_splits(
     skip_corrupt: bool,
 ) -> SourceSplits:
     """Load ``path``, map the roles to its splits, resolve the image column and check every image (module docstring)."""
+    from datamodules.image_sources import load_image_source  # here: it imports `datasets` (start-up of every command)
+
     source = load_image_source(path, cache_dir)
     names = source_split_names(source, path, train_split, val_split, test_split)
     column = resolve_image_column(source[train_split], image_column, where(path, train_split))
@@ -99,6 +101,8 @@ def _is_image_struct(feature: object) -> bool:
 
 
 def _is_image_feature(feature: object) -> bool:
+    from datasets import Image
+
     return isinstance(feature, Image) or _is_image_struct(feature)
 
 
@@ -126,6 +130,8 @@ def with_undecoded_images(dataset: Dataset, image_column: str) -> Dataset:
     This also turns metadata-less ``{bytes, path}`` structs into a proper ``Image`` column. The
     cast rewrites only the schema, not the image data.
     """
+    from datasets import Image
+
     if dataset.features[image_column] == Image(decode=False):
         return dataset
     return dataset.cast_column(image_column, Image(decode=False))
@@ -160,6 +166,8 @@ def _check_cache_file(dataset: Dataset, image_column: str, cache_dir: str | None
     """Where the scan result of an on-disk dataset is kept; ``None`` for in-memory data (no stable identity)."""
     if not dataset.cache_files:
         return None
+    import datasets
+
     root = Path(cache_dir or datasets.config.HF_DATASETS_CACHE)
     return root / _CHECKS_SUBDIR / f"{dataset._fingerprint}-{image_column}.json"
 

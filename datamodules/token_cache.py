@@ -10,6 +10,10 @@ else it encodes every split (``encode_tokens``, strict FP32) and writes the fold
 ``runtime/atomic_files``: under a temporary name, renamed when complete, so a crash or a full disk
 never leaves a folder that a later run would take for a cache; temporary folders of dead
 processes are removed. ``setup`` (every rank) only reads it (``read_token_cache``).
+
+A cache whose files were damaged afterwards (a truncated or overwritten Arrow or JSON file) is found by
+``prepare_data`` (it opens every split and counts its rows) and rebuilt with a warning; where ``setup``
+meets one, the error names the folder and says to delete it: it is only a cache, rebuilt by the next run.
 """
 
 from __future__ import annotations
@@ -18,16 +22,19 @@ import json
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from datasets import Array2D, Dataset, DatasetDict, Features, load_from_disk
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from datamodules.rows import IndexedSplit, ordered_loader
 from networks.precision import strict_fp32
 from runtime.atomic_files import PARTIAL_PREFIX, atomic_folder, remove_dead_partials
+from runtime.errors import BadInput, squeeze
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 TOKEN_CACHE_VERSION = 1
 """Bump when the stored tokens change for the same checkpoint and images (packing, precision, layout)."""
@@ -57,10 +64,23 @@ def cache_problem(folder: Path, expected: dict[str, Any]) -> str | None:
     return f"split folder(s) {missing} incomplete" if missing else None
 
 
+def unreadable_because(folder: Path, split_sizes: dict[str, int]) -> str | None:
+    """Why the stored splits of the cache ``folder`` cannot be read back whole (damaged files), or None."""
+    from datasets import load_from_disk  # here: importing this module must not import `datasets` (start-up)
+
+    try:
+        tokens = load_from_disk(str(folder))
+        counts = {split: len(tokens[split]) for split in split_sizes}
+    except Exception as err:  # pyarrow, json and OS errors of damaged files come in many types
+        return f"its files are damaged ({squeeze(err)[:200]})"
+    wrong = {split: count for split, count in counts.items() if count != split_sizes[split]}
+    return f"its splits hold {wrong} rows, expected {split_sizes}" if wrong else None
+
+
 def reusable_cache(folder: Path, expected: dict[str, Any]) -> bool:
-    """Whether ``folder`` is a usable cache; a stale one is removed (with a warning) so that it is rebuilt."""
+    """Whether ``folder`` is a usable cache; a stale or damaged one is removed (with a warning) so that it is rebuilt."""
     remove_dead_cache_partials(folder)
-    problem = cache_problem(folder, expected)
+    problem = cache_problem(folder, expected) or unreadable_because(folder, expected["split_sizes"])
     if problem is None:
         return True
     if folder.exists():
@@ -90,6 +110,8 @@ def encode_tokens(
     Strict FP32: a hard sign flips on rounding near 0. ``images``: a transformed ``datasets`` split,
     or what ``HFImageDataModule`` serves for it (``DecodedImages``/``IndexedSplit``: rows ``{"image", "index"}``).
     """
+    from datasets import Dataset
+
     rows = IndexedSplit(images) if isinstance(images, Dataset) else images
     grids = []
     with strict_fp32(), torch.autocast(device.type, enabled=False):
@@ -126,6 +148,8 @@ def write_token_cache(folder: Path, grids: dict[str, np.ndarray], meta: dict[str
     Returns False when another process published a usable cache there meanwhile; raises when the one
     it published is not usable.
     """
+    from datasets import Array2D, Dataset, DatasetDict, Features
+
     height, width = meta["grid_height"], meta["grid_width"]
     features = Features({"tokens": Array2D((height, width), meta["token_dtype"])})
     encoded = {split: Dataset.from_dict({"tokens": g.astype(meta["token_dtype"])}, features=features) for split, g in grids.items()}
@@ -144,10 +168,21 @@ def write_token_cache(folder: Path, grids: dict[str, np.ndarray], meta: dict[str
 
 
 def read_token_cache(folder: Path, splits: Iterable[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The stored (N, h, w) grids of ``splits`` (in their stored dtype) and the ``meta.json`` of the cache ``folder``."""
-    tokens = load_from_disk(str(folder))
-    grids = {split: torch.from_numpy(tokens_as_numpy(tokens[split])) for split in splits}
-    return grids, json.loads((folder / META_FILE).read_text())
+    """The stored (N, h, w) grids of ``splits`` (in their stored dtype) and the ``meta.json`` of the cache ``folder``.
+
+    Damaged files are one line naming the folder (``prepare_data`` rebuilds such a cache; this is what a rank
+    that only reads meets)."""
+    from datasets import load_from_disk
+
+    try:
+        tokens = load_from_disk(str(folder))
+        grids = {split: torch.from_numpy(tokens_as_numpy(tokens[split])) for split in splits}
+        return grids, json.loads((folder / META_FILE).read_text())
+    except Exception as err:  # pyarrow, json and OS errors of damaged files come in many types
+        raise BadInput(
+            f"token cache {folder} is damaged ({squeeze(err)[:200]}): it is only a cache; delete that folder"
+            f" (rm -r {folder}) and run again, which rebuilds it"
+        ) from err
 
 
 def tokens_as_numpy(tokens: Dataset) -> np.ndarray:

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset
 from torch.utils.data import DataLoader
 
+import datamodules.hf_types as hf_types
 from autoencoder_checkpoint.tokens import AutoencoderSpec, autoencoder_spec, check_fits_data, load_token_encoder
 from datamodules.image_datamodule import HFImageDataModule
 from datamodules.rows import IndexedTokens, SampleRequests
@@ -155,7 +155,7 @@ class LatentTokenDataModule(HFImageDataModule):
     def _served(self, split: str) -> IndexedTokens:
         return self.token_dataset(split)
 
-    def _expected_meta(self, fingerprint: str, splits: dict[str, Dataset]) -> dict[str, Any]:
+    def _expected_meta(self, fingerprint: str, splits: dict[str, hf_types.Dataset]) -> dict[str, Any]:
         spec = self.spec
         return {
             "version": TOKEN_CACHE_VERSION,
@@ -174,7 +174,7 @@ class LatentTokenDataModule(HFImageDataModule):
     def _encode_device(self) -> torch.device:
         return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
 
-    def _write_cache(self, folder: Path, fingerprint: str, splits: dict[str, Dataset]) -> None:
+    def _write_cache(self, folder: Path, fingerprint: str, splits: dict[str, hf_types.Dataset]) -> None:
         """Encode every split with this checkpoint's frozen encoder, on the Trainer's device, into the cache ``folder``."""
         meta = self._expected_meta(fingerprint, splits)
         device = self._encode_device()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 import re
 import sys
 from collections.abc import Iterable
@@ -27,6 +28,9 @@ _UNRECOGNIZED = re.compile(r"unrecognized arguments: (.+)")
 _CLASS_PROBLEM = re.compile(r"Problem with given class_path '([\w.]+)'")
 _NO_ATTRIBUTE = re.compile(r"module '([\w.]+)' has no attribute '(\w+)'")
 _REQUIRED = re.compile(r"the following arguments are required: (.+)")
+_YAML_TEXT = '"<unicode string>"'
+"""What jsonargparse's YAML errors name instead of the file: it parses the file's text, not the file."""
+_SUB_CONFIG = re.compile(r"sub-config file (\S+?):")
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
@@ -81,6 +85,69 @@ def _load_yaml(path: Path) -> dict:
     return loaded if isinstance(loaded, dict) else {}
 
 
+def yaml_problem(path: Path) -> str | None:
+    """Where and why ``path`` is not valid YAML (``"line 4, column 9: ..."``), or None when it parses (or cannot be read)."""
+    try:
+        yaml.safe_load(path.read_text())
+    except OSError:
+        return None
+    except yaml.MarkedYAMLError as err:
+        mark, context = err.problem_mark, err.context_mark
+
+        def at(m: Any) -> str:
+            return f"line {m.line + 1}, column {m.column + 1}"
+
+        where = f"{at(mark)}: " if mark is not None else ""
+        within = f" ({err.context} at {at(context)})" if err.context and context is not None else ""
+        return f"{where}{err.problem or squeeze(err)}{within}"
+    except yaml.YAMLError as err:
+        return squeeze(err)
+    return None
+
+
+def referenced_yaml_files(argv: list[str]) -> list[Path]:
+    """The YAML files a command line reads: its ``-c`` files, the files they name (``data: ../data/digits.yaml``,
+    relative to the naming file, as jsonargparse resolves them), and files given as option values."""
+    found: list[Path] = []
+
+    def visit(path: Path) -> None:
+        if path in found or len(found) > 100:
+            return
+        found.append(path)
+        tree: Any = [_load_yaml(path)]
+        while tree:
+            value = tree.pop()
+            if isinstance(value, dict):
+                tree.extend(value.values())
+            elif isinstance(value, list):
+                tree.extend(value)
+            elif isinstance(value, str) and value.endswith((".yaml", ".yml")):
+                reference = Path(os.path.normpath(path.parent / value))
+                if reference.is_file():
+                    visit(reference)
+
+    for path in config_files(argv):
+        visit(path)
+    for value in argv:
+        if value.endswith((".yaml", ".yml")) and Path(value).is_file():
+            visit(Path(value))
+    return found
+
+
+def invalid_yaml_line(message: str, argv: list[str]) -> str:
+    """A config file that is not valid YAML, named with the line and column (jsonargparse names ``"<unicode string>"``).
+
+    jsonargparse reads a file named inside a config (``data: ../data/digits.yaml``) from that config's folder,
+    and reports its error from there: the folder it changed into is where its path is relative to."""
+    files = referenced_yaml_files(argv)
+    if match := _SUB_CONFIG.search(message):
+        files.insert(0, Path(os.path.abspath(match.group(1))))
+    for path in files:
+        if (problem := yaml_problem(path)) is not None:
+            return f"{path}: not valid YAML at {problem}"
+    return squeeze(message.replace(f" in {_YAML_TEXT}", "").replace(_YAML_TEXT, "a config file"))[:400]
+
+
 def _culprit_flag(argv: list[str], key: str) -> str | None:
     """The command-line flag that set ``key`` (a dotted key or its last part), as the user typed it."""
     leaf = key.split(".")[-1]
@@ -129,6 +196,8 @@ def argument_error_line(message: str, argv: list[str], top_level: Iterable[str] 
     ``top_level``: the first part of every option the parser knows (``trainer``, ``model``, ``data``, ...).
     """
     top_level = list(top_level)
+    if _YAML_TEXT in message:
+        return invalid_yaml_line(message, argv)
     if match := _NOT_ACCEPTED.search(message):
         key, before_subcommand = match.groups()
         if before_subcommand:

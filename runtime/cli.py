@@ -11,8 +11,13 @@ with these additions, each a small method:
   checkpoint's hyper-parameters into the config.
 - ``instantiate_classes``: an error raised in a model's or data module's ``__init__`` is one line,
   the culprit first (``runtime/errors.py``).
-- ``instantiate_trainer``: atomic checkpoint writes (``runtime/checkpoint_files.py``) and the data
-  module's world-size check, before any process, W&B run or folder exists.
+- ``instantiate_trainer``: ``validate``/``test``/``predict`` of a model with trainable weights need
+  ``--ckpt_path`` (``runtime/trained_weights.py``); atomic checkpoint writes
+  (``runtime/checkpoint_files.py``) and the data module's world-size check, before any process, W&B
+  run or folder exists.
+- ``after_instantiate_classes`` / ``_run_subcommand``: the run folder is held by one process
+  (``runtime/run_lock.py``) while the command runs, and a bad input found before the first step
+  leaves nothing behind (``runtime/leftovers.py``).
 
 ``MepsArgumentParser`` turns a parse error into one line naming the culprit. Nothing here names a model
 or a data module: ``train.py`` builds the CLI with the project's links, help text and defaults; see
@@ -35,14 +40,27 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from runtime import exit_codes
 from runtime.argument_errors import argument_error_line
 from runtime.checkpoint_files import AtomicCheckpointIO, model_mismatch, plain, read_checkpoint_metadata
-from runtime.errors import INPUT_ERRORS, BadInput, MepsFault, root_cause, squeeze
+from runtime.errors import BadInput, MepsFault, input_errors, loop_started, mark_loop_started, one_line_error, root_cause, squeeze
 from runtime.held_logs import HeldLogs
+from runtime.leftovers import CreatedFolders, remove_leftovers
+from runtime.output_folder import require_writable_output_folders
 from runtime.ranks import is_main_process
 from runtime.resume import LIGHTNING_CKPT_KEYWORDS, Resume, require_checkpoint_file, resume, slurm_resume
 from runtime.run_location import DEFAULT_ROOT_DIR, place_run_folders, prepare_wandb_init, wandb_logger_args
+from runtime.run_lock import RunLock, take_run_lock
 from runtime.run_status import command_fingerprint
 from runtime.slurm import restart_count, slurm_job_key, slurm_run_id
-from runtime.wandb_run import PROJECT, RUN_ID_ENV, announce_wandb_mode, job_run_id, run_dir, wandb_files_dir
+from runtime.trained_weights import require_trained_weights
+from runtime.wandb_run import (
+    PROJECT,
+    RUN_ID_ENV,
+    announce_wandb_mode,
+    check_wandb_mode,
+    ensure_wandb_mode,
+    job_run_id,
+    run_dir,
+    wandb_files_dir,
+)
 
 DEFAULT_LOGGER = {
     "class_path": "lightning.pytorch.loggers.WandbLogger",
@@ -113,11 +131,42 @@ class MepsCLI(LightningCLI):
         self.shared_init_args = dict(shared_init_args or {})  # data argument -> why the model must agree
         self.log_file_progress = log_file_progress  # the progress callback when stdout is a log file, not a terminal
         self.held_logs = HeldLogs()  # released once the classes are built: an input error is then the only line
+        self.run_lock: RunLock | None = None  # held while the subcommand runs (runtime/run_lock.py)
+        self.resume_message: str | None = None  # which run a fit continues (runtime/resume.py)
+        self.created_folders = CreatedFolders(None, [])  # what a bad input found before the first step removes
         with self.held_logs:
             super().__init__(*args, **kwargs)
 
     def after_instantiate_classes(self) -> None:
+        self.run_lock = self.hold_run_folder()
+        if self.resume_message and is_main_process():
+            print(self.resume_message, file=sys.stderr, flush=True)
         self.held_logs.release()
+
+    def hold_run_folder(self) -> RunLock | None:
+        """The run folder's lock (``runtime/run_lock.py``), taken by the job's first process before the W&B run starts or
+        anything is written; None for ``run=False`` (the caller runs the Trainer), other ranks and runs without a folder."""
+        folder = run_dir(self.trainer) if self.subcommand and is_main_process() else None
+        if folder is None:
+            return None
+        lock = take_run_lock(folder)
+        if lock.took_over:
+            print(lock.took_over, file=sys.stderr, flush=True)
+        return lock
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Run it holding the run folder; a bad input found before the first step leaves nothing (``runtime/leftovers.py``)."""
+        mark_loop_started(False)  # this command's loop (an earlier one in this process may have run)
+        try:
+            super()._run_subcommand(subcommand)
+        except Exception as err:
+            if self.run_lock is not None and failed_on_input_before_start(err):
+                remove_leftovers(self.trainer, self.created_folders)
+            raise
+        finally:
+            if self.run_lock is not None:
+                self.run_lock.release()
+                self.run_lock = None
 
     def add_arguments_to_parser(self, parser) -> None:
         for target, source in self.links.items():
@@ -146,6 +195,10 @@ class MepsCLI(LightningCLI):
         """Resolve ``--ckpt_path`` to the run it continues and refuse a file that is not this command's model."""
         share_init_args(config, self.shared_init_args)
         place_run_folders(config)
+        require_writable_output_folders(config)  # before any folder, lock or W&B run exists
+        if wandb_logger_args(config):  # decided once the command has parsed: --help never waits on the network
+            ensure_wandb_mode(announce=False)  # offline without a key or a reachable server; DDP children inherit it
+            check_wandb_mode()  # WANDB_MODE=online without an API key: a bad input, before anything is built
         loggers = wandb_logger_args(config) if subcommand == "fit" else []
         choice = self.resolve_resume(config, loggers, argv) if loggers else Resume(None, config.get("ckpt_path"))
         check_checkpoint_fits(choice.ckpt_path, config.model)
@@ -154,8 +207,7 @@ class MepsCLI(LightningCLI):
                 init_args["id"] = choice.run_id
             os.environ[RUN_ID_ENV] = choice.run_id  # DDP children inherit it
         config.ckpt_path = choice.ckpt_path
-        if choice.message and is_main_process():
-            print(choice.message, file=sys.stderr, flush=True)
+        self.resume_message = choice.message  # said once the run folder is held (a refused process says only why)
 
     @staticmethod
     def resolve_resume(config, loggers: list, argv: list[str]) -> Resume:
@@ -188,7 +240,7 @@ class MepsCLI(LightningCLI):
             cause = root_cause(err)
             if cause is err:
                 raise
-            if not isinstance(cause, (*INPUT_ERRORS, MepsFault)):
+            if not isinstance(cause, (*input_errors(), MepsFault)):
                 raise cause from None  # a bug: its own traceback, not jsonargparse's wrapper
             raise BadInput(f"{self.culprit(str(err))}{squeeze(cause)}") from cause
 
@@ -200,10 +252,14 @@ class MepsCLI(LightningCLI):
         return f"--{group} {class_path}: " if class_path else (f"--{group}: " if group else "")
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
+        if self.subcommand:  # the model is built, nothing is written yet
+            config = self.config[self.subcommand]
+            require_trained_weights(self.subcommand, self.model, str(plain(config.model).get("class_path")), config.get("ckpt_path"))
         if self.log_file_progress is not None:
             config = self.config_init[self.subcommand] if self.subcommand else self.config_init
             kwargs.update(progress_for_a_log_file(config, self.log_file_progress))
         trainer = super().instantiate_trainer(**kwargs)
+        self.created_folders = CreatedFolders.before_start(trainer)
         install_atomic_checkpoint_io(trainer)
         prepare_wandb_init(trainer)
         if callable(check := getattr(self.datamodule, "check_world_size", None)):
@@ -233,6 +289,12 @@ class MepsCLI(LightningCLI):
         if checkpoint_callback is not None and checkpoint_callback.best_model_path:
             lines.append(f"best checkpoint: {Path(checkpoint_callback.best_model_path).resolve()}")
         print("\n".join(lines), flush=True)
+
+
+def failed_on_input_before_start(err: BaseException) -> bool:
+    """A bad input (exit code 2) found before any loop started: the run produced nothing worth keeping."""
+    line = one_line_error(err)
+    return line is not None and line.exit_code == exit_codes.BAD_INPUT and not loop_started()
 
 
 def check_checkpoint_fits(ckpt_path, model_config) -> None:

@@ -7,11 +7,13 @@
 from __future__ import annotations
 
 import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
 from typing import NamedTuple
 
-from lightning.fabric.utilities.exceptions import MisconfigurationException
-
 from runtime import exit_codes
+from runtime.atomic_files import PARTIAL_PREFIX
 
 
 class MepsFault(RuntimeError):
@@ -28,6 +30,20 @@ class BadInput(MepsFault, ValueError):
     refused): exit code 2. A ``ValueError`` too, so that callers of ``train.main`` catch it as one."""
 
     exit_code = exit_codes.BAD_INPUT
+
+
+class StoppedAtOnce(KeyboardInterrupt):
+    """A second Ctrl-C while training: stop now, without waiting for the step to end.
+
+    ``runtime/signals.py`` raises it; ``callbacks/run/preemption.py`` fills in ``step`` (the global step
+    reached) and ``checkpoint`` (the newest checkpoint on disk that a resume would continue, None when
+    there is none), so that the command line says what was kept.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.step: int | None = None
+        self.checkpoint: str | None = None
 
 
 class Preempted(MepsFault):
@@ -61,8 +77,26 @@ def mark_loop_started(started: bool = True) -> None:
     _LOOP_STARTED = started
 
 
-INPUT_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, MisconfigurationException)
-"""Raised before the loop starts, these are bad inputs (a path, a value, a checkpoint): one line, exit code 2."""
+PLAIN_INPUT_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def input_errors() -> tuple[type[BaseException], ...]:
+    """Raised before the loop starts, these are bad inputs (a path, a value, a checkpoint): one line, exit code 2.
+
+    Lightning's ``MisconfigurationException`` is one of them; it is imported here, on first use, because
+    importing Lightning takes seconds that a ``--help`` or a Ctrl-C during start-up should not wait for."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    return (*PLAIN_INPUT_ERRORS, MisconfigurationException)
+
+
+def __getattr__(name: str) -> object:
+    """``INPUT_ERRORS``: ``input_errors()``, computed when first imported (see there)."""
+    if name == "INPUT_ERRORS":
+        return input_errors()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 PEER_FAILURE_SIGNS = ("Connection closed by peer", "remote worker crash", "Connection reset by peer", "ncclRemoteError")
 
@@ -86,11 +120,38 @@ def one_line_error(err: BaseException) -> ErrorLine | None:
         return ErrorLine(
             f"another rank of this job failed (its error is above), so this rank stopped too: {message[:200]}", exit_codes.FAULT
         )
-    if isinstance(err, OSError) and err.errno in DISK_FULL:
-        return ErrorLine(f"{message} (disk full: nothing partial was kept; free space and run again)", exit_codes.FAULT)
-    if isinstance(err, INPUT_ERRORS) and not loop_started():
+    if (full := disk_full(err)) is not None:
+        what = full.strerror or os.strerror(full.errno or errno.ENOSPC)
+        where = f" writing {written_file(str(full.filename))}" if full.filename else ""
+        return ErrorLine(f"{what}{where} (disk full: nothing partial was kept; free space and run again)", exit_codes.FAULT)
+    if isinstance(err, input_errors()) and not loop_started():
         return ErrorLine(message, exit_codes.BAD_INPUT)
     return None
+
+
+def written_file(filename: str) -> str:
+    """The file a write was for: an atomic write's temporary file stands for the folder it was written into."""
+    path = Path(filename)
+    return f"into {path.parent}" if path.name.startswith(PARTIAL_PREFIX) else filename
+
+
+def exception_chain(err: BaseException) -> Iterator[BaseException]:
+    """``err``, then the exceptions it was raised from or while handling (``__cause__``, ``__context__``), once each."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def disk_full(err: BaseException) -> OSError | None:
+    """The "no space left" (or quota) ``OSError`` behind ``err``, or None.
+
+    ``torch.save`` on a full disk raises a ``RuntimeError`` ("[enforce fail at inline_container.cc] ...
+    unexpected pos"), raised while handling the ``OSError`` of the write: the fault is on that chain.
+    """
+    return next((link for link in exception_chain(err) if isinstance(link, OSError) and link.errno in DISK_FULL), None)
 
 
 _WRAPPER_SIGNS = ("Does not validate against any of the Union subtypes", "Problem with given class_path", "Parser key ")

@@ -5,9 +5,11 @@
 | 0  | finished |
 | 1  | a fault of the run (non-finite loss, disk full, another rank crashed): look at the error line |
 | 2  | a bad input (a path, a value, a config key, a checkpoint): the error line names it; nothing was written |
-| 75 | stopped early and resumable (SIGTERM, SIGUSR1, Ctrl-C): a checkpoint of the step reached was saved; |
-|    | rerun the same command with ``--ckpt_path last`` (a requeued SLURM job resumes by itself) |
-| 130| a second Ctrl-C: stopped at once; ``last.ckpt`` is whatever was saved before |
+| 75 | stopped early on request (SIGTERM, SIGUSR1, Ctrl-C): a checkpoint of the step reached was saved, rerun |
+|    | the same command with ``--ckpt_path last`` (a requeued SLURM job resumes by itself); before training |
+|    | started (SIGTERM, SIGUSR1) nothing was saved: rerun the same command as it was |
+| 130| Ctrl-C that stopped at once: a second Ctrl-C (the line names the checkpoint a resume continues from, |
+|    | if any), or Ctrl-C before training started (nothing saved: rerun the same command) |
 
 75 is ``EX_TEMPFAIL`` of BSD's sysexits.h: "a temporary failure; the user is invited to retry".
 """

@@ -4,10 +4,11 @@ A scheduler asks a job to stop with SIGTERM (preemption) or SIGUSR1 (``sbatch --
 time limit is near). Python's default for SIGTERM kills the process wherever it is, mid-step or
 mid-write. ``StopRequests`` only records the first signal; ``callbacks/run/preemption.py`` checks it after
 every optimizer step, saves a checkpoint of the step reached and stops. A second Ctrl-C raises
-``KeyboardInterrupt`` at once, for a user who does not want to wait for the step to end.
+``StoppedAtOnce`` (a ``KeyboardInterrupt``) at once, for a user who does not want to wait for the step to end.
 
 Before training starts there is nothing to save, so ``stop_at_once`` (what ``train.py`` installs for the
-whole process) ends the run right away with ``Preempted``.
+whole process) ends the run right away with ``Preempted``; a Ctrl-C then is Python's own
+``KeyboardInterrupt``, which ``runtime/console.py`` turns into one line.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from runtime.errors import Preempted
+from runtime.errors import Preempted, StoppedAtOnce
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 EARLY_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
@@ -51,7 +52,7 @@ class StopRequests:
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGINT and self.received == signal.SIGINT:
-            raise KeyboardInterrupt  # the second Ctrl-C: stop now
+            raise StoppedAtOnce  # the second Ctrl-C: stop now
         if self.received is None:
             self.received = signum
             if signum == signal.SIGINT:
@@ -71,7 +72,7 @@ class StopRequests:
 
 def _stop_at_once(signum: int, frame: FrameType | None) -> None:
     name = signal_name(signum)
-    raise Preempted(f"stopped by {name} before training started: nothing to save; rerun the same command", name)
+    raise Preempted(f"stopped by {name} before training started", name)
 
 
 @contextlib.contextmanager

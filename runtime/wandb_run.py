@@ -1,9 +1,12 @@
-"""One W&B run per job: offline when there is no key or no server, the full CLI config in the run, a run folder.
+"""One W&B run per job: offline when there is no key or no server, a run id shared by every rank, a run folder.
 
 The run folder `<save_dir>/<project>/<run id>/` holds `config.yaml` and `checkpoints/` (Lightning's
 ModelCheckpoint puts them there for a WandbLogger), so two runs never collide on config.yaml.
 A resumed run (`fit --ckpt_path`, same run id) continues the same W&B run and keeps the config of
-each earlier attempt as `config.attempt-<n>.yaml`.
+each earlier attempt as `config.attempt-<n>.yaml` (`runtime/wandb_config.py` writes it).
+
+Imports neither Lightning nor wandb nor urllib's HTTP stack at module level: the sweep's parser imports
+this module, and its first line must not wait for them (`bench/bench_startup.py`).
 """
 
 from __future__ import annotations
@@ -11,18 +14,15 @@ from __future__ import annotations
 import netrc
 import os
 import secrets
-import ssl
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
-
-from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.cli import SaveConfigCallback
-from lightning.pytorch.loggers import WandbLogger
+from typing import TYPE_CHECKING
 
 from runtime.ranks import is_main_process
+
+if TYPE_CHECKING:
+    from lightning.pytorch import Trainer
 
 PROJECT = "meps-ldh"
 """The W&B project of every run and of the sweep's summary run (runs land in ``<save_dir>/<PROJECT>/<run id>``)."""
@@ -54,6 +54,10 @@ def wandb_unreachable_reason(timeout: float | None = None) -> str | None:
 
     Goes through urllib, so HTTP(S)_PROXY settings apply as they do for wandb itself.
     """
+    import ssl
+    import urllib.error
+    import urllib.request
+
     timeout = float(os.environ.get(PROBE_TIMEOUT_ENV, 5)) if timeout is None else timeout
     url = wandb_base_url()
     try:
@@ -70,6 +74,19 @@ def wandb_unreachable_reason(timeout: float | None = None) -> str | None:
 
 _OFFLINE_NOTE: list[str] = []
 """Why this process logs offline, until ``announce_wandb_mode`` says it (once)."""
+_MODE_ERROR: list[str] = []
+"""Why the W&B mode asked for cannot work, until ``check_wandb_mode`` raises it (once)."""
+UPLOADING_MODES = ("online", "run", "shared")
+"""The values of WANDB_MODE with which ``wandb.init`` logs in to the server (and needs an API key)."""
+
+
+def no_key_message(mode: str) -> str:
+    """The one line for WANDB_MODE=<an uploading mode> without an API key (wandb would raise a ``UsageError``)."""
+    netrc_path = os.environ.get("NETRC") or "~/.netrc"
+    return (
+        f"WANDB_MODE={mode} but no W&B API key (WANDB_API_KEY is unset and {netrc_path} has none): run `wandb login`,"
+        " or set WANDB_MODE=offline to log locally (`wandb sync <run dir>` uploads later)"
+    )
 
 
 def ensure_wandb_mode(announce: bool = True) -> str:
@@ -77,9 +94,16 @@ def ensure_wandb_mode(announce: bool = True) -> str:
     a login prompt or a dead network. Says so once (DDP children inherit WANDB_MODE and stay quiet),
     right away or, with ``announce=False``, when ``announce_wandb_mode`` is called (``train.py`` does so
     once the command has parsed, so that a typo's error line comes first). An explicit WANDB_MODE is
-    respected as it is."""
+    respected as it is, except that an uploading mode (``UPLOADING_MODES``) without an API key is a bad
+    input: ``BadInput``, raised right away or, with ``announce=False``, by ``check_wandb_mode`` (so that
+    ``--help`` still works). Found without asking the server anything."""
     if "WANDB_MODE" in os.environ:
-        return os.environ["WANDB_MODE"]
+        mode = os.environ["WANDB_MODE"]
+        if mode in UPLOADING_MODES and not wandb_key_available() and not _MODE_ERROR:
+            _MODE_ERROR.append(no_key_message(mode))
+        if announce:
+            announce_wandb_mode()
+        return mode
     reason: str | None
     if not wandb_key_available():
         reason = "no API key found"
@@ -94,7 +118,18 @@ def ensure_wandb_mode(announce: bool = True) -> str:
     return os.environ.get("WANDB_MODE", "online")
 
 
+def check_wandb_mode() -> None:
+    """Raise ``BadInput`` (once) when the W&B mode ``ensure_wandb_mode`` found cannot work: ``train.py`` calls it
+    once the command has parsed and its config has a WandbLogger, before anything is built or written."""
+    if _MODE_ERROR:
+        from runtime.errors import BadInput  # here: the sweep's parser needs none of what runtime.errors imports
+
+        raise BadInput(_MODE_ERROR.pop())
+
+
 def announce_wandb_mode() -> None:
+    """Say why this process logs offline, after ``check_wandb_mode`` (so a mode that cannot work stops here at the latest)."""
+    check_wandb_mode()
     while _OFFLINE_NOTE:
         print(_OFFLINE_NOTE.pop(0), file=sys.stderr, flush=True)
 
@@ -108,6 +143,8 @@ def job_run_id() -> str:
 
 def run_dir(trainer: Trainer) -> Path | None:
     """The run folder of the job's WandbLogger (needs no collective), or None without one."""
+    from lightning.pytorch.loggers import WandbLogger
+
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             return Path(logger.save_dir or ".") / str(logger.name) / str(logger.version)
@@ -116,28 +153,12 @@ def run_dir(trainer: Trainer) -> Path | None:
 
 def wandb_files_dir(trainer: Trainer) -> Path | None:
     """Local folder of the W&B run (what `wandb sync` and `wandb leet inspect` read). Rank 0 only."""
+    from lightning.pytorch.loggers import WandbLogger
+
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger) and logger.experiment is not None and hasattr(logger.experiment, "dir"):
             return Path(logger.experiment.dir).parent
     return None
-
-
-class WandbSaveConfigCallback(SaveConfigCallback):
-    """Writes the resolved config into the run folder and into the W&B run's config."""
-
-    def __init__(self, parser, config, config_filename: str = "config.yaml", overwrite: bool = True, multifile: bool = False):
-        super().__init__(parser, config, config_filename, overwrite, multifile, save_to_log_dir=False)
-
-    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        folder = run_dir(trainer) or Path(trainer.default_root_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / self.config_filename
-        if target.is_file() and stage == "fit" and self.config.get("ckpt_path"):
-            keep_previous_config(target)  # a resumed run: the config of every attempt stays in the folder
-        self.parser.save(self.config, str(target), skip_none=False, overwrite=True, multifile=self.multifile)
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.experiment.config.update(self.config.as_dict(), allow_val_change=True)
 
 
 def keep_previous_config(path: Path) -> Path:

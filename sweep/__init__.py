@@ -28,16 +28,38 @@ overall progress.
 One concern per file: `cells.py` (what a cell is), `records.py` (its results on disk, its resumable run),
 `plan.py` (the cells of the settings, the start order), `workers.py` (running one cell), `schedule.py`
 (the run of the plan, then the report), `console.py` (a cell's console line), `arguments.py` (the parser
-and its checks), `command.py` (the command and its exit code).
+and its one-line errors), `argument_checks.py` (every argument checked before any cell starts),
+`command.py` (the command and its exit code).
 """
 
 from __future__ import annotations
 
-from sweep.arguments import build_parser
-from sweep.cells import Cell, DataOverrides, Planned, Skip, Stage, TrainerOverrides
-from sweep.command import console_main, main, sweep_from_args
-from sweep.plan import EXPECTED_CPU_S, SweepPlan, critical_paths
-from sweep.schedule import Sweep
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sweep.arguments import build_parser
+    from sweep.cells import Cell, DataOverrides, Planned, Skip, Stage, TrainerOverrides
+    from sweep.command import console_main, main, sweep_from_args
+    from sweep.plan import EXPECTED_CPU_S, SweepPlan, critical_paths
+    from sweep.schedule import Sweep
+
+WHERE = {
+    "build_parser": "sweep.arguments",
+    **dict.fromkeys(("Cell", "DataOverrides", "Planned", "Skip", "Stage", "TrainerOverrides"), "sweep.cells"),
+    **dict.fromkeys(("console_main", "main", "sweep_from_args"), "sweep.command"),
+    **dict.fromkeys(("EXPECTED_CPU_S", "SweepPlan", "critical_paths"), "sweep.plan"),
+    "Sweep": "sweep.schedule",
+}
+"""Each name of the package and its module, imported on first use: `python sweep.py` checks its arguments before
+the modules that run cells (torch, Lightning, W&B) are imported."""
+
+
+def __getattr__(name: str):
+    if name not in WHERE:
+        raise AttributeError(f"module 'sweep' has no attribute {name!r}")
+    return getattr(importlib.import_module(WHERE[name]), name)
+
 
 __all__ = [
     "Cell",

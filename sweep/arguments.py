@@ -1,32 +1,125 @@
 """The sweep's command line: its parser (train.py's override syntax: --data.path uoft-cs/cifar10,
---gammas [1,2,global], --trainer.devices 4) and the checks that refuse, in one line, a sweep that cannot
-mean what it says, before anything is trained or written."""
+--gammas [1,2,global], --trainer.devices 4), whose errors are one line naming the flag and the value
+(`SweepArgumentParser`); `sweep/argument_checks.py` checks the values it parsed, before any cell starts."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from pathlib import Path
+import os
+import re
+import sys
+from dataclasses import fields
 
+import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from networks.gamma_mask import parse_gamma
 from report.cells import TOKEN_MODELS
-from runtime.errors import BadInput
+from runtime.argument_errors import argument_error_line, config_files
+from runtime.errors import BadInput, squeeze
+from sweep.argument_checks import TAKES
 from sweep.cells import DataOverrides, Stage, TrainerOverrides
 
 DESCRIPTION = "The main job: does memorization rise with γ? `python sweep.py -c configs/sweeps/digits.yaml`."
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(description=DESCRIPTION, parser_mode="omegaconf+")
+_KEY = re.compile(r'Parser key "([\w.]+)"')
+_GIVEN = re.compile(r"(?:Given value|Got value): (.*)")
+_MISSING_FILE = re.compile(r"File does not exist: '([^']+)'")
+_UNRECOGNIZED = re.compile(r"unrecognized arguments: (\S+)")
+STAGES = ("blae", "vae", "kernel", "neural")
+"""The sweep's stages (`--blae`, `--vae`, `--kernel`, `--neural`): a train.py config and its arguments each."""
+PASSED_ON = {"trainer": [f.name for f in fields(TrainerOverrides)], "data": [f.name for f in fields(DataOverrides)]}
+"""The train.py options the sweep passes on to every cell (`--trainer.<name>`, `--data.<name>`): no others."""
+
+
+def flag_value(argv: list[str], flag: str) -> str | None:
+    """The value given to ``flag`` on the command line (``--flag v`` or ``--flag=v``), the last one; None when not given."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(f"{flag}="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def config_with_key(argv: list[str], key: str) -> str | None:
+    """The last ``-c`` file of the command line that sets the dotted ``key`` (``gammas``, ``trainer.max_steps``)."""
+    found = None
+    for path in config_files(argv):
+        try:
+            tree = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        for part in key.split("."):
+            tree = tree.get(part) if isinstance(tree, dict) else None
+        if tree is not None:
+            found = str(path)
+    return found
+
+
+def missing_config_line(path: str, argv: list[str]) -> str:
+    """``-c nope.yaml: no such file``, as the user wrote the path."""
+    written = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg in ("-c", "--config")]
+    named = next((w for w in written if os.path.abspath(w) == path), written[-1] if written else path)
+    return f"-c {named}: no such file"
+
+
+def not_passed_on_line(flag: str, argv: list[str]) -> str:
+    """A train.py option the sweep does not pass on to every cell: what it passes, and how a stage takes any other."""
+    written, inline, inline_value = flag.partition("=")
+    value = inline_value if inline else flag_value(argv, written)
+    section, _, name = written[2:].partition(".")
+    option = f"--{section}.{name}" if section == "trainer" else f"--{section}.init_args.{name}"
+    others = ", ".join(f"--{stage}.args+=" for stage in STAGES[1:])
+    return (
+        f"{written}: the sweep's --{section} takes {', '.join(PASSED_ON[section])}; give any other train.py option"
+        f" to a stage: --{STAGES[0]}.args+={option}={value if value is not None else 'VALUE'} (or {others})"
+    )
+
+
+def sweep_error_line(message: str, argv: list[str], known: list[str]) -> str:
+    """One line for a parse error of the sweep's command line: the flag, the value as given, what the flag takes."""
+    if (key := _KEY.search(message)) is not None and key.group(1) == "config" and (path := _MISSING_FILE.search(message)):
+        return missing_config_line(path.group(1), argv)
+    if key is not None and key.group(1) != "config":
+        flag = f"--{key.group(1)}"
+        given = _GIVEN.findall(message)
+        value = flag_value(argv, flag)
+        if value is None:  # set in a config file: named with the file
+            value = given[-1].strip() if given else "?"
+            flag = f"{config}: {key.group(1)}" if (config := config_with_key(argv, key.group(1))) else flag
+        expected = [line.strip().removeprefix("- ") for line in message.splitlines() if "Expected" in line]
+        return f"{flag} {value}: expected {TAKES.get(key.group(1)) or squeeze('; '.join(expected) or message)}"
+    if (unknown := _UNRECOGNIZED.search(message)) is not None and unknown.group(1).split(".")[0][2:] in PASSED_ON:
+        return not_passed_on_line(unknown.group(1), argv)
+    return argument_error_line(message, argv, known)
+
+
+class SweepArgumentParser(ArgumentParser):
+    """A parse error is one line naming the flag, the value and what the flag takes (`sweep_error_line`), raised as
+    `BadInput` (exit code 2), not jsonargparse's usage and nested report (``MEPS_DEBUG=1``: those).
+
+    ``command_line``: the arguments being parsed (None: ``sys.argv``), where the line finds the value as the user wrote it."""
+
+    command_line: list[str] | None = None
+
+    def error(self, message: str, ex: Exception | None = None):
+        if not self.exit_on_error or os.environ.get("MEPS_DEBUG"):  # jsonargparse's nested parsers catch these
+            return super().error(message, ex)
+        argv = list(self.command_line if self.command_line is not None else sys.argv[1:])
+        known = sorted({action.dest.split(".")[0] for action in self._actions if action.dest and action.dest != "help"})
+        raise BadInput(sweep_error_line(message, argv, known))
+
+
+def build_parser() -> SweepArgumentParser:
+    parser = SweepArgumentParser(description=DESCRIPTION, parser_mode="omegaconf+")
     parser.add_argument("-c", "--config", action=ActionConfigFile)
     parser.add_argument("--out_dir", type=str, default="outputs/sweeps/digits")
     parser.add_argument("--gammas", type=list[int | str], default=[1, 2, 3, 4, "global"])
     parser.add_argument("--group", type=str | None, default=None, help="W&B group of the runs (default: sweep-<out_dir name>)")
     parser.add_argument("--threads", type=int | None, default=None, help="torch intra-op threads per run (default: torch's choice)")
     parser.add_argument("--workers", type=int, default=1, help="cells run side by side (one device only)")
-    # list[float | str]: a value that is not a number reaches check_levels, which names it in one line
+    # list[float | str]: a value that is not a number reaches check_levels (sweep/argument_checks.py), which names it
     parser.add_argument(
         "--vae_betas",
         type=list[float | str] | None,
@@ -55,78 +148,8 @@ def build_parser() -> ArgumentParser:
         help="probe cells (validate) on every main token cell: the preset and its extra arguments",
     )
     parser.add_argument("--probe_models", type=list[str], default=list(TOKEN_MODELS), help="the models the probes run on")
-    for stage in ("blae", "vae", "kernel", "neural"):
+    for stage in STAGES:
         parser.add_argument(f"--{stage}", type=Stage, required=True)
     parser.add_argument("--data", type=DataOverrides, default=DataOverrides())
     parser.add_argument("--trainer", type=TrainerOverrides, default=TrainerOverrides())
     return parser
-
-
-def check_sweep_arguments(out_dir: str, gammas: list) -> None:
-    """One line for a sweep that cannot mean what it says, before anything is trained or written.
-
-    ``gammas`` are parsed already (ints and None for global).
-    """
-    if not gammas:
-        raise BadInput("--gammas is empty: a sweep needs at least one γ, e.g. --gammas '[1, 2, global]'")
-    seen: dict = {}
-    for gamma in gammas:
-        if gamma in seen:
-            label = "global" if gamma is None else gamma
-            raise BadInput(
-                f"--gammas lists γ={label} twice ({[('global' if g is None else g) for g in gammas]}):"
-                " each γ is one cell of the sweep, list it once"
-            )
-        seen[gamma] = True
-    folder = Path(out_dir).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise BadInput(f"--out_dir {out_dir!r} is a file, not a folder")
-    for parent in folder.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise BadInput(f"--out_dir {out_dir!r}: {str(parent)!r} is a file, not a folder")
-            break
-
-
-def check_levels(flag: str, values: Sequence | None, *, zero_allowed: bool) -> list[float]:
-    """Each value of --vae_betas (β >= 0) or --blae_noises (a noise rate > 0) a finite number listed once (as its cell
-    name writes it, `level_label`), as floats; anything else is one line naming the flag and the value, before any
-    cell starts."""
-    bound = ">= 0" if zero_allowed else "> 0"
-    listed = "[" + ", ".join(level_label(v) for v in values or []) + "]"
-    levels: list[float] = []
-    for value in values or []:
-        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-        if number is None or not math.isfinite(number) or not (number >= 0 if zero_allowed else number > 0):
-            raise BadInput(f"{flag} {level_label(value)}: each value must be a finite number {bound}, got {listed}")
-        if level_label(value) in [level_label(level) for level in levels]:  # the cell name's label: 0.3 and 0.3000001 are one cell
-            raise BadInput(f"{flag} lists {level_label(value)} twice ({listed}): each value is one cell of the sweep, list it once")
-        levels.append(float(number))
-    return levels
-
-
-def level_label(value) -> str:
-    """A level as a cell name writes it (0.3, 1, -2), anything else as written (quoted)."""
-    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
-
-
-def check_workers(workers: int, in_process: bool, devices) -> None:
-    """Side by side only on one device: several devices run each cell as its own `python train.py`, one at a time."""
-    if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
-    if workers > 1 and not in_process:
-        raise ValueError(
-            f"--workers {workers} runs cells side by side on one device; with --trainer.devices "
-            f"{devices} the cells run one after the other: use --workers 1"
-        )
-
-
-def check_token_models(spread_cells: Sequence[str], phase_models: Sequence[str], probe_models: Sequence[str]) -> None:
-    """--spread_cells are <model>-<γ>, and every model named is one of the token models."""
-    for name in spread_cells:
-        if name.split("-")[0] not in TOKEN_MODELS or "-" not in name:
-            raise ValueError(f"--spread_cells {name!r}: spread cells are <model>-<γ>, model one of {TOKEN_MODELS}")
-        parse_gamma(name.split("-", 1)[1])
-    for name in [*phase_models, *probe_models]:
-        if name not in TOKEN_MODELS:
-            raise ValueError(f"--phase_models / --probe_models {name!r}: models are one of {TOKEN_MODELS}")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from networks.gamma_mask import gamma_name, parse_gamma
 from report.cells import TOKEN_MODELS, token_cell_name
-from sweep.arguments import check_levels
+from sweep.argument_checks import check_levels
 from sweep.cells import (
     SUBCOMMAND,
     Cell,
@@ -49,10 +49,8 @@ def critical_paths(pending: list[Planned]) -> dict[str, float]:
 
 
 class SweepPlan:
-    """The cells of a sweep's settings (checked already, `sweep/arguments.py`; `gammas` parsed: ints, None for global).
-
-    `vae_betas` and `blae_noises` are checked here (`check_levels`), so that a bad value is refused before any cell starts.
-    """
+    """The cells of a sweep's settings (checked already, `sweep/argument_checks.py`; `gammas` parsed: ints, None for global;
+    `vae_betas` and `blae_noises` as floats through `check_levels`)."""
 
     def __init__(
         self,

@@ -32,8 +32,9 @@ class CellFailed(MepsFault):
         self.exit_code = exit_code
 
 
-def missing_promise(record: dict, subcommand: str) -> str | None:
-    """What a cell's results promise but do not hold (None when complete)."""
+def missing_promise(record: dict, subcommand: str, stage: str | None = None) -> str | None:
+    """What a cell's results promise but do not hold (None when complete); for a fit of the sweep's ``stage``
+    that never validated, the sweep options that make it validate."""
     metrics = record.get("metrics") or {}
     if subcommand == "fit":
         paths = [record.get("best_checkpoint"), record.get("last_checkpoint")]
@@ -42,9 +43,13 @@ def missing_promise(record: dict, subcommand: str) -> str | None:
             named = [p for p in paths if p]
             return f"its checkpoint {named[0]} is gone" if named else "it recorded no checkpoint"
         if not any(key.startswith("val/") for key in metrics):
+            step = record.get("global_step")
+            # validation counted in steps (no epoch cadence): any interval is valid, however short the epochs
+            args = f"--{stage or '<stage>'}.args+="
+            sooner = f"{args}--trainer.check_val_every_n_epoch=null {args}--trainer.val_check_interval={step or 'N'}"
             return (
-                f"train.py fit stopped at step {record.get('global_step')} before it ever validated (no val/ metrics):"
-                " raise --trainer.max_steps or validate sooner (--trainer.check_val_every_n_epoch)"
+                f"train.py fit stopped at step {step} before it ever validated (no val/ metrics):"
+                f" raise --trainer.max_steps, or validate within its steps: {sooner}"
             )
     elif not metrics:
         return f"train.py {subcommand} recorded no metrics"
@@ -60,7 +65,7 @@ def recorded(cell: Cell) -> dict | None:
 def finished(cell: Cell) -> dict | None:
     """The results, when they hold everything the cell promises (`missing_promise`)."""
     record = recorded(cell)
-    return record if record is not None and missing_promise(record, cell.subcommand) is None else None
+    return record if record is not None and missing_promise(record, cell.subcommand, cell.role.get("stage")) is None else None
 
 
 def seal(cell: Cell, seconds: float, cpu_s: float) -> dict:
@@ -76,7 +81,7 @@ def seal(cell: Cell, seconds: float, cpu_s: float) -> dict:
         "cpu_s": cpu_s,
         "args": [cell.subcommand, *cell.args],
     }
-    if (missing := missing_promise(record, cell.subcommand)) is not None:
+    if (missing := missing_promise(record, cell.subcommand, cell.role.get("stage"))) is not None:
         raise BadInput(f"sweep cell {cell.name}: {missing}")
     write_json(cell.results_path, record)
     cell.partial_path.unlink()

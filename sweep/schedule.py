@@ -16,14 +16,13 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import cast
 
-from networks.gamma_mask import parse_gamma
 from report import log_summary_run, write_report
 from report.cells import TOKEN_MODELS
 from runtime import exit_codes
 from runtime.errors import Preempted
 from runtime.output_redirect import output_to
 from runtime.signals import StopRequests
-from sweep.arguments import check_sweep_arguments, check_token_models, check_workers
+from sweep.argument_checks import check_sweep_settings
 from sweep.cells import Cell, DataOverrides, Planned, Skip, Stage, TrainerOverrides
 from sweep.console import cell_line
 from sweep.plan import SweepPlan, critical_paths
@@ -57,11 +56,10 @@ class Sweep(SweepPlan):
         probe_models: Sequence[str] = TOKEN_MODELS,
         blae_noises: Sequence[float | str] = (),
     ):
-        gammas = [parse_gamma(g) for g in gammas]
-        check_sweep_arguments(out_dir, gammas)
+        # every argument, as the command checked it before importing this module (a Sweep built in code: the same checks)
+        arguments = dict(locals())  # first: a comprehension has locals of its own
+        gammas = check_sweep_settings(**{name: value for name, value in arguments.items() if name not in ("self", "__class__")})
         self.in_process = str(trainer.devices or 1) == "1" and (trainer.num_nodes or 1) == 1
-        check_workers(workers, self.in_process, trainer.devices)
-        check_token_models(spread_cells, phase_models, probe_models)
         super().__init__(
             out_dir,
             gammas,
@@ -150,7 +148,7 @@ class Sweep(SweepPlan):
                         self.say(f"{cell.name}: FAILED (exit code {process.exitcode}): {last_error(cell)}")
         if failures:  # named in plan order, not in the order parallel workers happened to finish
             order = {p.name: i for i, p in enumerate(plan)}
-            ranked = sorted(zip(failures, codes), key=lambda fc: order.get(fc[0].name, len(order)))
+            ranked = sorted(zip(failures, codes, strict=True), key=lambda fc: order.get(fc[0].name, len(order)))
             first, code = ranked[0]
             raise CellFailed(
                 f"sweep cells failed: {', '.join(c.name for c, _ in ranked)} ({first.name}: "
@@ -187,7 +185,7 @@ class Sweep(SweepPlan):
             self.say(f"{planned.name}: the same as {cell}")
             return None
         if (record := recorded(cell)) is not None:  # an earlier run of these arguments: reused when complete
-            if (missing := missing_promise(record, cell.subcommand)) is None:
+            if (missing := missing_promise(record, cell.subcommand, cell.role.get("stage"))) is None:
                 self.results[cell.name] = record
                 self.say(f"{cell.name}: reused (finished earlier)")
                 return None

@@ -4,6 +4,12 @@ what data was lost, printed as a table at the end of the pytest output (``make t
 A test takes the ``fault`` fixture and calls ``fault.tried(name)`` before injecting, then
 ``fault.survived(data_lost="none", outcome=...)`` once its checks passed; a fault whose test failed
 before that is reported as NOT survived.
+
+Any test file adds rows the same way: ``pytest_plugins = ["tests.fault_report"]`` at its top (loading
+it from several files is fine, the table is one), then the ``fault`` fixture as above. A row of a
+resume states where the resumed run ended against the uninterrupted run: ``tests/final_state.py``
+(``of_job(folder).same_as(of_job(reference))`` asserts the final global step, epoch and val/ metrics
+and returns the outcome text, e.g. "final step 12 = 12, epoch 3 = 3, val/ metrics identical").
 """
 
 from __future__ import annotations

@@ -17,6 +17,10 @@ tiny all-reduce under DDP). When one was, every rank stops at that same step:
 - ``Preempted`` is raised; ``train.py`` exits with 75 (``runtime/exit_codes.py``) and prints the command
   that resumes the run.
 
+A second Ctrl-C stops at once (``runtime.errors.StoppedAtOnce``): ``on_exception`` records on it the
+step reached and the newest checkpoint on disk, if any, so the command line tells whether a resume has
+anything to continue. After an error, ``status.json`` is ``failed`` with the global step reached.
+
 The status file also says ``running`` while training and ``finished`` after a complete fit, which is how
 ``--ckpt_path last`` picks the newest run that is not done (``runtime/resume.py``).
 
@@ -42,8 +46,8 @@ from lightning.pytorch.loggers import WandbLogger
 
 from callbacks.run.resumable_run import ResumableRun, fast_dev_run
 from runtime import exit_codes
-from runtime.errors import Preempted
-from runtime.run_status import write_status
+from runtime.errors import Preempted, StoppedAtOnce, one_line_error, squeeze
+from runtime.run_status import last_checkpoint, write_status
 from runtime.signals import StopRequests
 from runtime.slurm import requeue, slurm_job_key
 from runtime.wandb_run import run_dir
@@ -87,8 +91,18 @@ class Preemption(Callback):
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self.requests.restore()
-        if self._training and not isinstance(exception, Preempted):  # an error before training leaves no run behind
-            self._status(trainer, "failed", error=" ".join(str(exception).split())[:300])
+        if isinstance(exception, StoppedAtOnce):
+            exception.step = trainer.global_step if self._training else None
+            exception.checkpoint = resumable_checkpoint(trainer)
+        if not self._training or isinstance(exception, Preempted):  # an error before training leaves no run behind
+            return
+        with contextlib.suppress(OSError):  # on a full disk the status may not be writable: the error itself goes on
+            if isinstance(exception, StoppedAtOnce):
+                self._status(trainer, "preempted", signal="SIGINT (second Ctrl-C)", global_step=trainer.global_step)
+            else:
+                line = one_line_error(exception)  # a disk full: its OSError, not torch's "unexpected pos"
+                error = line.message if line is not None else squeeze(exception)
+                self._status(trainer, "failed", global_step=trainer.global_step, error=error[:300])
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._status(trainer, "finished", global_step=trainer.global_step)
@@ -153,6 +167,19 @@ class Preemption(Callback):
         folder = run_dir(trainer)
         if trainer.is_global_zero and folder is not None and not fast_dev_run(trainer):
             write_status(folder, state, run_id=folder.name, slurm_job=slurm_job_key(), **fields)
+
+
+def resumable_checkpoint(trainer: Trainer) -> str | None:
+    """The newest ``last*.ckpt`` on disk that ``--ckpt_path last`` continues from (the run folder's, the
+    ModelCheckpoint's, or the one this fit started from), or None when nothing was saved."""
+    checkpoint = trainer.checkpoint_callback
+    candidates = [
+        last_checkpoint(folder) if (folder := run_dir(trainer)) is not None else None,
+        Path(checkpoint.last_model_path) if isinstance(checkpoint, ModelCheckpoint) and checkpoint.last_model_path else None,
+        Path(trainer.ckpt_path) if trainer.ckpt_path else None,
+    ]
+    existing = [path for path in candidates if path is not None and path.is_file()]
+    return str(max(existing, key=lambda path: path.stat().st_mtime).resolve()) if existing else None
 
 
 def save_resumable_checkpoint(trainer: Trainer, saved_step: int | None = None) -> Path:

@@ -12,13 +12,17 @@ between validations (``max_steps`` mid-epoch) leaves no checkpoint of its final 
   the checkpoint and rank r gets rank r's states back on ``fit --ckpt_path``. With the loader's
   position this makes a run resumed from any step, mid-epoch included, bit-identical to an
   uninterrupted one on CPU.
-- **last.ckpt at every training-epoch end and at the end of training**.
+- **last.ckpt at every training-epoch end and at the end of training**, and a checkpoint written at an
+  epoch end resumes with the next epoch when ``max_steps`` is set too (Lightning 2.6 then lost an epoch:
+  ``resume_a_finished_epoch_with_the_next``).
 - **the run id** (= W&B run id = run folder name), so ``--ckpt_path <run>/checkpoints/last.ckpt``
   continues that run (see ``runtime/resume.py``).
 - **validation draws from a copy** of the generators: how often it runs and what it does (sampling
-  callbacks, a frozen model built on first use) never shifts the training run's random streams, so a
-  resumed run, which may build such a model at another point, stays on the same streams. A checkpoint
-  written during validation stores the training streams, not the copy.
+  callbacks, a frozen model built on first use, the base seed of its loader's iterator, which Lightning
+  draws before ``on_validation_start``) never shifts the training run's random streams, so a resumed
+  run, which may build such a model at another point or skip a validation Lightning counts as done,
+  stays on the same streams. A checkpoint written during validation stores the training streams, not
+  the copy.
 
 The states are stored as tensors and plain Python values, so the checkpoint still loads with
 ``torch.load(weights_only=True)`` (Lightning's default on torch >= 2.6).
@@ -28,16 +32,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loops.loop import _Loop
+from lightning.pytorch.loops.progress import _ProcessedTracker
 from lightning.pytorch.utilities import rank_zero_warn
 
 from runtime.errors import mark_loop_started
 from runtime.rng_state import gather_from_ranks, resume_seed, rng_state, set_rng_state
 from runtime.wandb_run import run_dir
+
+if TYPE_CHECKING:
+    from lightning.pytorch.loops import _FitLoop
 
 STATE_VERSION = 1
 
@@ -45,6 +54,34 @@ STATE_VERSION = 1
 def fast_dev_run(trainer: Trainer) -> int | bool:
     """``trainer.fast_dev_run``, which ``Trainer.__init__`` sets without declaring it on the class."""
     return trainer.fast_dev_run  # type: ignore[attr-defined]  # Lightning sets it at run time
+
+
+def resume_a_finished_epoch_with_the_next(fit_loop: _FitLoop) -> None:
+    """Make a fit loop restored from a checkpoint written after its epoch's last batch resume with the next epoch.
+
+    Such a checkpoint (``last.ckpt`` written at a training-epoch end: ``ResumableRun``, a preemption at the
+    epoch's last step, ``ModelCheckpoint(save_on_train_epoch_end=True)``) says the epoch was processed but not
+    yet completed. Lightning 2.6 resumes it as "restarting on the epoch end" whenever ``max_steps`` is set
+    (``_FitLoop.restarting``: ``... or self._iteration_based_training()``), and that path is built for a
+    checkpoint written at a validation: the epoch loop finds its progress counters at the epoch's end, trains
+    one batch of the next epoch's data as the old epoch's, and counts the next epoch as done without training
+    it (a resume at step 50 of 50-step epochs ended at step 351, not 400). Without ``max_steps`` Lightning
+    resumes the same checkpoint by completing the epoch and starting the next one afresh, which is exactly
+    what an uninterrupted run does next; this applies that rule whatever ``max_steps`` is. A checkpoint of an
+    unfinished epoch (mid-epoch, at a validation) keeps Lightning's restart.
+    """
+    if getattr(fit_loop, "_finished_epoch_resume_hooked", False):
+        return
+    load = fit_loop.load_state_dict
+
+    def load_state_dict(state_dict: dict, prefix: str = "") -> None:
+        load(state_dict, prefix)
+        progress = cast(_ProcessedTracker, fit_loop.epoch_progress.current)  # what _FitLoop builds; typed as its base
+        if progress.ready == progress.started == progress.processed:  # the epoch's batches are all done
+            _Loop.restarting.fset(fit_loop, False)  # type: ignore[attr-defined]  # the base setter, without the max_steps override
+
+    fit_loop.load_state_dict = load_state_dict  # type: ignore[method-assign]  # deliberate: corrects one restore rule
+    fit_loop._finished_epoch_resume_hooked = True  # type: ignore[attr-defined]  # deliberate: marks the wrap
 
 
 class ResumableRun(Callback):
@@ -62,7 +99,9 @@ class ResumableRun(Callback):
         self._trainer: Trainer | None = None
         self._stage: str | None = None
         self._pending: dict[str, Any] | None = None  # the loaded state, until training has restarted from it
+        self._order_drawn = False  # whether the resumed epoch drew its data order from the restored streams
         self._training_rng: dict[str, Any] | None = None  # the generators while validation runs inside fit
+        self._after_step: dict[str, Any] | None = None  # the generators at the end of the last training step
         self.restored: dict[str, Any] | None = None
         """What the last resume restored (for tests and logs): run_id, global_step, mid_epoch, rng."""
 
@@ -70,6 +109,8 @@ class ResumableRun(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._trainer, self._stage = trainer, stage
         mark_loop_started(False)
+        if stage == "fit":
+            resume_a_finished_epoch_with_the_next(trainer.fit_loop)
         if stage == "fit" and self.refresh_last_every_n_epochs:
             self._run_after_checkpoint_epoch_end(trainer)
 
@@ -102,7 +143,9 @@ class ResumableRun(Callback):
         if not trainer.sanity_checking:
             mark_loop_started()
         if trainer.state.fn == "fit" and not trainer.sanity_checking:
-            self._training_rng = rng_state()
+            # as the step left them: Lightning has built the validation loader's iterator (a draw) before this hook
+            self._training_rng = self._after_step or rng_state()
+            self._after_step = None
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Validation inside fit draws from a copy of the generators: how often it runs, and what it does
@@ -157,7 +200,7 @@ class ResumableRun(Callback):
         trainer = self._trainer
         if not state_dict or trainer is None or self._stage != "fit":
             return  # validate/test/predict keep their own seeding: their result depends on the weights only
-        self._pending = state_dict
+        self._pending, self._order_drawn = state_dict, False
         self.restored = {key: state_dict.get(key) for key in ("run_id", "global_step", "mid_epoch")}
         if len(state_dict.get("rng") or []) != trainer.world_size:
             rank_zero_warn(
@@ -203,9 +246,21 @@ class ResumableRun(Callback):
         fetcher = getattr(fit_loop, "_data_fetcher", None)
         if not lightning_iterates and fetcher is not None:
             iter(fetcher)
+        self._order_drawn = True
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        """The first step after a resume that did not start an epoch afresh: the generators as they were at the save.
+
+        Lightning's restart within an epoch may draw from them before this step: resumed from a checkpoint of an
+        epoch's last batch, it treats the next epoch's first batch as a validation point and builds the
+        validation loader's iterator, whose base seed comes from the global generator (an uninterrupted run
+        builds it inside the validation, which draws from a copy)."""
+        if self._pending is not None and not self._order_drawn and trainer.global_step == self._pending.get("global_step"):
+            self._apply(trainer)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._pending = None
+        self._after_step = rng_state()  # what a validation right after this step hands back to training (~50 µs)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """The final state as last.ckpt: training may stop between epoch ends (``max_steps``) and validations."""

@@ -85,6 +85,35 @@ def test_table_marks_met_missed_and_unjudged_goals():
     assert "✓" in lines[2] and "✗" in lines[3] and "–" in lines[4]
 
 
+def test_a_lower_is_better_goal_is_a_ceiling():
+    from bench.common import Row
+
+    unit = "s (lower is better)"
+    met, missed = Row("met", 1.2, 1.0, unit, goal=1.3), Row("missed", 1.4, 1.0, unit, goal=1.3)
+    assert (run_all.verdict(met), run_all.verdict(missed)) == ("✓", "✗")
+    assert "≤1.3" in run_all.format_table([met]).splitlines()[2]
+
+
+def test_startup_rows_time_each_command_against_import_lightning(smoke_run):
+    """The start-up rows (bench/bench_startup.py): seconds to the first line of each command, goal ≤ 1.3x (not asserted:
+    speed is a benchmark, not a timed test)."""
+    from bench import bench_startup
+
+    results, _ = smoke_run
+    rows = results["bench_startup"]
+    assert [row.name for row in rows] == bench_startup.ROW_NAMES
+    for row in rows:
+        assert row.ours and row.ours > 0 and row.baseline and row.baseline > 0, row
+        assert row.goal == bench_startup.GOAL and run_all.lower_is_better(row), row
+
+
+def test_first_line_is_the_first_line_a_command_prints():
+    from bench import bench_startup
+
+    seen = bench_startup.first_line(("-c", "print('one'); print('two')"))
+    assert seen.line == "one" and 0 < seen.seconds < 60
+
+
 # --------------------------------------------------------------------------------------------
 # make gpu-check, the throughput half (bench/gpu_throughput.py): its logic on the CPU (no GPU is needed
 # to build or test). The checks half is tests/gpu/ (test_device_checks.py runs it on the CPU).

@@ -7,16 +7,16 @@ import pytest
 import torch
 
 import train
+from tests import final_state
 from tests.callbacks.test_resumable_run import QUICK, VAE_CONFIG
 from tests.helpers import InjectedFault
 
 
-def fit(args: list[str], folder) -> tuple[int, dict[str, float], list[list[float]]]:
-    """(final global step, val/ metrics, the overlap callback's curve) of one `train.py fit`."""
+def fit(args: list[str], folder) -> tuple[final_state.FinalState, list[list[float]]]:
+    """(where it ended: final global step, epoch, val/ metrics; the overlap callback's curve) of one `train.py fit`."""
     cli = train.main([*args, "--trainer.default_root_dir", str(folder)])
     (overlap,) = [c for c in cli.trainer.callbacks if type(c).__name__ == "OverlapCallback"]
-    metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")}
-    return cli.trainer.global_step, metrics, overlap.results_series()["ovl/log10_mean"]
+    return final_state.of_cli(cli), overlap.results_series()["ovl/log10_mean"]
 
 
 def test_a_resumed_run_keeps_the_overlap_curve_of_an_uninterrupted_one(tmp_path, monkeypatch):
@@ -29,7 +29,7 @@ def test_a_resumed_run_keeps_the_overlap_curve_of_an_uninterrupted_one(tmp_path,
             VAE_CONFIG,
             *QUICK,
             "--trainer.max_steps",
-            "-1",
+            "100",
             "--trainer.max_epochs",
             "2",
             "--trainer.limit_train_batches",
@@ -55,7 +55,8 @@ def test_a_resumed_run_keeps_the_overlap_curve_of_an_uninterrupted_one(tmp_path,
         crash = ["--trainer.callbacks+=tests.helpers.FaultInjector", "--trainer.callbacks.init_args.step", "6"]
         fit([*args("steps-b"), *crash], tmp_path / "b")
     assert torch.load(tmp_path / "steps-b" / "last.ckpt", weights_only=True)["global_step"] == 6  # mid-epoch
-    step, metrics, curve = fit([*args("steps-b"), "--ckpt_path", str(tmp_path / "steps-b" / "last.ckpt")], tmp_path / "b")
-    assert step == expected[0] == 8 and metrics == expected[1]
-    assert [s for s, _ in curve] == [s for s, _ in expected[2]] == [0, 1, 2, 4, 6, 8]  # the points before the crash kept
-    assert [v for _, v in curve] == pytest.approx([v for _, v in expected[2]], abs=1e-9)
+    ended, curve = fit([*args("steps-b"), "--ckpt_path", str(tmp_path / "steps-b" / "last.ckpt")], tmp_path / "b")
+    assert expected[0].global_step == 8
+    ended.same_as(expected[0])
+    assert [s for s, _ in curve] == [s for s, _ in expected[1]] == [0, 1, 2, 4, 6, 8]  # the points before the crash kept
+    assert [v for _, v in curve] == pytest.approx([v for _, v in expected[1]], abs=1e-9)

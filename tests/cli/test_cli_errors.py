@@ -155,6 +155,27 @@ def test_a_typo_inside_a_config_file_names_the_file_and_the_key(cli, tmp_path):
     assert_one_line(err, f"{config}: model.init_args.straight_through_from_stp", "did you mean 'straight_through_from_step'?")
 
 
+def test_a_config_file_that_is_not_yaml_is_named_with_the_line_and_column(cli, tmp_path):
+    config = tmp_path / "mine.yaml"
+    config.write_text("trainer:\n  max_steps: 3\n  callbacks: [a, b\nmodel: {}\n")  # an unclosed list
+    code, err = cli(train.console_main, [*BLAE, "-c", str(config)])
+    assert code == 2  # jsonargparse named "<unicode string>", the text it parsed, instead of the file
+    assert_one_line(err, f"{config}: not valid YAML at line 4, column 6:", "(while parsing a flow sequence at line 3, column 14)")
+    assert_nothing_written(tmp_path)
+
+
+def test_a_file_named_inside_a_config_that_is_not_yaml_is_named(cli, tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "data" / "digits.yaml").write_text("class_path: datamodules.HFImageDataModule\ninit_args:\n\tbatch_size: 8\n")
+    config = tmp_path / "experiments" / "mine.yaml"
+    config.write_text(f"data: ../data/digits.yaml\nmodel: {REPO_ROOT / 'configs' / 'model' / 'blae_digits.yaml'}\n")
+    code, err = cli(train.console_main, ["fit", "-c", str(config), *QUICK])
+    assert code == 2
+    assert_one_line(err, f"{tmp_path / 'data' / 'digits.yaml'}: not valid YAML at line 3, column 1:", "'\\t'")
+    assert_nothing_written(tmp_path)
+
+
 @pytest.mark.parametrize(
     "args, culprit, says",
     [
@@ -218,7 +239,7 @@ def sweep_args(tmp_path: Path, *extra: str) -> list[str]:
         (["--gammas", "[]"], "--gammas is empty"),
         (["--gammas", "[1, 1]"], "--gammas lists γ=1 twice"),
         (["--gammas", "[2, global, none]"], "--gammas lists γ=global twice"),
-        (["--gammas", "[0]"], "gamma must be an int >= 1"),
+        (["--gammas", "[0]"], "--gammas 0: expected a list of γ, each an integer >= 1"),
     ],
 )
 def test_sweep_gammas_that_cannot_mean_what_they_say(cli, tmp_path, extra, says):
@@ -232,7 +253,7 @@ def test_sweep_out_dir_at_a_file(cli, tmp_path):
     (tmp_path / "taken").write_text("a file")
     code, err = cli(sweep.console_main, ["-c", SWEEP_CONFIG, "--out_dir", str(tmp_path / "taken")])
     assert code == 2
-    assert_one_line(err, f"--out_dir {str(tmp_path / 'taken')!r} is a file, not a folder")
+    assert_one_line(err, f"--out_dir {tmp_path / 'taken'}: cannot write there ({tmp_path / 'taken'} is a file, not a folder)")
     code, err = cli(sweep.console_main, ["-c", SWEEP_CONFIG, "--out_dir", str(tmp_path / "taken" / "sub")])
     assert code == 2 and "is a file, not a folder" in err
     assert (tmp_path / "taken").read_text() == "a file"

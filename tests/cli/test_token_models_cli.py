@@ -102,3 +102,17 @@ def test_missing_autoencoder_checkpoint_is_named(blae_checkpoint, tmp_path, monk
                 str(tmp_path / "missing.ckpt"),
             ]
         )
+
+
+def test_neural_predict_without_a_checkpoint_is_refused(blae_checkpoint, tmp_path, monkeypatch, capfd):
+    """Random weights would write 64 samples and exit 0 (issue 22, item 2): one line, exit 2, nothing written."""
+    import train
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MEPS_DEBUG", raising=False)
+    capfd.readouterr()
+    code = train.console_main(["predict", "-c", NEURAL, "-c", DEBUG_PRESET, *token_args(blae_checkpoint, tmp_path)[:-2]])
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: predict of lightning_modules.GammaARVM needs --ckpt_path"), lines[0]
+    assert not (tmp_path / "outputs").exists() and not list(tmp_path.rglob("samples.npz"))

@@ -32,6 +32,7 @@ from lightning_modules.blae import BinaryLatentAutoencoder
 from lightning_modules.frozen_autoencoder import load_autoencoder
 from networks.autoencoder import PatchMLPDecoder, PatchMLPEncoder
 from networks.binarizer import NoiseInjectionBinarizer
+from runtime.errors import BadInput
 
 NUM_BITS = 4
 NET_ARGS = {"image_channels": 1, "latent_channels": NUM_BITS, "width": 16, "num_blocks": 1, "patch_size": 3}
@@ -309,6 +310,36 @@ def test_interrupted_write_leaves_no_cache_that_is_reused(blae_ckpt, tmp_path, m
     datamodule.setup("fit")
     assert sorted(path.name for path in cache.iterdir()) == [folder.name]
     assert len(encode_calls) == 4 and len(datamodule.token_grids()) == 1617
+
+
+def damage(file: Path, how: str) -> None:
+    """A cache file as a crash of the disk, a bad copy or an editor leaves it: cut in half, or other bytes."""
+    if how == "truncated":
+        file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+    else:
+        file.write_bytes(b"\x00not what was written{")
+
+
+@pytest.mark.parametrize(
+    "damaged, how",
+    [
+        ("train/data-00000-of-00001.arrow", "truncated"),
+        ("train/data-00000-of-00001.arrow", "overwritten"),
+        ("val/state.json", "overwritten"),
+    ],
+)
+def test_a_damaged_cache_is_named_with_how_to_fix_it_and_rebuilt_by_prepare_data(blae_ckpt, tmp_path, encode_calls, damaged, how):
+    first = ready(blae_ckpt, tmp_path / "tokens")
+    folder, tokens = first.cache_folder(), first.token_grids()
+    damage(folder / damaged, how)
+    reading = LatentTokenDataModule(autoencoder=str(blae_ckpt), token_cache_dir=str(tmp_path / "tokens"))
+    with pytest.raises(BadInput) as excinfo:  # a rank that only reads it (setup without prepare_data)
+        reading.setup("fit")
+    message = one_line_error(excinfo)  # before: pyarrow's or json's own words, no path (a truncated file: a traceback)
+    assert message.startswith(f"token cache {folder} is damaged (") and f"delete that folder (rm -r {folder}) and run again" in message
+    with pytest.warns(UserWarning, match=f"rebuilding the token cache {folder}: its files are damaged"):
+        rebuilt = ready(blae_ckpt, tmp_path / "tokens")
+    assert len(encode_calls) == 4 and torch.equal(rebuilt.token_grids(), tokens)
 
 
 def test_default_token_cache_dir(blae_ckpt, tmp_path, monkeypatch):

@@ -28,6 +28,7 @@ import torch
 import yaml
 
 import train
+from tests import final_state
 from tests.fault_report import FaultLog
 from tests.helpers import DEBUG_PRESET, DIGITS_CONFIG, REPO_ROOT, wandb_runs, wandb_summary
 from tests.runs import Run
@@ -217,6 +218,7 @@ def test_signal_mid_epoch_then_resume_is_exact(scenario, blae_checkpoint, tmp_pa
     resumed = json.loads((job / "results.json").read_text())
     assert resumed["global_step"] == expected["global_step"] == 3 * STEPS_PER_EPOCH
     assert val_metrics(resumed) == val_metrics(expected)  # exact on CPU; the bar is val/psnr to 1e-4
+    same = final_state.of_job(job).same_as(final_state.of_job(reference.cwd))  # and the same final epoch
     assert [p.name for p in (job / "outputs" / "meps-ldh").iterdir()] == [run_id]
     runs = wandb_runs(job / "outputs")
     assert len(runs) == 2 and all(r.name.endswith(run_id) for r in runs)  # one W&B run id, two attempts
@@ -231,6 +233,6 @@ def test_signal_mid_epoch_then_resume_is_exact(scenario, blae_checkpoint, tmp_pa
             assert not [line for line in log.splitlines() if "sync_dist=True" in line and "/bit_" in line]
     fault.survived(
         f"exit 75 {stopped_in:.0f} s after the signal, checkpoint at step {step} (mid-epoch, loader position"
-        f" and {processes} RNG state(s)); rerun continued run {run_id} (same W&B run): val/ metrics identical",
+        f" and {processes} RNG state(s)); rerun continued run {run_id} (same W&B run): {same}",
         record=record,
     )

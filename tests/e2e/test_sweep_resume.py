@@ -84,5 +84,7 @@ def test_a_stage_that_never_validates_is_refused_and_not_recorded(tmp_path):
     # the BL-AE cells at other noise rates fail alike, in parallel; the line names failures in plan order
     assert re.match(r"error: sweep cells failed: blae[ ,]", line), line
     assert "sweep cell blae: train.py fit stopped at step 5 before it ever validated" in line
+    # the advice is sweep options that exist (the BL-AE validating within its 5 steps: test_argument_checks.py)
+    assert "--blae.args+=--trainer.check_val_every_n_epoch=null --blae.args+=--trainer.val_check_interval=5" in line
     for cell in (tmp_path / "sweep" / "cells").glob("blae*"):
         assert not (cell / "results.json").exists(), cell  # the next run rebuilds it

@@ -112,7 +112,7 @@ def test_critical_paths_add_the_longest_chain_of_waiting_cells():
 
 
 def test_bad_sweep_options_are_named(tmp_path):
-    with pytest.raises(ValueError, match="spread cells"):
+    with pytest.raises(ValueError, match="^--spread_cells vae-global: expected a list of main cells <model>-<γ>"):
         sweep_from_config(tmp_path, spread_cells=["vae-global"])
     stage = Stage("configs/arvm/digits.yaml")
     with pytest.raises(ValueError, match="--workers 2 runs cells side by side"):
