@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,18 +70,30 @@ def startup_env() -> dict[str, str]:
 def first_line(args: Sequence[str], timeout: float = 120.0) -> FirstLine:
     """Seconds from spawning ``python *args`` until its first line (stdout or stderr), and that line.
 
-    The process is then left to finish (not timed), so every run starts on a quiet machine."""
+    The process is then left to finish (not timed), so every run starts on a quiet machine. A command that
+    prints nothing within ``timeout``, or does not end within it (a refusal that broke and started real work),
+    is killed and raises."""
     start = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, *args], cwd=REPO_ROOT, env=startup_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     assert process.stdout is not None
-    line = process.stdout.readline()
-    seconds = time.perf_counter() - start
-    process.stdout.read()
-    process.wait(timeout=timeout)
-    if not line:
-        raise RuntimeError(f"python {' '.join(args)}: no output (exit code {process.returncode})")
+    lines: queue.Queue[str] = queue.Queue()
+    stream = process.stdout
+
+    def read_all() -> None:  # drains the pipe, so the process never blocks on a full one
+        for text in iter(stream.readline, ""):
+            lines.put(text)
+
+    threading.Thread(target=read_all, daemon=True).start()
+    try:
+        line = lines.get(timeout=timeout)
+        seconds = time.perf_counter() - start
+        process.wait(timeout=timeout)
+    except (queue.Empty, subprocess.TimeoutExpired):
+        process.kill()
+        process.wait()
+        raise RuntimeError(f"python {' '.join(args)}: no first line, or no end, within {timeout:.0f} s (killed)") from None
     return FirstLine(seconds, line.rstrip("\n"))
 
 

@@ -13,6 +13,4 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from datasets import Dataset
-
-__all__ = ["Dataset"]
+    from datasets import Dataset as Dataset  # re-exported for the data modules' annotations

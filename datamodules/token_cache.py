@@ -11,13 +11,16 @@ else it encodes every split (``encode_tokens``, strict FP32) and writes the fold
 never leaves a folder that a later run would take for a cache; temporary folders of dead
 processes are removed. ``setup`` (every rank) only reads it (``read_token_cache``).
 
-A cache whose files were damaged afterwards (a truncated or overwritten Arrow or JSON file) is found by
-``prepare_data`` (it opens every split and counts its rows) and rebuilt with a warning; where ``setup``
-meets one, the error names the folder and says to delete it: it is only a cache, rebuilt by the next run.
+A cache whose files were damaged afterwards (a truncated file, one overwritten with what is not Arrow or JSON, a
+split that lost rows) is found by ``prepare_data`` (it opens every split and counts its rows) and rebuilt with a
+warning; where ``setup`` meets one, the error names the folder and says to delete it: it is only a cache, rebuilt by
+the next run. Token values overwritten in place, the file's length and format intact, are not detected. An OS error
+that says nothing of the files (too many open files, an I/O or NFS fault) is raised as it is: the cache is kept.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 from collections.abc import Callable, Iterable
@@ -64,6 +67,18 @@ def cache_problem(folder: Path, expected: dict[str, Any]) -> str | None:
     return f"split folder(s) {missing} incomplete" if missing else None
 
 
+DAMAGE_ERRORS = (OSError, ValueError, KeyError, IndexError, TypeError)
+"""What reading damaged cache files raises: Arrow's errors are ``OSError`` (a truncated file) and ``ValueError``
+(``ArrowInvalid``), a broken JSON file ``ValueError``, a missing split ``KeyError``."""
+NOT_DAMAGE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.EIO, errno.ESTALE, errno.EACCES, errno.EPERM, errno.ENOMEM, errno.EINTR}
+"""OS errors that say nothing about the files (too many open files, an I/O or NFS fault, permissions): such a
+cache may be whole, and other processes may be reading it, so it is neither removed nor called damaged."""
+
+
+def not_damage(err: BaseException) -> bool:
+    return isinstance(err, OSError) and err.errno in NOT_DAMAGE_ERRNOS
+
+
 def unreadable_because(folder: Path, split_sizes: dict[str, int]) -> str | None:
     """Why the stored splits of the cache ``folder`` cannot be read back whole (damaged files), or None."""
     from datasets import load_from_disk  # here: importing this module must not import `datasets` (start-up)
@@ -71,7 +86,9 @@ def unreadable_because(folder: Path, split_sizes: dict[str, int]) -> str | None:
     try:
         tokens = load_from_disk(str(folder))
         counts = {split: len(tokens[split]) for split in split_sizes}
-    except Exception as err:  # pyarrow, json and OS errors of damaged files come in many types
+    except DAMAGE_ERRORS as err:
+        if not_damage(err):
+            raise
         return f"its files are damaged ({squeeze(err)[:200]})"
     wrong = {split: count for split, count in counts.items() if count != split_sizes[split]}
     return f"its splits hold {wrong} rows, expected {split_sizes}" if wrong else None
@@ -85,7 +102,7 @@ def reusable_cache(folder: Path, expected: dict[str, Any]) -> bool:
         return True
     if folder.exists():
         rank_zero_warn(f"rebuilding the token cache {folder}: {problem}")
-        shutil.rmtree(folder)
+        shutil.rmtree(folder, ignore_errors=True)  # another process may be removing it too
     return False
 
 
@@ -178,7 +195,9 @@ def read_token_cache(folder: Path, splits: Iterable[str]) -> tuple[dict[str, tor
         tokens = load_from_disk(str(folder))
         grids = {split: torch.from_numpy(tokens_as_numpy(tokens[split])) for split in splits}
         return grids, json.loads((folder / META_FILE).read_text())
-    except Exception as err:  # pyarrow, json and OS errors of damaged files come in many types
+    except DAMAGE_ERRORS as err:
+        if not_damage(err):
+            raise
         raise BadInput(
             f"token cache {folder} is damaged ({squeeze(err)[:200]}): it is only a cache; delete that folder"
             f" (rm -r {folder}) and run again, which rebuilds it"

@@ -13,10 +13,11 @@ values ("global", "3", 3) into it; `check_gamma` guards every entry point, and t
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import torch
-from torch import Tensor
+# torch is imported by the functions that build tensors: parse_gamma and gamma_name (a sweep's argument checks) need none
+if TYPE_CHECKING:
+    from torch import Tensor
 
 GLOBAL_NAMES = ("global", "none", "inf")
 
@@ -64,6 +65,8 @@ def gamma_name(gamma: int | None) -> str:
 
 def grid_coords(height: int, width: int, device=None) -> tuple[Tensor, Tensor]:
     """(T,) row and (T,) column of every raster position."""
+    import torch
+
     pos = torch.arange(height * width, device=device)
     return pos // width, pos % width
 
@@ -74,6 +77,8 @@ def gamma_window_mask(height: int, width: int, gamma: int | None, device=None) -
     s must be strictly before t (a token never sees itself) and, unless gamma is None, within
     Chebyshev distance gamma on the grid.
     """
+    import torch
+
     gamma = check_gamma_fits(gamma, height, width)
     rows, cols = grid_coords(height, width, device)
     pos = torch.arange(height * width, device=device)
@@ -90,6 +95,8 @@ def window_offsets(gamma: int) -> Tensor:
     Rows -γ..-1 contribute full rows of 2γ+1 cells, row 0 the γ cells to the left. Global γ has no
     finite offset list: use window_indices(height, width, None) instead.
     """
+    import torch
+
     if check_gamma(gamma) is None:
         raise ValueError("window_offsets needs a finite gamma; the global window is every earlier position")
     span = torch.arange(-gamma, gamma + 1)
@@ -117,6 +124,8 @@ def window_indices(height: int, width: int, gamma: int | None, device=None) -> W
 
     Cells falling outside the grid are simply absent, so windows near the top/left edges are short.
     """
+    import torch
+
     num_tokens = height * width
     gamma = check_gamma_fits(gamma, height, width)  # gamma itself, or an error
     if gamma is None:
@@ -142,6 +151,8 @@ def neighbourhood_indices(height: int, width: int, gamma: int | None, device=Non
     `window_indices` (valid entries first, raster order, padding = 0); the causal window is its
     part before the position. What a conditional given any visible cells reads (docs/probes.md).
     """
+    import torch
+
     gamma = check_gamma_fits(gamma, height, width)
     rows, cols = grid_coords(height, width, device)
     chebyshev = torch.maximum((rows.view(-1, 1) - rows.view(1, -1)).abs(), (cols.view(-1, 1) - cols.view(1, -1)).abs())  # (T, T)
@@ -180,6 +191,8 @@ def window_tiles(
     """WindowTiles of a height×width grid; tile_len must divide T, L is rounded up to `align`
     (fused attention kernels want aligned key lengths; padding slots are masked). `window`:
     window_indices(height, width, gamma) if already at hand (it is the same for every tile_len)."""
+    import torch
+
     num_tokens = height * width
     if tile_len < 1 or num_tokens % tile_len:
         raise ValueError(f"tile_len {tile_len} does not divide the {num_tokens} positions of a {height}x{width} grid")

@@ -10,7 +10,25 @@ how a cell is read: report/cells.py.
 
 from __future__ import annotations
 
-from report.summary_run import log_summary_run
-from report.writer import write_report
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from report.summary_run import log_summary_run
+    from report.writer import write_report
+
+
+def __getattr__(name: str):
+    """``log_summary_run`` and ``write_report`` imported on first use: `report.cells` (the sweep's argument checks)
+    comes without matplotlib, torch or W&B."""
+    if name == "log_summary_run":
+        from report.summary_run import log_summary_run
+
+        return log_summary_run
+    if name == "write_report":
+        from report.writer import write_report
+
+        return write_report
+    raise AttributeError(f"module 'report' has no attribute {name!r}")
+
 
 __all__ = ["log_summary_run", "write_report"]

@@ -25,14 +25,23 @@ PARTIAL_SUFFIX = ".tmp"
 
 
 def process_alive(pid: int) -> bool:
-    """Whether a process of this host still runs (a partial file of a live writer must not be removed)."""
+    """Whether a process of this host still runs (a partial file of a live writer must not be removed).
+
+    A zombie (killed, not yet reaped by its parent) runs no more; pid 0 and below name no process (``kill(0, 0)``
+    would signal this process's own group)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, owned by someone else
-        return True
-    return True
+        pass
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]  # the name before ")" may hold spaces
+    except (OSError, IndexError):
+        return True  # no /proc here: kill(pid, 0) is all there is to go on
+    return state not in ("Z", "X")  # zombie, dead
 
 
 def partial_name(prefix: str = PARTIAL_PREFIX) -> str:

@@ -90,13 +90,6 @@ def input_errors() -> tuple[type[BaseException], ...]:
     return (*PLAIN_INPUT_ERRORS, MisconfigurationException)
 
 
-def __getattr__(name: str) -> object:
-    """``INPUT_ERRORS``: ``input_errors()``, computed when first imported (see there)."""
-    if name == "INPUT_ERRORS":
-        return input_errors()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 PEER_FAILURE_SIGNS = ("Connection closed by peer", "remote worker crash", "Connection reset by peer", "ncclRemoteError")
 

@@ -12,8 +12,10 @@ Why a pid file and not ``flock``: a kernel lock vanishes with its process (no st
 file systems clusters share it is not reliably cluster-wide (Lustre mounted ``localflock`` or ``noflock``,
 BeeGFS without global locks, NFS depending on the lock daemon): two nodes could both "hold" it. A file
 created with ``link`` is exclusive on all of them; its cost is a stale lock when a process dies on
-another host, which this process cannot check: it refuses, and the line says which file to remove
-once that process is known to be gone.
+another host, whose pid this process cannot check. So the holder refreshes the file's time every
+``HEARTBEAT_S`` (a daemon thread), and a lock of another host left unrefreshed for ``stale_after_s()``
+(``MEPS_RUN_LOCK_STALE_S``, 15 minutes: far beyond the clock skew of a cluster's hosts) is taken over; before
+that the command refuses, and the line says which file to remove once that process is known to be gone.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -30,6 +33,16 @@ from runtime.errors import BadInput
 from runtime.slurm import restart_count, slurm_job_key
 
 LOCK_FILE = "run.lock"
+HEARTBEAT_S = 60.0
+"""How often the holder refreshes its lock file's time (a holder on another host is judged by that time)."""
+STALE_AFTER_ENV = "MEPS_RUN_LOCK_STALE_S"
+
+
+def stale_after_s() -> float:
+    """A lock of another host unrefreshed for this long is stale: ``MEPS_RUN_LOCK_STALE_S``, else 15 minutes."""
+    return float(os.environ.get(STALE_AFTER_ENV) or 900.0)
+
+
 TAKEOVER_GRACE_S = 60.0
 """A ``run.lock.takeover`` marker older than this was left by a process that died while taking a lock over."""
 
@@ -75,12 +88,15 @@ class LockHolder(NamedTuple):
         job = f", SLURM job {self.slurm_job}" if self.slurm_job else ""
         return f"pid {self.pid} on {self.host}{job}, since {when}"
 
-    def gone(self, me: LockHolder) -> str | None:
-        """Why this holder no longer runs (so its lock is stale), or None when it may still run."""
+    def gone(self, me: LockHolder, unrefreshed_s: float = 0.0) -> str | None:
+        """Why this holder no longer runs (so its lock is stale), or None when it may still run. ``unrefreshed_s``:
+        how long ago the lock file's time was refreshed (a live holder does so every ``HEARTBEAT_S``)."""
         if self.slurm_job and self.slurm_job == me.slurm_job and self.slurm_restart < me.slurm_restart:
             return f"SLURM job {self.slurm_job} was requeued (restart {self.slurm_restart} -> {me.slurm_restart})"
-        if self.host != me.host:
-            return None  # another host: this process cannot tell
+        if self.host != me.host:  # its pid cannot be checked from here: its heartbeat can
+            if unrefreshed_s > stale_after_s():
+                return f"its lock was not refreshed for {unrefreshed_s:.0f} s; a live holder refreshes it every {HEARTBEAT_S:.0f} s"
+            return None
         if self.pid != me.pid and not process_alive(self.pid):
             return f"pid {self.pid} no longer runs"
         tick = me.start_tick if self.pid == me.pid else process_start_tick(self.pid)
@@ -94,9 +110,20 @@ class RunLock:
 
     def __init__(self, folder: Path, holder: LockHolder, took_over: str | None = None) -> None:
         self.folder, self.path, self.holder, self.took_over = folder, folder / LOCK_FILE, holder, took_over
+        self._released = threading.Event()
+        threading.Thread(target=self._beat, name="run-lock-heartbeat", daemon=True).start()
+
+    def _beat(self) -> None:
+        """Refresh the lock file's time every ``HEARTBEAT_S`` while held: proof of life for other hosts."""
+        while not self._released.wait(HEARTBEAT_S):
+            try:
+                os.utime(self.path)
+            except OSError:
+                pass  # gone or unreachable for a moment: the next beat tries again
 
     def release(self) -> None:
         """Remove the lock file if it is still this process's (idempotent)."""
+        self._released.set()
         if LockHolder.read(self.path) == self.holder:
             self.path.unlink(missing_ok=True)
 
@@ -151,11 +178,16 @@ def take_run_lock(folder: str | os.PathLike, attempts: int = 50) -> RunLock:
                 raise RunFolderHeld(f"run folder {folder} is locked by {path}, which names no process: remove it if none writes there")
             time.sleep(0.1)  # gone meanwhile (released), or not readable yet: try again
             continue
-        reason = holder.gone(me)
+        try:
+            unrefreshed_s = time.time() - path.stat().st_mtime
+        except OSError:
+            continue  # released meanwhile: try again
+        reason = holder.gone(me, unrefreshed_s)
         if reason is None:
+            later = f"; it is taken over once unrefreshed for {stale_after_s():.0f} s" if holder.host != me.host else ""
             raise RunFolderHeld(
                 f"run folder {folder} is in use by {holder.describe()}: wait for it to end"
-                f" (if that process is gone, e.g. its node crashed, remove {path})"
+                f" (if that process is gone, e.g. its node crashed, remove {path}{later})"
             )
         if take_over(path, holder, me):
             return RunLock(folder, me, f"run folder {folder}: took over the lock of {holder.describe()} ({reason})")

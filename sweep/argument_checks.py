@@ -4,17 +4,18 @@
 A sweep is hours of cells; a value that cannot mean what it says (``--threads -1``, ``--train_sizes '[0]'``, a
 spread cell of a γ the sweep does not run, a value listed twice, a config file that is not there) must be refused
 here, not by the first cell that reads it. `TAKES` says what each flag takes: the parser's type errors
-(`sweep/arguments.py`) and these checks name it alike. Nothing here imports torch or Lightning: the line comes
-before a cell's imports.
+(`sweep/arguments.py`) and these checks name it alike. Nothing here imports torch, Lightning or matplotlib
+(`parse_gamma` and `TOKEN_MODELS` come without them): the line comes before a cell's imports.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from networks.gamma_mask import parse_gamma
+from networks.gamma_mask import gamma_name, parse_gamma
 from report.cells import TOKEN_MODELS
 from runtime.errors import BadInput
 from runtime.output_folder import unwritable_because
@@ -32,8 +33,8 @@ TAKES = {
     "group": "a W&B group name",
     "threads": "an integer >= 1 (torch threads per cell) or null (torch's choice)",
     "workers": "an integer >= 1 (cells run side by side)",
-    "vae_betas": "a list of KL weights β, each a number >= 0, or null (the VAE config's own)",
-    "blae_noises": "a list of training noise rates, each a number > 0",
+    "vae_betas": "a list of KL weights β, each a finite number >= 0, or null (the VAE config's own)",
+    "blae_noises": "a list of training noise rates, each a finite number > 0",
     "spread_cells": f"a list of main cells <model>-<γ>, model one of {MODELS}, e.g. [neural-global]",
     "spread_seeds": f"a list of seeds, integers from 0 to {MAX_SEED}",
     "train_sizes": f"a list of training-set sizes, integers >= 1 {WHOLE_SPLIT}",
@@ -66,8 +67,10 @@ def listed(values: Sequence) -> str:
 
 
 def refuse(flag: str, value, *, got: Sequence | None = None) -> BadInput:
-    """``--flag value: expected <what it takes>[, got <the whole list>]``."""
-    return BadInput(f"--{flag} {shown(value)}: expected {TAKES[flag]}" + (f", got {listed(got)}" if got is not None else ""))
+    """``--flag value: expected <what it takes>[, got <the whole list>]``; the list is left out when the value is the
+    whole list as written (``--gammas '[1.5]'``: the parser could not split it), where it would only repeat it."""
+    whole = isinstance(value, str) and value.strip().startswith("[")
+    return BadInput(f"--{flag} {shown(value)}: expected {TAKES[flag]}" + (f", got {listed(got)}" if got is not None and not whole else ""))
 
 
 def is_int(value) -> bool:
@@ -75,12 +78,15 @@ def is_int(value) -> bool:
 
 
 def check_once(flag: str, values: Sequence, label=shown) -> None:
-    """Each value is one cell (its name): a value listed twice would be two cells of one name."""
-    seen: list[str] = []
+    """Each value is one cell, named by ``label`` (the value as its cell's name writes it): a value listed twice, in
+    one spelling or two (``neural-global``, ``neural-inf``), would be two cells of one name."""
+    seen: dict[str, object] = {}
     for value in values:
-        if label(value) in seen:
-            raise BadInput(f"--{flag} lists {label(value)} twice ({listed(values)}): each value is one cell of the sweep, list it once")
-        seen.append(label(value))
+        name = label(value)
+        if name in seen:
+            spellings = f", as {shown(seen[name])} and {shown(value)}" if shown(seen[name]) != shown(value) else ""
+            raise BadInput(f"--{flag} lists {name} twice{spellings} ({listed(values)}): each value is one cell of the sweep, list it once")
+        seen[name] = value
 
 
 def check_gammas(gammas: Sequence) -> list:
@@ -106,13 +112,12 @@ def check_levels(flag: str, values: Sequence | None, *, zero_allowed: bool) -> l
     """Each value of --vae_betas (β >= 0) or --blae_noises (a noise rate > 0) a finite number listed once (as its cell
     name writes it, `level_label`), as floats; anything else is one line naming the flag and the value, before any
     cell starts."""
-    bound = ">= 0" if zero_allowed else "> 0"
     written = "[" + ", ".join(level_label(v) for v in values or []) + "]"
     levels: list[float] = []
     for value in values or []:
         number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
         if number is None or not math.isfinite(number) or not (number >= 0 if zero_allowed else number > 0):
-            raise BadInput(f"{flag} {level_label(value)}: each value must be a finite number {bound}, got {written}")
+            raise refuse(flag.removeprefix("--"), value, got=values)
         if level_label(value) in [level_label(level) for level in levels]:  # the cell name's label: 0.3 and 0.3000001 are one cell
             raise BadInput(f"{flag} lists {level_label(value)} twice ({written}): each value is one cell of the sweep, list it once")
         levels.append(float(number))
@@ -120,8 +125,8 @@ def check_levels(flag: str, values: Sequence | None, *, zero_allowed: bool) -> l
 
 
 def level_label(value) -> str:
-    """A level as a cell name writes it (0.3, 1, -2), anything else as written (quoted)."""
-    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
+    """A level as a cell name writes it (0.3, 1, -2), anything else as written."""
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else shown(value)
 
 
 def check_count(flag: str, value, *, minimum: int = 1, also: tuple = ()) -> None:
@@ -163,7 +168,13 @@ def check_spread_cells(spread_cells: Sequence[str], gammas: list) -> None:
             raise BadInput(
                 f"--spread_cells {name}: γ={label} is not one of --gammas {running}: a spread cell repeats a main cell at other seeds"
             )
-    check_once("spread_cells", spread_cells)
+    check_once("spread_cells", spread_cells, label=spread_cell_name)
+
+
+def spread_cell_name(name: str) -> str:
+    """A spread cell as its cells are named: ``neural-inf`` and ``neural-global``, ``neural-02`` and ``neural-2`` are one."""
+    model, _, label = str(name).partition("-")
+    return f"{model}-{gamma_name(parse_gamma(label))}"
 
 
 def check_seeds(seeds: Sequence[int]) -> None:
@@ -181,11 +192,15 @@ def check_train_sizes(sizes: Sequence[int | None]) -> None:
 
 
 def check_config_files(flag: str, args: Sequence[str]) -> None:
-    """Every ``-c`` file of a stage's train.py arguments exists (from here or from the repository, `resolve_config_paths`)."""
-    resolved = resolve_config_paths(list(args))
+    """Every ``-c`` file of a stage's train.py arguments (``-c f``, ``--config f``, ``--config=f``) exists, from here or
+    from the repository (`resolve_config_paths`); a ``-c`` with no file after it is refused too (train.py would)."""
+    split = [part for arg in args for part in (arg.split("=", 1) if arg.startswith("--config=") else [arg])]
+    if split and split[-1] in ("-c", "--config"):
+        raise BadInput(f"{flag}: {split[-1]} ends the arguments: give the config file after it, e.g. {split[-1]} configs/presets/FILE.yaml")
+    resolved = resolve_config_paths(split)
     for i, arg in enumerate(resolved[:-1]):
         if arg in ("-c", "--config") and not Path(resolved[i + 1]).expanduser().is_file():
-            raise BadInput(f"{flag}: {arg} {args[i + 1]}: no such file")
+            raise BadInput(f"{flag}: {arg} {split[i + 1]}: no such file")
 
 
 def check_stage(name: str, stage: Stage) -> None:
@@ -201,12 +216,18 @@ def check_phase_args(phase_args: Mapping[str, Sequence[str]]) -> None:
         check_config_files(f"--phase_args {model}", args)
 
 
+DEVICE_LIST = re.compile(r"\d+(,\d+)*,?")
+"""A string of ``--trainer.devices`` besides auto: device indices, ``0,1`` (Lightning's ``0,``: device 0)."""
+
+
 def check_overrides(data: DataOverrides, trainer: TrainerOverrides) -> None:
     """The values passed on to every cell, in the ranges train.py takes (a step budget of 0 trains nothing)."""
     check_count("trainer.max_steps", trainer.max_steps, also=(-1,))
     check_count("trainer.max_epochs", trainer.max_epochs, also=(-1,))
     if not isinstance(trainer.devices, str):
         check_count("trainer.devices", trainer.devices, also=(-1,))
+    elif trainer.devices != "auto" and not DEVICE_LIST.fullmatch(trainer.devices.replace(" ", "")):
+        raise refuse("trainer.devices", trainer.devices)
     check_count("trainer.num_nodes", trainer.num_nodes)
     check_count("data.image_size", data.image_size)
     check_count("data.channels", data.channels)
@@ -214,7 +235,10 @@ def check_overrides(data: DataOverrides, trainer: TrainerOverrides) -> None:
 
 
 def check_out_dir(out_dir: str) -> None:
-    """The sweep folder (created when missing) can be written: a read-only one is named before any cell starts."""
+    """The sweep folder (created when missing) can be written: a read-only one is named before any cell starts; an
+    empty path (the current folder) is refused."""
+    if not str(out_dir).strip():
+        raise BadInput(f"--out_dir {out_dir!r}: expected a folder (an empty path is the current folder: name the sweep's own)")
     if (problem := unwritable_because(out_dir)) is not None:
         raise BadInput(f"--out_dir {out_dir}: cannot write there ({problem}); give a folder you can write to")
 
@@ -244,6 +268,7 @@ def check_sweep_settings(
     """Every setting of a sweep (`Sweep`'s arguments), in the order of the flags; returns γ parsed (ints, None for global)."""
     parsed = check_gammas(gammas)
     check_count("threads", threads)
+    check_overrides(data, trainer)  # before --workers, whose line names --trainer.devices as a valid value
     check_workers(workers, str(trainer.devices or 1) == "1" and (trainer.num_nodes or 1) == 1, trainer.devices)
     if vae_betas is not None and not vae_betas:
         raise BadInput("--vae_betas is empty: give at least one β, or null for the VAE config's own")
@@ -258,6 +283,5 @@ def check_sweep_settings(
     for name, stage in {"blae": blae, "vae": vae, "kernel": kernel, "neural": neural, "probes": probes}.items():
         if stage is not None:
             check_stage(name, stage)
-    check_overrides(data, trainer)
     check_out_dir(out_dir)
     return parsed

@@ -4,10 +4,12 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
@@ -25,10 +27,16 @@ _KEY = re.compile(r'Parser key "([\w.]+)"')
 _GIVEN = re.compile(r"(?:Given value|Got value): (.*)")
 _MISSING_FILE = re.compile(r"File does not exist: '([^']+)'")
 _UNRECOGNIZED = re.compile(r"unrecognized arguments: (\S+)")
+_GROUP_OPTION = re.compile(r"Group '(\w+)' does not accept option '(\w+)'")
 STAGES = ("blae", "vae", "kernel", "neural")
 """The sweep's stages (`--blae`, `--vae`, `--kernel`, `--neural`): a train.py config and its arguments each."""
 PASSED_ON = {"trainer": [f.name for f in fields(TrainerOverrides)], "data": [f.name for f in fields(DataOverrides)]}
 """The train.py options the sweep passes on to every cell (`--trainer.<name>`, `--data.<name>`): no others."""
+STAGE_KEYS = [f.name for f in fields(Stage)]
+"""What a stage (`--blae`, ..., `--probes`) takes: a train.py config and its arguments."""
+CLOSE = 0.85
+"""How close a name must be to one the sweep takes to be called a typo of it: ``max_stepz`` is ``max_steps``, while
+``min_epochs`` (a train.py option of its own, 0.8 from ``max_epochs``) is not."""
 
 
 def flag_value(argv: list[str], flag: str) -> str | None:
@@ -42,10 +50,35 @@ def flag_value(argv: list[str], flag: str) -> str | None:
     return value
 
 
-def config_with_key(argv: list[str], key: str) -> str | None:
-    """The last ``-c`` file of the command line that sets the dotted ``key`` (``gammas``, ``trainer.max_steps``)."""
+def absolute(path: str | Path, folder: str | None) -> str:
+    """``path`` as jsonargparse resolves a ``-c`` file: from ``folder``, where the parse started (while it reads a
+    config, jsonargparse works from that config's folder), the current one when None."""
+    return os.path.normpath(os.path.join(folder or os.getcwd(), os.path.expanduser(path)))
+
+
+def sweep_config_files(argv: list[str], folder: str | None = None) -> list[Path]:
+    """The ``-c`` files of the command line and the sweep configs they name in turn (``config: other.yaml``, relative
+    to the naming file, as jsonargparse reads it), as absolute paths, in order."""
+    found: list[Path] = []
+    waiting = [Path(absolute(path, folder)) for path in config_files(argv)]
+    while waiting and len(found) < 100:
+        path = waiting.pop(0)
+        if path in found:
+            continue
+        found.append(path)
+        try:
+            tree = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        named = tree.get("config") if isinstance(tree, dict) else None
+        waiting.extend(Path(os.path.normpath(path.parent / n)) for n in ([named] if isinstance(named, str) else named or []))
+    return found
+
+
+def config_with_key(argv: list[str], key: str, folder: str | None = None) -> str | None:
+    """The last sweep config (a ``-c`` file or one it names) that sets the dotted ``key`` (``gammas``, ``trainer.max_steps``)."""
     found = None
-    for path in config_files(argv):
+    for path in sweep_config_files(argv, folder):
         try:
             tree = yaml.safe_load(path.read_text())
         except (OSError, yaml.YAMLError):
@@ -57,41 +90,79 @@ def config_with_key(argv: list[str], key: str) -> str | None:
     return found
 
 
-def missing_config_line(path: str, argv: list[str]) -> str:
-    """``-c nope.yaml: no such file``, as the user wrote the path."""
-    written = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg in ("-c", "--config")]
-    named = next((w for w in written if os.path.abspath(w) == path), written[-1] if written else path)
-    return f"-c {named}: no such file"
+def missing_config_line(path: str, argv: list[str], folder: str | None = None) -> str:
+    """``-c nope.yaml: no such file`` as the user wrote the path (``-c``, ``--config``, ``--config=``); a config a
+    sweep config names (``config: nope.yaml``) with the file that names it."""
+    for written in config_files(argv):
+        if absolute(written, folder) == path:
+            return f"-c {written}: no such file"
+    for config in sweep_config_files(argv, folder):
+        try:
+            named = yaml.safe_load(config.read_text()).get("config")
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue
+        for name in [named] if isinstance(named, str) else named if isinstance(named, list) else []:
+            if os.path.normpath(config.parent / str(name)) == path:
+                return f"{config}: config {name}: no such file"
+    return f"config file {path}: no such file"
 
 
-def not_passed_on_line(flag: str, argv: list[str]) -> str:
-    """A train.py option the sweep does not pass on to every cell: what it passes, and how a stage takes any other."""
-    written, inline, inline_value = flag.partition("=")
-    value = inline_value if inline else flag_value(argv, written)
-    section, _, name = written[2:].partition(".")
+def not_passed_on_line(section: str, name: str, value: str | None, where: str = "") -> str:
+    """An option of ``--section`` (trainer, data, a stage) the sweep does not take: the close one it does take (a
+    typo), or, for a train.py option the sweep does not pass on to every cell, how a stage takes it. ``where``: the
+    config file that sets it (``FILE: ``), empty for the command line."""
+    takes = PASSED_ON.get(section, STAGE_KEYS)
+    written = f"{where}{section}.{name}" if where else f"--{section}.{name}"
+    if close := difflib.get_close_matches(name, takes, n=1, cutoff=CLOSE):
+        return f"{written}: no such option; did you mean '{'' if where else '--'}{section}.{close[0]}'?"
+    if section not in PASSED_ON:
+        return f"{written}: no such option; a stage takes {', '.join(takes)}"
     option = f"--{section}.{name}" if section == "trainer" else f"--{section}.init_args.{name}"
     others = ", ".join(f"--{stage}.args+=" for stage in STAGES[1:])
     return (
-        f"{written}: the sweep's --{section} takes {', '.join(PASSED_ON[section])}; give any other train.py option"
+        f"{written}: the sweep's --{section} takes {', '.join(takes)}; give any other train.py option"
         f" to a stage: --{STAGES[0]}.args+={option}={value if value is not None else 'VALUE'} (or {others})"
     )
 
 
-def sweep_error_line(message: str, argv: list[str], known: list[str]) -> str:
-    """One line for a parse error of the sweep's command line: the flag, the value as given, what the flag takes."""
+def unrecognized_line(flag: str, argv: list[str]) -> str:
+    """`not_passed_on_line` of a command-line flag (``--trainer.max_stepz 5``, ``--trainer.max_stepz=5``)."""
+    written, inline, inline_value = flag.partition("=")
+    section, _, name = written[2:].partition(".")
+    return not_passed_on_line(section, name, inline_value if inline else flag_value(argv, written))
+
+
+def group_option_line(section: str, name: str, argv: list[str], folder: str | None = None) -> str:
+    """`not_passed_on_line` of an option a sweep config sets (``trainer: {max_step: 5}``), named with the file (as a
+    flag when no config sets it: ``--trainer '{max_step: 5}'``)."""
+    if (config := config_with_key(argv, f"{section}.{name}", folder)) is None:
+        return not_passed_on_line(section, name, None)
+    return not_passed_on_line(section, name, shown_yaml(yaml.safe_load(Path(config).read_text())[section][name]), f"{config}: ")
+
+
+def shown_yaml(value) -> str:
+    """A config value as a command line writes it: 1, null, true, [a, b]."""
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def sweep_error_line(message: str, argv: list[str], known: list[str], folder: str | None = None) -> str:
+    """One line for a parse error of the sweep's command line: the flag, the value as given, what the flag takes.
+    ``folder``: where the parse started, which relative ``-c`` paths are relative to (None: the current folder)."""
     if (key := _KEY.search(message)) is not None and key.group(1) == "config" and (path := _MISSING_FILE.search(message)):
-        return missing_config_line(path.group(1), argv)
+        return missing_config_line(path.group(1), argv, folder)
     if key is not None and key.group(1) != "config":
         flag = f"--{key.group(1)}"
         given = _GIVEN.findall(message)
         value = flag_value(argv, flag)
         if value is None:  # set in a config file: named with the file
             value = given[-1].strip() if given else "?"
-            flag = f"{config}: {key.group(1)}" if (config := config_with_key(argv, key.group(1))) else flag
+            flag = f"{config}: {key.group(1)}" if (config := config_with_key(argv, key.group(1), folder)) else flag
         expected = [line.strip().removeprefix("- ") for line in message.splitlines() if "Expected" in line]
         return f"{flag} {value}: expected {TAKES.get(key.group(1)) or squeeze('; '.join(expected) or message)}"
     if (unknown := _UNRECOGNIZED.search(message)) is not None and unknown.group(1).split(".")[0][2:] in PASSED_ON:
-        return not_passed_on_line(unknown.group(1), argv)
+        return unrecognized_line(unknown.group(1), argv)
+    if (group := _GROUP_OPTION.search(message)) is not None:
+        return group_option_line(group.group(1), group.group(2), argv, folder)
     return argument_error_line(message, argv, known)
 
 
@@ -102,13 +173,19 @@ class SweepArgumentParser(ArgumentParser):
     ``command_line``: the arguments being parsed (None: ``sys.argv``), where the line finds the value as the user wrote it."""
 
     command_line: list[str] | None = None
+    start_folder: str | None = None
+    """Where the parse started: jsonargparse reads a config from the config's own folder, and errors come from there."""
+
+    def parse_args(self, *args, **kwargs):
+        self.start_folder = os.getcwd()
+        return super().parse_args(*args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None):
         if not self.exit_on_error or os.environ.get("MEPS_DEBUG"):  # jsonargparse's nested parsers catch these
             return super().error(message, ex)
         argv = list(self.command_line if self.command_line is not None else sys.argv[1:])
         known = sorted({action.dest.split(".")[0] for action in self._actions if action.dest and action.dest != "help"})
-        raise BadInput(sweep_error_line(message, argv, known))
+        raise BadInput(sweep_error_line(message, argv, known, self.start_folder))
 
 
 def build_parser() -> SweepArgumentParser:

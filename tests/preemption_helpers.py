@@ -32,6 +32,21 @@ class SlowFrom(Callback):
         time.sleep(self.delay_s)
 
 
+class HoldUntil(Callback):
+    """From global step ``step`` on, rank 0 waits before each batch until the file ``release`` exists (at most
+    ``timeout_s``): a test holds a run mid-training, whatever the machine's speed, until it has seen what it waits for."""
+
+    def __init__(self, release: str, step: int = 5, timeout_s: float = 300.0):
+        self.release, self.step, self.timeout_s = Path(release), step, timeout_s
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step < self.step:
+            return
+        deadline = time.monotonic() + self.timeout_s
+        while not self.release.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
 class SignalAt(Callback):
     """Sends ``sig`` to this very process at the start of global step ``step`` on global rank ``rank`` (once)."""
 

@@ -111,7 +111,7 @@ def test_first_line_is_the_first_line_a_command_prints():
     from bench import bench_startup
 
     seen = bench_startup.first_line(("-c", "print('one'); print('two')"))
-    assert seen.line == "one" and 0 < seen.seconds < 60
+    assert seen.line == "one" and seen.seconds > 0
 
 
 # --------------------------------------------------------------------------------------------

@@ -432,3 +432,28 @@ def test_changed_checkpoint_file_is_refused_when_loading_the_autoencoder(trained
 def test_bad_encode_batch_size_is_rejected(blae_ckpt):
     with pytest.raises(ValueError, match="^encode_batch_size"):
         LatentTokenDataModule(autoencoder=str(blae_ckpt), encode_batch_size=0)
+
+
+def test_an_os_fault_while_reading_the_cache_is_not_called_damage(tmp_path, monkeypatch):
+    """Too many open files, an I/O or NFS fault say nothing of the files: the cache (which other processes may be
+    reading) is neither removed nor called damaged; the OS error comes through as it is."""
+    import errno
+
+    import datasets
+
+    from datamodules import token_cache
+
+    def no_more_files(path, *args, **kwargs):
+        raise OSError(errno.EMFILE, "Too many open files", path)
+
+    monkeypatch.setattr(datasets, "load_from_disk", no_more_files)
+    with pytest.raises(OSError, match="Too many open files"):
+        token_cache.unreadable_because(tmp_path, {"train": 1})
+    with pytest.raises(OSError, match="Too many open files"):
+        token_cache.read_token_cache(tmp_path, ["train"])
+
+    def damaged(path, *args, **kwargs):
+        raise OSError("Expected to be able to read 800 bytes for message body, got 12")  # a truncated Arrow file
+
+    monkeypatch.setattr(datasets, "load_from_disk", damaged)
+    assert token_cache.unreadable_because(tmp_path, {"train": 1}).startswith("its files are damaged")

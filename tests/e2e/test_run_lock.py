@@ -5,6 +5,7 @@ which process holds the run folder, exits with 2 and writes nothing: one W&B run
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -39,8 +40,12 @@ HANG_AT_STEP_5 = [
     "--trainer.callbacks.init_args.step",
     "5",
 ]
-SLOW_FROM_STEP_5 = ["--trainer.callbacks+=tests.preemption_helpers.SlowFrom", "--trainer.callbacks.init_args.step", "5"]
-"""The run that goes on sleeps 1 s a step from step 5: still running when the other one asks for the folder."""
+
+
+def hold_from_step_5(release) -> list[str]:
+    """The run that goes on waits at step 5 until the test creates ``release``: still running, however slow the
+    machine, when the other one asks for the folder (the test releases it once the other one has ended)."""
+    return ["--trainer.callbacks+=tests.preemption_helpers.HoldUntil", "--trainer.callbacks.init_args.release", str(release)]
 
 
 def test_two_resumes_of_one_run_started_together(tmp_path, fault: FaultLog):
@@ -55,7 +60,13 @@ def test_two_resumes_of_one_run_started_together(tmp_path, fault: FaultLog):
     files_before = {p.name for p in run_folder.iterdir()}
 
     fault.tried("two fit --ckpt_path last of one run started together")
-    resumes = [Run([*COMMON, root, *EPOCHS, *SLOW_FROM_STEP_5, "--ckpt_path", "last"], tmp_path / f"resume-{n}") for n in (1, 2)]
+    release = tmp_path / "release"
+    hold = hold_from_step_5(release)
+    resumes = [Run([*COMMON, root, *EPOCHS, *hold, "--ckpt_path", "last"], tmp_path / f"resume-{n}") for n in (1, 2)]
+    deadline = time.monotonic() + 600
+    while all(resume.proc.poll() is None for resume in resumes) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the one that goes on holds at step 5 until released: the first to end is the refused one
+    release.write_text("")
     codes = sorted(((resume.wait(), resume) for resume in resumes), key=lambda pair: pair[0])
     (went_on_code, went_on), (refused_code, refused) = codes
     assert (went_on_code, refused_code) == (0, 2), (went_on.stderr[-3000:], refused.stderr[-3000:])

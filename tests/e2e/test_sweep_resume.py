@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import re
 import signal
+from pathlib import Path
 
 import pytest
 import yaml
 
+from tests import final_state
 from tests.helpers import REPO_ROOT, wandb_runs
 from tests.runs import Run
 
@@ -40,6 +42,20 @@ def one_gamma_sweep(tmp_path, neural_extra: list[str] = ()) -> str:
     return str(path)
 
 
+def assert_resumed_cell_ends_as_uninterrupted(cell: Path, tmp_path: Path) -> None:
+    """The cell's recorded command run again, uninterrupted, into a folder of its own (same BL-AE checkpoint): the
+    resumed cell must end at its global step and epoch with its val/ metrics, exactly."""
+    record = json.loads((cell / "results.json").read_text())
+    runs_root, reference = str(tmp_path / "sweep" / "runs"), tmp_path / "reference"
+    args = [str(reference / "runs") if arg == runs_root else arg.replace(str(cell), str(reference / "cell")) for arg in record["args"]]
+    assert args != record["args"], record["args"]  # the run folder root and the results file moved
+    (reference / "cell").mkdir(parents=True)
+    uninterrupted = Run(args, tmp_path / "job")
+    assert uninterrupted.wait(timeout=600) == 0, uninterrupted.stderr[-4000:]
+    [results] = (reference / "cell").glob("results.json*")
+    final_state.of_job(cell).same_as(final_state.of_job(reference / "cell", results.name))
+
+
 def test_sweep_stopped_in_a_cell_resumes_that_cell_and_rebuilds_a_broken_one(tmp_path):
     config = one_gamma_sweep(tmp_path, PACE)
     first = Run(["-c", config], tmp_path / "job", script="sweep.py")
@@ -63,6 +79,7 @@ def test_sweep_stopped_in_a_cell_resumes_that_cell_and_rebuilds_a_broken_one(tmp
     attempts = [run for run in wandb_runs(tmp_path / "sweep" / "runs") if run.name.endswith(run_id)]
     assert len(attempts) == 2  # one W&B run, two attempts
     assert (tmp_path / "sweep" / "report.json").is_file()
+    assert_resumed_cell_ends_as_uninterrupted(cells / "neural-gamma-1", tmp_path)
 
     vae = cells / "vae" / "results.json"  # as an older version wrote it: no checkpoint recorded
     vae.write_text(json.dumps({**json.loads(vae.read_text()), "best_checkpoint": "", "last_checkpoint": ""}))

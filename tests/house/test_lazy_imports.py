@@ -6,7 +6,8 @@ Structural guards, not timings: each runs a fresh interpreter and looks at ``sys
   config is parsed: ``--help`` and an argument error of ``train.py`` come without it. jsonargparse executes
   the ``if TYPE_CHECKING:`` block of the module of every class a config names, so the data modules'
   own files annotate with ``datamodules.hf_types`` (see there) instead.
-- ``sweep.py``'s parser and its checks need neither Lightning nor wandb nor ``datasets``.
+- ``sweep.py``'s parser and its checks need neither torch nor Lightning nor matplotlib nor wandb nor ``datasets``
+  (``networks.gamma_mask`` imports torch in the functions that build tensors; ``report`` its writer on first use).
 - wandb does come with ``train.py``'s parser: jsonargparse reads the signature of the default logger,
   Lightning's ``WandbLogger``, and in doing so executes that module's ``TYPE_CHECKING`` imports of wandb.
 """
@@ -20,7 +21,7 @@ import sys
 from tests.helpers import DIGITS_CONFIG, REPO_ROOT, subprocess_env
 
 SWEEP_CONFIG = str(REPO_ROOT / "configs" / "sweeps" / "digits.yaml")
-WATCHED = ("lightning", "torch", "wandb", "datasets", "pandas", "pyarrow")
+WATCHED = ("lightning", "torch", "wandb", "datasets", "pandas", "pyarrow", "matplotlib")
 
 
 def modules_after(code: str) -> dict:
@@ -67,4 +68,4 @@ def test_sweep_parses_and_checks_without_lightning():
     )
     assert seen["exit"] == 2
     for moment in ("import", "argument error"):
-        assert not {"lightning", "wandb", "datasets"} & set(seen[moment]), seen
+        assert not {"lightning", "torch", "matplotlib", "wandb", "datasets"} & set(seen[moment]), seen

@@ -42,7 +42,9 @@ class PressCtrlC(Callback):
 
 @pytest.fixture
 def fit(tmp_path, monkeypatch, capfd):
-    """``train.py fit`` with ``PressCtrlC`` in this process: (exit code, stderr)."""
+    """``train.py fit`` with ``PressCtrlC`` in this process: (exit code, stderr). Ctrl-C raises KeyboardInterrupt
+    here as in a terminal, also when pytest was started with SIGINT ignored (``cmd &`` in a script, ``nohup``)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     monkeypatch.chdir(tmp_path)
     for var in ("MEPS_DEBUG", "MEPS_RUN_ID", "WANDB_DIR"):
         monkeypatch.delenv(var, raising=False)
@@ -57,6 +59,7 @@ def fit(tmp_path, monkeypatch, capfd):
         return code, capfd.readouterr().err
 
     yield run
+    signal.signal(signal.SIGINT, previous)
     if wandb.run is not None:  # a stopped fit leaves its W&B run to the process's exit; the next test needs its own
         wandb.finish()
 

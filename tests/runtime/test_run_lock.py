@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +21,16 @@ def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
+
+
+@pytest.fixture
+def live_pid():
+    """The pid of a process of this host that runs for the whole test (not pytest's parent: under a container's
+    init pytest may be pid 1, whose parent is pid 0)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
 
 
 def write_holder(folder, **fields) -> None:
@@ -64,8 +78,8 @@ def test_a_dead_holder_is_taken_over_and_said(tmp_path):
     assert not (tmp_path / f"{LOCK_FILE}.takeover").exists()
 
 
-def test_a_reused_pid_is_taken_over(tmp_path):
-    write_holder(tmp_path, pid=os.getppid(), start_tick="1")  # alive, but started at another tick than recorded
+def test_a_reused_pid_is_taken_over(tmp_path, live_pid):
+    write_holder(tmp_path, pid=live_pid, start_tick="1")  # alive, but started at another tick than recorded
     lock = take_run_lock(tmp_path)
     assert lock.took_over is not None and "is another process now" in lock.took_over
 
@@ -76,20 +90,20 @@ def test_a_holder_on_another_host_is_refused(tmp_path):
         take_run_lock(tmp_path)
 
 
-def test_a_requeued_slurm_job_takes_over_its_previous_start(tmp_path, monkeypatch):
+def test_a_requeued_slurm_job_takes_over_its_previous_start(tmp_path, monkeypatch, live_pid):
     monkeypatch.setattr("runtime.run_lock.slurm_job_key", lambda: "4242")
     monkeypatch.setattr("runtime.run_lock.restart_count", lambda: 1)
-    write_holder(tmp_path, pid=os.getppid(), host="node-7", slurm_job="4242", slurm_restart=0)  # alive here: pid says nothing
+    write_holder(tmp_path, pid=live_pid, host="node-7", slurm_job="4242", slurm_restart=0)  # alive here: pid says nothing
     lock = take_run_lock(tmp_path)
     assert "SLURM job 4242 was requeued (restart 0 -> 1)" in lock.took_over
-    write_holder(tmp_path, pid=os.getppid(), host="node-7", slurm_job="4243", slurm_restart=0)  # another job: its own run
+    write_holder(tmp_path, pid=live_pid, host="node-7", slurm_job="4243", slurm_restart=0)  # another job: its own run
     with pytest.raises(RunFolderHeld):
         take_run_lock(tmp_path)
 
 
-def test_release_leaves_a_lock_that_another_process_took(tmp_path):
+def test_release_leaves_a_lock_that_another_process_took(tmp_path, live_pid):
     lock = take_run_lock(tmp_path)
-    write_holder(tmp_path, pid=os.getppid())
+    write_holder(tmp_path, pid=live_pid)
     lock.release()
     assert (tmp_path / LOCK_FILE).exists()
 
@@ -106,3 +120,57 @@ def test_a_lock_of_an_earlier_process_with_this_pid_is_taken_over(tmp_path):
     write_holder(tmp_path, start_tick="1")  # this pid, another start
     lock = take_run_lock(tmp_path)
     assert f"pid {os.getpid()} is another process now" in lock.took_over
+
+
+def test_a_killed_holder_not_yet_reaped_is_taken_over(tmp_path):
+    """A SIGKILLed holder whose parent has not reaped it (a zombie) runs no more: its lock is stale."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        os.kill(proc.pid, signal.SIGKILL)
+        for _ in range(200):  # until the kernel has made it a zombie (not reaped: no wait() yet)
+            if Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z":
+                break
+            time.sleep(0.05)
+        write_holder(tmp_path, pid=proc.pid, start_tick=None)
+        lock = take_run_lock(tmp_path)
+        assert lock.took_over is not None and f"pid {proc.pid} no longer runs" in lock.took_over
+    finally:
+        proc.wait()
+
+
+def test_a_lock_naming_pid_0_is_stale(tmp_path):
+    """pid 0 names no process (kill(0, 0) would signal this process's own group and look alive)."""
+    write_holder(tmp_path, pid=0, start_tick=None)
+    assert "pid 0 no longer runs" in take_run_lock(tmp_path).took_over
+
+
+def test_a_holder_on_another_host_is_taken_over_once_its_heartbeat_stops(tmp_path, monkeypatch):
+    """Another host's pid cannot be checked from here; its heartbeat can: a live holder refreshes the lock file's
+    time every HEARTBEAT_S, so a lock unrefreshed for MEPS_RUN_LOCK_STALE_S is stale (a node lost, a pod restarted
+    elsewhere), and one refreshed within it is not."""
+    monkeypatch.setenv("MEPS_RUN_LOCK_STALE_S", "600")
+    write_holder(tmp_path, pid=dead_pid(), host="another-node")
+    recently = time.time() - 300
+    os.utime(tmp_path / LOCK_FILE, (recently, recently))
+    with pytest.raises(RunFolderHeld, match="taken over once unrefreshed for 600 s"):
+        take_run_lock(tmp_path)
+    long_ago = time.time() - 700
+    os.utime(tmp_path / LOCK_FILE, (long_ago, long_ago))
+    lock = take_run_lock(tmp_path)
+    assert re.search(r"its lock was not refreshed for 7\d\d s", lock.took_over), lock.took_over
+    lock.release()
+
+
+def test_the_holder_refreshes_its_lock(tmp_path, monkeypatch):
+    monkeypatch.setattr("runtime.run_lock.HEARTBEAT_S", 0.05)
+    lock = take_run_lock(tmp_path)
+    try:
+        long_ago = time.time() - 10_000
+        os.utime(tmp_path / LOCK_FILE, (long_ago, long_ago))
+        deadline = time.monotonic() + 30
+        while time.time() - (tmp_path / LOCK_FILE).stat().st_mtime > 5_000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert time.time() - (tmp_path / LOCK_FILE).stat().st_mtime < 5_000  # refreshed by the heartbeat thread
+    finally:
+        lock.release()
+    assert not (tmp_path / LOCK_FILE).exists()

@@ -92,15 +92,27 @@ def cli(tmp_path, monkeypatch, capfd):
 @pytest.mark.parametrize(
     "flag, values, says",
     [
-        ("blae_noises", [0.3, 0], "--blae_noises 0: each value must be a finite number > 0"),
-        ("blae_noises", [-0.5], "--blae_noises -0.5: each value must be a finite number > 0"),
-        ("blae_noises", ["abc"], "--blae_noises 'abc': each value must be a finite number > 0"),
-        ("blae_noises", [0.3, "1e-1x"], "--blae_noises '1e-1x': each value must be a finite number > 0"),
+        ("blae_noises", [0.3, 0], "--blae_noises 0: expected a list of training noise rates, each a finite number > 0, got [0.3, 0]"),
+        ("blae_noises", [-0.5], "--blae_noises -0.5: expected a list of training noise rates, each a finite number > 0, got [-0.5]"),
+        ("blae_noises", ["abc"], "--blae_noises abc: expected a list of training noise rates, each a finite number > 0, got [abc]"),
+        (
+            "blae_noises",
+            [0.3, "1e-1x"],
+            "--blae_noises 1e-1x: expected a list of training noise rates, each a finite number > 0, got [0.3, 1e-1x]",
+        ),
         ("blae_noises", [0.3, 1.0, 0.3], "--blae_noises lists 0.3 twice"),
         ("blae_noises", [1, 1.0], "--blae_noises lists 1 twice"),
         ("blae_noises", [0.3, 0.30000001], "--blae_noises lists 0.3 twice"),  # one cell name, blae-noise-0.3
-        ("vae_betas", [1.0, -2.0], "--vae_betas -2: each value must be a finite number >= 0"),
-        ("vae_betas", ["big"], "--vae_betas 'big': each value must be a finite number >= 0"),
+        (
+            "vae_betas",
+            [1.0, -2.0],
+            "--vae_betas -2: expected a list of KL weights β, each a finite number >= 0, or null (the VAE config's own), got [1, -2]",
+        ),
+        (
+            "vae_betas",
+            ["big"],
+            "--vae_betas big: expected a list of KL weights β, each a finite number >= 0, or null (the VAE config's own), got [big]",
+        ),
         ("vae_betas", [4, 4], "--vae_betas lists 4 twice"),
     ],
 )
