@@ -35,9 +35,9 @@ built from configs/data/, configs/model/, configs/callbacks/; stack configs/pres
 `--print_config` prints the resolved config. Docs: README.md, docs/. Below: Lightning's Trainer options."""
 SUBCOMMANDS = {
     "fit": "train a model (BL-AE, VAE, neural γ-ARVM).",
-    "validate": "measure a model on the validation split (the kernel γ-ARVM's run: nothing to train).",
-    "test": "measure a model on the test split.",
-    "predict": "sample a token model (samples.npz, samples.png).",
+    "validate": "measure a trained model (--ckpt_path) on the validation split; the kernel γ-ARVM needs no checkpoint.",
+    "test": "measure a trained model (--ckpt_path) on the test split.",
+    "predict": "sample a trained token model (--ckpt_path; the kernel γ-ARVM needs none): samples.npz, samples.png.",
 }
 LINKS = {  # target: source; what data and model must agree on has one source, the data
     "model.init_args.image_size": "data.init_args.image_size",
