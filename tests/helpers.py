@@ -47,6 +47,18 @@ def run_train(args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProce
     return run_script("train.py", args, cwd, **kwargs)
 
 
+def train_in_process(args: list[str], capfd) -> tuple[int, str]:
+    """``python train.py ARGS`` as a shell runs it, in this process: (exit code, stderr)."""
+    import train
+
+    capfd.readouterr()
+    try:
+        code = train.console_main(args)
+    except SystemExit as exit:
+        code = exit.code
+    return code, capfd.readouterr().err
+
+
 def wandb_runs(root: Path) -> list[Path]:
     return sorted(p for p in Path(root).rglob("offline-run-*") if p.is_dir())
 

@@ -7,21 +7,10 @@ from pathlib import Path
 
 import pytest
 
-import train
 from runtime.run_lock import LOCK_FILE
-from tests.helpers import DEBUG_PRESET, DIGITS_CONFIG
+from tests.helpers import DEBUG_PRESET, DIGITS_CONFIG, train_in_process
 
 QUICK = ["-c", DEBUG_PRESET, "--trainer.enable_model_summary", "false"]
-
-
-def run_command(args: list[str], capfd) -> tuple[int, str]:
-    """``python train.py ARGS`` as a shell runs it, in process: (exit code, stderr)."""
-    capfd.readouterr()
-    try:
-        code = train.console_main(args)
-    except SystemExit as exit:
-        code = exit.code
-    return code, capfd.readouterr().err
 
 
 @pytest.fixture
@@ -39,7 +28,7 @@ def in_empty_folder(tmp_path, monkeypatch):
 
 def test_an_empty_data_folder_leaves_no_output_folder(in_empty_folder, capfd):
     (in_empty_folder / "images").mkdir()
-    code, err = run_command(["fit", "-c", DIGITS_CONFIG, *QUICK, "--data.init_args.path", str(in_empty_folder / "images")], capfd)
+    code, err = train_in_process(["fit", "-c", DIGITS_CONFIG, *QUICK, "--data.init_args.path", str(in_empty_folder / "images")], capfd)
     assert code == 2 and "has no images" in err, err[-2000:]
     assert sorted(p.name for p in in_empty_folder.iterdir()) == ["images"], sorted(map(str, in_empty_folder.rglob("*")))
 
@@ -53,7 +42,7 @@ def test_a_bad_input_found_in_setup_leaves_no_wandb_run(in_empty_folder, capfd, 
         raise ValueError("token cache /x is damaged")
 
     monkeypatch.setattr(HFImageDataModule, "setup", damaged)
-    code, err = run_command(["fit", "-c", DIGITS_CONFIG, *QUICK], capfd)
+    code, err = train_in_process(["fit", "-c", DIGITS_CONFIG, *QUICK], capfd)
     assert code == 2 and "error: token cache /x is damaged" in err, err[-2000:]
     assert "wandb sync" not in err
     assert list(in_empty_folder.iterdir()) == [], sorted(map(str, in_empty_folder.rglob("*")))
@@ -62,7 +51,7 @@ def test_a_bad_input_found_in_setup_leaves_no_wandb_run(in_empty_folder, capfd, 
 def test_a_resumed_runs_folder_stays(in_empty_folder, capfd):
     """The same data error in a resume: the run folder and its checkpoint were there before, so they stay (unlocked)."""
     root = in_empty_folder / "runs"
-    code, _ = run_command(
+    code, _ = train_in_process(
         ["fit", "-c", DIGITS_CONFIG, *QUICK, "--trainer.logger.init_args.id", "keep", "--trainer.default_root_dir", str(root)], capfd
     )
     folder = root / "meps-ldh" / "keep"
@@ -70,7 +59,7 @@ def test_a_resumed_runs_folder_stays(in_empty_folder, capfd):
     assert code == 0 and "checkpoints/last.ckpt" in before
     (in_empty_folder / "images").mkdir()
     resume = ["--ckpt_path", str(folder / "checkpoints" / "last.ckpt"), "--data.init_args.path", str(in_empty_folder / "images")]
-    code, err = run_command(["fit", "-c", DIGITS_CONFIG, *QUICK, "--trainer.default_root_dir", str(root), *resume], capfd)
+    code, err = train_in_process(["fit", "-c", DIGITS_CONFIG, *QUICK, "--trainer.default_root_dir", str(root), *resume], capfd)
     assert code == 2 and "has no images" in err, err[-2000:]
     assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) == before and not (folder / LOCK_FILE).exists()
     assert len(list(Path(root).rglob("offline-run-*"))) == 1  # the first run's only
@@ -91,7 +80,7 @@ def test_a_wandb_run_active_before_the_command_is_not_removed(in_empty_folder, c
             raise ValueError("token cache /x is damaged")
 
         monkeypatch.setattr(HFImageDataModule, "setup", damaged)
-        code, err = run_command(["fit", "-c", DIGITS_CONFIG, *QUICK, "--trainer.default_root_dir", str(in_empty_folder / "o")], capfd)
+        code, err = train_in_process(["fit", "-c", DIGITS_CONFIG, *QUICK, "--trainer.default_root_dir", str(in_empty_folder / "o")], capfd)
         assert code == 2 and "error: token cache /x is damaged" in err, err[-2000:]
         assert folder.is_dir() and wandb.run is not None and wandb.run.id == earlier.id
     finally:
@@ -108,6 +97,6 @@ def test_a_disabled_wandb_run_keeps_the_users_error(in_empty_folder, capfd, monk
 
     monkeypatch.setattr(HFImageDataModule, "setup", damaged)
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    code, err = run_command(["fit", "-c", DIGITS_CONFIG, *QUICK], capfd)
+    code, err = train_in_process(["fit", "-c", DIGITS_CONFIG, *QUICK], capfd)
     assert code == 2 and "error: token cache /x is damaged" in err, err[-2000:]
     assert list(in_empty_folder.iterdir()) == [], sorted(map(str, in_empty_folder.rglob("*")))

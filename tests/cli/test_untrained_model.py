@@ -8,21 +8,10 @@ from pathlib import Path
 
 import pytest
 
-import train
-from tests.helpers import DEBUG_PRESET, DIGITS_CONFIG, REPO_ROOT
+from tests.helpers import DEBUG_PRESET, DIGITS_CONFIG, REPO_ROOT, train_in_process
 
 VAE_CONFIG = str(REPO_ROOT / "configs" / "vae" / "digits.yaml")
 QUICK = ["-c", DEBUG_PRESET, "--trainer.enable_model_summary", "false"]
-
-
-def run_command(args: list[str], capfd) -> tuple[int, str]:
-    """``python train.py ARGS`` as a shell runs it, in process: (exit code, stderr)."""
-    capfd.readouterr()
-    try:
-        code = train.console_main(args)
-    except SystemExit as exit:
-        code = exit.code
-    return code, capfd.readouterr().err
 
 
 def assert_refused(code: int, err: str, subcommand: str, class_path: str, folder: Path) -> None:
@@ -48,13 +37,13 @@ def in_empty_folder(tmp_path, monkeypatch):
     ],
 )
 def test_a_model_with_trainable_weights_needs_a_checkpoint(in_empty_folder, capfd, subcommand, config, class_path):
-    code, err = run_command([subcommand, "-c", config, *QUICK], capfd)
+    code, err = train_in_process([subcommand, "-c", config, *QUICK], capfd)
     assert_refused(code, err, subcommand, class_path, in_empty_folder)
     assert "untrained" in err
 
 
 def test_ckpt_path_last_names_no_checkpoint_in_a_new_process(in_empty_folder, capfd):
     """Lightning would warn "no last checkpoint available" and go on with random weights."""
-    code, err = run_command(["validate", "-c", DIGITS_CONFIG, *QUICK, "--ckpt_path", "last"], capfd)
+    code, err = train_in_process(["validate", "-c", DIGITS_CONFIG, *QUICK, "--ckpt_path", "last"], capfd)
     assert_refused(code, err, "validate", "lightning_modules.BinaryLatentAutoencoder", in_empty_folder)
     assert "--ckpt_path last" in err

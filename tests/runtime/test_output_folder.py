@@ -15,22 +15,12 @@ import sys
 
 import pytest
 
-import train
 from runtime.errors import BadInput
 from runtime.output_folder import require_writable_output_folders, unwritable_because
-from tests.helpers import DEBUG_PRESET, DIGITS_CONFIG, subprocess_env
+from tests.helpers import DEBUG_PRESET, DIGITS_CONFIG, subprocess_env, train_in_process
 
 FIT = ["fit", "-c", DIGITS_CONFIG, "-c", DEBUG_PRESET, "--trainer.enable_model_summary", "false"]
 EXPECTED = "error: --trainer.default_root_dir {folder}: cannot write there ({why}); give a folder you can write to"
-
-
-def console(args: list[str], capfd) -> tuple[int, str]:
-    capfd.readouterr()
-    try:
-        code = train.console_main(args)
-    except SystemExit as exit:
-        code = exit.code
-    return code, capfd.readouterr().err
 
 
 def test_a_missing_folder_under_a_writable_one_is_fine(tmp_path):
@@ -71,14 +61,14 @@ def test_fit_into_a_folder_beneath_a_file_is_one_line_and_writes_nothing(tmp_pat
         monkeypatch.delenv(var, raising=False)
     (tmp_path / "notes.txt").write_text("a file\n")
     folder = tmp_path / "notes.txt" / "out"
-    code, err = console([*FIT, "--trainer.default_root_dir", str(folder)], capfd)
+    code, err = train_in_process([*FIT, "--trainer.default_root_dir", str(folder)], capfd)
     assert code == 2
     assert err.splitlines() == [
         EXPECTED.format(folder=folder, why=f"{tmp_path / 'notes.txt'} is a file, not a folder") + "  [MEPS_DEBUG=1 shows the traceback]"
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # no W&B run, no outputs/
     monkeypatch.setenv("MEPS_DEBUG", "1")
-    code, err = console([*FIT, "--trainer.default_root_dir", str(folder)], capfd)
+    code, err = train_in_process([*FIT, "--trainer.default_root_dir", str(folder)], capfd)
     assert code == 2 and "Traceback" in err  # MEPS_DEBUG shows the traceback and keeps the exit code
 
 
