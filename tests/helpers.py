@@ -47,16 +47,22 @@ def run_train(args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProce
     return run_script("train.py", args, cwd, **kwargs)
 
 
+def command_in_process(console_main, args: list[str], capfd) -> tuple[int, str]:
+    """A command's ``console_main(ARGS)`` as a shell runs it, in this process: (exit code, stderr). An argument
+    error exits like argparse does (SystemExit), which is read as its exit code."""
+    capfd.readouterr()
+    try:
+        code = console_main(args)
+    except SystemExit as exit:
+        code = exit.code
+    return code, capfd.readouterr().err
+
+
 def train_in_process(args: list[str], capfd) -> tuple[int, str]:
     """``python train.py ARGS`` as a shell runs it, in this process: (exit code, stderr)."""
     import train
 
-    capfd.readouterr()
-    try:
-        code = train.console_main(args)
-    except SystemExit as exit:
-        code = exit.code
-    return code, capfd.readouterr().err
+    return command_in_process(train.console_main, args, capfd)
 
 
 def wandb_runs(root: Path) -> list[Path]:

@@ -8,7 +8,7 @@ import torch
 
 import train
 from tests import final_state
-from tests.callbacks.test_resumable_run import QUICK, VAE_CONFIG
+from tests.callbacks.test_resumable_run import TWO_EPOCHS, checkpoint_every_step
 from tests.helpers import InjectedFault
 
 
@@ -23,32 +23,9 @@ def test_a_resumed_run_keeps_the_overlap_curve_of_an_uninterrupted_one(tmp_path,
     monkeypatch.chdir(tmp_path)
 
     def args(steps: str) -> list[str]:
-        return [
-            "fit",
-            "-c",
-            VAE_CONFIG,
-            *QUICK,
-            "--trainer.max_steps",
-            "100",
-            "--trainer.max_epochs",
-            "2",
-            "--trainer.limit_train_batches",
-            "4",
-            "--trainer.check_val_every_n_epoch",
-            "1",
-            "--trainer.callbacks+=callbacks.measurements.overlap.OverlapCallback",
-            "--trainer.callbacks.init_args.num_images",
-            "24",
-            "--trainer.callbacks.init_args.every_n_train_steps",
-            "2",
-            "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-            "--trainer.callbacks.init_args.every_n_train_steps",
-            "1",
-            "--trainer.callbacks.init_args.save_last",
-            "true",
-            "--trainer.callbacks.init_args.dirpath",
-            steps,
-        ]
+        overlap = ["--trainer.callbacks+=callbacks.measurements.overlap.OverlapCallback", "--trainer.callbacks.init_args.num_images"]
+        overlap += ["24", "--trainer.callbacks.init_args.every_n_train_steps", "2"]
+        return [*TWO_EPOCHS, *overlap, *checkpoint_every_step(steps)]
 
     expected = fit(args("steps-a"), tmp_path / "uninterrupted")
     with pytest.raises(InjectedFault):

@@ -26,6 +26,21 @@ from tests.helpers import DEBUG_PRESET, REPO_ROOT
 
 VAE_CONFIG = str(REPO_ROOT / "configs" / "vae" / "digits.yaml")
 QUICK = ["-c", DEBUG_PRESET, "--trainer.logger", "false", "--trainer.enable_model_summary", "false"]
+TWO_EPOCHS = ["fit", "-c", VAE_CONFIG, *QUICK, "--trainer.max_steps", "100", "--trainer.max_epochs", "2"]
+TWO_EPOCHS += ["--trainer.limit_train_batches", "4", "--trainer.check_val_every_n_epoch", "1"]
+"""A VAE fit of two 4-step epochs, validated after each; ``max_steps`` set, as in every config (Lightning restores a
+fit loop differently without it)."""
+
+
+def checkpoint_every_step(folder: str) -> list[str]:
+    """A ModelCheckpoint writing every step's checkpoint and last.ckpt into ``folder``: a file to resume from at each step."""
+    every_step = ["--trainer.callbacks.init_args.every_n_train_steps", "1", "--trainer.callbacks.init_args.save_last", "true"]
+    return [
+        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+        *every_step,
+        "--trainer.callbacks.init_args.dirpath",
+        folder,
+    ]
 
 
 def test_rng_states_survive_a_weights_only_checkpoint(tmp_path):
@@ -75,27 +90,7 @@ def test_a_mid_epoch_checkpoint_resumes_exactly(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
     def args(steps: str) -> list[str]:
-        return [
-            "fit",
-            "-c",
-            VAE_CONFIG,
-            *QUICK,
-            "--trainer.max_steps",
-            "100",
-            "--trainer.max_epochs",
-            "2",
-            "--trainer.limit_train_batches",
-            "4",
-            "--trainer.check_val_every_n_epoch",
-            "1",
-            "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-            "--trainer.callbacks.init_args.every_n_train_steps",
-            "1",
-            "--trainer.callbacks.init_args.save_last",
-            "true",
-            "--trainer.callbacks.init_args.dirpath",
-            steps,
-        ]
+        return [*TWO_EPOCHS, *checkpoint_every_step(steps)]
 
     def fit(extra: list[str], folder: str) -> final_state.FinalState:
         return final_state.of_cli(train.main([*extra, "--trainer.default_root_dir", str(tmp_path / folder)]))

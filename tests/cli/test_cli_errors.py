@@ -11,7 +11,7 @@ import pytest
 
 import sweep
 import train
-from tests.helpers import DEBUG_PRESET, DIGITS_CONFIG, REPO_ROOT
+from tests.helpers import DEBUG_PRESET, DIGITS_CONFIG, REPO_ROOT, command_in_process
 
 VAE_CONFIG = str(REPO_ROOT / "configs" / "vae" / "digits.yaml")
 ARVM_CONFIG = str(REPO_ROOT / "configs" / "arvm" / "digits.yaml")
@@ -40,12 +40,7 @@ def cli(tmp_path, monkeypatch, capfd):
         monkeypatch.delenv(var, raising=False)
 
     def run(entry, args: list[str]) -> tuple[int, str]:
-        capfd.readouterr()
-        try:
-            code = entry(args)
-        except SystemExit as exit:  # an argument error exits like argparse does
-            code = exit.code
-        return code, capfd.readouterr().err
+        return command_in_process(entry, args, capfd)
 
     return run
 

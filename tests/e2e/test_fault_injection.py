@@ -38,7 +38,7 @@ import train
 from autoencoder_checkpoint.reader import file_sha256
 from runtime.checkpoint_files import PARTIAL_PREFIX
 from tests import final_state
-from tests.helpers import DEBUG_PRESET, DIGITS_CONFIG, REPO_ROOT, InjectedFault, wandb_runs, wandb_summary
+from tests.helpers import DEBUG_PRESET, DIGITS_CONFIG, REPO_ROOT, InjectedFault, command_in_process, wandb_runs, wandb_summary
 from tests.runs import Run
 
 pytest_plugins = ["tests.fault_report"]
@@ -315,12 +315,7 @@ def cli(tmp_path, monkeypatch, capfd):
     monkeypatch.delenv("MEPS_RUN_ID", raising=False)  # a fresh shell: no run id left by earlier in-process runs
 
     def run(args: list[str]) -> tuple[int, str]:
-        capfd.readouterr()
-        try:
-            code = train.console_main(args)
-        except SystemExit as exit:  # LightningCLI's own argument errors
-            code = exit.code
-        return code, capfd.readouterr().err
+        return command_in_process(train.console_main, args, capfd)
 
     return run
 

@@ -16,7 +16,7 @@ from sweep.argument_checks import check_overrides, check_sweep_settings
 from sweep.arguments import build_parser
 from sweep.cells import Cell, DataOverrides, TrainerOverrides
 from sweep.records import missing_promise
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, command_in_process
 
 SWEEP_CONFIG = str(REPO_ROOT / "configs" / "sweeps" / "digits.yaml")
 DEBUG = "[MEPS_DEBUG=1 shows the traceback]"
@@ -35,12 +35,8 @@ def cli(tmp_path, monkeypatch, capfd):
     monkeypatch.setattr(sweep.Sweep, "__call__", lambda self: pytest.fail("the sweep started: the bad value got through"))
 
     def run(args: list[str]) -> tuple[int, list[str]]:
-        capfd.readouterr()
-        try:
-            code = sweep.console_main(["-c", SWEEP_CONFIG, "--out_dir", str(cwd / "s"), *args])
-        except SystemExit as exit:
-            code = exit.code
-        lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+        code, err = command_in_process(sweep.console_main, ["-c", SWEEP_CONFIG, "--out_dir", str(cwd / "s"), *args], capfd)
+        lines = [line for line in err.splitlines() if line.strip()]
         assert sorted(p.name for p in cwd.iterdir()) == [], "the sweep wrote something"
         return code, lines
 

@@ -14,7 +14,7 @@ from networks.autoencoder import PatchMLPDecoder, PatchMLPEncoder
 from networks.binarizer import NoiseInjectionBinarizer
 from sweep import sweep_from_args
 from sweep.console import headline
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, command_in_process
 
 SWEEP_CONFIG = str(REPO_ROOT / "configs" / "sweeps" / "digits.yaml")
 NOISE_FLAG = "--model.init_args.binarizer.init_args.noise_rate"
@@ -79,12 +79,7 @@ def cli(tmp_path, monkeypatch, capfd):
     monkeypatch.setattr(sweep.Sweep, "__call__", lambda self: pytest.fail("the sweep started: the bad value got through"))
 
     def run(args: list[str]) -> tuple[int, str]:
-        capfd.readouterr()
-        try:
-            code = sweep.console_main(args)
-        except SystemExit as exit:
-            code = exit.code
-        return code, capfd.readouterr().err
+        return command_in_process(sweep.console_main, args, capfd)
 
     return run
 
