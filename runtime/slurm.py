@@ -4,14 +4,24 @@ Detection is Lightning's (``SLURMEnvironment.detect``: launched by ``srun``, not
 The run id of a job is derived from the job id and the command (see ``slurm_run_id``), so every task of
 a multi-task job agrees on it without talking to the others, and the same command in the requeued job
 (same job id, ``SLURM_RESTART_COUNT`` + 1) lands in the same run folder and resumes it.
+
+Requeueing is the last thing a stopped process does (``requeue_at_exit``): ``scontrol requeue`` ends the
+running job at once, SIGTERM to every process of its steps (W&B's service process among them) and SIGKILL
+after ``KillWait``. Called as soon as the checkpoint was saved, it killed W&B's service before the run's
+last records were written (a real cluster showed it: the first start's W&B run had no summary and the
+process printed a traceback from W&B's exit hook), so the process first finishes everything, W&B included.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 from lightning.fabric.plugins.environments import SLURMEnvironment
@@ -56,3 +66,28 @@ def requeue(job_key: str) -> str:
     if result.returncode == 0:
         return f"requeued SLURM job {job_key}"
     return f"requeueing SLURM job {job_key} failed (scontrol exit {result.returncode}: {' '.join(result.stderr.split())[:200]})"
+
+
+_requeue_at_exit: list[str] = []
+
+
+def requeue_at_exit(job_key: str) -> None:
+    """Requeue SLURM job ``job_key`` when this process exits, after everything else it writes is complete."""
+    _requeue_at_exit.append(job_key)
+
+
+@atexit.register  # at import, before W&B's service registers its exit hook: exit hooks run last registered first
+def _requeue_last() -> None:
+    """The requeue ``requeue_at_exit`` asked for: W&B's run is finished first (a no-op when W&B's own exit hook ran
+    already), then the job is requeued with SIGTERM ignored, so that this process exits with its own code instead
+    of being killed by the job's end that the requeue starts."""
+    if not _requeue_at_exit:
+        return
+    job_key = _requeue_at_exit.pop()
+    _requeue_at_exit.clear()
+    if (wandb := sys.modules.get("wandb")) is not None:
+        with contextlib.suppress(Exception):  # torn down by its own exit hook already
+            wandb.teardown()
+    with contextlib.suppress(ValueError):  # not the main thread
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print(requeue(job_key), flush=True)

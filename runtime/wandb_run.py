@@ -135,9 +135,11 @@ def announce_wandb_mode() -> None:
 
 
 def job_run_id() -> str:
-    """A run id shared by every rank of a job: rank 0 draws it, DDP children inherit the env var."""
+    """A run id shared by every rank of a job: rank 0 draws it, DDP children inherit the env var. Where W&B's own
+    ``WANDB_RUN_ID`` is set (a W&B sweep agent sets it for each run it starts), the run folder takes that id, the
+    one W&B gives the run."""
     if RUN_ID_ENV not in os.environ:
-        os.environ[RUN_ID_ENV] = secrets.token_hex(4)
+        os.environ[RUN_ID_ENV] = os.environ.get("WANDB_RUN_ID") or secrets.token_hex(4)
     return os.environ[RUN_ID_ENV]
 
 

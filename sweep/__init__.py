@@ -29,7 +29,9 @@ One concern per file: `cells.py` (what a cell is), `records.py` (its results on 
 `plan.py` (the cells of the settings, the start order), `workers.py` (running one cell), `schedule.py`
 (the run of the plan, then the report), `console.py` (a cell's console line), `arguments.py` (the parser
 and its one-line errors), `argument_checks.py` (every argument checked before any cell starts),
-`command.py` (the command and its exit code).
+`command.py` (the command and its exit code); with `--launcher slurm` (each cell a SLURM job through submitit):
+`slurm_settings.py` (each job's resources, checked with the arguments), `submission.py` (the plan as jobs and
+their dependencies, then the wait for the report job) and `cell_job.py` (what a job runs: one cell, or the report).
 """
 
 from __future__ import annotations
@@ -38,16 +40,16 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from sweep.arguments import build_parser
+    from sweep.arguments import build_parser, sweep_from_args
     from sweep.cells import Cell, DataOverrides, Planned, Skip, Stage, TrainerOverrides
-    from sweep.command import console_main, main, sweep_from_args
+    from sweep.command import console_main, main
     from sweep.plan import EXPECTED_CPU_S, SweepPlan, critical_paths
     from sweep.schedule import Sweep
 
 WHERE = {
-    "build_parser": "sweep.arguments",
+    **dict.fromkeys(("build_parser", "sweep_from_args"), "sweep.arguments"),
     **dict.fromkeys(("Cell", "DataOverrides", "Planned", "Skip", "Stage", "TrainerOverrides"), "sweep.cells"),
-    **dict.fromkeys(("console_main", "main", "sweep_from_args"), "sweep.command"),
+    **dict.fromkeys(("console_main", "main"), "sweep.command"),
     **dict.fromkeys(("EXPECTED_CPU_S", "SweepPlan", "critical_paths"), "sweep.plan"),
     "Sweep": "sweep.schedule",
 }

@@ -20,6 +20,8 @@ from report.cells import TOKEN_MODELS
 from runtime.errors import BadInput
 from runtime.output_folder import unwritable_because
 from sweep.cells import DataOverrides, Stage, TrainerOverrides, resolve_config_paths
+from sweep.slurm_settings import TAKES as SLURM_TAKES
+from sweep.slurm_settings import SlurmSettings, check_launcher
 
 MAX_SEED = 2**32 - 1
 """The largest seed ``seed_everything`` takes; beyond it Lightning warns and seeds with 0 (two "seeds" would be one)."""
@@ -49,6 +51,8 @@ TAKES = {
     "data.image_size": "an integer >= 1 (pixels)",
     "data.channels": "an integer >= 1",
     "data.max_train_samples": f"an integer >= 1 {WHOLE_SPLIT}",
+    **{f"slurm.{key}": what for key, what in SLURM_TAKES.items() if key != "launcher"},
+    "launcher": SLURM_TAKES["launcher"],
 }
 """What each flag takes, as its `error:` line says it (flags not listed: their type, as the parser says it)."""
 
@@ -264,12 +268,15 @@ def check_sweep_settings(
     probes: Stage | None = None,
     probe_models: Sequence[str] = TOKEN_MODELS,
     blae_noises: Sequence = (),
+    launcher: str = "local",
+    slurm: SlurmSettings | None = None,
 ) -> list:
     """Every setting of a sweep (`Sweep`'s arguments), in the order of the flags; returns γ parsed (ints, None for global)."""
     parsed = check_gammas(gammas)
     check_count("threads", threads)
     check_overrides(data, trainer)  # before --workers, whose line names --trainer.devices as a valid value
-    check_workers(workers, str(trainer.devices or 1) == "1" and (trainer.num_nodes or 1) == 1, trainer.devices)
+    # with --launcher slurm each cell is a job of its own: --workers (cells side by side here) plays no part
+    check_workers(workers, launcher == "slurm" or (str(trainer.devices or 1) == "1" and (trainer.num_nodes or 1) == 1), trainer.devices)
     if vae_betas is not None and not vae_betas:
         raise BadInput("--vae_betas is empty: give at least one β, or null for the VAE config's own")
     check_levels("--vae_betas", vae_betas, zero_allowed=True)
@@ -283,5 +290,6 @@ def check_sweep_settings(
     for name, stage in {"blae": blae, "vae": vae, "kernel": kernel, "neural": neural, "probes": probes}.items():
         if stage is not None:
             check_stage(name, stage)
+    check_launcher(launcher, slurm, {"blae": blae, "vae": vae, "kernel": kernel, "neural": neural, "probes": probes}, trainer.num_nodes)
     check_out_dir(out_dir)
     return parsed

@@ -1,15 +1,18 @@
 """The sweep's command line: its parser (train.py's override syntax: --data.path uoft-cs/cifar10,
 --gammas [1,2,global], --trainer.devices 4), whose errors are one line naming the flag and the value
-(`SweepArgumentParser`); `sweep/argument_checks.py` checks the values it parsed, before any cell starts."""
+(`SweepArgumentParser`); `sweep/argument_checks.py` checks the values it parsed, before any cell starts
+(`sweep_from_args`: the sweep of a command line, for the command and for the SLURM jobs that rebuild it)."""
 
 from __future__ import annotations
 
 import difflib
+import inspect
 import os
 import re
 import sys
 from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
@@ -17,8 +20,12 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from report.cells import TOKEN_MODELS
 from runtime.argument_errors import argument_error_line, config_files
 from runtime.errors import BadInput, squeeze
-from sweep.argument_checks import TAKES
+from sweep.argument_checks import TAKES, check_sweep_settings
 from sweep.cells import DataOverrides, Stage, TrainerOverrides
+from sweep.slurm_settings import LAUNCHERS, SlurmSettings
+
+if TYPE_CHECKING:
+    from sweep.schedule import Sweep
 
 DESCRIPTION = "The main job: does memorization rise with γ? `python sweep.py -c configs/sweeps/digits.yaml`."
 
@@ -33,6 +40,8 @@ STAGES = ("blae", "vae", "kernel", "neural")
 PASSED_ON = {"trainer": [f.name for f in fields(TrainerOverrides)], "data": [f.name for f in fields(DataOverrides)]}
 """The train.py options the sweep passes on to every cell (`--trainer.<name>`, `--data.<name>`): no others."""
 STAGE_KEYS = [f.name for f in fields(Stage)]
+SLURM_KEYS = [f.name for f in fields(SlurmSettings)]
+"""What ``--slurm`` (each cell job's sbatch options) takes."""
 """What a stage (`--blae`, ..., `--probes`) takes: a train.py config and its arguments."""
 CLOSE = 0.85
 """How close a name must be to one the sweep takes to be called a typo of it: ``max_stepz`` is ``max_steps``, while
@@ -111,8 +120,10 @@ def not_passed_on_line(section: str, name: str, value: str | None, where: str = 
     """An option of ``--section`` (trainer, data, a stage) the sweep does not take: the close one it does take (a
     typo), or, for a train.py option the sweep does not pass on to every cell, how a stage takes it. ``where``: the
     config file that sets it (``FILE: ``), empty for the command line."""
-    takes = PASSED_ON.get(section, STAGE_KEYS)
+    takes = SLURM_KEYS if section == "slurm" else PASSED_ON.get(section, STAGE_KEYS)
     written = f"{where}{section}.{name}" if where else f"--{section}.{name}"
+    if section == "slurm" and not difflib.get_close_matches(name, takes, n=1, cutoff=CLOSE):
+        return f"{written}: no such option; --slurm takes {', '.join(takes)}"
     if close := difflib.get_close_matches(name, takes, n=1, cutoff=CLOSE):
         return f"{written}: no such option; did you mean '{'' if where else '--'}{section}.{close[0]}'?"
     if section not in PASSED_ON:
@@ -159,7 +170,7 @@ def sweep_error_line(message: str, argv: list[str], known: list[str], folder: st
             flag = f"{config}: {key.group(1)}" if (config := config_with_key(argv, key.group(1), folder)) else flag
         expected = [line.strip().removeprefix("- ") for line in message.splitlines() if "Expected" in line]
         return f"{flag} {value}: expected {TAKES.get(key.group(1)) or squeeze('; '.join(expected) or message)}"
-    if (unknown := _UNRECOGNIZED.search(message)) is not None and unknown.group(1).split(".")[0][2:] in PASSED_ON:
+    if (unknown := _UNRECOGNIZED.search(message)) is not None and unknown.group(1).split(".")[0][2:] in (*PASSED_ON, "slurm"):
         return unrecognized_line(unknown.group(1), argv)
     if (group := _GROUP_OPTION.search(message)) is not None:
         return group_option_line(group.group(1), group.group(2), argv, folder)
@@ -225,8 +236,32 @@ def build_parser() -> SweepArgumentParser:
         help="probe cells (validate) on every main token cell: the preset and its extra arguments",
     )
     parser.add_argument("--probe_models", type=list[str], default=list(TOKEN_MODELS), help="the models the probes run on")
+    parser.add_argument(
+        "--launcher",
+        type=str,
+        default="local",
+        help=f"where the cells run: {' or '.join(LAUNCHERS)} (each cell a SLURM job through submitit; its resources: --slurm)",
+    )
+    parser.add_argument(
+        "--slurm",
+        type=SlurmSettings,
+        default=SlurmSettings(),
+        help="each cell job's sbatch options with --launcher slurm (a stage's own: --<stage>.slurm)",
+    )
     for stage in STAGES:
         parser.add_argument(f"--{stage}", type=Stage, required=True)
     parser.add_argument("--data", type=DataOverrides, default=DataOverrides())
     parser.add_argument("--trainer", type=TrainerOverrides, default=TrainerOverrides())
     return parser
+
+
+def sweep_from_args(args: list[str] | None = None) -> Sweep:
+    """The sweep of a command line, every argument checked first (a bad one: `BadInput`, one line naming it)."""
+    parser = build_parser()
+    parser.command_line = list(sys.argv[1:] if args is None else args)
+    config = parser.instantiate(parser.parse_args(args))
+    settings = {name: config[name] for name in inspect.signature(check_sweep_settings).parameters}
+    check_sweep_settings(**settings)
+    from sweep.schedule import Sweep  # only now: it imports what the cells run (torch, Lightning, W&B)
+
+    return Sweep(**settings)

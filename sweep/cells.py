@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 """The repository root (the parent of this package): train.py and the configs/ that stage args name."""
@@ -48,8 +49,14 @@ class TrainerOverrides:
 
 @dataclass
 class Stage:
+    """A stage of the sweep: its train.py config, extra arguments and (--launcher slurm) job resources.
+
+    ``slurm`` overrides the sweep's ``slurm:`` group for this stage's cells (`sweep/slurm_settings.py`); it is not part
+    of a cell's key: a cell finished with other resources, or under the other launcher, is reused."""
+
     config: str
     args: list[str] = field(default_factory=list)
+    slurm: dict[str, Any] | None = None
 
 
 @dataclass

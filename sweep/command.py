@@ -8,44 +8,33 @@ W&B) are imported: a bad one is refused within the parser's own start-up.
 
 from __future__ import annotations
 
-import inspect
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from runtime import exit_codes
 from runtime.console import report_error, say_resumable
 from runtime.errors import Preempted
 from runtime.quiet import quiet_known_noise
 from runtime.signals import stop_at_once
-from sweep.argument_checks import check_sweep_settings
-from sweep.arguments import build_parser
+from sweep.arguments import sweep_from_args
 
-if TYPE_CHECKING:
-    from sweep.schedule import Sweep
-
-
-def sweep_from_args(args: list[str] | None = None) -> Sweep:
-    """The sweep of a command line, every argument checked first (a bad one: `BadInput`, one line naming it)."""
-    parser = build_parser()
-    parser.command_line = list(sys.argv[1:] if args is None else args)
-    config = parser.instantiate(parser.parse_args(args))
-    settings = {name: config[name] for name in inspect.signature(check_sweep_settings).parameters}
-    check_sweep_settings(**settings)
-    from sweep.schedule import Sweep  # only now: it imports what the cells run (torch, Lightning, W&B)
-
-    return Sweep(**settings)
+__all__ = ["console_main", "main", "run_from_command_line", "sweep_from_args"]
 
 
 def main(args: list[str] | None = None) -> Path:
     from runtime.wandb_run import ensure_wandb_mode
 
     quiet_known_noise()
-    sweep = sweep_from_args(args)
-    # W&B mode decided once, here: the cells (forked workers, subprocesses) inherit it, and so does the summary
-    # run this process starts at the end (without a key and no WANDB_MODE, wandb.init would ask for a login)
+    argv = list(sys.argv[1:] if args is None else args)
+    sweep = sweep_from_args(argv)
+    # W&B mode decided once, here: the cells (forked workers, subprocesses, SLURM jobs) inherit it, and so does the
+    # summary run started at the end (without a key and no WANDB_MODE, wandb.init would ask for a login)
     ensure_wandb_mode()
+    if sweep.launcher == "slurm":
+        from sweep.submission import submit_and_wait  # each cell a SLURM job (submitit)
+
+        return submit_and_wait(sweep, argv)
     return sweep()
 
 

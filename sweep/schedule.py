@@ -27,6 +27,7 @@ from sweep.cells import Cell, DataOverrides, Planned, Skip, Stage, TrainerOverri
 from sweep.console import cell_line
 from sweep.plan import SweepPlan, critical_paths
 from sweep.records import CellFailed, attempt, finished, missing_promise, recorded, seal
+from sweep.slurm_settings import SlurmSettings
 from sweep.workers import cpu_seconds, forward_to_workers, last_error, run_as_script, run_in_process, worker_context, worker_main
 
 
@@ -55,6 +56,8 @@ class Sweep(SweepPlan):
         probes: Stage | None = None,
         probe_models: Sequence[str] = TOKEN_MODELS,
         blae_noises: Sequence[float | str] = (),
+        launcher: str = "local",
+        slurm: SlurmSettings | None = None,
     ):
         # every argument, as the command checked it before importing this module (a Sweep built in code: the same checks)
         arguments = dict(locals())  # first: a comprehension has locals of its own
@@ -78,6 +81,7 @@ class Sweep(SweepPlan):
             blae_noises,
         )
         self.threads, self.workers = threads, workers
+        self.launcher, self.slurm = launcher, slurm or SlurmSettings()
         self.results: dict[str, dict] = {}
         self.planned, self.skipped = 0, 0  # cells in the plan, and skipped ones (the progress on each console line)
         self.started, self.cpu_started = time.time(), cpu_seconds()
@@ -192,6 +196,26 @@ class Sweep(SweepPlan):
             self.say(f"{cell.name}: rebuilt ({missing})")
         cell.folder.mkdir(parents=True, exist_ok=True)
         return cell
+
+    def resolve_for_job(self, plan: list[Planned], name: str) -> Cell | None:
+        """The cell ``name`` as its own job builds it (``--launcher slurm``): the cells it needs, and the cells those
+        need, resolved from their records on disk in plan order (`resolve`), then it; None when there is nothing to
+        run (reused, skipped, the same as another cell). A cell it needs that has not finished: `CellFailed`."""
+        by_name = {p.name: p for p in plan}
+        wanted, waiting = set(), [name]
+        while waiting:
+            if (next_name := waiting.pop()) not in wanted:
+                wanted.add(next_name)
+                waiting.extend(by_name[next_name].needs)
+        for planned in plan:
+            if planned.name not in wanted:
+                continue
+            if missing := [n for n in planned.needs if n not in self.results]:
+                raise CellFailed(f"sweep cell {planned.name} needs {', '.join(missing)}, which did not finish", exit_codes.FAULT)
+            cell = self.resolve(planned)
+            if planned.name == name:
+                return cell
+        raise KeyError(name)
 
     def __call__(self) -> Path:
         plan = self.plan()

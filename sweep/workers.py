@@ -55,20 +55,28 @@ def run_in_process(cell: Cell, threads: int | None, extra: Sequence[str] = ()) -
 
 def run_as_script(cell: Cell, threads: int | None, extra: Sequence[str] = ()) -> None:
     """`python train.py ...` (several devices: Lightning launches the ranks); SIGTERM/SIGUSR1 are passed on."""
-    env = {k: v for k, v in os.environ.items() if k != RUN_ID_ENV}
+    process = launch_script(cell, threads, extra)
+    with forward_to(process):  # the run checkpoints and exits 75, then so does the sweep
+        code = process.wait()
+    check_exit_code(cell, code, cell.folder / "log.txt")
+
+
+def launch_script(
+    cell: Cell, threads: int | None, extra: Sequence[str] = (), env: dict[str, str] | None = None, **popen
+) -> subprocess.Popen:
+    """`python train.py <subcommand> <args>` started, its whole output appended to the cell's log.txt; ``env``: its
+    environment (default: this one), without this process's W&B run id."""
+    env = {k: v for k, v in (os.environ if env is None else env).items() if k != RUN_ID_ENV}
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    log = cell.folder / "log.txt"
-    with open(log, "a", buffering=1) as sink:
-        process = subprocess.Popen(
+    with open(cell.folder / "log.txt", "a", buffering=1) as sink:
+        return subprocess.Popen(
             [sys.executable, str(REPO_ROOT / "train.py"), cell.subcommand, *cell.args, *extra],
             env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,
+            **popen,
         )
-        with forward_to(process):  # the run checkpoints and exits 75, then so does the sweep
-            code = process.wait()
-    check_exit_code(cell, code, log)
 
 
 def check_exit_code(cell: Cell, code: int | None, log: Path | None = None) -> None:
@@ -107,7 +115,12 @@ def worker_main(cell: Cell, threads: int | None, extra: list[str]) -> None:
 
 def last_error(cell: Cell) -> str:
     """The last `error:` line of a worker's log (what the cell failed of), or where to look."""
-    log = cell.folder / "log.txt"
+    return last_error_in(cell.folder)
+
+
+def last_error_in(folder: Path) -> str:
+    """The last `error:` line of the log.txt in a cell's folder, or where to look."""
+    log = folder / "log.txt"
     lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
     return next((line for line in reversed(lines) if line.startswith("error:")), f"see {log}")
 

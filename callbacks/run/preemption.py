@@ -11,9 +11,10 @@ tiny all-reduce under DDP). When one was, every rank stops at that same step:
   rank's generators (``ResumableRun``) and the data loader's position (``datamodules/resumable_loader.py``);
 - a step that validates stops after its validation (Lightning resumes such a step as validated), a step
   that ends an epoch after the epoch-end checkpoints (ModelCheckpoint often writes its top-k there);
-- rank 0 writes ``status.json`` (``preempted``), marks the W&B run as preempting, and on SLURM requeues
-  the job when the signal was the requeue signal (``SLURMEnvironment(requeue_signal=...)``, SIGUSR1 by
-  default; SIGTERM preemption is requeued by SLURM itself);
+- rank 0 writes ``status.json`` (``preempted``), marks the W&B run as preempting, and on SLURM asks for
+  the job to be requeued when the signal was the requeue signal (``SLURMEnvironment(requeue_signal=...)``,
+  SIGUSR1 by default; SIGTERM preemption is requeued by SLURM itself): ``runtime.slurm.requeue_at_exit``,
+  as the process's last act, since ``scontrol requeue`` ends the job at once;
 - ``Preempted`` is raised; ``train.py`` exits with 75 (``runtime/exit_codes.py``) and prints the command
   that resumes the run.
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -49,7 +51,7 @@ from runtime import exit_codes
 from runtime.errors import Preempted, StoppedAtOnce, one_line_error, squeeze
 from runtime.run_status import last_checkpoint, write_status
 from runtime.signals import StopRequests
-from runtime.slurm import requeue, slurm_job_key
+from runtime.slurm import requeue_at_exit, slurm_job_key
 from runtime.wandb_run import run_dir
 
 if TYPE_CHECKING:
@@ -82,7 +84,9 @@ class Preemption(Callback):
             signal=None,
             checkpoint=None,
             resumed_from_step=trainer.global_step if trainer.ckpt_path else None,
+            error=None,  # a resumed run that failed before: its error is history (status.json merges its fields)
         )
+        _survive_lost_wandb(trainer, self.requests)
         if self._any_rank(trainer, self.requests.received is not None):
             self._stop(trainer, pl_module, hook=None)  # signalled during the sanity check: nothing new to save
 
@@ -158,7 +162,7 @@ class Preemption(Callback):
             self._status(trainer, "preempted", signal=name, global_step=trainer.global_step, checkpoint=str(path) if path else None)
             _mark_preempting(trainer, name)
             if self.requests.received is not None and self.requests.received == _requeue_signal(trainer) and (job := slurm_job_key()):
-                print(requeue(job), flush=True)
+                requeue_at_exit(job)  # after W&B and this process are done: the requeue ends the job at once
         _leave_process_group(trainer)
         raise Preempted(message, name, trainer.global_step, str(path) if path else None, exit_code=_exit_code(trainer))
 
@@ -236,14 +240,66 @@ def _requeue_signal(trainer: Trainer) -> int | None:
 
 
 def _mark_preempting(trainer: Trainer, name: str) -> None:
-    """Tell W&B the run will be resumed (its UI shows it as preempted instead of crashed)."""
+    """Tell W&B the run will be resumed (its UI shows it as preempted instead of crashed).
+
+    SLURM's SIGTERM (preemption, ``scontrol requeue``, ``scancel``) reaches every process of the job step, W&B's
+    service process among them, which exits: W&B's records of the last moments are lost then, but not the stop.
+    Its exit hook would fail on the lost connection too (a traceback), so W&B is let go here (``wandb.teardown``
+    unregisters that hook before it tries)."""
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             run = logger.experiment
-            if hasattr(run, "mark_preempting"):
-                run.mark_preempting()
-            if hasattr(run, "summary"):
-                run.summary.update({"preempted_at_step": trainer.global_step, "preempted_by": name})
+            if isinstance(log := getattr(run, "log", None), _LogAfterStop) and log.failed:
+                continue  # W&B was let go already: its service process is gone
+            try:
+                if hasattr(run, "mark_preempting"):
+                    run.mark_preempting()
+                if hasattr(run, "summary"):
+                    run.summary.update({"preempted_at_step": trainer.global_step, "preempted_by": name})
+            except Exception as err:  # the W&B service is gone (ConnectionResetError) or W&B failed otherwise
+                print(f"W&B could not record the stop (its service process is gone: {squeeze(err)[:200]})", file=sys.stderr, flush=True)
+                _let_wandb_go()
+
+
+def _survive_lost_wandb(trainer: Trainer, requests: StopRequests) -> None:
+    """Once a stop was requested, a W&B log call that fails is skipped (said once) instead of ending the run.
+
+    SLURM's SIGTERM reaches W&B's service process too, and it exits: the steps up to the stop (a step that ends
+    an epoch runs its validation first) would otherwise fail in their W&B logging, with exit code 1 and no
+    checkpoint of the step reached, instead of stopping with it (found on a real cluster: ``scontrol requeue``)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+            run = logger.experiment
+            log = getattr(run, "log", None)
+            if log is not None and not isinstance(log, _LogAfterStop):
+                run.log = _LogAfterStop(log, requests)
+
+
+class _LogAfterStop:
+    """A W&B run's ``log`` that, after a stop request, skips a call that fails (its service process is gone)."""
+
+    def __init__(self, log: Any, requests: StopRequests) -> None:
+        self.log, self.requests, self.failed = log, requests, False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.requests.received is None:
+            return self.log(*args, **kwargs)
+        try:
+            return self.log(*args, **kwargs)
+        except Exception as err:
+            if not self.failed:
+                self.failed = True
+                print(f"W&B could not log after the stop request ({squeeze(err)[:200]}): skipped", file=sys.stderr, flush=True)
+                _let_wandb_go()
+            return None
+
+
+def _let_wandb_go() -> None:
+    """End W&B's side of this process without waiting for its lost service process."""
+    import wandb
+
+    with contextlib.suppress(Exception):
+        wandb.teardown()
 
 
 def _leave_process_group(trainer: Trainer) -> None:
