@@ -59,6 +59,7 @@ from runtime.wandb_run import (
     ensure_wandb_mode,
     job_run_id,
     run_dir,
+    wandb_agent_run_id,
     wandb_files_dir,
 )
 
@@ -215,7 +216,7 @@ class MepsCLI(LightningCLI):
         explicit = next((str(a.get("id") or a.get("version")) for a in loggers if a.get("id") or a.get("version")), None)
         runs_root = Path(loggers[0].get("save_dir") or DEFAULT_ROOT_DIR) / str(loggers[0].get("project") or "lightning_logs")
         ckpt_path = config.get("ckpt_path")
-        env_id = os.environ.get(RUN_ID_ENV)
+        env_id = os.environ.get(RUN_ID_ENV) or wandb_agent_run_id()  # a W&B agent in a SLURM job: W&B's run id names the folder
         job = slurm_job_key()
         if job and not explicit and not env_id and not ckpt_path:
             return slurm_resume(slurm_run_id(job, command_fingerprint(argv), runs_root), runs_root, job, restart_count())

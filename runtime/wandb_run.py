@@ -134,12 +134,22 @@ def announce_wandb_mode() -> None:
         print(_OFFLINE_NOTE.pop(0), file=sys.stderr, flush=True)
 
 
+def wandb_agent_run_id() -> str | None:
+    """The run id a W&B sweep agent gave this process (``WANDB_RUN_ID``), or None.
+
+    An agent sets ``WANDB_RUN_ID`` and ``WANDB_SWEEP_ID`` for each run it starts, and W&B names the run by it: the
+    run folder takes the same name. A ``WANDB_RUN_ID`` without ``WANDB_SWEEP_ID`` (exported once in a shell) is not
+    taken: every run started from there would share one run folder."""
+    if os.environ.get("WANDB_SWEEP_ID"):
+        return os.environ.get("WANDB_RUN_ID") or None
+    return None
+
+
 def job_run_id() -> str:
-    """A run id shared by every rank of a job: rank 0 draws it, DDP children inherit the env var. Where W&B's own
-    ``WANDB_RUN_ID`` is set (a W&B sweep agent sets it for each run it starts), the run folder takes that id, the
-    one W&B gives the run."""
+    """A run id shared by every rank of a job: rank 0 draws it (or takes a W&B sweep agent's, ``wandb_agent_run_id``),
+    DDP children inherit the env var."""
     if RUN_ID_ENV not in os.environ:
-        os.environ[RUN_ID_ENV] = os.environ.get("WANDB_RUN_ID") or secrets.token_hex(4)
+        os.environ[RUN_ID_ENV] = wandb_agent_run_id() or secrets.token_hex(4)
     return os.environ[RUN_ID_ENV]
 
 

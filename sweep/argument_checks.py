@@ -290,6 +290,7 @@ def check_sweep_settings(
     for name, stage in {"blae": blae, "vae": vae, "kernel": kernel, "neural": neural, "probes": probes}.items():
         if stage is not None:
             check_stage(name, stage)
-    check_launcher(launcher, slurm, {"blae": blae, "vae": vae, "kernel": kernel, "neural": neural, "probes": probes}, trainer.num_nodes)
     check_out_dir(out_dir)
+    # last: with --launcher slurm it asks `sbatch --test-only` about the jobs' resources
+    check_launcher(launcher, slurm, {"blae": blae, "vae": vae, "kernel": kernel, "neural": neural, "probes": probes}, trainer, threads)
     return parsed

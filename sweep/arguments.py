@@ -40,9 +40,9 @@ STAGES = ("blae", "vae", "kernel", "neural")
 PASSED_ON = {"trainer": [f.name for f in fields(TrainerOverrides)], "data": [f.name for f in fields(DataOverrides)]}
 """The train.py options the sweep passes on to every cell (`--trainer.<name>`, `--data.<name>`): no others."""
 STAGE_KEYS = [f.name for f in fields(Stage)]
+"""What a stage (`--blae`, ..., `--probes`) takes: a train.py config and its arguments."""
 SLURM_KEYS = [f.name for f in fields(SlurmSettings)]
 """What ``--slurm`` (each cell job's sbatch options) takes."""
-"""What a stage (`--blae`, ..., `--probes`) takes: a train.py config and its arguments."""
 CLOSE = 0.85
 """How close a name must be to one the sweep takes to be called a typo of it: ``max_stepz`` is ``max_steps``, while
 ``min_epochs`` (a train.py option of its own, 0.8 from ``max_epochs``) is not."""
@@ -259,9 +259,14 @@ def sweep_from_args(args: list[str] | None = None) -> Sweep:
     """The sweep of a command line, every argument checked first (a bad one: `BadInput`, one line naming it)."""
     parser = build_parser()
     parser.command_line = list(sys.argv[1:] if args is None else args)
-    config = parser.instantiate(parser.parse_args(args))
+    parsed = parser.parse_args(args)
+    config = parser.instantiate(parsed)
     settings = {name: config[name] for name in inspect.signature(check_sweep_settings).parameters}
     check_sweep_settings(**settings)
     from sweep.schedule import Sweep  # only now: it imports what the cells run (torch, Lightning, W&B)
 
-    return Sweep(**settings)
+    sweep = Sweep(**settings)
+    resolved = parsed.clone()
+    resolved.out_dir = str(sweep.out_dir)  # absolute: the jobs of --launcher slurm rebuild the sweep from this dump
+    sweep.settings_yaml = parser.dump(resolved)
+    return sweep

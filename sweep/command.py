@@ -34,7 +34,7 @@ def main(args: list[str] | None = None) -> Path:
     if sweep.launcher == "slurm":
         from sweep.submission import submit_and_wait  # each cell a SLURM job (submitit)
 
-        return submit_and_wait(sweep, argv)
+        return submit_and_wait(sweep)
     return sweep()
 
 

@@ -86,6 +86,8 @@ class Sweep(SweepPlan):
         self.planned, self.skipped = 0, 0  # cells in the plan, and skipped ones (the progress on each console line)
         self.started, self.cpu_started = time.time(), cpu_seconds()
         self.cpu_in_cells = 0.0  # CPU seconds of the cells run in this process (counted in cpu_seconds() too)
+        self.settings_yaml: str | None = None
+        """The parsed settings as one sweep config (`sweep_from_args`): what ``--launcher slurm`` jobs rebuild the sweep from."""
 
     def say(self, line: str) -> None:
         """One console line, with the overall progress (cells settled of the plan, elapsed)."""
@@ -225,6 +227,19 @@ class Sweep(SweepPlan):
             f"{self.out_dir / 'cells' / '<name>' / 'log.txt'}"
         )
         self.execute(plan)
+        return self.write_report()
+
+    def unfinished(self, plan: list[Planned]) -> list[str]:
+        """The cells of ``plan`` whose records do not hold their results, resolved in plan order (`resolve`): what the
+        report job (``--launcher slurm``) refuses to write a report without. It never runs a cell."""
+        missing = []
+        for planned in plan:
+            if any(need not in self.results for need in planned.needs) or self.resolve(planned) is not None:
+                missing.append(planned.name)
+        return missing
+
+    def write_report(self) -> Path:
+        """report.json, report.md, the plots and the W&B summary run, from the cells' results (`self.results`)."""
         costs = {
             "wall_s": time.time() - self.started,
             "sweep_cpu_s": cpu_seconds() - self.cpu_started - self.cpu_in_cells,

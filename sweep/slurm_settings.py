@@ -9,8 +9,11 @@ submitit are imported: one line naming the flag and the value (exit code 2).
 from __future__ import annotations
 
 import math
+import os
 import shutil
-from collections.abc import Mapping, Sequence
+import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -37,10 +40,20 @@ class SlurmSettings:
     mem_gb: float | None = None
     signal_delay_s: int = 120
     """How long before the time limit the job is told to checkpoint (``--signal=USR2@<s>``)."""
+    max_num_timeout: int = 3
+    """How many times a job that reached its time limit is requeued (submitit's ``max_num_timeout``); one more: it
+    stops with its checkpoint and the sweep says to raise ``time``."""
     setup: list[str] = field(default_factory=list)
-    """Shell lines run before the cell (``module load ...``, ``source venv/bin/activate``)."""
+    """Shell lines run before the cell (``module load ...``, ``source venv/bin/activate``); a stage's own come after
+    the sweep-wide ones."""
     additional: dict[str, Any] = field(default_factory=dict)
-    """Any other ``sbatch`` option, e.g. ``{constraint: a100, exclude: node7}``."""
+    """Any other ``sbatch`` option, e.g. ``{constraint: a100, exclude: node7}``; a stage's own are merged over the
+    sweep-wide ones (`OWNED` refused: the sweep sets them)."""
+
+
+OWNED = ("job-name", "output", "error", "open-mode", "signal", "dependency", "kill-on-invalid-dep", "chdir", "array", "wrap", "parsable")
+"""sbatch options that submitit or the sweep set on every job (its name and work dir identify the cell's job): not
+for ``additional``."""
 
 
 TAKES = {
@@ -53,8 +66,9 @@ TAKES = {
     "gpus_per_node": "an integer >= 0, or null (none asked)",
     "mem_gb": "a number > 0 (GB), or null (the cluster's default)",
     "signal_delay_s": "an integer >= 1 (seconds before the time limit)",
+    "max_num_timeout": "an integer >= 0 (requeues at the time limit)",
     "setup": "a list of shell lines",
-    "additional": "a mapping of sbatch options to values, e.g. {constraint: a100}",
+    "additional": "a mapping of sbatch options to a string, a number or true, e.g. {constraint: a100}",
 }
 """What each ``slurm`` key takes, as its `error:` line says it."""
 
@@ -77,9 +91,16 @@ def _fits(key: str, value) -> bool:
         return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0)
     if key == "setup":
         return isinstance(value, list) and all(isinstance(line, str) for line in value)
+    if key == "max_num_timeout":
+        return _is_int(value) and value >= 0
     if key == "additional":
-        return isinstance(value, Mapping) and all(isinstance(k, str) and isinstance(v, (str, int, float, bool)) for k, v in value.items())
+        return isinstance(value, Mapping) and all(isinstance(k, str) and _scalar(v) for k, v in value.items())
     return False
+
+
+def _scalar(value) -> bool:
+    """An sbatch option's value submitit writes as ``--key=value``: a string or a number (``true``: ``--key`` alone)."""
+    return value is True or (isinstance(value, (str, int, float)) and not isinstance(value, bool))
 
 
 def _shown(value) -> str:
@@ -94,10 +115,20 @@ def check_slurm_group(flag: str, values: Mapping[str, Any]) -> None:
             raise BadInput(f"{flag}.{key}: no such option; {flag} takes {', '.join(keys)}")
         if not _fits(key, value):
             raise BadInput(f"{flag}.{key} {_shown(value)}: expected {TAKES[key]}")
+    for option in values.get("additional") or {}:
+        if (written := option.replace("_", "-")) in OWNED or written in SETTINGS_OPTIONS:
+            own = f"{flag}.{SETTINGS_OPTIONS[written]}" if written in SETTINGS_OPTIONS else "the sweep (every job's)"
+            raise BadInput(f"{flag}.additional.{option}: set by {own}; leave it out of additional")
 
 
-def check_launcher(launcher: str, slurm: SlurmSettings | None, stages: Mapping[str, Any], num_nodes: int | None) -> None:
-    """``--launcher`` and every ``slurm`` setting; ``--launcher slurm`` needs ``sbatch`` on PATH and one node per cell."""
+SETTINGS_OPTIONS = {"partition": "partition", "account": "account", "qos": "qos", "time": "time", "cpus-per-task": "cpus_per_task"}
+SETTINGS_OPTIONS |= {"gpus-per-node": "gpus_per_node", "mem": "mem_gb", "signal-delay-s": "signal_delay_s"}
+"""sbatch options that a `SlurmSettings` key sets: refused in ``additional`` too (two values of one option)."""
+
+
+def check_launcher(launcher: str, slurm: SlurmSettings | None, stages: Mapping[str, Any], trainer: Any, threads: int | None = None) -> None:
+    """``--launcher`` and every ``slurm`` setting; ``--launcher slurm`` needs ``sbatch`` on PATH, one node per cell,
+    no more threads than CPUs nor devices than GPUs per job, and resources that ``sbatch --test-only`` accepts."""
     if launcher not in LAUNCHERS:
         raise BadInput(f"--launcher {launcher}: expected {TAKES['launcher']}")
     check_slurm_group("--slurm", asdict(slurm) if slurm is not None else {})
@@ -118,6 +149,7 @@ def check_launcher(launcher: str, slurm: SlurmSettings | None, stages: Mapping[s
             )
     if launcher != "slurm":
         return
+    num_nodes = getattr(trainer, "num_nodes", None)
     if missing := [command for command in SLURM_COMMANDS if shutil.which(command) is None]:
         raise BadInput(
             f"--launcher slurm: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not on PATH (no SLURM client here);"
@@ -128,11 +160,95 @@ def check_launcher(launcher: str, slurm: SlurmSettings | None, stages: Mapping[s
             f"--trainer.num_nodes {num_nodes} with --launcher slurm: each cell job is one node (its train.py launches"
             " the ranks of --trainer.devices); run multi-node cells with sbatch (docs/clusters.md)"
         )
+    groups = {"--slurm": stage_settings(slurm, None)}
+    groups |= {f"--{name}.slurm": stage_settings(slurm, stage.slurm) for name, stage in stages.items() if stage is not None and stage.slurm}
+    for flag, chosen in groups.items():
+        check_job_fits(flag, chosen, threads, trainer)
+    tested: set[tuple[str, ...]] = set()
+    for flag, chosen in {**groups, "--slurm (the report job's)": report_settings(slurm)}.items():
+        if (options := tuple(sbatch_options(chosen))) not in tested:
+            tested.add(options)
+            check_sbatch_accepts(flag, chosen, list(options))
+
+
+def check_job_fits(flag: str, chosen: SlurmSettings, threads: int | None, trainer: Any) -> None:
+    """A cell job's threads within its CPUs, its devices within its GPUs (on a GPU accelerator)."""
+    if threads is not None and chosen.cpus_per_task is not None and threads > chosen.cpus_per_task:
+        raise BadInput(
+            f"--threads {threads} with {flag}.cpus_per_task {chosen.cpus_per_task}: each cell job has {chosen.cpus_per_task}"
+            f" CPU(s); give --threads {chosen.cpus_per_task} or less (null: as many as the job's CPUs), or more cpus_per_task"
+        )
+    devices, accelerator = getattr(trainer, "devices", None), str(getattr(trainer, "accelerator", None) or "").lower()
+    if (
+        accelerator in ("gpu", "cuda")
+        and isinstance(devices, int)
+        and not isinstance(devices, bool)
+        and devices > (chosen.gpus_per_node or 0)
+    ):
+        raise BadInput(
+            f"--trainer.devices {devices} with {flag}.gpus_per_node {_shown(chosen.gpus_per_node)}: each cell job has"
+            f" {chosen.gpus_per_node or 0} GPU(s); give {flag}.gpus_per_node {devices}, or fewer devices"
+        )
+
+
+def sbatch_options(settings: SlurmSettings) -> list[str]:
+    """The resources of a job as ``sbatch`` flags (what submitit writes into its script, with the same names)."""
+    chosen = {**executor_parameters(settings, "check"), **settings.additional}
+    chosen.pop("job_name", None)
+    chosen.pop("signal_delay_s", None)
+    return [f"--{key.replace('_', '-')}" + ("" if value is True else f"={value}") for key, value in sorted(chosen.items())]
+
+
+def check_sbatch_accepts(flag: str, settings: SlurmSettings, options: list[str]) -> None:
+    """``sbatch --test-only`` of the job's resources (nothing is submitted): a partition, GPU request, QOS or account
+    the cluster refuses is one line here, before anything is written, instead of a refusal halfway through submitting."""
+    try:
+        with clean_slurm_env():
+            result = subprocess.run(["sbatch", "--test-only", *options, "--wrap", "true"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise BadInput(f"{flag}: sbatch --test-only could not check the job's resources ({err}); is the SLURM controller up?") from None
+    if result.returncode != 0:
+        said = next(
+            (line.strip() for line in (result.stderr + result.stdout).splitlines() if line.strip()), f"exit code {result.returncode}"
+        )
+        shown = ", ".join(options)
+        raise BadInput(f"{flag} {{{shown}}}: sbatch refuses these resources ({said})")
+
+
+SLURM_ENV_PREFIXES = ("SLURM_", "SLURMD_", "SBATCH_", "SRUN_", "SALLOC_", "SUBMITIT_")
+"""What a job inherits from the allocation it was submitted from, if any (submitit.helpers.clean_env's list)."""
+
+
+@contextmanager
+def clean_slurm_env() -> Iterator[None]:
+    """SLURM's variables of an enclosing allocation hidden while sbatch runs (they would leak into the new job's
+    options): submitit's ``helpers.clean_env`` without importing submitit (the argument checks come before it)."""
+    hidden = {name: os.environ.pop(name) for name in list(os.environ) if name.startswith(SLURM_ENV_PREFIXES) and name != "SLURM_CONF"}
+    try:
+        yield
+    finally:
+        os.environ.update(hidden)
 
 
 def stage_settings(slurm: SlurmSettings | None, overrides: Mapping[str, Any] | None) -> SlurmSettings:
-    """The sweep-wide settings with a stage's own overrides (checked already)."""
-    return replace(slurm or SlurmSettings(), **dict(overrides or {}))
+    """The sweep-wide settings with a stage's own overrides (checked already): ``setup`` lines after the sweep-wide
+    ones, ``additional`` options merged over them; any other key replaced."""
+    base, own = slurm or SlurmSettings(), dict(overrides or {})
+    own["setup"] = [*base.setup, *own.get("setup", [])]
+    own["additional"] = {**base.additional, **own.get("additional", {})}
+    return replace(base, **own)
+
+
+REPORT_TIME_MIN = 30
+"""The report job's time limit at most (it writes report.json, the plots and the W&B summary run: a minute or two)."""
+
+
+def report_settings(slurm: SlurmSettings | None) -> SlurmSettings:
+    """The report job's resources: the sweep-wide partition, account, QOS, memory, setup and options, one CPU, no GPU,
+    at most `REPORT_TIME_MIN` minutes."""
+    base = slurm or SlurmSettings()
+    time = min(base.time, REPORT_TIME_MIN)
+    return replace(base, cpus_per_task=1, gpus_per_node=None, time=time, signal_delay_s=min(base.signal_delay_s, time * 60 // 2))
 
 
 def executor_parameters(settings: SlurmSettings, name: str) -> dict[str, Any]:
@@ -149,7 +265,3 @@ def executor_parameters(settings: SlurmSettings, name: str) -> dict[str, Any]:
         "signal_delay_s": settings.signal_delay_s,
     }
     return {key: value for key, value in chosen.items() if value is not None}
-
-
-def setup_lines(settings: SlurmSettings, extra: Sequence[str] = ()) -> list[str]:
-    return [*settings.setup, *extra]

@@ -7,6 +7,9 @@ import tempfile
 
 import pytest
 
+pytest_plugins = ["tests.slurm_cluster"]
+"""The ``slurm_cluster`` fixture, registered once: one cluster for the whole session, whichever modules use it."""
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Read at import time by datasets / huggingface_hub, so set them before anything imports those.

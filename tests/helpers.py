@@ -25,6 +25,7 @@ DEBUG_PRESET = str(REPO_ROOT / "configs" / "presets" / "debug.yaml")
 def subprocess_env(**extra: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **extra}
     env.pop("MEPS_RUN_ID", None)
+    env.pop("WANDB_SERVICE", None)  # the W&B service of this test process (an in-process run started one): not the child's
     return env
 
 

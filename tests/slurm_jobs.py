@@ -2,8 +2,8 @@
 
 The script is read from the documentation (the fenced ``bash`` block under "## A SLURM job"), so the script the
 docs give and the one the tests run cannot drift apart. It is submitted from the repository root (``--chdir``:
-a user submits from there, and the script's ``configs/...`` paths are relative to it), with its log, the run
-folders and the W&B files in the test's folder (``--output``, ``--trainer.default_root_dir``).
+a user submits from there, and the ``configs/...`` paths after ``job.sh`` are relative to it), with its log, the
+run folders and the W&B files in the test's folder (``--output``, ``--trainer.default_root_dir``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from tests.slurm_cluster import SlurmCluster
 
 CLUSTERS_DOC = REPO_ROOT / "docs" / "clusters.md"
 JOB_SECTION = "## A SLURM job"
-DEBUG = ["-c", "configs/presets/debug.yaml", "--trainer.enable_model_summary", "false"]
-"""A few steps of the debug preset (the path as a user gives it, from the repository root)."""
+DEBUG = ["-c", "configs/blae/digits.yaml", "-c", "configs/presets/debug.yaml", "--trainer.enable_model_summary", "false"]
+"""The BL-AE on digits, a few steps of the debug preset (the paths as a user gives them, from the repository root)."""
 
 
 def documented_job_script(doc: Path = CLUSTERS_DOC) -> str:
@@ -60,8 +60,8 @@ class Job(NamedTuple):
 
 
 def submit(cluster: SlurmCluster, folder: Path, train_args: list[str], sbatch_args: tuple[str, ...] = ()) -> Job:
-    """``sbatch [SBATCH_ARGS] job.sh <train.py arguments>`` of the documented script, from the repository root,
-    everything it writes in ``folder``."""
+    """``sbatch [SBATCH_ARGS] job.sh -c configs/blae/digits.yaml -c configs/presets/debug.yaml ... TRAIN_ARGS`` of the
+    documented script, from the repository root, everything it writes in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     script = folder / "job.sh"
     script.write_text(documented_job_script())

@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -256,13 +257,14 @@ def _mark_preempting(trainer: Trainer, name: str) -> None:
                     run.mark_preempting()
                 if hasattr(run, "summary"):
                     run.summary.update({"preempted_at_step": trainer.global_step, "preempted_by": name})
-            except Exception as err:  # the W&B service is gone (ConnectionResetError) or W&B failed otherwise
+            except lost_service_errors() as err:  # the W&B service is gone (SLURM's SIGTERM); any other failure is raised
                 print(f"W&B could not record the stop (its service process is gone: {squeeze(err)[:200]})", file=sys.stderr, flush=True)
                 _let_wandb_go()
 
 
 def _survive_lost_wandb(trainer: Trainer, requests: StopRequests) -> None:
-    """Once a stop was requested, a W&B log call that fails is skipped (said once) instead of ending the run.
+    """A W&B log call that fails on a lost service process, and a stop was requested, is skipped (said once) instead
+    of ending the run (``_LogAfterStop``).
 
     SLURM's SIGTERM reaches W&B's service process too, and it exits: the steps up to the stop (a step that ends
     an epoch runs its validation first) would otherwise fail in their W&B logging, with exit code 1 and no
@@ -276,22 +278,56 @@ def _survive_lost_wandb(trainer: Trainer, requests: StopRequests) -> None:
 
 
 class _LogAfterStop:
-    """A W&B run's ``log`` that, after a stop request, skips a call that fails (its service process is gone)."""
+    """A W&B run's ``log`` that skips a call that fails because W&B's service process is gone after a stop request.
+
+    Every call is tried: the SIGTERM that ends W&B's service may land during a call, so whether a stop was requested
+    is decided after the failure, waiting up to ``LOST_SERVICE_WAIT_S`` for this process's own SIGTERM (SLURM signals
+    the job's processes one after the other). Only a lost connection is skipped (``lost_service_errors``); any other
+    failure, or a lost connection without a stop request, is raised as before. Once skipped, W&B is let go and the
+    calls that follow are skipped without trying."""
 
     def __init__(self, log: Any, requests: StopRequests) -> None:
         self.log, self.requests, self.failed = log, requests, False
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.requests.received is None:
-            return self.log(*args, **kwargs)
+        if self.failed:
+            return None
         try:
             return self.log(*args, **kwargs)
-        except Exception as err:
-            if not self.failed:
-                self.failed = True
-                print(f"W&B could not log after the stop request ({squeeze(err)[:200]}): skipped", file=sys.stderr, flush=True)
-                _let_wandb_go()
+        except lost_service_errors() as err:
+            if not _stop_requested(self.requests, within_s=LOST_SERVICE_WAIT_S):
+                raise
+            self.failed = True
+            print(f"W&B could not log after the stop request ({squeeze(err)[:200]}): skipped", file=sys.stderr, flush=True)
+            _let_wandb_go()
             return None
+
+
+LOST_SERVICE_WAIT_S = 1.0
+"""How long a failed W&B call waits for the stop request that explains it (this process's SIGTERM)."""
+
+
+def lost_service_errors() -> tuple[type[BaseException], ...]:
+    """What a W&B call raises when W&B's service process is gone: its socket's ``OSError`` (``ConnectionResetError``,
+    ``BrokenPipeError``), or W&B's mailbox closed or abandoned on the lost connection."""
+    errors: list[type[BaseException]] = [OSError]
+    with contextlib.suppress(ImportError):
+        from wandb.sdk.mailbox.mailbox import MailboxClosedError
+
+        errors.append(MailboxClosedError)
+    with contextlib.suppress(ImportError):
+        from wandb.sdk.mailbox.mailbox_handle import HandleAbandonedError
+
+        errors.append(HandleAbandonedError)
+    return tuple(errors)
+
+
+def _stop_requested(requests: StopRequests, within_s: float) -> bool:
+    """Whether a stop was requested, now or within ``within_s`` seconds (its signal handler runs meanwhile)."""
+    deadline = time.monotonic() + within_s
+    while requests.received is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return requests.received is not None
 
 
 def _let_wandb_go() -> None:

@@ -23,7 +23,7 @@ import torch
 from tests import final_state
 from tests.e2e.test_multinode import VAL_KEYS
 from tests.helpers import REPO_ROOT, run_train, wandb_runs, wandb_summary
-from tests.slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401  (the fixture)
+from tests.slurm_cluster import SlurmCluster
 from tests.slurm_jobs import DEBUG, Job, cancel, ended_ok, submit
 
 pytestmark = pytest.mark.slow
@@ -43,7 +43,7 @@ def three_epochs(folder: Path) -> list[str]:
     ]
 
 
-def test_sbatch_of_the_documented_script_fits_one_run(slurm_cluster: SlurmCluster, tmp_path):  # noqa: F811
+def test_sbatch_of_the_documented_script_fits_one_run(slurm_cluster: SlurmCluster, tmp_path):
     job = submit(slurm_cluster, tmp_path, [])
     try:
         ended_ok(slurm_cluster, job)
@@ -58,7 +58,7 @@ def test_sbatch_of_the_documented_script_fits_one_run(slurm_cluster: SlurmCluste
     assert wandb_summary(wandb_run)["summary"]["trainer/global_step"] >= 3
 
 
-def test_two_tasks_ddp_validate_like_one_process_on_its_checkpoint(slurm_cluster: SlurmCluster, tmp_path):  # noqa: F811
+def test_two_tasks_ddp_validate_like_one_process_on_its_checkpoint(slurm_cluster: SlurmCluster, tmp_path):
     ddp = ["--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu", "--trainer.limit_val_batches", "1.0"]
     job = submit(slurm_cluster, tmp_path / "job", ddp, sbatch_args=("--ntasks-per-node=2",))
     try:
@@ -71,7 +71,7 @@ def test_two_tasks_ddp_validate_like_one_process_on_its_checkpoint(slurm_cluster
     assert job.status(run_folder)["state"] == "finished"
     two_tasks = wandb_summary(wandb_run)["summary"]
 
-    one_process = ["validate", "-c", "configs/blae/digits.yaml", *DEBUG, "--trainer.limit_val_batches", "1.0"]
+    one_process = ["validate", *DEBUG, "--trainer.limit_val_batches", "1.0"]
     one_process += ["--ckpt_path", str(run_folder / "checkpoints" / "last.ckpt"), "--trainer.default_root_dir", str(tmp_path / "one")]
     run_train(one_process, REPO_ROOT)
     [one_run] = wandb_runs(tmp_path / "one")
@@ -80,26 +80,32 @@ def test_two_tasks_ddp_validate_like_one_process_on_its_checkpoint(slurm_cluster
         assert two_tasks[key] == pytest.approx(one[key], rel=1e-5), key
 
 
-def test_usr1_requeues_the_job_and_it_ends_like_an_uninterrupted_one(slurm_cluster: SlurmCluster, tmp_path):  # noqa: F811
-    markers = tmp_path / "job" / "markers"
-    pace = [  # from step 5 on, 1 s per step: the signal lands mid-epoch 1 (of 3 x 4 steps); the requeued start finds the marker
-        "--trainer.callbacks+=tests.preemption_helpers.SlowFrom",
-        "--trainer.callbacks.init_args.step",
-        "5",
-        "--trainer.callbacks.init_args.delay_s",
-        "1.0",
-        "--trainer.callbacks.init_args.marker_dir",
-        str(markers),
+def held_until_signalled(markers: Path, step: int) -> list[str]:
+    """The job waits at global step ``step`` until the signal the test sends has reached it, then runs that step and
+    stops after it (``tests/signal_holds.py``); ``markers/reached`` says it is there. The requeued start (the same
+    command) finds the marker and does not wait."""
+    return [
+        "--trainer.callbacks+=tests.signal_holds.HoldUntilSignalled",
+        *("--trainer.callbacks.init_args.marker_dir", str(markers), "--trainer.callbacks.init_args.step", str(step)),
     ]
+
+
+def wait_until_held(cluster: SlurmCluster, job: Job, markers: Path, step: int) -> None:
+    reached = markers / "reached"
+    cluster.wait(job.id, until=lambda fields: reached.exists() or fields["JobState"] not in ("PENDING", "CONFIGURING", "RUNNING"))
+    assert reached.exists(), f"job {job.id} ended before step {step}:\n{job.log[-4000:]}"
+
+
+def test_usr1_requeues_the_job_and_it_ends_like_an_uninterrupted_one(slurm_cluster: SlurmCluster, tmp_path):
+    markers = tmp_path / "job" / "markers"
     jobs: list[Job] = []
     try:
         reference = submit(slurm_cluster, tmp_path / "uninterrupted", three_epochs(tmp_path / "uninterrupted"))
         jobs.append(reference)
-        job = submit(slurm_cluster, tmp_path / "job", [*three_epochs(tmp_path / "job"), *pace])
+        # held at step 5 (mid-epoch 1 of 3 x 4 steps) until the signal is there: it stops after step 6
+        job = submit(slurm_cluster, tmp_path / "job", [*three_epochs(tmp_path / "job"), *held_until_signalled(markers, 5)])
         jobs.append(job)
-        reached = markers / "reached"
-        slurm_cluster.wait(job.id, until=lambda fields: reached.exists() or fields["JobState"] not in ("PENDING", "CONFIGURING", "RUNNING"))
-        assert reached.exists(), f"job {job.id} ended before step 5:\n{job.log[-4000:]}"
+        wait_until_held(slurm_cluster, job, markers, 5)
         slurm_cluster.run("scancel", "--signal=USR1", job.id)  # what --signal=USR1@120 sends before the time limit
 
         # --- the job saved the step it reached, requeued itself, and SLURM holds it for its next start
@@ -112,7 +118,7 @@ def test_usr1_requeues_the_job_and_it_ends_like_an_uninterrupted_one(slurm_clust
         status = job.status(run_folder)
         step = status["global_step"]
         assert (status["state"], status["signal"]) == ("preempted", "SIGUSR1")
-        assert step % STEPS_PER_EPOCH != 0 and 5 <= step < 3 * STEPS_PER_EPOCH, f"stopped at step {step}: not mid-epoch"
+        assert step == 6, f"stopped at step {step}, not after the step it was held at (5 -> 6, mid-epoch)"
         checkpoint = torch.load(run_folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
         assert checkpoint["global_step"] == step
         log = job.log
@@ -140,22 +146,19 @@ def test_usr1_requeues_the_job_and_it_ends_like_an_uninterrupted_one(slurm_clust
     assert summary["summary"]["val/psnr"] == pytest.approx(uninterrupted.val["val/psnr"], rel=1e-6)
 
 
-def test_scontrol_requeue_from_outside_stops_with_a_checkpoint_and_the_job_goes_on(slurm_cluster: SlurmCluster, tmp_path):  # noqa: F811
+def test_scontrol_requeue_from_outside_stops_with_a_checkpoint_and_the_job_goes_on(slurm_cluster: SlurmCluster, tmp_path):
     """``scontrol requeue`` by hand (or SLURM preempting with ``PreemptMode=REQUEUE``): SIGTERM to every process of the
     job step, W&B's service process among them. The run still stops with its checkpoint and status ``preempted``
     (not a traceback and ``failed`` on the lost W&B connection), and the requeued start finishes the run."""
     markers = tmp_path / "markers"
-    pace = ["--trainer.callbacks+=tests.preemption_helpers.SlowFrom", "--trainer.callbacks.init_args.marker_dir", str(markers)]
-    job = submit(slurm_cluster, tmp_path, [*three_epochs(tmp_path), *pace])  # 1 s per step from step 3 on
+    job = submit(slurm_cluster, tmp_path, [*three_epochs(tmp_path), *held_until_signalled(markers, 3)])  # stops after step 4
     try:
-        reached = markers / "reached"
-        slurm_cluster.wait(job.id, until=lambda fields: reached.exists() or fields["JobState"] not in ("PENDING", "CONFIGURING", "RUNNING"))
-        assert reached.exists(), f"job {job.id} ended before step 3:\n{job.log[-4000:]}"
+        wait_until_held(slurm_cluster, job, markers, 3)
         slurm_cluster.run("scontrol", "requeue", job.id)
         slurm_cluster.wait(job.id, until=lambda fields: (fields["JobState"], fields["Restarts"]) == ("PENDING", "1"), timeout=120)
         [run_folder] = job.run_folders()
         status = job.status(run_folder)
-        assert (status["state"], status["signal"]) == ("preempted", "SIGTERM"), status
+        assert (status["state"], status["signal"], status["global_step"]) == ("preempted", "SIGTERM", 4), status
         log = job.log
         assert f"preempted by SIGTERM at global step {status['global_step']}" in log and "Traceback" not in log, log[-6000:]
         slurm_cluster.release(job.id)

@@ -62,12 +62,15 @@ def test_the_agent_command_of_gamma_wandb_yaml_fits_one_run_offline(tmp_path, mo
     env = env_with_python_first(subprocess_env(**run.env), Path(sys.executable))
     done = subprocess.run(run.command, cwd=agent, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-6000:]
+    # one W&B run and one run folder, both named by the agent's WANDB_RUN_ID (train.py takes it since WANDB_SWEEP_ID
+    # says an agent started it): no second folder under an id of train.py's own
     [wandb_run] = wandb_runs(agent)
-    assert wandb_run.name.endswith("agentrun"), wandb_run  # W&B takes the agent's WANDB_RUN_ID over the id train.py gives it
+    assert wandb_run.name.endswith("-agentrun"), wandb_run
     run_folders = sorted(path.name for path in (agent / "outputs" / "meps-ldh").iterdir())
     assert run_folders == ["agentrun"], f"one run folder, named by the sweep's run id: {run_folders}"
     run_folder = agent / "outputs" / "meps-ldh" / "agentrun"
     assert (run_folder / "status.json").is_file() and "finished" in (run_folder / "status.json").read_text()
     summary = wandb_summary(wandb_run)
+    assert summary["run_id"] == "agentrun", summary
     assert yaml.safe_load((run_folder / "config.yaml").read_text())["model"]["init_args"]["gamma"] == 2
     assert "val/nll_bits" in summary["summary"]

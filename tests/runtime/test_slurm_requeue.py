@@ -31,3 +31,29 @@ def test_the_requeue_comes_after_the_other_exit_hooks_and_its_sigterm_is_survive
     assert done.returncode == 75, done.stderr  # not killed by the SIGTERM the requeue brings
     assert calls.read_text().split() == ["requeue", "4242"]
     assert done.stdout.splitlines() == ["stopped", "exit hook registered after the import ran", "requeued SLURM job 4242"]
+
+
+HUNG_WANDB = """
+import sys, time, types
+sys.modules["wandb"] = types.SimpleNamespace(teardown=lambda: time.sleep(3600))  # an online finish that hangs
+import runtime.slurm as slurm
+slurm.WANDB_FINISH_DEADLINE_S = 1.0
+slurm.requeue_at_exit("4242")
+print("stopped", flush=True)
+raise SystemExit(75)
+"""
+
+
+def test_a_hung_wandb_finish_does_not_keep_the_job_from_being_requeued(tmp_path):
+    """With ``--signal=USR1@120`` the time limit comes 2 minutes later: a W&B finish that hangs past it would end the
+    job as TIMEOUT, never requeued. After ``WANDB_FINISH_DEADLINE_S`` the job is requeued without W&B."""
+    calls = tmp_path / "calls"
+    scontrol = tmp_path / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nkill -TERM $PPID\n')
+    scontrol.chmod(0o755)
+    env = subprocess_env(PATH=f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    done = subprocess.run([sys.executable, "-c", HUNG_WANDB], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 75, done.stderr
+    assert calls.read_text().split() == ["requeue", "4242"]
+    assert done.stdout.splitlines() == ["stopped", "requeued SLURM job 4242"]
+    assert "W&B did not finish its run within 1 s: requeueing without it" in done.stderr
