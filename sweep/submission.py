@@ -41,7 +41,7 @@ from sweep.console import cell_line
 from sweep.records import CellFailed
 from sweep.schedule import Sweep
 from sweep.slurm_settings import SlurmSettings, clean_slurm_env, executor_parameters, report_settings, stage_settings
-from sweep.workers import last_error_in
+from sweep.workers import last_error_in, last_error_line
 
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED", "REVOKED"}
 """``squeue`` states of a job that has ended; any other state is a live one (PREEMPTED: ended only while it stays so
@@ -368,7 +368,7 @@ class SlurmLauncher:
         written = report_path.is_file() and report_path.stat().st_mtime != before
         if not written:  # a written report is accepted whatever the report job's final state
             log = self.folder / f"{submitted.report}_0_log.out"
-            why = last_error_in_file(log) or f"see {log}"
+            why = last_error_line(log) or f"see {log}"
             raise MepsFault(f"the report job {submitted.report} ended {final.state.lower()} without writing {report_path}: {why}")
         sweep.say(f"report: {report_path} (written by job {submitted.report})")
         return report_path
@@ -476,12 +476,6 @@ def job_result_error(path: Path) -> str | None:
     if outcome != "error":
         return None
     return next((line.strip() for line in reversed(str(value).splitlines()) if line.strip()), None)
-
-
-def last_error_in_file(log: Path) -> str | None:
-    """The last `error:` line of a job's log, if any."""
-    lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
-    return next((line for line in reversed(lines) if line.startswith("error:")), None)
 
 
 def sweep_report(sweep: Sweep) -> Path:

@@ -121,8 +121,13 @@ def last_error(cell: Cell) -> str:
 def last_error_in(folder: Path) -> str:
     """The last `error:` line of the log.txt in a cell's folder, or where to look."""
     log = folder / "log.txt"
+    return last_error_line(log) or f"see {log}"
+
+
+def last_error_line(log: Path) -> str | None:
+    """The last `error:` line of a log (a cell's, a SLURM job's), if any."""
     lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
-    return next((line for line in reversed(lines) if line.startswith("error:")), f"see {log}")
+    return next((line for line in reversed(lines) if line.startswith("error:")), None)
 
 
 class ForwardToWorkers(StopRequests):
