@@ -69,7 +69,9 @@ def children_cpu_seconds() -> float:
 
 def local_environment() -> dict[str, str]:
     """This job's environment without SLURM's and submitit's variables: train.py then runs as on a workstation."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SLURMD_", "SBATCH_", "SUBMITIT_"))}
+    from sweep.slurm_settings import SLURM_ENV_PREFIXES
+
+    return {k: v for k, v in os.environ.items() if not k.startswith(SLURM_ENV_PREFIXES)}
 
 
 def preempt_signal() -> signal.Signals:

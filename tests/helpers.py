@@ -29,6 +29,11 @@ def subprocess_env(**extra: str) -> dict:
     return env
 
 
+def with_this_python_first(env: dict) -> dict:
+    """``env`` with this interpreter's folder first on PATH: ``python`` in a command or a job script is this one."""
+    return {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', os.environ.get('PATH', ''))}"}
+
+
 def run_script(script: str, args: list[str], cwd: Path, timeout: int = 300, check: bool = True, **env) -> subprocess.CompletedProcess:
     Path(cwd).mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(

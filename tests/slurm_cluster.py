@@ -15,14 +15,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO_ROOT, subprocess_env
+from tests.helpers import REPO_ROOT, subprocess_env, with_this_python_first
 
 SCRIPT = REPO_ROOT / ".ci" / "slurm_cluster.sh"
 TEST_CONF_ENV = "MEPS_TEST_SLURM_CONF"
@@ -42,8 +41,7 @@ class SlurmCluster:
         """The environment of a command that talks to this cluster; a job inherits it (``sbatch --export=ALL``), and
         ``python`` in a job script is this interpreter. No SLURM variable of the outside (a test session inside a
         job of a real cluster) comes along."""
-        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-        env = {key: value for key, value in subprocess_env(PATH=path, **extra).items() if not key.startswith("SLURM_")}
+        env = {key: value for key, value in with_this_python_first(subprocess_env(**extra)).items() if not key.startswith("SLURM_")}
         return {**env, "SLURM_CONF": str(self.conf)}
 
     def run(self, *command: str, cwd: Path | None = None, **env: str) -> str:

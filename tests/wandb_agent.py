@@ -10,7 +10,6 @@ working directory) set. The same W&B functions do it here, without a server.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -41,8 +40,3 @@ def agent_run(sweep_file: Path, values: dict[str, Any], run_id: str, sweep_id: s
     config_util.save_config_file_from_dict(str(param_path), arguments["args"])
     env = {"WANDB_RUN_ID": run_id, "WANDB_SWEEP_ID": sweep_id, "WANDB_SWEEP_PARAM_PATH": str(param_path), "WANDB_DIR": str(cwd)}
     return AgentRun(expanded, env)
-
-
-def env_with_python_first(env: dict[str, str], python: Path) -> dict[str, str]:
-    """``env`` with ``python``'s folder first on PATH: the command's ``python`` is this interpreter."""
-    return {**env, "PATH": f"{python.parent}{os.pathsep}{env.get('PATH', os.environ.get('PATH', ''))}"}

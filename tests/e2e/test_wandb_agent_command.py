@@ -10,14 +10,21 @@ steps) and a token cache in the test's folder. The BL-AE it needs (``BLAE_CKPT``
 from __future__ import annotations
 
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.helpers import DEBUG_PRESET, DIGITS_CONFIG, REPO_ROOT, run_train, subprocess_env, wandb_runs, wandb_summary
-from tests.wandb_agent import agent_run, env_with_python_first
+from tests.helpers import (
+    DEBUG_PRESET,
+    DIGITS_CONFIG,
+    REPO_ROOT,
+    run_train,
+    subprocess_env,
+    wandb_runs,
+    wandb_summary,
+    with_this_python_first,
+)
+from tests.wandb_agent import agent_run
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +66,7 @@ def test_the_agent_command_of_gamma_wandb_yaml_fits_one_run_offline(tmp_path, mo
         f"--data.init_args.token_cache_dir={tmp_path / 'tokens'}",
     ]
 
-    env = env_with_python_first(subprocess_env(**run.env), Path(sys.executable))
+    env = with_this_python_first(subprocess_env(**run.env))
     done = subprocess.run(run.command, cwd=agent, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-6000:]
     # one W&B run and one run folder, both named by the agent's WANDB_RUN_ID (train.py takes it since WANDB_SWEEP_ID
