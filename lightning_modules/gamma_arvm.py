@@ -11,6 +11,7 @@ from torch import Tensor
 from lightning_modules.base import InjectedOptimizers
 from lightning_modules.token_model import Gamma, LatentTokenModel
 from networks.bits import bits_to_tokens
+from networks.compiled_step import compile_network
 from networks.window_transformer import WindowedARConfig, WindowedARTransformer
 
 
@@ -18,7 +19,8 @@ class GammaARVM(InjectedOptimizers, LatentTokenModel):
     """Predicts the histogram over all 2^C values of the next token from the tokens within γ.
 
     `flip_prob` > 0 trains against the bit-flip-kernel soft target (docs/models.md, kernel γ-ARVM): every
-    training token is treated as a random variable rather than a label.
+    training token is treated as a random variable rather than a label. `compile` = True runs the network's
+    forward and its cached sampling step through torch.compile (networks/compiled_step.py; same logits).
     """
 
     def __init__(
@@ -38,6 +40,7 @@ class GammaARVM(InjectedOptimizers, LatentTokenModel):
         sample_seed: int = 0,
         temperature: float = 1.0,
         train_nll_grids: int | None = 1000,
+        compile: bool = False,
     ):
         super().__init__(autoencoder, gamma, image_size, channels, sample_seed, temperature, train_nll_grids)
         self.save_hyperparameters(logger=False)
@@ -56,6 +59,8 @@ class GammaARVM(InjectedOptimizers, LatentTokenModel):
                 head=head,
             )
         )
+        if compile:
+            compile_network(self.net)
 
     def sample(self, n: int, temperature: float = 1.0, generator=None) -> Tensor:
         return self.net.sample(n, temperature, generator)

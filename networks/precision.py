@@ -8,19 +8,39 @@ encoding), and distance GEMMs would reorder near-ties (nearest-neighbour search)
 
 torch >= 2.9 refuses to *read* the legacy flags once the per-backend ``fp32_precision`` API was used,
 so the guard falls back to that API in that case. Every flag is restored on exit.
+
+Autocast is the other way float32 math silently runs in bf16: under Lightning's ``bf16-mixed`` a GEMM
+of float32 inputs runs in bf16 (8 mantissa bits). The guard turns autocast off too (CPU and CUDA),
+so a caller inside a ``training_step`` or a user's ``torch.autocast`` gets float32 all the same.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import torch
 
 
 @contextmanager
 def strict_fp32() -> Iterator[None]:
-    """FP32 matmuls and cuDNN convolutions stay FP32 inside (no TF32, no bf16); flags restored after."""
+    """FP32 matmuls and cuDNN convolutions stay FP32 inside (no TF32, no bf16, no autocast); flags restored after."""
+    with no_autocast(), _strict_fp32_flags():
+        yield
+
+
+@contextmanager
+def no_autocast() -> Iterator[None]:
+    """Autocast off on every device type that has it on: float32 inputs compute in float32 inside."""
+    with ExitStack() as stack:
+        for device_type in ("cpu", "cuda"):
+            if torch.is_autocast_enabled(device_type):
+                stack.enter_context(torch.autocast(device_type, enabled=False))
+        yield
+
+
+@contextmanager
+def _strict_fp32_flags() -> Iterator[None]:
     cudnn = torch.backends.cudnn
     try:
         saved = (torch.backends.cuda.matmul.allow_tf32, torch.get_float32_matmul_precision(), cudnn.allow_tf32)

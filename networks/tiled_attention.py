@@ -68,6 +68,15 @@ def chunk_rows(num_tokens: int, width_k: int, element_size: int) -> int:
     return max(1, CHUNK_BYTES // (num_tokens * width_k * element_size))
 
 
+def flat_slot_ids(keys: Tensor, rows: int, num_slots: int) -> Tensor:
+    """(n_tiles, L) slot ids -> (rows·n_tiles·L,) rows of a contiguous (rows, S, dh) tensor viewed as (rows·S, dh).
+
+    Gathering and scattering whole dh-vectors along dim 0 of that flat view is 2-3x faster on CPU
+    than index_select / index_add_ along dim 1 of (n, S, dh) when rows are few (long sequences).
+    """
+    return (torch.arange(rows, device=keys.device).view(-1, 1) * num_slots + keys.view(1, -1)).view(-1)
+
+
 class TiledAttention(torch.autograd.Function):
     """softmax(q k^T / sqrt(dh) + mask) v over gathered tiles, chunked over the N rows (CPU path).
 
@@ -86,15 +95,22 @@ class TiledAttention(torch.autograd.Function):
         bias = torch.zeros(visible.shape, dtype=q.dtype, device=q.device).masked_fill_(~visible, -math.inf)  # (n_tiles, Q, L)
         save = any(ctx.needs_input_grad[:3])
         step = chunk_rows(num_tokens, width_k, q.element_size())
+        k, v = k.contiguous(), v.contiguous()  # (N, S, dh), viewed flat below
+        num_slots = k.shape[1]
+        flat_slots = flat_slot_ids(keys, min(step, rows), num_slots)  # (step·n_tiles·L,)
+        flat_k, flat_v = k.view(-1, head_dim), v.view(-1, head_dim)  # (N·S, dh)
         y = q.new_empty(rows, num_tokens, head_dim)
         probs = q.new_empty(rows if save else min(step, rows), num_tiles, tile_len, width_k)  # (N or chunk, n_tiles, Q, L)
         for start in range(0, rows, step):
             chunk = slice(start, start + step)
             n = q[chunk].shape[0]
             p = probs[chunk] if save else probs[:n]
-            scores = torch.matmul(q[chunk].view(n, num_tiles, tile_len, head_dim), gather_slots(k[chunk], keys).transpose(-1, -2))
+            slots, rows_at = flat_slots[: n * keys.numel()], slice(start * num_slots, (start + n) * num_slots)  # into flat rows_at
+            k_tiles = flat_k[rows_at].index_select(0, slots).view(n, num_tiles, width_k, head_dim)  # (n, n_tiles, L, dh)
+            scores = torch.matmul(q[chunk].view(n, num_tiles, tile_len, head_dim), k_tiles.transpose(-1, -2))
             torch.softmax(scores.add_(bias), dim=-1, out=p)  # (n, n_tiles, Q, L)
-            torch.matmul(p, gather_slots(v[chunk], keys), out=y[chunk].view(n, num_tiles, tile_len, head_dim))
+            v_tiles = flat_v[rows_at].index_select(0, slots).view(n, num_tiles, width_k, head_dim)  # (n, n_tiles, L, dh)
+            torch.matmul(p, v_tiles, out=y[chunk].view(n, num_tiles, tile_len, head_dim))
         if save:
             ctx.save_for_backward(q, k, v, keys, y, probs)
         ctx.scale, ctx.step = scale, step
@@ -110,18 +126,22 @@ class TiledAttention(torch.autograd.Function):
         tiled = (num_tiles, tile_len)
         grad_y = grad_y.contiguous()
         delta = (grad_y * y).sum(-1).view(rows, *tiled, 1)  # (N, n_tiles, Q, 1) = rowsum(dP ∘ P)
-        grad_q, grad_k, grad_v = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
-        flat_keys = keys.view(-1)
+        grad_q, grad_k, grad_v = torch.empty_like(q), k.new_zeros(k.shape), v.new_zeros(v.shape)  # contiguous: viewed flat
+        num_slots = k.shape[1]
+        flat_slots = flat_slot_ids(keys, min(ctx.step, rows), num_slots)  # (step·n_tiles·L,)
+        flat_k, flat_v = k.view(-1, head_dim), v.view(-1, head_dim)  # (N·S, dh), contiguous since forward
         for start in range(0, rows, ctx.step):
             chunk = slice(start, start + ctx.step)
             n = q[chunk].shape[0]
+            slots, rows_at = flat_slots[: n * keys.numel()], slice(start * num_slots, (start + n) * num_slots)  # into flat rows_at
             p = probs[chunk]  # (n, n_tiles, Q, L)
             grad_y_tiles = grad_y[chunk].view(n, *tiled, head_dim)
-            k_tiles, v_tiles = gather_slots(k[chunk], keys), gather_slots(v[chunk], keys)  # (n, n_tiles, L, dh)
+            k_tiles = flat_k[rows_at].index_select(0, slots).view(n, num_tiles, width_k, head_dim)  # (n, n_tiles, L, dh)
+            v_tiles = flat_v[rows_at].index_select(0, slots).view(n, num_tiles, width_k, head_dim)
             grad_v_tiles = torch.matmul(p.transpose(-1, -2), grad_y_tiles)  # (n, n_tiles, L, dh)
-            grad_v[chunk].index_add_(1, flat_keys, grad_v_tiles.view(n, -1, head_dim))
+            grad_v.view(-1, head_dim)[rows_at].index_add_(0, slots, grad_v_tiles.view(-1, head_dim))
             grad_scores = torch.matmul(grad_y_tiles, v_tiles.transpose(-1, -2)).sub_(delta[chunk]).mul_(p)  # (n, n_tiles, Q, L)
             torch.matmul(grad_scores, k_tiles, out=grad_q[chunk].view(n, *tiled, head_dim))
             grad_k_tiles = torch.matmul(grad_scores.transpose(-1, -2), q[chunk].view(n, *tiled, head_dim))  # q already scaled
-            grad_k[chunk].index_add_(1, flat_keys, grad_k_tiles.view(n, -1, head_dim))
+            grad_k.view(-1, head_dim)[rows_at].index_add_(0, slots, grad_k_tiles.view(-1, head_dim))
         return grad_q.mul_(ctx.scale), grad_k, grad_v, None, None

@@ -14,10 +14,12 @@ So the logits at t are a function of t and the tokens inside W_γ(t) only, and t
 a position depend only on its own token: sampling caches them exactly (`sample(use_cache=True)`)
 and each new token attends over its O(γ²) window instead of recomputing the sequence.
 
-Training and evaluation (`forward`) attend in one of two ways, with the same result:
+Training and evaluation (`forward`) attend in one of these ways, with the same result:
 - "windowed": tiles of consecutive queries against the union of their windows
   (networks/tiled_attention.py), O(T·γ²) time and memory;
-- "dense": one T×(1+T) masked attention, O(T²) time; faster for short sequences and wide windows.
+- "dense": one T×(1+T) masked attention, O(T²) time; faster for short sequences and wide windows;
+- "flex" (opt-in, for GPUs): torch's block-sparse FlexAttention over the same mask
+  (networks/flex_attention.py); forward only on CPU.
 `attention="auto"` picks by `attention_plan`, a cost rule measured on CPU (bench/bench_window.py).
 
 γ = None is the global model: the same network under a plain causal mask.
@@ -36,32 +38,40 @@ from typing import Literal, cast
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention.flex_attention import BlockMask
 
 from networks.bits import bits_to_tokens, token_bits, token_signs
+from networks.flex_attention import flex_window_attention, window_block_mask
 from networks.gamma_mask import WindowTiles, gamma_window_mask, parse_gamma, window_indices, window_tiles
+from networks.precision import no_autocast
 from networks.sampling import Generators, draw_uniforms, log_flip_kernel, sample_categorical
 from networks.tiled_attention import tiled_attention
 
 MAX_HISTOGRAM_BITS = 16  # 2^16 logits per position is the largest softmax we accept
 HeadKind = Literal["histogram", "bits"]
-AttentionKind = Literal["auto", "dense", "windowed"]
+AttentionKind = Literal["auto", "dense", "windowed", "flex"]
 
 
 # ---------------------------------------------------------------------------------------------
 # which attention the training path uses
 
 # Cost rule, in units of one dense score (a query-key pair of the fused dense kernel, forward and
-# backward). Measured on CPU, fp32, one attention layer (bench/bench_window.py "rule" row): a
-# windowed score costs TILED_SCORE_COST dense ones (gathers, small GEMMs, unfused softmax), and
-# every key slot of a tile adds GATHER_COST / tile_len for copying it in and its gradient out.
-TILED_SCORE_COST = 1.8
-GATHER_COST = 22.0
+# backward). Measured on CPU, fp32, head dim 16, one attention layer (bench/bench_window.py "rule"
+# row, issue 23): a windowed score costs TILED_SCORE_COST dense ones (gathers, small GEMMs, unfused
+# softmax), every key slot of a tile adds GATHER_COST / tile_len for copying it in and its gradient
+# out, and every query QUERY_OVERHEAD for the passes that do not depend on the slots (scaling,
+# chunking). Tiles shorter than MIN_TILE_LEN are left out: their GEMMs are too small to run at speed
+# (32×32 γ=1 in tiles of 2 ran 3x slower than predicted).
+TILED_SCORE_COST = 1.65
+GATHER_COST = 8.0
+QUERY_OVERHEAD = 32.0
+MIN_TILE_LEN = 8
 MAX_TILE_LEN = 64
 
 
 def windowed_cost(num_keys: int, tile_len: int) -> float:
     """Predicted cost per query of tiles of tile_len queries over num_keys slots, in dense scores."""
-    return num_keys * (TILED_SCORE_COST + GATHER_COST / tile_len)
+    return num_keys * (TILED_SCORE_COST + GATHER_COST / tile_len) + QUERY_OVERHEAD
 
 
 def attention_plan(height: int, width: int, gamma: int | None, attention: AttentionKind = "auto") -> WindowTiles | None:
@@ -69,12 +79,14 @@ def attention_plan(height: int, width: int, gamma: int | None, attention: Attent
 
     "auto": windowed when its predicted cost is below the dense path's T + 1 scores per query
     (so global γ, short sequences and windows that cover most of the grid stay dense); the tile
-    length is the divisor of T (at most MAX_TILE_LEN) with the lowest predicted cost.
+    length is the divisor of T in [MIN_TILE_LEN, MAX_TILE_LEN] (any divisor up to MAX_TILE_LEN if
+    none) with the lowest predicted cost.
     """
     num_tokens = height * width
     if attention == "dense" or gamma is None:
         return None
-    candidates = [n for n in range(1, min(MAX_TILE_LEN, num_tokens) + 1) if num_tokens % n == 0]
+    divisors = [n for n in range(1, min(MAX_TILE_LEN, num_tokens) + 1) if num_tokens % n == 0]
+    candidates = [n for n in divisors if n >= MIN_TILE_LEN] or divisors
     window = window_indices(height, width, gamma)
     plans = [window_tiles(height, width, gamma, tile_len, window=window) for tile_len in candidates]
     best = min(plans, key=lambda tiles: windowed_cost(tiles.keys.shape[1], tiles.tile_len))
@@ -98,14 +110,16 @@ class WindowedARConfig:
     n_embd: int = 128
     dropout: float = 0.0
     head: HeadKind = "histogram"
-    attention: AttentionKind = "auto"  # training/eval attention: see attention_plan
+    attention: AttentionKind = "auto"  # training/eval attention: see attention_plan; "flex": networks/flex_attention.py
 
     def __post_init__(self):
         self.gamma = parse_gamma(self.gamma)
         if self.head not in ("histogram", "bits"):
             raise ValueError(f"head must be 'histogram' or 'bits', got {self.head!r}")
-        if self.attention not in ("auto", "dense", "windowed"):
-            raise ValueError(f"attention must be 'auto', 'dense' or 'windowed', got {self.attention!r}")
+        if self.attention not in ("auto", "dense", "windowed", "flex"):
+            raise ValueError(f"attention must be 'auto', 'dense', 'windowed' or 'flex', got {self.attention!r}")
+        if self.attention == "flex" and self.dropout > 0:
+            raise ValueError("attention='flex' has no attention dropout (torch's FlexAttention); use dropout=0 or another attention")
         if self.attention == "windowed" and self.gamma is None:
             raise ValueError("attention='windowed' needs a finite gamma (the global window is every earlier position)")
         if self.head == "histogram" and self.num_bits > MAX_HISTOGRAM_BITS:
@@ -202,13 +216,15 @@ class WindowCrossAttention(nn.Module):
         null = self.null_kv.unsqueeze(1).expand(-1, batch, -1, -1, -1)  # (2, B, H, 1, d/H), no copy
         return null[0], null[1]
 
-    def forward(self, x: Tensor, k: Tensor, v: Tensor, visible: Tensor | WindowTiles | None) -> Tensor:
+    def forward(self, x: Tensor, k: Tensor, v: Tensor, visible: Tensor | WindowTiles | BlockMask | None) -> Tensor:
         """x (B, Tq, d); k, v (B, H, S, d/H) slots; visible: a (Tq, S) bool mask (True = visible),
-        WindowTiles over the slots (the windowed path), or None (every slot)."""
+        WindowTiles over the slots (the windowed path), a FlexAttention BlockMask (the flex path), or None (every slot)."""
         q = self.split_heads(self.q_proj(x))  # (B, H, Tq, d/H)
         dropout = self.dropout if self.training else 0.0
         if isinstance(visible, WindowTiles):
             y = tiled_attention(q, k, v, visible, dropout)  # (B, H, Tq, d/H)
+        elif isinstance(visible, BlockMask):
+            y = flex_window_attention(q, k, v, visible)  # (B, H, Tq, d/H); the config refuses dropout
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=visible, dropout_p=dropout)  # (B, H, Tq, d/H)
         y = y.transpose(1, 2).reshape(x.shape)  # (B, Tq, d)
@@ -225,7 +241,7 @@ class QueryBlock(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd)
         self.mlp = MLP(config)
 
-    def forward(self, x: Tensor, k: Tensor, v: Tensor, visible: Tensor | WindowTiles | None) -> Tensor:
+    def forward(self, x: Tensor, k: Tensor, v: Tensor, visible: Tensor | WindowTiles | BlockMask | None) -> Tensor:
         x = x + self.attn(self.ln_1(x), k, v, visible)
         return x + self.mlp(self.ln_2(x))
 
@@ -254,7 +270,7 @@ class WindowedARTransformer(nn.Module):
         # training attention over the slots [null, positions 0..T-1]: tiles, or a dense mask whose
         # null column is always visible
         gamma = cast("int | None", config.gamma)  # normalised by WindowedARConfig.__post_init__
-        tiles = attention_plan(config.height, config.width, gamma, config.attention)
+        tiles = None if config.attention == "flex" else attention_plan(config.height, config.width, gamma, config.attention)
         self.windowed = tiles is not None
         if tiles is not None:
             self.register_buffer("tile_keys", tiles.keys, persistent=False)  # (n_tiles, L)
@@ -301,9 +317,19 @@ class WindowedARTransformer(nn.Module):
 
     # --- training path: all positions in parallel -------------------------------------------
 
-    def training_visibility(self) -> Tensor | WindowTiles:
-        """What every query of the training path sees: the dense (T, 1+T) mask or the tiles."""
+    def training_visibility(self) -> Tensor | WindowTiles | BlockMask:
+        """What every query of the training path sees: the dense (T, 1+T) mask, the tiles or (flex) a BlockMask."""
+        if self.config.attention == "flex":
+            return self.flex_block_mask(self.attn_mask.device)
         return WindowTiles(self.tile_keys, self.tile_visible) if self.windowed else self.attn_mask
+
+    def flex_block_mask(self, device: torch.device) -> BlockMask:
+        """The flex path's BlockMask on `device`, built once per device (not a buffer: .to() cannot move it)."""
+        masks = self.__dict__.setdefault("_flex_masks", {})
+        if device not in masks:
+            gamma = cast("int | None", self.config.gamma)
+            masks[device] = window_block_mask(self.config.height, self.config.width, gamma, device)
+        return masks[device]
 
     def forward(self, tokens: Tensor) -> Tensor:
         """(B, T) or (B, h, w) ids -> (B, T, 2^C) histogram logits or (B, T, C) bit logits.
@@ -321,7 +347,13 @@ class WindowedARTransformer(nn.Module):
             null_k, null_v = block.attn.null_slot(batch)  # (B, H, 1, d/H) each
             k, v = torch.cat([null_k, k], dim=2), torch.cat([null_v, v], dim=2)  # (B, H, 1+T, d/H) slots
             x = block(x, k, v, visible)
-        return self.head(self.ln_f(x))
+        return self.logits(x)
+
+    def logits(self, x: Tensor) -> Tensor:
+        """(..., d) query states -> (..., out_dim) float32 logits, autocast or not: the head's 2^C-way
+        softmax (and the bits head's BCE) needs more than bf16's 8 mantissa bits (docs/models.md)."""
+        with no_autocast():
+            return self.head(self.ln_f(x.to(self.head.weight.dtype)))  # float32 weights under bf16-mixed
 
     def loss(self, logits: Tensor, tokens: Tensor, flip_prob: float = 0.0) -> Tensor:
         """Mean next-token cross-entropy in nats per token.
@@ -388,7 +420,7 @@ class WindowedARTransformer(nn.Module):
         x = self.query_pos.weight[t].expand(window.shape[2], 1, -1)  # (n, 1, d)
         for block, (k, v) in zip(self.blocks, window, strict=True):
             x = block(x, k, v, None)
-        return self.head(self.ln_f(x))[:, 0]
+        return self.logits(x)[:, 0]
 
     def draw(self, logits: Tensor, uniform: Tensor, temperature: float) -> Tensor:
         """(n, out_dim) logits, (n, draws) uniforms -> (n,) token ids."""

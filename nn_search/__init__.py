@@ -13,7 +13,8 @@ GEMM flavours, picked from the input dtypes and the device (`scores.py`):
 - Hamming on CPU: query bits (uint8 0/1) times reference signs (int8 +-1) through oneDNN's int8
   linear with an FP32 output and the bias -|r| fused in, i.e. the GEMM writes -Hamming directly
   (exact: every value is an integer below 2^24; products <= 1 cannot saturate AVX2's 16-bit pairs;
-  `hamming.py`);
+  `hamming.py`), with the prepacked reference kept between calls (`reference_cache.py`); where that
+  GEMM is absent or the reference too large to keep, XOR + popcount of bit-packed words (`popcount.py`);
 - anything else: an FP32 GEMM with TF32/bf16 shortcuts forced off (`networks/precision.strict_fp32`), whose
   rounding can only reorder near-ties; an FP64 re-rank of the top `rerank_k` candidates then
   gives exact distances (TF32/bf16 errors would flip borderline 1/3-ratio and PSNR cases).

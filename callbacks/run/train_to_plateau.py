@@ -14,10 +14,12 @@ so every rank takes the same decision):
   (ReduceLROnPlateau's rule, on the training loss); once it has decayed `max_decays` times, the next
   `patience` windows without improvement end the fit: the loss has plateaued (`fit/plateaued` = 1).
 - if the budget ends first, `fit/plateaued` stays 0 and a report calls the model "not fitted" rather
-  than reading its memorization. The budget is `max_steps`, Lightning's `max_time` (wall clock), or
-  `max_cpu_seconds`: this process's CPU seconds (user + system, all threads) since the fit started,
-  which on a CPU with one thread per run is what the fit would take alone on a quiet core, however
-  loaded the machine is (roughly: contention inflates it too, much less than the wall clock).
+  than reading its memorization. The budget is `max_steps`, the last epoch of `max_epochs` (both logged as
+  `fit/plateaued` = 0 at their last step), Lightning's `max_time` (wall clock), or `max_cpu_seconds`: this
+  process's CPU seconds (user + system, all threads) since the fit started, which on a CPU with one thread
+  per run is what the fit would take alone on a quiet core, however loaded the machine is (roughly:
+  contention inflates it too, much less than the wall clock). On a GPU, `max_cpu_seconds` is null and a
+  wall budget is `max_time`.
 
 The fit stops through `trainer.should_stop`, also at the step budget, so Lightning validates the
 final model before it stops and the measurement callbacks measure that model (see
@@ -98,7 +100,7 @@ class TrainToPlateau(Callback):
         budget_spent = False
         if step % self.window == 0 and step > self.warmup_steps and self.loss_count:
             budget_spent = self.end_window(trainer, pl_module)
-        budget_spent = budget_spent or trainer.max_steps is not None and 0 < trainer.max_steps <= step
+        budget_spent = budget_spent or trainer.max_steps is not None and 0 < trainer.max_steps <= step or last_batch_of_fit(trainer)
         if budget_spent and not self.plateaued:
             pl_module.log("fit/plateaued", 0.0, on_step=True, on_epoch=False)
         if self.plateaued or budget_spent:
@@ -161,6 +163,12 @@ class TrainToPlateau(Callback):
                 f"{self.max_cpu_seconds:g} s is spent before the training loss plateaued, stopping (not fitted)"
             )
         return over_budget
+
+
+def last_batch_of_fit(trainer: Trainer) -> bool:
+    """The last batch of the last epoch of ``max_epochs`` (an epoch cap, e.g. a recipe's safety cap or the debug preset)."""
+    max_epochs, last_batch = trainer.max_epochs, trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+    return max_epochs is not None and 0 < max_epochs <= trainer.current_epoch + 1 and last_batch
 
 
 def process_cpu_seconds() -> float:

@@ -91,6 +91,19 @@ def test_a_loss_that_keeps_falling_runs_to_the_budget_and_is_not_fitted():
     assert record.steps == [95]  # the budget's end is validated and measured, whatever the cadence
 
 
+def test_an_epoch_cap_before_the_plateau_is_recorded_as_not_fitted():
+    """A recipe's epoch cap (or the debug preset's max_epochs) ends the fit before any window: fit/plateaued = 0, not missing."""
+    model = ScriptedLoss(lambda step: 4.0 * math.exp(-step / 30))
+    plateau, record = TrainToPlateau(window=100), RecordSteps(every_n_val_epochs=None)
+    trainer = Trainer(
+        max_epochs=4, check_val_every_n_epoch=None, val_check_interval=1000, callbacks=[plateau, record], logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu",
+    )  # fmt: skip
+    trainer.fit(model, loader(), loader(1))
+    assert trainer.global_step == 12 and trainer.callback_metrics["fit/plateaued"] == 0.0
+    assert record.steps == [12]  # the cap's last step is validated and measured
+
+
 def test_warmup_ramps_the_lr_linearly():
     model = ScriptedLoss(lambda step: 4.0 * math.exp(-step / 30))
     fit(model, [TrainToPlateau(window=10, warmup_steps=5)], max_steps=8)

@@ -91,7 +91,7 @@ def test_the_token_configs_take_a_source_path_unchanged(tmp_path, config):
     printed = print_config("-c", str(config), "--data.init_args.path", str(path))
     data = printed["data"]["init_args"]
     assert data["path"] == str(path) and data["image_column"] is None
-    assert (data["image_size"], data["channels"], data["max_train_samples"]) == (32, 3, 100)
+    assert (data["image_size"], data["channels"], data["max_train_samples"]) == (32, 3, 16)
 
 
 def test_the_embedded_default_is_the_photo_crops():

@@ -1,7 +1,8 @@
 """The code paths that only run on CUDA, each against the CPU result: the pass/fail half of `make gpu-check`.
 
 The int8 GEMM with its row/column padding, bit packing, token codes, windowed attention (SDPA over
-tiles), KV-cached sampling, and both NN searches on a slice of the queries. Each check takes a
+tiles), KV-cached sampling, flex attention (forward and backward) against dense, torch.compile of the
+γ-ARVM against eager, the float32 head under bf16 autocast, and both NN searches on a slice of the queries. Each check takes a
 device and the sizes, returns a short note when the device's result matches the CPU's and raises
 AssertionError when not. tests/gpu/test_cuda_matches_cpu.py runs them on CUDA at CIFAR size;
 tests/gpu/test_device_checks.py runs them on the CPU at toy sizes, so their logic is tested where
@@ -10,6 +11,7 @@ no GPU exists. The throughput half is bench/gpu_throughput.py.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import warnings
@@ -88,6 +90,65 @@ def windowed_attention(device: torch.device, sizes: CheckSizes) -> str:
     return f"SDPA over tiles vs the CPU kernel: max |Δ| {error:.1e} fp32, {mixed_error:.1e} bf16"
 
 
+def _arvm_pair(device: torch.device, sizes: CheckSizes, attention: str, gamma=GAMMA):
+    network_sizes = dataclasses.replace(gpu_throughput.TINY, grid=sizes.grid, n_layer=2, n_embd=32, n_head=2)
+    return arvm_network(network_sizes, gamma, attention, device), arvm_network(network_sizes, gamma, "dense", device)
+
+
+def _grid_tokens(sizes: CheckSizes, device: torch.device, batch: int = 2) -> torch.Tensor:
+    return torch.randint(0, 2**BITS, (batch, sizes.grid, sizes.grid), generator=torch.Generator().manual_seed(2)).to(device)
+
+
+def flex_attention_matches_dense(device: torch.device, sizes: CheckSizes) -> str:
+    """Block-sparse FlexAttention (attention="flex") against the dense masked path: logits and, on CUDA, every
+    gradient (torch has no FlexAttention backward on CPU: there the forward only)."""
+    if device.type == "cpu":  # no backward there, and its compiled forward costs ~40 s: tests/networks/test_flex_attention.py
+        return "not run on the CPU here (tests/networks/test_flex_attention.py checks the forward)"
+    flexed, dense = _arvm_pair(device, sizes, "flex")
+    tokens = _grid_tokens(sizes, device)
+    losses = [net.loss(net(tokens), tokens) for net in (flexed, dense)]
+    error = abs(losses[0].item() - losses[1].item())
+    for loss in losses:
+        loss.backward()
+    grad_error = max(
+        ((p.grad - q.grad).abs().max() / (q.grad.abs().max() + 1e-12)).item()
+        for p, q in zip(flexed.parameters(), dense.parameters(), strict=True)
+    )
+    assert error < 1e-4 and grad_error < 1e-3, f"loss |Δ| {error:.2e}, grads max relative |Δ| {grad_error:.2e}"
+    return f"loss |Δ| {error:.1e}, gradients max relative |Δ| {grad_error:.1e} against dense"
+
+
+def compiled_arvm_matches_eager(device: torch.device, sizes: CheckSizes) -> str:
+    """networks/compiled_step.compile_network (GammaARVM(compile=True)): logits and cached samples as eager."""
+    from networks.compiled_step import compile_network
+
+    if device.type == "cpu":  # a compile costs ~30-60 s on a CPU: tests/networks/test_compile.py (slow) checks it there
+        return "not compiled on the CPU here (tests/networks/test_compile.py)"
+    eager, _ = _arvm_pair(device, sizes, "auto")
+    compiled = compile_network(copy.deepcopy(eager))
+    tokens = _grid_tokens(sizes, device)
+    error = (compiled(tokens) - eager(tokens)).abs().max().item()
+    assert error < 1e-3, f"logits max |Δ| {error:.2e}"
+    seeds = list(range(4))
+    same = (compiled.eval().sample(4, generator=seeds) == eager.eval().sample(4, generator=seeds)).float().mean().item()
+    assert same > 0.99, f"{100 * same:.1f}% of cached-sample tokens as eager"
+    return f"logits max |Δ| {error:.1e}; {100 * same:.1f}% of cached-sample tokens as eager"
+
+
+def bf16_keeps_the_head_float32(device: torch.device, sizes: CheckSizes) -> str:
+    """Under bf16 autocast the γ-ARVM's logits and loss are float32 and close to the fp32 ones."""
+    net, _ = _arvm_pair(device, sizes, "auto")
+    tokens = _grid_tokens(sizes, device)
+    with torch.no_grad():
+        expected = net.loss(net(tokens), tokens).item()
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            logits = net(tokens)
+            loss = net.loss(logits, tokens)
+    assert logits.dtype == loss.dtype == torch.float32, f"{logits.dtype}, {loss.dtype}"
+    assert abs(loss.item() - expected) < 1e-2 * expected, f"bf16 loss {loss.item():.4f} vs fp32 {expected:.4f}"
+    return f"float32 logits and loss under bf16 autocast; loss {loss.item():.4f} vs fp32 {expected:.4f}"
+
+
 def kv_cached_sampling(device: torch.device, sizes: CheckSizes) -> str:
     network_sizes = dataclasses.replace(gpu_throughput.TINY, grid=sizes.grid, n_layer=2, n_embd=32, n_head=2)
     net = arvm_network(network_sizes, GAMMA, "auto", device).eval()
@@ -120,6 +181,9 @@ CHECKS: dict[str, Callable[[torch.device, CheckSizes], str]] = {
     "bit packing and token codes": bit_packing_and_token_codes,
     "windowed attention (SDPA over tiles, fp32 and bf16)": windowed_attention,
     "KV-cached sampling": kv_cached_sampling,
+    "flex attention vs dense (forward, backward on CUDA)": flex_attention_matches_dense,
+    "torch.compile of the γ-ARVM vs eager": compiled_arvm_matches_eager,
+    "bf16 autocast keeps the head float32": bf16_keeps_the_head_float32,
     "exact L2 top-2 vs CPU": _search_matches_the_cpu("L2", exact_l2_top2),
     "Hamming top-2 vs CPU": _search_matches_the_cpu("Hamming", hamming_top2),
 }

@@ -16,8 +16,18 @@ def test_every_check_passes_on_the_cpu():
         notes = {name: check(CPU, TINY) for name, check in CHECKS.items()}
     finally:
         torch.set_num_threads(threads)
-    assert len(notes) == 6
-    for fragment in ("int8 GEMM", "bit packing", "windowed attention", "KV-cached sampling", "exact L2", "Hamming"):
+    assert len(notes) == 9
+    for fragment in (
+        "int8 GEMM",
+        "bit packing",
+        "windowed attention",
+        "KV-cached sampling",
+        "exact L2",
+        "Hamming",
+        "flex",
+        "compile",
+        "bf16",
+    ):
         assert any(fragment in name for name in notes), fragment
     assert all(notes.values()), "a check returned no note"
 

@@ -65,12 +65,18 @@ def test_backward_passes_gradcheck():
     assert torch.autograd.gradcheck(lambda *qkv: tiled_attention(*qkv, tiles), (q, k, v))
 
 
-def test_chunked_and_unchunked_agree(monkeypatch):
+@pytest.mark.parametrize("step", [1, 4])  # 4: the last chunk of the 6 rows is partial
+def test_chunked_and_unchunked_agree(monkeypatch, step):
     q, k, v = random_qkv(24, dtype=torch.float32)
+    grad_out = torch.randn_like(q)
     tiles = window_tiles(4, 6, 1, 6)
     whole = tiled_attention(q, k, v, tiles)
-    monkeypatch.setattr("networks.tiled_attention.CHUNK_BYTES", 1)  # one row per chunk
-    torch.testing.assert_close(tiled_attention(q, k, v, tiles), whole)
+    whole_grads = torch.autograd.grad(whole, (q, k, v), grad_out)
+    monkeypatch.setattr("networks.tiled_attention.chunk_rows", lambda *_: step)
+    chunked = tiled_attention(q, k, v, tiles)
+    torch.testing.assert_close(chunked, whole)
+    for grad, expected in zip(torch.autograd.grad(chunked, (q, k, v), grad_out), whole_grads, strict=True):
+        torch.testing.assert_close(grad, expected)
 
 
 def test_cpu_kernel_without_grad_keeps_no_probabilities():

@@ -199,6 +199,8 @@ def test_attention_plan_rule():
     tiles = attention_plan(32, 32, 5)  # the CIFAR latent grid, 1024 tokens
     assert tiles is not None and tiles.tile_len == 16 and tiles.keys.shape[1] == 128  # 128 slots per query, not 1025
     assert attention_plan(32, 32, 5, "dense") is None
+    assert attention_plan(32, 32, 1).tile_len >= 8  # tiny tiles (2 queries over 8 slots) never run at speed
+    assert attention_plan(16, 16, 5) is not None  # measured 1.2x faster windowed (bench_window rule row, issue 23)
     assert attention_plan(8, 8, 2, "windowed") is not None
     with pytest.raises(ValueError, match="finite gamma"):
         WindowedARConfig(gamma=None, attention="windowed")

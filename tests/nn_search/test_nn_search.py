@@ -115,15 +115,22 @@ def test_strict_fp32_context_overrides_and_restores_reduced_precision():
         torch.set_float32_matmul_precision(before)
 
 
-@pytest.fixture(params=["oneDNN bits x signs", "int8 GEMM", "FP32 GEMM"])
+@pytest.fixture(params=["oneDNN bits x signs", "popcount", "int8 GEMM", "FP32 GEMM"])
 def hamming_path(request, monkeypatch):
-    from nn_search import hamming, int8_gemm
+    """Every Hamming path on any machine, whichever `hamming_path` would pick here."""
+    from nn_search import hamming, int8_gemm, popcount
 
     if request.param == "oneDNN bits x signs":
         if hamming._ONEDNN_QLINEAR is None:
             pytest.skip("this torch build has no oneDNN int8 linear")
+    elif request.param == "popcount":
+        if not hasattr(np, "bitwise_count"):
+            pytest.skip("NumPy < 2 has no bitwise_count")
+        monkeypatch.setattr(hamming, "_ONEDNN_QLINEAR", None)
+        monkeypatch.setattr(popcount, "DEFAULT_BLOCKS", popcount.PopcountBlocks(query_block=3, reference_tile=64))  # many pieces
     else:
         monkeypatch.setattr(hamming, "_ONEDNN_QLINEAR", None)
+        monkeypatch.setattr(hamming, "hamming_path", lambda queries, reference: "GEMM")
         monkeypatch.setattr(int8_gemm, "fast_int8_gemm", lambda device: request.param == "int8 GEMM")
     return request.param
 
@@ -197,3 +204,86 @@ def test_benchmark_rows_without_faiss(monkeypatch):
     assert [row.name for row in rows] == list(bench_nn_search.ROW_NAMES)
     for row in rows:
         assert row.baseline is None and row.note == "not run: faiss-cpu missing" and row.ours > 0
+
+
+def brute_force_hamming_top2(query_bits: np.ndarray, reference_bits: np.ndarray):
+    """(Q, 2) distances and indices from all (Q, N) Hamming distances of 0/1 rows, ties to the lower index."""
+    hamming = (query_bits[:, None] != reference_bits[None]).sum(-1)  # (Q, N)
+    order = np.argsort(hamming, axis=1, kind="stable")[:, :2]
+    return np.take_along_axis(hamming, order, axis=1).astype(np.float64), order
+
+
+@pytest.mark.parametrize("num_bits", [1, 63, 64, 65, 200, 1985])  # around word edges; 1985: > 24 words, two folds
+def test_popcount_equals_gemm_equals_brute_force(num_bits, monkeypatch):
+    """Distances and indices of the popcount path, incl. duplicates (ties) and codes that are copies."""
+    from nn_search import hamming, popcount
+
+    if not hasattr(np, "bitwise_count"):
+        pytest.skip("NumPy < 2 has no bitwise_count")
+    rng = np.random.default_rng(num_bits)
+    reference_bits = rng.integers(0, 2, (203, num_bits))
+    query_bits = rng.integers(0, 2, (29, num_bits))
+    reference_bits[[5, 9, 17]] = reference_bits[3]  # a 4-way tie for the copies below
+    query_bits[:2] = reference_bits[3]
+    queries, reference = (torch.from_numpy(bits).to(torch.int8) * 2 - 1 for bits in (query_bits, reference_bits))
+    distances, indices = brute_force_hamming_top2(query_bits, reference_bits)
+    top = popcount.popcount_hamming_top2(queries, reference, popcount.PopcountBlocks(query_block=4, reference_tile=50))
+    assert top.d1.dtype == torch.float64 and top.idx1.dtype == torch.long
+    assert np.array_equal(torch.stack([top.d1, top.d2], 1).numpy(), distances)
+    assert np.array_equal(torch.stack([top.idx1, top.idx2], 1).numpy(), indices)  # ties to the lower index
+    if num_bits >= 63:  # (shorter codes collide by chance)
+        assert top.idx1[:2].tolist() == [3, 3] and top.idx2[:2].tolist() == [5, 5]
+    monkeypatch.setattr(hamming, "hamming_path", lambda queries, reference: "GEMM")
+    gemm = hamming.hamming_top2(queries, reference)
+    assert torch.equal(gemm.d1, top.d1) and torch.equal(gemm.d2, top.d2)
+
+
+def test_popcount_edge_cases():
+    from nn_search import popcount
+
+    if not hasattr(np, "bitwise_count"):
+        pytest.skip("NumPy < 2 has no bitwise_count")
+    two_queries = torch.tensor([[1, -1, 1], [-1, -1, -1]], dtype=torch.int8)
+    one = popcount.popcount_hamming_top2(two_queries, torch.tensor([[1, 1, 1]], dtype=torch.int8))  # a single reference row
+    assert one.d1.tolist() == [1.0, 3.0] and torch.isinf(one.d2).all() and one.idx1.tolist() == [0, 0] and one.idx2.tolist() == [-1, -1]
+    empty = popcount.popcount_hamming_top2(torch.zeros(0, 70, dtype=torch.int8), torch.ones(4, 70, dtype=torch.int8))
+    assert empty.d1.shape == (0,) and empty.idx1.dtype == torch.long
+    reference = torch.ones(5, 70, dtype=torch.int8)
+    first = popcount.popcount_hamming_top2(torch.ones(1, 70, dtype=torch.int8), reference)
+    reference[2, :10] = -1  # an in-place write bumps _version: the cached packing must not be reused
+    second = popcount.popcount_hamming_top2(-torch.ones(1, 70, dtype=torch.int8), reference)
+    assert first.d1.item() == 0 and second.d1.item() == 60 and second.idx1.item() == 2
+    # complementary codes: every byte of every XOR word is 0xFF, the densest case for the byte-lane sums
+    far = popcount.popcount_hamming_top2(torch.ones(2, 7168, dtype=torch.int8), -torch.ones(3, 7168, dtype=torch.int8))
+    assert far.d1.tolist() == [7168.0, 7168.0] and far.d2.tolist() == [7168.0, 7168.0]
+
+
+def test_hamming_path_is_chosen_per_device_and_build(monkeypatch):
+    from nn_search import hamming
+
+    codes = torch.ones(4, 64, dtype=torch.int8)
+    expected_cpu = "oneDNN int8 GEMM" if hamming._ONEDNN_QLINEAR is not None else "popcount"
+    assert hamming.hamming_path(codes, codes) == expected_cpu
+    assert hamming.hamming_path(codes.to("meta"), codes.to("meta")) == "GEMM"  # CUDA and any other device
+    monkeypatch.setattr(hamming, "_ONEDNN_QLINEAR", None)
+    assert hamming.hamming_path(codes, codes) == "popcount"
+    monkeypatch.setattr(hamming, "_ONEDNN_QLINEAR", (None, None))
+    monkeypatch.setattr(hamming, "PREPACKED_CACHE_BYTES", 4 * 64 - 1)  # a reference too large to keep prepacked
+    assert hamming.hamming_path(codes, codes) == "popcount"
+
+
+def test_hamming_search_of_inference_tensors_is_exact_and_kept_nowhere():
+    """Metrics search under torch.inference_mode, where tensors have no version counter: every path still
+    answers exactly, and an inference tensor's packing is never cached (an in-place write could not be seen)."""
+    from nn_search import hamming
+    from nn_search.reference_cache import ReferenceCache
+
+    with torch.inference_mode():
+        reference = torch.ones(5, 70, dtype=torch.int8)
+        first = hamming.hamming_top2(torch.ones(1, 70, dtype=torch.int8), reference)
+        reference[2, :10] = -1
+        second = hamming.hamming_top2(-torch.ones(1, 70, dtype=torch.int8), reference)
+        cache = ReferenceCache()
+        built = cache.get(reference, lambda r: object())
+        assert cache.get(reference, lambda r: object()) is not built
+    assert first.d1.item() == 0 and second.d1.item() == 60 and second.idx1.item() == 2

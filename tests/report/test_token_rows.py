@@ -74,3 +74,22 @@ def test_phase_rows_and_seed_spread_come_in_gamma_order_whatever_the_results_ord
         assert phase == [(g, n) for g in (1, 4, "global") for n in (100.0, 300.0)]
         assert [(s["gamma"], s["model"]) for s in seed_spread(results)] == [(g, m) for g in ("2", "global") for m in ("kernel", "neural")]
     assert set(phase_rows(cells)[0]["floors"]) == {"pixel", "decoded", "latent"}
+
+
+def cifar10_neural_record(plateaued: float | None, step: int) -> dict:
+    """A neural cell of configs/arvm/cifar10.yaml as its results.json holds it: TrainToPlateau's fit/ figures (fit/plateaued
+    only where the rule logged it), the final model's measurements at the last step, role γ = 5."""
+    metrics = {"mem/psnr25_rate": 0.1, "mem/num_samples": 1000.0, "mem/step": float(step), "train/nll_bits": 2.0, "fit/window_loss": 1.4}
+    metrics |= {"fit/lr": 5e-4, "fit/lr_decays": 2.0} | ({} if plateaued is None else {"fit/plateaued": plateaued})
+    return {"metrics": metrics, "global_step": step, "role": {"stage": "neural", "kind": "gamma", "model": "neural", "gamma": "5"}}
+
+
+def test_a_cifar10_neural_cell_reads_its_fit_from_the_plateau_rule_it_logged():
+    rows = {
+        label: report_rows({"neural-gamma-5": cifar10_neural_record(plateaued, step)}, [5])[0]
+        for label, plateaued, step in (("plateaued", 1.0, 3100), ("capped", 0.0, 6400), ("no rule", None, 6400))
+    }
+    assert rows["plateaued"]["fitted"] and rows["plateaued"]["fit_note"] == "training loss plateaued at step 3100"
+    assert rows["plateaued"]["samples_final"] and rows["plateaued"]["num_samples"] == 1000
+    assert not rows["capped"]["fitted"] and "budget ended at step 6400" in rows["capped"]["fit_note"]
+    assert not rows["no rule"]["fitted"] and rows["no rule"]["fit_note"].startswith("no stopping rule recorded")
