@@ -20,7 +20,7 @@ import torch
 
 from bench.common import Row
 from bench.harness import interleaved_medians, timed
-from networks.compiled_step import compile_network
+from networks.compiled_step import compile_network, cpp_compiler
 from networks.window_transformer import WindowedARConfig, WindowedARTransformer
 
 NUM_BITS, GAMMA = 6, 2
@@ -78,7 +78,12 @@ def sampling_row(eager, compiled, side: int, smoke: bool) -> Row:
     return Row(SAMPLE_NAME, n / seconds["compiled"], n / seconds["eager"], "samples/s", note=note)
 
 
+NO_COMPILER = "not run: no C++ compiler for torch.compile's CPU backend (set CXX or install g++)"
+
+
 def run(smoke: bool = False) -> list[Row]:
+    if not torch.cuda.is_available() and cpp_compiler() is None:
+        return [Row(name, None, None, unit, note=NO_COMPILER) for name, unit in ((TRAIN_NAME, "tokens/s"), (SAMPLE_NAME, "samples/s"))]
     eager, compiled, side = networks(smoke)
     return [training_row(eager, compiled, side, smoke), sampling_row(eager, compiled, side, smoke)]
 

@@ -16,6 +16,8 @@ One compile per sample count n (dynamic=False).
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable, Iterable
 from typing import cast
 
@@ -23,6 +25,12 @@ import torch
 from torch import Tensor
 
 from networks.window_transformer import QueryBlock, WindowedARTransformer
+
+
+def cpp_compiler() -> str | None:
+    """The C++ compiler torch.compile's CPU backend (Inductor) would build with ($CXX, else g++ / c++ / clang++ on
+    PATH), or None: on a CPU without one, compiling fails at the first call."""
+    return next((path for name in (os.environ.get("CXX"), "g++", "c++", "clang++") if name and (path := shutil.which(name))), None)
 
 
 class FixedShapeStep:
@@ -38,12 +46,13 @@ class FixedShapeStep:
             slots = net.window_slots  # (T, 1+K): null, the window, padding
             visible = torch.arange(slots.shape[1]) < torch.tensor(net.window_len).view(-1, 1)  # (T, 1+K)
         self.slots, self.visible = slots, visible
+        self.whole_cache = net.config.gamma is None  # the padded window is the whole cache: read it in place
         self.step = torch.compile(self._step, dynamic=False)
         self.write = torch.compile(self._write, dynamic=False)
 
     def _step(self, cache: Tensor, t: Tensor) -> Tensor:
         row = t.view(1)  # index_select, not [t]: indexing by a 0-d tensor reads it back to Python (a graph break)
-        window = cache.index_select(4, self.slots.index_select(0, row)[0])  # (L, 2, n, H, S, d/H)
+        window = cache if self.whole_cache else cache.index_select(4, self.slots.index_select(0, row)[0])  # (L, 2, n, H, S, d/H)
         visible = self.visible.index_select(0, row)  # (1 query, S)
         x = self.net.query_pos.weight.index_select(0, row).expand(window.shape[2], 1, -1)  # (n, 1, d)
         for block, (k, v) in zip(cast(Iterable[QueryBlock], self.net.blocks), window, strict=True):

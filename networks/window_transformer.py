@@ -350,8 +350,9 @@ class WindowedARTransformer(nn.Module):
         return self.logits(x)
 
     def logits(self, x: Tensor) -> Tensor:
-        """(..., d) query states -> (..., out_dim) float32 logits, autocast or not: the head's 2^C-way
-        softmax (and the bits head's BCE) needs more than bf16's 8 mantissa bits (docs/models.md)."""
+        """(..., d) query states -> (..., out_dim) logits in the head's own dtype with autocast off: float32 under
+        bf16-mixed (the head's 2^C-way softmax and the bits head's BCE need more than bf16's 8 mantissa bits,
+        docs/models.md); a bf16-true model's bf16 head stays bf16."""
         with no_autocast():
             return self.head(self.ln_f(x.to(self.head.weight.dtype)))  # float32 weights under bf16-mixed
 

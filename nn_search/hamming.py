@@ -113,7 +113,7 @@ def hamming_top2(query_codes: Tensor, reference_codes: Tensor, chunk_size: int =
     All give the same distances. Among more than two equally near codes, which two are returned
     is unspecified (the popcount path returns the lowest indices). chunk_size /
     reference_chunk_size size the GEMMs; the popcount path sizes its own pieces. The CPU paths
-    keep a packed copy of the last reference searched while it is unchanged (`reference_cache.py`).
+    keep a packed copy of the last reference searched while it is unchanged (`reference_cache.py`; the GEMM fallback does not).
     """
     query_signs, reference_signs = signed_codes(query_codes), signed_codes(reference_codes)
     check_pair(query_signs, reference_signs)

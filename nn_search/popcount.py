@@ -9,7 +9,7 @@ with AVX512-BITALG, a nibble table on AVX2), while its uint64 loop is scalar (me
 words/s on one core of the AVX-512 EPYC). Each NumPy call handles 8 words of a (query block x
 reference tile) piece at once (fewer, longer calls). The per-byte counts (<= 8 each) are then summed eight
 lanes at a time by plain uint64 additions (SWAR): 24 words fit below 256 per byte, after which the
-8 byte lanes are added pairwise into four 16-bit lanes (<= 496 each) and those into one count by a
+8 byte lanes are added pairwise into four 16-bit lanes (<= 384 each) and those into one count by a
 multiply by 0x0001000100010001 and a shift by 48. Every value is an integer: the distances are exact.
 
 Work is split into (query block x reference tile) pieces whose scratch stays in L2 cache; query

@@ -18,6 +18,8 @@ os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="meps-hf-home-")
 atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)  # a test session leaves no cache behind
 os.environ["HF_DATASETS_CACHE"] = os.path.join(os.environ["HF_HOME"], "datasets")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# torch.compile's cache inside the session's tmp dir (removed with it), not /tmp/torchinductor_$USER
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(os.environ["HF_HOME"], "torchinductor")
 os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -12,14 +12,17 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from lightning.pytorch import Callback
 
 from datamodules import HFImageDataModule
+from networks.compiled_step import cpp_compiler
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DIGITS_CONFIG = str(REPO_ROOT / "configs" / "blae" / "digits.yaml")
 DEBUG_PRESET = str(REPO_ROOT / "configs" / "presets" / "debug.yaml")
+needs_cpp_compiler = pytest.mark.skipif(cpp_compiler() is None, reason="torch.compile's CPU backend needs a C++ compiler (none found)")
 
 
 def subprocess_env(**extra: str) -> dict:

@@ -189,9 +189,13 @@ def test_the_mnist_and_celeba64_blae_configs_fit_on_their_standins(tmp_path):
         folder.mkdir()
         output = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
         procs[name] = subprocess.Popen(command, cwd=folder, env=subprocess_env(), **output)
+    try:
+        outputs = {name: proc.communicate(timeout=600)[0] for name, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            proc.kill()  # a fit that hung past its timeout must not keep a core of the runner
     for name, proc in procs.items():
-        output, _ = proc.communicate(timeout=600)
-        assert proc.returncode == 0, f"{name}: exit {proc.returncode}\n{output[-6000:]}"
+        assert proc.returncode == 0, f"{name}: exit {proc.returncode}\n{outputs[name][-6000:]}"
     for name, (_, size, channels) in runs.items():
         record = json.loads((tmp_path / f"{name}.json").read_text())
         assert record["global_step"] > 0 and math.isfinite(record["metrics"]["val/psnr"]), (name, record)

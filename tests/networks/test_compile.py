@@ -15,6 +15,7 @@ import torch
 
 from networks.compiled_step import FixedShapeStep, compile_network
 from networks.window_transformer import WindowedARConfig, WindowedARTransformer
+from tests.helpers import needs_cpp_compiler
 
 BITS, SIDE = 4, 6
 # float32 logits of two executions of the same network: eager vs inductor's fused kernels differ only
@@ -81,6 +82,7 @@ def test_gamma_arvm_compile_switch_compiles_its_network(monkeypatch):
 
 
 @pytest.mark.slow
+@needs_cpp_compiler
 @pytest.mark.parametrize("gamma,attention", [(2, "windowed"), (None, "dense")])
 def test_compiled_logits_gradients_and_samples_equal_eager(gamma, attention):
     eager = network(gamma, attention)

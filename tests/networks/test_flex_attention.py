@@ -15,6 +15,7 @@ from torch.nn.attention.flex_attention import create_mask, flex_attention
 from networks import flex_attention as flex
 from networks.gamma_mask import gamma_window_mask
 from networks.window_transformer import WindowedARConfig, WindowedARTransformer
+from tests.helpers import needs_cpp_compiler
 
 BITS = 4
 # |Δ logit| between two float32 attention paths of a 3-layer network: both are exact softmax attention
@@ -90,6 +91,7 @@ def test_flex_refuses_attention_dropout():
 
 
 @pytest.mark.slow
+@needs_cpp_compiler
 def test_compiled_flex_forward_equals_dense_on_cpu():
     """The compiled FlexAttention kernel (what a GPU runs, here its CPU forward): one compile serves every γ
     of a grid size (γ is a captured tensor), so three cases cost one compile (~45 s cold on a 2-core box)."""
