@@ -12,7 +12,7 @@ from lightning_modules.base import InjectedOptimizers
 from lightning_modules.token_model import Gamma, LatentTokenModel
 from networks.bits import bits_to_tokens
 from networks.compiled_step import compile_network
-from networks.window_transformer import WindowedARConfig, WindowedARTransformer
+from networks.window_transformer import AttentionKind, WindowedARConfig, WindowedARTransformer
 
 
 class GammaARVM(InjectedOptimizers, LatentTokenModel):
@@ -21,6 +21,8 @@ class GammaARVM(InjectedOptimizers, LatentTokenModel):
     `flip_prob` > 0 trains against the bit-flip-kernel soft target (docs/models.md, kernel γ-ARVM): every
     training token is treated as a random variable rather than a label. `compile` = True runs the network's
     forward and its cached sampling step through torch.compile (networks/compiled_step.py; same logits).
+    `attention` picks the training path's attention (networks/window_transformer.py: "auto" by a cost rule,
+    "flex" = torch's FlexAttention for GPUs, opt-in).
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class GammaARVM(InjectedOptimizers, LatentTokenModel):
         temperature: float = 1.0,
         train_nll_grids: int | None = 1000,
         compile: bool = False,
+        attention: AttentionKind = "auto",
     ):
         super().__init__(autoencoder, gamma, image_size, channels, sample_seed, temperature, train_nll_grids)
         self.save_hyperparameters(logger=False)
@@ -57,6 +60,7 @@ class GammaARVM(InjectedOptimizers, LatentTokenModel):
                 n_embd=n_embd,
                 dropout=dropout,
                 head=head,
+                attention=attention,
             )
         )
         if compile:

@@ -79,6 +79,10 @@ def test_gamma_arvm_compile_switch_compiles_its_network(monkeypatch):
     assert compiled == [] and eager.hparams["compile"] is False
     model = gamma_arvm.GammaARVM("blae.ckpt", gamma=2, n_layer=1, n_embd=16, n_head=2, compile=True)
     assert compiled == [model.net] and model.hparams["compile"] is True
+    # the attention switch reaches the network (what --model.init_args.attention flex does)
+    assert eager.net.config.attention == "auto"
+    flex = gamma_arvm.GammaARVM("blae.ckpt", gamma=2, n_layer=1, n_embd=16, n_head=2, attention="flex")
+    assert flex.net.config.attention == "flex" and flex.hparams["attention"] == "flex"
 
 
 @pytest.mark.slow
