@@ -78,4 +78,5 @@ def test_the_rgb32_sweep_runs_end_to_end_and_its_tokens_take_a_parquet_source(tm
     meta = [json.loads(p.read_text()) for p in (tmp_path / "tokens").rglob("meta.json")]
     assert len(meta) == 1
     assert (meta[0]["grid_height"], meta[0]["grid_width"], meta[0]["num_bits"]) == (32, 32, 7)
-    assert meta[0]["split_sizes"] == {"train": 27, "val": 3}
+    token_data = yaml.safe_load((REPO_ROOT / "configs" / "data" / "rgb32_tokens.yaml").read_text())["init_args"]
+    assert meta[0]["split_sizes"] == {"train": min(27, token_data["max_train_samples"]), "val": 3}  # the token models' subset
